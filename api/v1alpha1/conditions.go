@@ -1,0 +1,17 @@
+package v1alpha1
+
+// ConditionReady is the one condition a WatchSubscription reports.
+const ConditionReady = "Ready"
+
+// Reasons of the Ready condition. True: ReasonWatching. Unknown: ReasonStarting. False: the rest.
+const (
+	ReasonWatching         = "Watching"
+	ReasonStarting         = "Starting"
+	ReasonInvalidSpec      = "InvalidSpec"
+	ReasonResourceNotFound = "ResourceNotFound"
+	ReasonNotWatchable     = "NotWatchable"
+	ReasonForbidden        = "Forbidden"
+	ReasonSuspended        = "Suspended"
+	ReasonDeliveryFailing  = "DeliveryFailing"
+	ReasonWatchFailing     = "WatchFailing"
+)

@@ -1,0 +1,167 @@
+package v1alpha1_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/testenv"
+)
+
+var (
+	k8s client.Client
+	env *envtest.Environment
+)
+
+func TestMain(m *testing.M) {
+	var cfg *rest.Config
+	var err error
+	env, cfg, err = testenv.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = notifyv1.AddToScheme(scheme)
+	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+	code := 1
+	if err == nil {
+		code = m.Run()
+	} else {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+// subscription builds a WatchSubscription from a YAML spec fragment.
+func subscription(t *testing.T, spec string) *unstructured.Unstructured {
+	t.Helper()
+	obj := map[string]any{}
+	if err := yaml.Unmarshal([]byte(spec), &obj); err != nil {
+		t.Fatalf("bad test spec: %v", err)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "notify.dynamicnotifier.io/v1alpha1",
+		"kind":       "WatchSubscription",
+		"metadata":   map[string]any{"name": "s", "namespace": "default"},
+		"spec":       obj,
+	}}
+	return u
+}
+
+func dryRunCreate(obj client.Object) error {
+	return k8s.Create(context.Background(), obj, client.DryRunAll)
+}
+
+const okResource = "resource: {version: v1, resource: configmaps}\n"
+const okSink = "sink: {log: {}}\n"
+
+func TestValidSpecsAreAccepted(t *testing.T) {
+	cases := map[string]string{
+		"minimal":             okResource + okSink,
+		"core group explicit": "resource: {group: '', version: v1, resource: configmaps}\n" + okSink,
+		"dotted group":        "resource: {group: apps, version: v1, resource: deployments}\n" + okSink,
+		"crd group":           "resource: {group: stable.example.com, version: v1beta1, resource: crontabs}\n" + okSink,
+		"subresource syntax":  "resource: {version: v1, resource: pods/log}\n" + okSink,
+		"all namespaces":      okResource + okSink + "namespaces: ['*']\n",
+		"namespace list":      okResource + okSink + "namespaces: [default, team-a]\n",
+		"event types":         okResource + okSink + "eventTypes: [Added, Deleted]\n",
+		"https webhook":       okResource + "sink: {webhook: {url: 'https://hooks.example.com:8443/x?y=1'}}\n",
+		"http loopback":       okResource + "sink: {webhook: {url: 'http://127.0.0.1:8080/events'}}\n",
+		"selector":            okResource + okSink + "selector: {matchLabels: {a: b}, matchExpressions: [{key: x, operator: In, values: [v1]}, {key: z, operator: Exists}]}\n",
+		"field selector":      okResource + okSink + "fieldSelector: metadata.name=settings\n",
+		"flags":               okResource + okSink + "sendInitialEvents: true\nsuspend: true\n",
+		"delivery reserved":   okResource + okSink + "delivery: {}\n",
+	}
+	for name, spec := range cases {
+		t.Run(name, func(t *testing.T) {
+			NewWithT(t).Expect(dryRunCreate(subscription(t, spec))).To(Succeed())
+		})
+	}
+}
+
+func TestInvalidSpecsAreRejectedNamingTheField(t *testing.T) {
+	cases := []struct {
+		name, spec, field string
+	}{
+		{"missing resource", okSink, "spec.resource"},
+		{"missing version", "resource: {resource: configmaps}\n" + okSink, "spec.resource.version"},
+		{"missing resource name", "resource: {version: v1}\n" + okSink, "spec.resource.resource"},
+		{"upper-case resource", "resource: {version: v1, resource: ConfigMaps}\n" + okSink, "spec.resource.resource"},
+		{"resource with dots", "resource: {version: v1, resource: config.maps}\n" + okSink, "spec.resource.resource"},
+		{"upper-case group", "resource: {group: Apps, version: v1, resource: deployments}\n" + okSink, "spec.resource.group"},
+		{"group with underscore", "resource: {group: my_group, version: v1, resource: x}\n" + okSink, "spec.resource.group"},
+		{"bad version", "resource: {version: V1, resource: configmaps}\n" + okSink, "spec.resource.version"},
+		{"too long resource", "resource: {version: v1, resource: " + strings.Repeat("a", 128) + "}\n" + okSink, "spec.resource.resource"},
+		{"unknown event type", okResource + okSink + "eventTypes: [Created]\n", "spec.eventTypes[0]"},
+		{"duplicate event type", okResource + okSink + "eventTypes: [Added, Added]\n", "spec.eventTypes[1]"},
+		{"missing sink", okResource, "spec.sink"},
+		{"empty sink", okResource + "sink: {}\n", "spec.sink"},
+		{"two sinks", okResource + "sink: {log: {}, webhook: {url: 'http://a.example'}}\n", "spec.sink"},
+		{"relative url", okResource + "sink: {webhook: {url: /events}}\n", "spec.sink.webhook.url"},
+		{"ftp url", okResource + "sink: {webhook: {url: 'ftp://a.example/x'}}\n", "spec.sink.webhook.url"},
+		{"url without host", okResource + "sink: {webhook: {url: 'http:///x'}}\n", "spec.sink.webhook.url"},
+		{"not a url", okResource + "sink: {webhook: {url: 'hooks example com'}}\n", "spec.sink.webhook.url"},
+		{"empty url", okResource + "sink: {webhook: {url: ''}}\n", "spec.sink.webhook.url"},
+		{"star with others", okResource + okSink + "namespaces: ['*', default]\n", "spec.namespaces"},
+		{"bad namespace", okResource + okSink + "namespaces: [Team_A]\n", "spec.namespaces[0]"},
+		{"duplicate namespace", okResource + okSink + "namespaces: [a, a]\n", "spec.namespaces[1]"},
+		{"too many namespaces", okResource + okSink + "namespaces: [" + manyNamespaces(65) + "]\n", "spec.namespaces"},
+		{"bad selector operator", okResource + okSink + "selector: {matchExpressions: [{key: x, operator: Equals, values: [v1]}]}\n", "spec.selector"},
+		{"In without values", okResource + okSink + "selector: {matchExpressions: [{key: x, operator: In}]}\n", "spec.selector"},
+		{"Exists with values", okResource + okSink + "selector: {matchExpressions: [{key: x, operator: Exists, values: [v1]}]}\n", "spec.selector"},
+		{"too long field selector", okResource + okSink + "fieldSelector: " + strings.Repeat("a", 1025) + "\n", "spec.fieldSelector"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			err := dryRunCreate(subscription(t, tc.spec))
+			g.Expect(err).To(HaveOccurred(), "spec was accepted:\n%s", tc.spec)
+			g.Expect(err.Error()).To(ContainSubstring(tc.field), "error does not name the field")
+		})
+	}
+}
+
+func manyNamespaces(n int) string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("ns-%d", i)
+	}
+	return strings.Join(names, ", ")
+}
+
+func TestSamplesAreAccepted(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "*.yaml"))
+	if err != nil || len(files) < 3 {
+		t.Fatalf("expected samples under config/samples, found %v (%v)", files, err)
+	}
+	for _, f := range files {
+		if filepath.Base(f) == "kustomization.yaml" {
+			continue
+		}
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			g := NewWithT(t)
+			data, err := os.ReadFile(f)
+			g.Expect(err).NotTo(HaveOccurred())
+			u := &unstructured.Unstructured{}
+			g.Expect(yaml.Unmarshal(data, &u.Object)).To(Succeed())
+			u.SetNamespace("default")
+			g.Expect(dryRunCreate(u)).To(Succeed())
+		})
+	}
+}
