@@ -36,7 +36,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	notifyv1alpha1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
-	"github.com/dynamic-notifier/dynamic-notifier/internal/controller"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
 	// +kubebuilder:scaffold:imports
 )
 
@@ -182,11 +182,8 @@ func main() {
 		os.Exit(1)
 	}
 
-	if err := (&controller.WatchSubscriptionReconciler{
-		Client: mgr.GetClient(),
-		Scheme: mgr.GetScheme(),
-	}).SetupWithManager(mgr); err != nil {
-		setupLog.Error(err, "Failed to create controller", "controller", "watchsubscription")
+	if _, err := operator.Setup(mgr, operator.Options{}); err != nil {
+		setupLog.Error(err, "Failed to set up the operator")
 		os.Exit(1)
 	}
 	// +kubebuilder:scaffold:builder

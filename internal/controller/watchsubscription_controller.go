@@ -1,63 +1,380 @@
-/*
-Copyright 2026.
-
-Licensed under the Apache License, Version 2.0 (the "License");
-you may not use this file except in compliance with the License.
-You may obtain a copy of the License at
-
-    http://www.apache.org/licenses/LICENSE-2.0
-
-Unless required by applicable law or agreed to in writing, software
-distributed under the License is distributed on an "AS IS" BASIS,
-WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
-See the License for the specific language governing permissions and
-limitations under the License.
-*/
-
 package controller
 
 import (
 	"context"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
 
-	"k8s.io/apimachinery/pkg/runtime"
+	"github.com/go-logr/logr"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
-	notifyv1alpha1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
 
-// WatchSubscriptionReconciler reconciles a WatchSubscription object
+// crdIndex indexes subscriptions by the CRD name their resource would have (plural.group).
+const crdIndex = "spec.resource.crdName"
+
+// discoveryLagRetry is how soon a subscription whose CRD is Established but not yet in
+// discovery looks again. Only then: a missing resource otherwise waits for CRD events.
+const discoveryLagRetry = 250 * time.Millisecond
+
+// WatchSubscriptionReconciler wires each WatchSubscription to the shared watches and to its
+// delivery, and reports what happens in its status.
 type WatchSubscriptionReconciler struct {
 	client.Client
-	Scheme *runtime.Scheme
+	// APIReader reads CRDs uncached; only the CRDs' metadata is cached.
+	APIReader  client.Reader
+	Recorder   events.EventRecorder
+	Resolver   *resolve.Resolver
+	Registry   *watch.Registry
+	HTTPClient *http.Client
+	// StatusInterval bounds how often counters alone cause a status write.
+	StatusInterval time.Duration
+	// DeliveryTimeout bounds one delivery attempt.
+	DeliveryTimeout time.Duration
+	Log             logr.Logger
+
+	wiring  *wiring
+	trigger *trigger
 }
 
-// +kubebuilder:rbac:groups=notify.dynamicnotifier.io,resources=watchsubscriptions,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=notify.dynamicnotifier.io,resources=watchsubscriptions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=notify.dynamicnotifier.io,resources=watchsubscriptions/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=notify.dynamicnotifier.io,resources=watchsubscriptions/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=*,resources=*,verbs=list;watch
 
-// Reconcile is part of the main kubernetes reconciliation loop which aims to
-// move the current state of the cluster closer to the desired state.
-// TODO(user): Modify the Reconcile function to compare the state specified by
-// the WatchSubscription object against the actual cluster state, and then
-// perform operations to make the cluster state reflect the state specified by
-// the user.
-//
-// For more details, check Reconcile and its Result here:
-// - https://pkg.go.dev/sigs.k8s.io/controller-runtime@v0.25.0/pkg/reconcile
+// Reconcile brings what runs for one subscription in line with its spec and reports it.
 func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	_ = logf.FromContext(ctx)
-
-	// TODO(user): your logic here
-
-	return ctrl.Result{}, nil
+	ws := &notifyv1.WatchSubscription{}
+	if err := r.Get(ctx, req.NamespacedName, ws); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.wiring.teardown(req.NamespacedName, true)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	if !ws.DeletionTimestamp.IsZero() {
+		r.wiring.teardown(req.NamespacedName, true)
+		return ctrl.Result{}, nil
+	}
+	in, res, result := r.wire(ctx, ws)
+	recheck, err := r.writeStatus(ctx, ws, in, res)
+	if recheck > 0 && (result.RequeueAfter == 0 || recheck < result.RequeueAfter) {
+		result.RequeueAfter = recheck
+	}
+	return result, err
 }
 
-// SetupWithManager sets up the controller with the Manager.
+// wire starts, changes or stops the subscription's informers and delivery, and gathers
+// what its Ready condition depends on.
+func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.WatchSubscription) (readiness, *resolve.Resource, ctrl.Result) {
+	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
+	gvr := gvrOf(ws)
+	in := readiness{Resource: resolve.Describe(gvr), Suspended: ws.Spec.Suspend}
+	if in.Suspended {
+		r.wiring.teardown(nn, false)
+		return in, nil, ctrl.Result{}
+	}
+	f, err := filter.Compile(eventTypes(ws.Spec.EventTypes), ws.Spec.Selector, ws.Spec.FieldSelector)
+	if err != nil {
+		in.SpecErr = err
+		r.wiring.teardown(nn, false)
+		return in, nil, ctrl.Result{} // terminal until the spec changes
+	}
+	res, err := r.Resolver.Resolve(gvr)
+	if err != nil {
+		in.ResolveErr = err
+		r.wiring.teardown(nn, false)
+		switch {
+		case meta.IsNoMatchError(err):
+			return in, nil, r.waitForCRD(ctx, gvr, &in)
+		case resolve.IsNotWatchable(err):
+			return in, nil, ctrl.Result{}
+		default:
+			return in, nil, ctrl.Result{RequeueAfter: 10 * time.Second}
+		}
+	}
+
+	keys := keysFor(gvr, scopeNamespaces(ws, res.Namespaced))
+	c, same := r.wiring.current(nn, ws.UID, ws.Generation, keys)
+	if !same {
+		c = r.start(ws, f, keys, c)
+		r.wiring.replace(nn, c)
+	}
+	in.SyncingFor = time.Since(c.started)
+
+	var result ctrl.Result
+	for _, k := range keys {
+		st, _ := r.Registry.State(k)
+		in.Scopes = append(in.Scopes, scopeState{Namespace: k.Namespace, Synced: st.Synced, Err: st.Err})
+		if apierrors.IsNotFound(st.Err) {
+			// The resource went away under a running watch: look again rather than retry it.
+			r.Resolver.Invalidate(gvr.Group)
+			result.RequeueAfter = time.Second
+		}
+	}
+	if stats, ok := r.wiring.peekStats(nn, ws.UID); ok {
+		in.Delivery = stats.Snapshot()
+	}
+	return in, &res, result
+}
+
+// start builds a delivery pipeline and subscribes it to every scope. Scopes the previous
+// wiring already watched get no initial events again.
+func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *filter.Filter, keys []watch.Key, old *wired) *wired {
+	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
+	p := delivery.Start(delivery.Options{
+		Sink:    r.sinkFor(ws),
+		Source:  event.ResourcePath(notifyv1.GroupVersion.WithResource("watchsubscriptions"), ws.Namespace, ws.Name),
+		Timeout: r.DeliveryTimeout,
+		Stats:   r.wiring.statsFor(ws),
+		Log:     r.Log.WithValues("watchsubscription", nn),
+		Notify: func(urgent bool) {
+			if urgent {
+				r.trigger.Now(nn)
+			} else {
+				r.trigger.Soon(nn)
+			}
+		},
+	})
+	c := &wired{uid: ws.UID, generation: ws.Generation, keys: keys, pipeline: p, started: time.Now()}
+	for _, k := range keys {
+		alreadyWatched := old != nil && old.uid == ws.UID && slices.Contains(old.keys, k)
+		c.unsubscribe = append(c.unsubscribe, r.Registry.Subscribe(k, watch.Subscriber{
+			ID:                fmt.Sprintf("%s#%d", nn, ws.Generation),
+			Filter:            f,
+			SendInitialEvents: ws.Spec.SendInitialEvents && !alreadyWatched,
+			Receiver:          p,
+		}))
+	}
+	return c
+}
+
+func (r *WatchSubscriptionReconciler) sinkFor(ws *notifyv1.WatchSubscription) sink.Sink {
+	if ws.Spec.Sink.Webhook != nil {
+		return &sink.Webhook{URL: ws.Spec.Sink.Webhook.URL, Client: r.HTTPClient}
+	}
+	return &sink.Log{Logger: r.Log.WithName("sink").WithValues("watchsubscription",
+		types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name})}
+}
+
+// waitForCRD explains a missing resource when a CRD for it exists, and looks again soon
+// when that CRD is Established but discovery has not caught up yet. Without a CRD the
+// subscription waits for CRD events: no polling.
+func (r *WatchSubscriptionReconciler) waitForCRD(ctx context.Context, gvr schema.GroupVersionResource, in *readiness) ctrl.Result {
+	if !strings.Contains(gvr.Group, ".") {
+		return ctrl.Result{}
+	}
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Name: crdName(gvr)}, crd); err != nil {
+		return ctrl.Result{}
+	}
+	var served []string
+	for _, v := range crd.Spec.Versions {
+		if v.Served {
+			served = append(served, v.Name)
+		}
+	}
+	if !slices.Contains(served, gvr.Version) {
+		in.ResolveErr = fmt.Errorf("%w (CRD %s serves versions [%s])", in.ResolveErr, crd.Name, strings.Join(served, ", "))
+		return ctrl.Result{}
+	}
+	for _, c := range crd.Status.Conditions {
+		if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
+			return ctrl.Result{RequeueAfter: discoveryLagRetry}
+		}
+	}
+	return ctrl.Result{}
+}
+
+// writeStatus patches the status once, only when something in it changed, and records an
+// Event when Ready changes. It returns when to look again if a restart grace is running.
+func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notifyv1.WatchSubscription, in readiness, res *resolve.Resource) (time.Duration, error) {
+	before := ws.DeepCopy()
+	st := &ws.Status
+	st.ObservedGeneration = ws.Generation
+	st.Resource = in.Resource
+	st.Sink = sinkKind(ws.Spec.Sink)
+	if res != nil {
+		st.Kind = res.Kind
+		st.Namespaced = &res.Namespaced
+	}
+	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
+	if stats, ok := r.wiring.peekStats(nn, ws.UID); ok {
+		s := stats.Snapshot()
+		st.EventsObserved, st.EventsDelivered, st.EventsFailed = s.Observed, s.Delivered, s.Failed
+		st.LastEventTime = optionalTime(s.LastEventTime, st.LastEventTime)
+		st.LastDeliveryTime = optionalTime(s.LastDeliveryTime, st.LastDeliveryTime)
+	}
+	oldReady := meta.FindStatusCondition(before.Status.Conditions, notifyv1.ConditionReady)
+	cond := readyCondition(in)
+	cond.ObservedGeneration = ws.Generation
+	keep, recheck := keepWatching(oldReady, cond, ws.Generation, in.SyncingFor)
+	if keep {
+		cond = *oldReady
+	}
+	meta.SetStatusCondition(&st.Conditions, cond)
+
+	if equality.Semantic.DeepEqual(before.Status, ws.Status) {
+		return recheck, nil
+	}
+	if err := r.Status().Patch(ctx, ws, client.MergeFrom(before)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	if readyChanged(oldReady, cond) {
+		kind := "Normal"
+		if cond.Status == metav1.ConditionFalse {
+			kind = "Warning"
+		}
+		r.Recorder.Eventf(ws, nil, kind, cond.Reason, "Reconcile", "%s", cond.Message)
+	}
+	logf.FromContext(ctx).V(1).Info("Status updated", "ready", cond.Status, "reason", cond.Reason)
+	return recheck, nil
+}
+
+// optionalTime keeps the status time when nothing newer is known in this process.
+func optionalTime(t time.Time, current *metav1.Time) *metav1.Time {
+	if t.IsZero() {
+		return current
+	}
+	mt := metav1.NewTime(t.Truncate(time.Second))
+	return &mt
+}
+
+// SetupWithManager registers the controller, its CRD watch, the coalescing trigger and the
+// registry with mgr.
 func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.StatusInterval <= 0 {
+		r.StatusInterval = 2 * time.Second
+	}
+	r.wiring = newWiring()
+	r.trigger = newTrigger(r.StatusInterval)
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &notifyv1.WatchSubscription{}, crdIndex,
+		func(o client.Object) []string {
+			return []string{crdName(gvrOf(o.(*notifyv1.WatchSubscription)))}
+		}); err != nil {
+		return err
+	}
+	if err := mgr.Add(r.trigger); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&notifyv1alpha1.WatchSubscription{}).
+		For(&notifyv1.WatchSubscription{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{},
+			handler.EnqueueRequestsFromMapFunc(r.subscriptionsForCRD)).
+		WatchesRawSource(source.Channel(r.trigger.out, &handler.EnqueueRequestForObject{})).
 		Named("watchsubscription").
 		Complete(r)
+}
+
+// InformerChanged is the registry's callback: the subscriptions on that informer need a
+// fresh look at once.
+func (r *WatchSubscriptionReconciler) InformerChanged(key watch.Key) {
+	if r.wiring == nil {
+		return
+	}
+	for _, nn := range r.wiring.subscribersOf(key) {
+		r.trigger.Now(nn)
+	}
+}
+
+func (r *WatchSubscriptionReconciler) subscriptionsForCRD(ctx context.Context, crd client.Object) []reconcile.Request {
+	name := crd.GetName()
+	if _, group, ok := strings.Cut(name, "."); ok {
+		r.Resolver.Invalidate(group)
+	}
+	list := &notifyv1.WatchSubscriptionList{}
+	if err := r.List(ctx, list, client.MatchingFields{crdIndex: name}); err != nil {
+		logf.FromContext(ctx).Error(err, "Listing subscriptions for CRD", "crd", name)
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, ws := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}})
+	}
+	return reqs
+}
+
+func gvrOf(ws *notifyv1.WatchSubscription) schema.GroupVersionResource {
+	return schema.GroupVersionResource{Group: ws.Spec.Resource.Group, Version: ws.Spec.Resource.Version,
+		Resource: ws.Spec.Resource.Resource}
+}
+
+// crdName is the name a CRD serving gvr has: plural.group.
+func crdName(gvr schema.GroupVersionResource) string {
+	plural, _, _ := strings.Cut(gvr.Resource, "/")
+	return plural + "." + gvr.Group
+}
+
+func eventTypes(in []notifyv1.EventType) []event.Type {
+	out := make([]event.Type, len(in))
+	for i, t := range in {
+		out[i] = event.Type(t)
+	}
+	return out
+}
+
+func sinkKind(s notifyv1.Sink) string {
+	switch {
+	case s.Webhook != nil:
+		return "webhook"
+	case s.Log != nil:
+		return "log"
+	}
+	return ""
+}
+
+// scopeNamespaces is the namespaces a subscription watches: "" means all namespaces (or
+// the whole cluster for cluster-scoped resources).
+func scopeNamespaces(ws *notifyv1.WatchSubscription, namespaced bool) []string {
+	switch {
+	case !namespaced:
+		return []string{""}
+	case len(ws.Spec.Namespaces) == 0:
+		return []string{ws.Namespace}
+	case slices.Contains(ws.Spec.Namespaces, notifyv1.AllNamespaces):
+		return []string{""}
+	}
+	out := make([]string, 0, len(ws.Spec.Namespaces))
+	for _, ns := range ws.Spec.Namespaces {
+		out = append(out, string(ns))
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func keysFor(gvr schema.GroupVersionResource, namespaces []string) []watch.Key {
+	keys := make([]watch.Key, len(namespaces))
+	for i, ns := range namespaces {
+		keys[i] = watch.Key{GVR: gvr, Namespace: ns}
+	}
+	return keys
 }

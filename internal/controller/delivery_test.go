@@ -1,0 +1,254 @@
+package controller_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+)
+
+func TestAddUpdateDeleteArriveInOrderAsCloudEvents(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	startOperator(t)
+	ns := newNamespace(t)
+	sk := newSink(t)
+	ws := subscription(ns, "cms", sk.URL)
+	create(t, ws)
+	cond := waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+	g.Expect(cond.Status).To(Equal(metav1.ConditionTrue))
+
+	cm := configMap(ns, "settings", nil)
+	create(t, cm)
+	added := cm.DeepCopy()
+	touch(t, cm)
+	updated := cm.DeepCopy()
+	g.Expect(k8s.Delete(ctx, cm)).To(Succeed())
+
+	subject := "/api/v1/namespaces/" + ns + "/configmaps/settings"
+	g.Eventually(sk.summary).WithTimeout(10 * time.Second).Should(Equal([]string{
+		"added " + subject, "updated " + subject, "deleted " + subject}))
+
+	events := sk.Events()
+	source := "/apis/notify.dynamicnotifier.io/v1alpha1/namespaces/" + ns + "/watchsubscriptions/cms"
+	for _, e := range events {
+		g.Expect(e.Source).To(Equal(source))
+		g.Expect(e.ContentType).To(Equal("application/json"))
+		var obj map[string]any
+		g.Expect(json.Unmarshal([]byte(e.Data), &obj)).To(Succeed(), "data is the object as JSON")
+		md := obj["metadata"].(map[string]any)
+		g.Expect(md["name"]).To(Equal("settings"))
+		g.Expect(md).NotTo(HaveKey("managedFields"), "managedFields are stripped")
+	}
+	g.Expect(events[0].ID).To(Equal(fmt.Sprintf("%s:%s:Added", added.UID, added.ResourceVersion)))
+	g.Expect(events[1].ID).To(Equal(fmt.Sprintf("%s:%s:Updated", updated.UID, updated.ResourceVersion)))
+	g.Expect(events[2].ID).To(HavePrefix(string(added.UID) + ":"))
+	g.Expect(events[2].ID).To(HaveSuffix(":Deleted"))
+
+	g.Eventually(func(g Gomega) {
+		got := &notifyv1.WatchSubscription{}
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ws), got)).To(Succeed())
+		st := got.Status
+		g.Expect(st.EventsObserved).To(BeEquivalentTo(3))
+		g.Expect(st.EventsDelivered).To(BeEquivalentTo(3))
+		g.Expect(st.EventsFailed).To(BeZero())
+		g.Expect(st.LastEventTime).NotTo(BeNil())
+		g.Expect(st.LastDeliveryTime).NotTo(BeNil())
+		g.Expect(st.Kind).To(Equal("ConfigMap"))
+		g.Expect(st.Namespaced).To(HaveValue(BeTrue()))
+		g.Expect(st.Resource).To(Equal("v1/configmaps"))
+		g.Expect(st.Sink).To(Equal("webhook"))
+		g.Expect(st.ObservedGeneration).To(Equal(got.Generation))
+		g.Expect(st.Conditions[0].ObservedGeneration).To(Equal(got.Generation))
+		g.Expect(got.Generation).To(BeEquivalentTo(1), "status writes never change the generation")
+	}).WithTimeout(5 * time.Second).Should(Succeed())
+}
+
+func TestSelectorsFieldSelectorsAndEventTypes(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	startOperator(t)
+	ns := newNamespace(t)
+
+	byLabel, byField, updatesOnly, all := newSink(t), newSink(t), newSink(t), newSink(t)
+	wsLabel := subscription(ns, "by-label", byLabel.URL)
+	wsLabel.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "frontend"}}
+	wsField := subscription(ns, "by-field", byField.URL)
+	wsField.Spec.FieldSelector = "metadata.name=b"
+	wsUpdates := subscription(ns, "updates-only", updatesOnly.URL)
+	wsUpdates.Spec.EventTypes = []notifyv1.EventType{notifyv1.EventUpdated}
+	wsAll := subscription(ns, "all", all.URL)
+	for _, ws := range []*notifyv1.WatchSubscription{wsLabel, wsField, wsUpdates, wsAll} {
+		create(t, ws)
+		waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+	}
+
+	a := configMap(ns, "a", map[string]string{"tier": "frontend"})
+	b := configMap(ns, "b", map[string]string{"tier": "backend"})
+	create(t, a)
+	create(t, b)
+	touch(t, a)
+	touch(t, b)
+	g.Expect(k8s.Delete(ctx, b)).To(Succeed())
+
+	path := func(name string) string { return "/api/v1/namespaces/" + ns + "/configmaps/" + name }
+	// The unfiltered subscription sees everything; once it has, the others have had their
+	// chance too (same informer, same fan-out, in order).
+	g.Eventually(all.summary).WithTimeout(10 * time.Second).Should(Equal([]string{
+		"added " + path("a"), "added " + path("b"), "updated " + path("a"), "updated " + path("b"), "deleted " + path("b")}))
+	g.Eventually(byLabel.summary).Should(Equal([]string{"added " + path("a"), "updated " + path("a")}))
+	g.Eventually(byField.summary).Should(Equal([]string{"added " + path("b"), "updated " + path("b"), "deleted " + path("b")}))
+	g.Eventually(updatesOnly.summary).Should(Equal([]string{"updated " + path("a"), "updated " + path("b")}))
+	// Nothing more trickles in.
+	g.Consistently(byLabel.summary).WithTimeout(500 * time.Millisecond).Should(HaveLen(2))
+	g.Consistently(updatesOnly.summary).WithTimeout(100 * time.Millisecond).Should(HaveLen(2))
+}
+
+func TestNamespaceScopes(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	startOperator(t)
+	home, other, third := newNamespace(t), newNamespace(t), newNamespace(t)
+
+	own, listed, everywhere := newSink(t), newSink(t), newSink(t)
+	wsOwn := subscription(home, "own", own.URL)
+	wsListed := subscription(home, "listed", listed.URL)
+	wsListed.Spec.Namespaces = []notifyv1.NamespaceName{notifyv1.NamespaceName(other), notifyv1.NamespaceName(third)}
+	wsAll := subscription(home, "everywhere", everywhere.URL)
+	wsAll.Spec.Namespaces = []notifyv1.NamespaceName{notifyv1.AllNamespaces}
+	wsAll.Spec.FieldSelector = "metadata.name=scoped" // other tests' ConfigMaps stay out
+	for _, ws := range []*notifyv1.WatchSubscription{wsOwn, wsListed, wsAll} {
+		create(t, ws)
+		waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+	}
+
+	for _, ns := range []string{home, other, third} {
+		create(t, configMap(ns, "scoped", nil))
+	}
+	path := func(ns string) string { return "added /api/v1/namespaces/" + ns + "/configmaps/scoped" }
+	g.Eventually(everywhere.summary).WithTimeout(10 * time.Second).Should(ConsistOf(path(home), path(other), path(third)))
+	g.Eventually(own.summary).Should(Equal([]string{path(home)}))
+	g.Eventually(listed.summary).Should(ConsistOf(path(other), path(third)))
+	g.Consistently(own.summary).WithTimeout(300 * time.Millisecond).Should(HaveLen(1))
+	g.Expect(listed.summary()).To(HaveLen(2))
+
+	got := &notifyv1.WatchSubscription{}
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(wsListed), got)).To(Succeed())
+	cond := got.Status.Conditions[0]
+	g.Expect(cond.Message).To(ContainSubstring(other))
+	g.Expect(cond.Message).To(ContainSubstring(third))
+}
+
+func TestClusterScopedResource(t *testing.T) {
+	g := NewWithT(t)
+	startOperator(t)
+	home := newNamespace(t)
+	sk := newSink(t)
+	ws := subscription(home, "namespaces", sk.URL)
+	ws.Spec.Resource = notifyv1.ResourceRef{Version: "v1", Resource: "namespaces"}
+	ws.Spec.EventTypes = []notifyv1.EventType{notifyv1.EventAdded}
+	// Namespaces are cluster-scoped: a namespace list is ignored.
+	ws.Spec.Namespaces = []notifyv1.NamespaceName{"ignored"}
+	create(t, ws)
+	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+
+	created := newNamespace(t)
+	g.Eventually(sk.summary).WithTimeout(10 * time.Second).Should(ContainElement("added /api/v1/namespaces/" + created))
+	got := &notifyv1.WatchSubscription{}
+	g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(ws), got)).To(Succeed())
+	g.Expect(got.Status.Namespaced).To(HaveValue(BeFalse()))
+	g.Expect(got.Status.Kind).To(Equal("Namespace"))
+}
+
+func TestSendInitialEvents(t *testing.T) {
+	g := NewWithT(t)
+	startOperator(t)
+	ns := newNamespace(t)
+	for _, name := range []string{"one", "two", "three"} {
+		create(t, configMap(ns, name, nil))
+	}
+	path := func(name string) string { return "added /api/v1/namespaces/" + ns + "/configmaps/" + name }
+
+	// First subscriber starts the informer without initial events.
+	quiet := newSink(t)
+	wsQuiet := subscription(ns, "quiet", quiet.URL)
+	create(t, wsQuiet)
+	waitReason(t, wsQuiet, notifyv1.ReasonWatching, 10*time.Second)
+
+	// Second one joins the running informer and asks for them.
+	initial := newSink(t)
+	wsInitial := subscription(ns, "initial", initial.URL)
+	wsInitial.Spec.SendInitialEvents = true
+	create(t, wsInitial)
+	g.Eventually(initial.summary).WithTimeout(10 * time.Second).Should(ConsistOf(path("one"), path("two"), path("three")))
+
+	// Changes after joining follow, once each.
+	create(t, configMap(ns, "four", nil))
+	g.Eventually(initial.summary).WithTimeout(10 * time.Second).Should(ConsistOf(path("one"), path("two"), path("three"), path("four")))
+	g.Eventually(quiet.summary).Should(Equal([]string{path("four")}), "no initial events without sendInitialEvents")
+
+	// A subscription that starts an informer of its own gets them too.
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "existing"}})
+	fresh := newSink(t)
+	wsFresh := subscription(ns, "fresh", fresh.URL)
+	wsFresh.Spec.Resource = notifyv1.ResourceRef{Version: "v1", Resource: "secrets"}
+	wsFresh.Spec.SendInitialEvents = true
+	create(t, wsFresh)
+	g.Eventually(fresh.summary).WithTimeout(10 * time.Second).Should(Equal([]string{
+		"added /api/v1/namespaces/" + ns + "/secrets/existing"}))
+	g.Consistently(initial.summary).WithTimeout(300 * time.Millisecond).Should(HaveLen(4))
+}
+
+func TestSuspendAndResume(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	startOperator(t)
+	ns := newNamespace(t)
+	sk := newSink(t)
+	ws := subscription(ns, "pausable", sk.URL)
+	create(t, ws)
+	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+
+	patchSpec(t, ws, func(ws *notifyv1.WatchSubscription) { ws.Spec.Suspend = true })
+	cond := waitReason(t, ws, notifyv1.ReasonSuspended, 5*time.Second)
+	g.Expect(cond.Status).To(Equal(metav1.ConditionFalse))
+	create(t, configMap(ns, "while-suspended", nil))
+
+	patchSpec(t, ws, func(ws *notifyv1.WatchSubscription) { ws.Spec.Suspend = false })
+	waitReason(t, ws, notifyv1.ReasonWatching, 5*time.Second)
+	create(t, configMap(ns, "after-resume", nil))
+	g.Eventually(sk.summary).WithTimeout(10 * time.Second).Should(Equal([]string{
+		"added /api/v1/namespaces/" + ns + "/configmaps/after-resume"}))
+
+	// Deleting stops deliveries at once.
+	g.Expect(k8s.Delete(ctx, ws)).To(Succeed())
+	g.Eventually(func() error {
+		return k8s.Get(ctx, client.ObjectKeyFromObject(ws), &notifyv1.WatchSubscription{})
+	}).Should(MatchError(ContainSubstring("not found")))
+	create(t, configMap(ns, "after-delete", nil))
+	g.Consistently(sk.summary).WithTimeout(500 * time.Millisecond).Should(HaveLen(1))
+}
+
+// patchSpec changes a subscription's spec as a user would.
+func patchSpec(t *testing.T, ws *notifyv1.WatchSubscription, change func(*notifyv1.WatchSubscription)) {
+	t.Helper()
+	ctx := context.Background()
+	got := &notifyv1.WatchSubscription{}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(ws), got); err != nil {
+		t.Fatal(err)
+	}
+	before := got.DeepCopy()
+	change(got)
+	if err := k8s.Patch(ctx, got, client.MergeFrom(before)); err != nil {
+		t.Fatalf("patch spec: %v", err)
+	}
+}
+

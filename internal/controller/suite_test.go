@@ -1,0 +1,232 @@
+package controller_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	. "github.com/onsi/gomega"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/rand"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/testenv"
+)
+
+var (
+	cfg    *rest.Config
+	k8s    client.Client
+	scheme = runtime.NewScheme()
+)
+
+func TestMain(m *testing.M) {
+	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = notifyv1.AddToScheme(scheme)
+	_ = apiextensionsv1.AddToScheme(scheme)
+	env, c, err := testenv.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cfg = c
+	code := 1
+	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err == nil {
+		code = m.Run()
+	} else {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	_ = env.Stop()
+	os.Exit(code)
+}
+
+// running is an operator started for one test.
+type running struct {
+	op     *operator.Operator
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startOperator runs the whole operator in a manager of its own, stopped at test end (or
+// earlier through stop).
+func startOperator(t *testing.T) *running {
+	t.Helper()
+	mgrScheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(mgrScheme)
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 mgrScheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		// Each test runs its own manager in this process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		t.Fatalf("manager: %v", err)
+	}
+	op, err := operator.Setup(mgr, operator.Options{StatusInterval: 200 * time.Millisecond, DeliveryTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatalf("operator: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{op: op, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("manager stopped: %v", err)
+		}
+	}()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *running) stop() {
+	r.cancel()
+	<-r.done
+}
+
+// received is one CloudEvent as a real HTTP sink saw it.
+type received struct {
+	ID, Type, Source, Subject, ContentType string
+	Data                                   string
+}
+
+// sink is a CloudEvents receiver on loopback.
+type sink struct {
+	URL    string
+	status func() int
+
+	mu     sync.Mutex
+	events []received
+}
+
+func newSink(t *testing.T) *sink {
+	t.Helper()
+	s := &sink{status: func() int { return http.StatusAccepted }}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		ev, err := cehttp.NewEventFromHTTPRequest(req)
+		if err != nil {
+			t.Errorf("sink got a request that is not a CloudEvent: %v", err)
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		s.mu.Lock()
+		s.events = append(s.events, received{ID: ev.ID(), Type: ev.Type(), Source: ev.Source(), Subject: ev.Subject(),
+			ContentType: ev.DataContentType(), Data: string(ev.Data())})
+		status := s.status()
+		s.mu.Unlock()
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(srv.Close)
+	s.URL = srv.URL + "/events"
+	return s
+}
+
+func (s *sink) Events() []received {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]received(nil), s.events...)
+}
+
+// summary lists events as "type subject" lines, short for assertions and failure messages.
+func (s *sink) summary() []string {
+	var out []string
+	for _, e := range s.Events() {
+		out = append(out, strings.TrimPrefix(e.Type, "io.dynamicnotifier.resource.")+" "+e.Subject)
+	}
+	return out
+}
+
+// newNamespace creates a namespace for one test.
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "t-" + rand.String(8)}}
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatalf("namespace: %v", err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	return ns.Name
+}
+
+// subscription builds a WatchSubscription on ConfigMaps delivering to url.
+func subscription(ns, name, url string) *notifyv1.WatchSubscription {
+	return &notifyv1.WatchSubscription{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: notifyv1.WatchSubscriptionSpec{
+			Resource: notifyv1.ResourceRef{Version: "v1", Resource: "configmaps"},
+			Sink:     notifyv1.Sink{Webhook: &notifyv1.WebhookSink{URL: url}},
+		},
+	}
+}
+
+// create creates obj and deletes it when the test ends, before the test's operator stops
+// (envtest has no namespace controller: objects in a deleted namespace would linger and
+// be seen by later tests).
+func create(t *testing.T, obj client.Object) {
+	t.Helper()
+	if err := k8s.Create(context.Background(), obj); err != nil {
+		t.Fatalf("create %T %s: %v", obj, obj.GetName(), err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), obj) })
+}
+
+// ready returns the Ready condition of a subscription, or nil.
+func ready(g Gomega, ws *notifyv1.WatchSubscription) *metav1.Condition {
+	got := &notifyv1.WatchSubscription{}
+	g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(ws), got)).To(Succeed())
+	return meta.FindStatusCondition(got.Status.Conditions, notifyv1.ConditionReady)
+}
+
+// waitReason waits until the subscription's Ready condition has this reason.
+func waitReason(t *testing.T, ws *notifyv1.WatchSubscription, reason string, timeout time.Duration) *metav1.Condition {
+	t.Helper()
+	var cond *metav1.Condition
+	NewWithT(t).Eventually(func(g Gomega) {
+		cond = ready(g, ws)
+		g.Expect(cond).NotTo(BeNil(), "no Ready condition yet")
+		g.Expect(cond.Reason).To(Equal(reason), "Ready is %s/%s: %s", cond.Status, cond.Reason, cond.Message)
+	}).WithTimeout(timeout).WithPolling(50 * time.Millisecond).Should(Succeed())
+	return cond
+}
+
+func configMap(ns, name string, labels map[string]string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
+		Data: map[string]string{"k": "v"}}
+}
+
+// touch updates a ConfigMap's data so it gets a new resourceVersion.
+func touch(t *testing.T, cm *corev1.ConfigMap) {
+	t.Helper()
+	cm.Data["touched"] = rand.String(4)
+	if err := k8s.Update(context.Background(), cm); err != nil {
+		t.Fatalf("update %s: %v", cm.Name, err)
+	}
+}
+
+// zapLevel is errors only, unless TEST_LOG is set for debugging.
+func zapLevel() zapcore.Level {
+	if os.Getenv("TEST_LOG") != "" {
+		return zapcore.Level(-2)
+	}
+	return zapcore.ErrorLevel
+}

@@ -1,0 +1,152 @@
+package controller
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
+)
+
+// readiness is everything the Ready condition depends on, gathered by a reconcile.
+type readiness struct {
+	Suspended bool
+	// SpecErr is a spec problem only the operator can see (selector syntax, ...).
+	SpecErr error
+	// Resource is the GVR as users write it, for messages.
+	Resource string
+	// ResolveErr is why the resource could not be resolved.
+	ResolveErr error
+	// Scopes are the informers the subscription uses, one per namespace scope.
+	Scopes []scopeState
+	// Delivery is the state of the subscription's deliveries.
+	Delivery delivery.Snapshot
+	// SyncingFor is how long the current wiring has been running.
+	SyncingFor time.Duration
+}
+
+type scopeState struct {
+	// Namespace is the namespace watched, "" for all or cluster-scoped.
+	Namespace string
+	Synced    bool
+	Err       error
+}
+
+// readyCondition summarises r into the Ready condition (without observedGeneration).
+// The first problem found, in the order a user would fix them, wins.
+func readyCondition(r readiness) metav1.Condition {
+	cond := func(status metav1.ConditionStatus, reason, msg string) metav1.Condition {
+		return metav1.Condition{Type: notifyv1.ConditionReady, Status: status, Reason: reason, Message: msg}
+	}
+	switch {
+	case r.Suspended:
+		return cond(metav1.ConditionFalse, notifyv1.ReasonSuspended, "Delivery is suspended by spec.suspend")
+	case r.SpecErr != nil:
+		return cond(metav1.ConditionFalse, notifyv1.ReasonInvalidSpec, r.SpecErr.Error())
+	case r.ResolveErr != nil:
+		return resolveCondition(r.Resource, r.ResolveErr)
+	}
+	for _, s := range r.Scopes {
+		if s.Err != nil {
+			return watchErrorCondition(r.Resource, s)
+		}
+	}
+	for _, s := range r.Scopes {
+		if !s.Synced {
+			return cond(metav1.ConditionUnknown, notifyv1.ReasonStarting,
+				fmt.Sprintf("Listing %s %s", r.Resource, scopeText(s.Namespace)))
+		}
+	}
+	if r.Delivery.Failing {
+		return cond(metav1.ConditionFalse, notifyv1.ReasonDeliveryFailing, r.Delivery.LastError)
+	}
+	scopes := make([]string, 0, len(r.Scopes))
+	for _, s := range r.Scopes {
+		scopes = append(scopes, scopeText(s.Namespace))
+	}
+	return cond(metav1.ConditionTrue, notifyv1.ReasonWatching,
+		fmt.Sprintf("Watching %s %s", r.Resource, strings.Join(scopes, ", ")))
+}
+
+func resolveCondition(resource string, err error) metav1.Condition {
+	c := metav1.Condition{Type: notifyv1.ConditionReady, Status: metav1.ConditionFalse}
+	switch {
+	case meta.IsNoMatchError(err):
+		c.Reason = notifyv1.ReasonResourceNotFound
+		c.Message = fmt.Sprintf("Resource %s is not served by the API server; "+
+			"waiting for it (a CRD may be installed later)", resource)
+	case resolve.IsNotWatchable(err):
+		c.Reason = notifyv1.ReasonNotWatchable
+		c.Message = capitalize(err.Error())
+	case apierrors.IsForbidden(err):
+		c.Reason = notifyv1.ReasonForbidden
+		c.Message = "The operator may not discover " + resource + ": " + err.Error()
+	default:
+		c.Reason = notifyv1.ReasonWatchFailing
+		c.Message = "Resolving " + resource + ": " + err.Error()
+	}
+	return c
+}
+
+func watchErrorCondition(resource string, s scopeState) metav1.Condition {
+	c := metav1.Condition{Type: notifyv1.ConditionReady, Status: metav1.ConditionFalse}
+	var status apierrors.APIStatus
+	detail := s.Err.Error()
+	if errors.As(s.Err, &status) && status.Status().Message != "" {
+		detail = status.Status().Message
+	}
+	switch {
+	case apierrors.IsForbidden(s.Err):
+		c.Reason = notifyv1.ReasonForbidden
+		c.Message = fmt.Sprintf("The operator may not list and watch %s %s: %s", resource, scopeText(s.Namespace), detail)
+	case apierrors.IsNotFound(s.Err):
+		c.Reason = notifyv1.ReasonResourceNotFound
+		c.Message = fmt.Sprintf("Resource %s is no longer served by the API server", resource)
+	default:
+		c.Reason = notifyv1.ReasonWatchFailing
+		c.Message = fmt.Sprintf("Watching %s %s fails, retrying: %s", resource, scopeText(s.Namespace), detail)
+	}
+	return c
+}
+
+func scopeText(namespace string) string {
+	if namespace == "" {
+		return "cluster-wide"
+	}
+	return "in namespace " + namespace
+}
+
+func capitalize(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// readyChanged tells whether a Ready transition deserves a Kubernetes Event.
+func readyChanged(old *metav1.Condition, updated metav1.Condition) bool {
+	return old == nil || old.Status != updated.Status || old.Reason != updated.Reason
+}
+
+// restartGrace is how long a subscription that was Watching keeps saying so while its
+// informer syncs again after an operator restart or a spec-neutral rewiring. Without it
+// every restart would flip every subscription to Starting and back: two status writes and
+// two Events each, for a watch that is usually back within a second.
+const restartGrace = 10 * time.Second
+
+// keepWatching decides whether a Starting condition should leave an existing Watching one
+// in place, and for how long at most.
+func keepWatching(old *metav1.Condition, updated metav1.Condition, generation int64, syncingFor time.Duration) (bool, time.Duration) {
+	if updated.Reason != notifyv1.ReasonStarting || old == nil || old.Reason != notifyv1.ReasonWatching ||
+		old.ObservedGeneration != generation || syncingFor >= restartGrace {
+		return false, 0
+	}
+	return true, restartGrace - syncingFor
+}

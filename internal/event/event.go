@@ -1,0 +1,82 @@
+// Package event is the unit that flows from the watch registry through filters and delivery
+// to sinks: one observed change to one Kubernetes object.
+package event
+
+import (
+	"encoding/json"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// Type is the kind of change. The values equal the API's eventTypes.
+type Type string
+
+const (
+	Added   Type = "Added"
+	Updated Type = "Updated"
+	Deleted Type = "Deleted"
+)
+
+// Event is one change. It is shared read-only by every subscriber it fans out to, so the
+// object is never mutated after the event is built and its JSON is encoded once.
+type Event struct {
+	Type     Type
+	Resource schema.GroupVersionResource
+	// Object is the object after the change (the last state known for Deleted), without
+	// managedFields.
+	Object *unstructured.Unstructured
+	// ObservedAt is when the operator saw the change.
+	ObservedAt time.Time
+
+	encodeOnce sync.Once
+	data       []byte
+	encodeErr  error
+}
+
+// New builds an event observed now.
+func New(t Type, gvr schema.GroupVersionResource, obj *unstructured.Unstructured) *Event {
+	return &Event{Type: t, Resource: gvr, Object: obj, ObservedAt: time.Now()}
+}
+
+// Data is the object as JSON, encoded on first use and shared by all subscribers.
+func (e *Event) Data() ([]byte, error) {
+	e.encodeOnce.Do(func() { e.data, e.encodeErr = json.Marshal(e.Object.Object) })
+	return e.data, e.encodeErr
+}
+
+// ResourceVersion of the object as the change left it.
+func (e *Event) ResourceVersion() string { return e.Object.GetResourceVersion() }
+
+// ObjectKey is namespace/name, or name for cluster-scoped objects.
+func (e *Event) ObjectKey() string {
+	if ns := e.Object.GetNamespace(); ns != "" {
+		return ns + "/" + e.Object.GetName()
+	}
+	return e.Object.GetName()
+}
+
+// ObjectPath is the object's API path, e.g. /api/v1/namespaces/team-a/configmaps/settings.
+func (e *Event) ObjectPath() string {
+	return ResourcePath(e.Resource, e.Object.GetNamespace(), e.Object.GetName())
+}
+
+// ResourcePath is the API path of a named object of a resource.
+func ResourcePath(gvr schema.GroupVersionResource, namespace, name string) string {
+	p := "/apis/" + gvr.Group + "/" + gvr.Version
+	if gvr.Group == "" {
+		p = "/api/" + gvr.Version
+	}
+	if namespace != "" {
+		p += "/namespaces/" + namespace
+	}
+	return p + "/" + gvr.Resource + "/" + name
+}
+
+// ID is deterministic from the object's uid, resourceVersion and the change type, so a
+// redelivery of the same change carries the same id and receivers can drop duplicates.
+func (e *Event) ID() string {
+	return string(e.Object.GetUID()) + ":" + e.Object.GetResourceVersion() + ":" + string(e.Type)
+}

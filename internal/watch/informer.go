@@ -1,0 +1,403 @@
+package watch
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	apiwatch "k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
+)
+
+// catchUpBufferLimit bounds the live events kept for a subscriber while its initial LIST
+// runs; past it the buffer is dropped and the LIST starts over, so nothing is lost.
+const catchUpBufferLimit = 10000
+
+// record is all the informer keeps per object: enough to tell real changes from repeats,
+// to synthesize a Deleted after a gap, and to match label selectors on it. Full objects go
+// from the watch stream to the subscribers and are not retained here.
+type record struct {
+	uid    types.UID
+	rv     string
+	labels map[string]string
+}
+
+// informer is one reflector feeding a lean view of one (resource, scope) and a fan-out.
+// The reflector calls the ReflectorStore methods from one goroutine; mu guards the view and
+// the subscriber set, so joining and fan-out are ordered.
+type informer struct {
+	reg *Registry
+	key Key
+	log logr.Logger
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	subs    map[string]*subscriber
+	objects map[string]record
+	synced  bool
+	err     error
+}
+
+type subscriber struct {
+	Subscriber
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	// Guarded by informer.mu.
+	catchingUp bool
+	buffer     []*event.Event
+	overflowed bool
+	floor      uint64 // events at or below this resourceVersion were in the initial LIST
+}
+
+func newInformer(reg *Registry, key Key) *informer {
+	return &informer{reg: reg, key: key, log: reg.log.WithValues("informer", key.String()),
+		subs: map[string]*subscriber{}, objects: map[string]record{}, done: make(chan struct{})}
+}
+
+func (i *informer) start() {
+	ctx, cancel := context.WithCancel(i.reg.ctx)
+	i.cancel = cancel
+	ri := i.reg.client.Resource(i.key.GVR).Namespace(i.key.Namespace)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			list, err := ri.List(ctx, opts)
+			i.observe(ctx, err)
+			return list, err
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (apiwatch.Interface, error) {
+			w, err := ri.Watch(ctx, opts)
+			i.observe(ctx, err)
+			return w, err
+		},
+	}
+	reflector := cache.NewReflectorWithOptions(lw, &unstructured.Unstructured{}, i,
+		cache.ReflectorOptions{Name: i.key.String()})
+	// The reflector retries failures with backoff and reports each through klog. Those
+	// failures are already in the subscription's status, so keep them out of error logs.
+	quiet := klog.NewContext(ctx, logr.New(demoteErrors{i.log.GetSink()}))
+	i.reg.wg.Go(func() {
+		defer close(i.done)
+		reflector.RunWithContext(quiet)
+	})
+}
+
+// stop ends the reflector and releases the view. Called with the registry lock held.
+func (i *informer) stop() {
+	i.cancel()
+	i.mu.Lock()
+	for _, s := range i.subs {
+		s.cancel()
+	}
+	i.subs = map[string]*subscriber{}
+	i.objects = nil
+	i.mu.Unlock()
+}
+
+func (i *informer) add(sub Subscriber) *subscriber {
+	ctx, cancel := context.WithCancel(i.reg.ctx)
+	s := &subscriber{Subscriber: sub, ctx: ctx, cancel: cancel, catchingUp: sub.SendInitialEvents}
+	i.mu.Lock()
+	if old, ok := i.subs[sub.ID]; ok {
+		old.cancel()
+	}
+	i.subs[sub.ID] = s
+	i.mu.Unlock()
+	if sub.SendInitialEvents {
+		i.reg.wg.Go(func() { i.catchUp(s) })
+	}
+	return s
+}
+
+func (i *informer) remove(s *subscriber) int {
+	s.cancel()
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.subs[s.ID] == s {
+		delete(i.subs, s.ID)
+	}
+	return len(i.subs)
+}
+
+func (i *informer) subscriberCount() int {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return len(i.subs)
+}
+
+func (i *informer) state() State {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return State{Synced: i.synced, Err: i.err}
+}
+
+// observe records the outcome of a LIST or WATCH call for State.
+func (i *informer) observe(ctx context.Context, err error) {
+	if ctx.Err() != nil {
+		return
+	}
+	i.mu.Lock()
+	changed := (err == nil) != (i.err == nil) || err != nil && i.err != nil && err.Error() != i.err.Error()
+	i.err = err
+	i.mu.Unlock()
+	if changed {
+		if err != nil {
+			i.log.V(1).Info("Watch failing", "error", err.Error())
+		}
+		i.reg.onChange(i.key)
+	}
+}
+
+// The ReflectorStore methods below receive every change from the reflector.
+
+func (i *informer) Add(obj any) error    { i.apply(event.Added, obj); return nil }
+func (i *informer) Update(obj any) error { i.apply(event.Updated, obj); return nil }
+func (i *informer) Delete(obj any) error { i.apply(event.Deleted, obj); return nil }
+func (i *informer) Resync() error        { return nil }
+
+// Bookmark is accepted so the reflector keeps resource versions fresh without a relist.
+func (i *informer) Bookmark(string) error { return nil }
+
+func (i *informer) apply(t event.Type, obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	u.SetManagedFields(nil)
+	key := objectKey(u)
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.objects == nil { // stopped
+		return
+	}
+	prev, known := i.objects[key]
+	if t == event.Deleted {
+		delete(i.objects, key)
+	} else {
+		if known && prev.rv == u.GetResourceVersion() && prev.uid == u.GetUID() {
+			return // a repeat, e.g. after a re-watch
+		}
+		if t == event.Updated && (!known || prev.uid != u.GetUID()) {
+			t = event.Added
+		}
+		i.objects[key] = recordOf(u)
+	}
+	i.fanOut(event.New(t, i.key.GVR, u))
+}
+
+// Replace receives a full list: the first one fills the view silently (its objects existed
+// before anyone subscribed); later ones, after a watch gap, become the changes they imply.
+func (i *informer) Replace(items []any, _ string) error {
+	i.mu.Lock()
+	if i.objects == nil {
+		i.mu.Unlock()
+		return nil
+	}
+	first := !i.synced
+	seen := make(map[string]record, len(items))
+	for _, item := range items {
+		u, ok := item.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		u.SetManagedFields(nil)
+		key := objectKey(u)
+		rec := recordOf(u)
+		seen[key] = rec
+		if first {
+			continue
+		}
+		switch prev, known := i.objects[key]; {
+		case !known || prev.uid != rec.uid:
+			i.fanOut(event.New(event.Added, i.key.GVR, u))
+		case prev.rv != rec.rv:
+			i.fanOut(event.New(event.Updated, i.key.GVR, u))
+		}
+	}
+	if !first {
+		for key, prev := range i.objects {
+			if _, still := seen[key]; !still {
+				i.fanOut(event.New(event.Deleted, i.key.GVR, i.tombstone(key, prev)))
+			}
+		}
+	}
+	i.objects = seen
+	changed := !i.synced || i.err != nil
+	i.synced, i.err = true, nil
+	i.mu.Unlock()
+	if changed {
+		i.reg.onChange(i.key)
+	}
+	return nil
+}
+
+// tombstone stands in for an object deleted while the watch was down: all that is known.
+func (i *informer) tombstone(key string, rec record) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	ns, name, _ := cache.SplitMetaNamespaceKey(key)
+	u.SetNamespace(ns)
+	u.SetName(name)
+	u.SetUID(rec.uid)
+	u.SetResourceVersion(rec.rv)
+	u.SetLabels(rec.labels)
+	return u
+}
+
+// fanOut hands ev to every matching subscriber. Called with mu held; never blocks.
+func (i *informer) fanOut(ev *event.Event) {
+	var rv uint64
+	var rvOK bool
+	for _, s := range i.subs {
+		if s.Filter != nil && !s.Filter.Matches(ev.Type, ev.Object) {
+			continue
+		}
+		if s.catchingUp {
+			if len(s.buffer) < catchUpBufferLimit && !s.overflowed {
+				s.buffer = append(s.buffer, ev)
+			} else {
+				s.overflowed, s.buffer = true, nil
+			}
+			continue
+		}
+		if s.floor != 0 {
+			if !rvOK {
+				rv, rvOK = parseRV(ev.ResourceVersion())
+			}
+			if rvOK && rv <= s.floor {
+				continue // already sent from the initial LIST
+			}
+			s.floor = 0 // watch events arrive in order: later ones are all newer
+		}
+		s.Receiver.Offer(ev)
+	}
+}
+
+// catchUp sends a joining subscriber an Added for every object in scope, from a LIST rather
+// than from a cache, then the changes buffered since it joined that the LIST did not cover.
+func (i *informer) catchUp(s *subscriber) {
+	backoff := time.Second
+	for {
+		listRV, err := i.listInitial(s)
+		if err == nil {
+			if i.finishCatchUp(s, listRV) {
+				return
+			}
+			i.log.Info("Changes outran the initial list; listing again", "subscriber", s.ID)
+			continue
+		}
+		if s.ctx.Err() != nil {
+			return
+		}
+		i.log.V(1).Info("Initial list failed, retrying", "subscriber", s.ID, "error", err.Error())
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+func (i *informer) listInitial(s *subscriber) (uint64, error) {
+	ri := i.reg.client.Resource(i.key.GVR).Namespace(i.key.Namespace)
+	opts := metav1.ListOptions{Limit: 500}
+	if s.Filter != nil && s.Filter.LabelSelector() != nil {
+		opts.LabelSelector = s.Filter.LabelSelector().String()
+	}
+	var listRV uint64
+	for {
+		list, err := ri.List(s.ctx, opts)
+		if err != nil {
+			return 0, err
+		}
+		if opts.Continue == "" {
+			listRV, _ = parseRV(list.GetResourceVersion())
+		}
+		for idx := range list.Items {
+			u := &list.Items[idx]
+			u.SetManagedFields(nil)
+			if s.Filter != nil && !s.Filter.Matches(event.Added, u) {
+				continue
+			}
+			if err := s.Receiver.Put(s.ctx, event.New(event.Added, i.key.GVR, u)); err != nil {
+				return 0, err
+			}
+		}
+		if opts.Continue = list.GetContinue(); opts.Continue == "" {
+			return listRV, nil
+		}
+	}
+}
+
+// finishCatchUp switches s to live events; false when its buffer overflowed and the LIST
+// must be repeated (objects are then sent again as Added, with the same event ids).
+func (i *informer) finishCatchUp(s *subscriber, listRV uint64) bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if s.overflowed {
+		s.overflowed = false
+		return false
+	}
+	for _, ev := range s.buffer {
+		if rv, ok := parseRV(ev.ResourceVersion()); ok && rv <= listRV {
+			continue
+		}
+		s.Receiver.Offer(ev)
+	}
+	s.buffer = nil
+	s.catchingUp = false
+	s.floor = listRV
+	return true
+}
+
+func objectKey(u *unstructured.Unstructured) string {
+	if ns := u.GetNamespace(); ns != "" {
+		return ns + "/" + u.GetName()
+	}
+	return u.GetName()
+}
+
+func recordOf(u *unstructured.Unstructured) record {
+	return record{uid: u.GetUID(), rv: u.GetResourceVersion(), labels: u.GetLabels()}
+}
+
+// parseRV reads an etcd-backed resourceVersion. Resource versions are opaque in general;
+// when one is not a number the caller errs on the side of delivering.
+func parseRV(rv string) (uint64, bool) {
+	n, err := strconv.ParseUint(rv, 10, 64)
+	return n, err == nil
+}
+
+// demoteErrors turns the reflector's error logs into debug lines: its failures are reported
+// through State and status instead, and a CRD deleted under a running watch must not fill
+// the log with 404s.
+type demoteErrors struct{ logr.LogSink }
+
+func (d demoteErrors) Error(err error, msg string, kv ...any) {
+	if d.Enabled(1) {
+		d.Info(1, msg, append(kv, "error", err)...)
+	}
+}
+
+func (d demoteErrors) WithValues(kv ...any) logr.LogSink {
+	return demoteErrors{d.LogSink.WithValues(kv...)}
+}
+
+func (d demoteErrors) WithName(name string) logr.LogSink {
+	return demoteErrors{d.LogSink.WithName(name)}
+}
+
