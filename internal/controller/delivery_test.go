@@ -251,4 +251,3 @@ func patchSpec(t *testing.T, ws *notifyv1.WatchSubscription, change func(*notify
 		t.Fatalf("patch spec: %v", err)
 	}
 }
-

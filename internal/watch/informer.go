@@ -400,4 +400,3 @@ func (d demoteErrors) WithValues(kv ...any) logr.LogSink {
 func (d demoteErrors) WithName(name string) logr.LogSink {
 	return demoteErrors{d.LogSink.WithName(name)}
 }
-
