@@ -79,11 +79,13 @@ func main() {
 	err := run(ctx, opts, os.Stdout)
 	interrupted := ctx.Err() != nil
 	stop()
-	if err != nil {
+	switch {
+	case err == nil:
+	case interrupted && errors.Is(err, context.Canceled):
+		fmt.Fprintln(os.Stderr, "demo interrupted")
+		os.Exit(130)
+	default:
 		fmt.Fprintf(os.Stderr, "demo failed: %v\n", err)
-		if interrupted {
-			os.Exit(130)
-		}
 		os.Exit(1)
 	}
 }
@@ -109,6 +111,14 @@ func run(ctx context.Context, opts options, out io.Writer) (err error) {
 	}
 	defer func() { err = errors.Join(err, os.RemoveAll(tmp)) }()
 
+	// The receiver first: a busy port fails in a moment, not after the control plane.
+	rcv, err := startReceiver(opts.Port, out)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, rcv.close()) }()
+	fmt.Fprintf(out, "CloudEvents receiver listening on http://%s\n", rcv.addr)
+
 	fmt.Fprintln(out, "starting the control plane (etcd, kube-apiserver)...")
 	env, cfg, err := testenv.Start()
 	if err != nil {
@@ -125,13 +135,6 @@ func run(ctx context.Context, opts options, out io.Writer) (err error) {
 		return fmt.Errorf("writing kubeconfig: %w", err)
 	}
 	fmt.Fprintf(out, "control plane at %s, kubeconfig %s\n", cfg.Host, kubeconfig)
-
-	rcv, err := startReceiver(opts.Port, out)
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, rcv.close()) }()
-	fmt.Fprintf(out, "CloudEvents receiver listening on http://%s\n", rcv.addr)
 
 	// A manager failure cancels the steps below with its error as the cause.
 	ctx, cancel := context.WithCancelCause(ctx)

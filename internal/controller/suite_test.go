@@ -115,6 +115,7 @@ type received struct {
 type sink struct {
 	URL    string
 	status func() int
+	srv    *httptest.Server
 
 	mu     sync.Mutex
 	events []received
@@ -138,9 +139,12 @@ func newSink(t *testing.T) *sink {
 		w.WriteHeader(status)
 	}))
 	t.Cleanup(srv.Close)
+	s.srv = srv
 	s.URL = srv.URL + "/events"
 	return s
 }
+
+func (s *sink) closeConnections() { s.srv.CloseClientConnections() }
 
 func (s *sink) Events() []received {
 	s.mu.Lock()
