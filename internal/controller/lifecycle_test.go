@@ -101,12 +101,14 @@ func TestFiftySubscriptionsShareOneWatchAndTearDown(t *testing.T) {
 	}
 	g.Eventually(op.op.Registry.Keys).WithTimeout(10 * time.Second).Should(BeEmpty())
 	g.Eventually(func(g Gomega) int { return apiServerWatches(g, "configmaps", "namespace") }).
-		WithTimeout(10 * time.Second).Should(Equal(watchesBefore), "the watch is closed")
+		WithTimeout(10*time.Second).Should(Equal(watchesBefore), "the watch is closed")
 	// Idle keep-alive connections to the sink hold goroutines of their own; close them so
 	// only what the engine started is measured.
 	sk.closeConnections()
 	g.Eventually(runtime.NumGoroutine).WithTimeout(10*time.Second).Should(BeNumerically("<=", goroutinesBefore+5),
-		func() string { return "goroutines back near the baseline of " + strconv.Itoa(goroutinesBefore) + "\n" + goroutineDump() })
+		func() string {
+			return "goroutines back near the baseline of " + strconv.Itoa(goroutinesBefore) + "\n" + goroutineDump()
+		})
 }
 
 // widgetCRD is a namespaced CRD example.com/v1 widgets.
@@ -226,7 +228,7 @@ func TestUnknownNotWatchableAndInvalidResources(t *testing.T) {
 				g.Expect(k8s.List(context.Background(), events, client.InNamespace(ns))).To(Succeed())
 				g.Expect(events.Items).To(ContainElement(And(
 					HaveField("Regarding.Name", ws.Name), HaveField("Reason", tc.reason), HaveField("Type", "Warning"))))
-			}).WithTimeout(5 * time.Second).Should(Succeed(), "a Warning Event with the reason")
+			}).WithTimeout(5*time.Second).Should(Succeed(), "a Warning Event with the reason")
 		})
 	}
 }
@@ -284,9 +286,9 @@ func TestRestartSendsNoAddedStorm(t *testing.T) {
 	second := startOperator(t)
 	key := watch.Key{GVR: schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, Namespace: ns}
 	g.Eventually(func() bool { st, ok := second.op.Registry.State(key); return ok && st.Synced }).
-		WithTimeout(10 * time.Second).Should(BeTrue(), "the new operator watches again")
+		WithTimeout(10*time.Second).Should(BeTrue(), "the new operator watches again")
 	create(t, configMap(ns, "after-restart", nil))
-	g.Eventually(sk.summary).WithTimeout(10 * time.Second).Should(Equal([]string{path("before-restart"), path("after-restart")}),
+	g.Eventually(sk.summary).WithTimeout(10*time.Second).Should(Equal([]string{path("before-restart"), path("after-restart")}),
 		"existing objects are not sent again as Added")
 	g.Eventually(func(g Gomega) {
 		got := &notifyv1.WatchSubscription{}
