@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -250,4 +251,56 @@ func patchSpec(t *testing.T, ws *notifyv1.WatchSubscription, change func(*notify
 	if err := k8s.Patch(ctx, got, client.MergeFrom(before)); err != nil {
 		t.Fatalf("patch spec: %v", err)
 	}
+}
+
+func TestStuckSinkDelaysNoOtherSubscription(t *testing.T) {
+	g := NewWithT(t)
+	startOperator(t)
+	ns := newNamespace(t)
+
+	release := make(chan struct{})
+	stuck := newSink(t)
+	stuck.block = release
+	t.Cleanup(func() { close(release) })
+	healthy := newSink(t)
+	for name, sk := range map[string]*sink{"stuck": stuck, "healthy": healthy} {
+		ws := subscription(ns, name, sk.URL)
+		create(t, ws)
+		waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+	}
+
+	for i := range 5 {
+		create(t, configMap(ns, fmt.Sprintf("cm-%d", i), nil))
+	}
+	g.Eventually(func() int { return len(healthy.Events()) }).WithTimeout(10 * time.Second).Should(Equal(5))
+	g.Expect(len(stuck.Events())).To(BeNumerically("<", 5),
+		"the stuck sink is still on its first deliveries while the healthy one has all")
+}
+
+func TestDeliveryFailingIsReportedAndClears(t *testing.T) {
+	g := NewWithT(t)
+	startOperator(t)
+	ns := newNamespace(t)
+	sk := newSink(t)
+	sk.status = func() int { return http.StatusServiceUnavailable }
+	ws := subscription(ns, "flaky", sk.URL)
+	create(t, ws)
+	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+
+	create(t, configMap(ns, "first", nil))
+	cond := waitReason(t, ws, notifyv1.ReasonDeliveryFailing, 10*time.Second)
+	g.Expect(cond.Status).To(Equal(metav1.ConditionFalse))
+	g.Expect(cond.Message).To(Equal("POST " + sk.URL + ": 503 Service Unavailable"))
+
+	sk.mu.Lock()
+	sk.status = func() int { return http.StatusOK }
+	sk.mu.Unlock()
+	create(t, configMap(ns, "second", nil))
+	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+	g.Eventually(func(g Gomega) {
+		got := &notifyv1.WatchSubscription{}
+		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(ws), got)).To(Succeed())
+		g.Expect(got.Status.EventsFailed).To(BeEquivalentTo(1))
+		g.Expect(got.Status.EventsDelivered).To(BeEquivalentTo(1))
+	}).WithTimeout(5 * time.Second).Should(Succeed())
 }

@@ -116,6 +116,8 @@ type sink struct {
 	URL    string
 	status func() int
 	srv    *httptest.Server
+	// block, when set, holds every request until it is closed (a sink that hangs).
+	block chan struct{}
 
 	mu     sync.Mutex
 	events []received
@@ -134,8 +136,14 @@ func newSink(t *testing.T) *sink {
 		s.mu.Lock()
 		s.events = append(s.events, received{ID: ev.ID(), Type: ev.Type(), Source: ev.Source(), Subject: ev.Subject(),
 			ContentType: ev.DataContentType(), Data: string(ev.Data())})
-		status := s.status()
+		status, block := s.status(), s.block
 		s.mu.Unlock()
+		if block != nil {
+			select {
+			case <-block:
+			case <-req.Context().Done():
+			}
+		}
 		w.WriteHeader(status)
 	}))
 	t.Cleanup(srv.Close)

@@ -84,6 +84,9 @@ func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 	in, res, result := r.wire(ctx, ws)
 	recheck, err := r.writeStatus(ctx, ws, in, res)
+	if err != nil && ctx.Err() != nil {
+		return ctrl.Result{}, nil // shutting down: not an error worth logging
+	}
 	if recheck > 0 && (result.RequeueAfter == 0 || recheck < result.RequeueAfter) {
 		result.RequeueAfter = recheck
 	}

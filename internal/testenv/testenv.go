@@ -49,6 +49,7 @@ func Start(extraCRDDirs ...string) (*envtest.Environment, *rest.Config, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
+		_ = env.Stop() // whatever did start (etcd, kube-apiserver) must not outlive us
 		return nil, nil, fmt.Errorf("starting envtest: %w", err)
 	}
 	// Tests create many objects quickly; the default client limits would serialize them.

@@ -86,7 +86,11 @@ func (i *informer) start() {
 		cache.ReflectorOptions{Name: i.key.String()})
 	// The reflector retries failures with backoff and reports each through klog. Those
 	// failures are already in the subscription's status, so keep them out of error logs.
-	quiet := klog.NewContext(ctx, logr.New(demoteErrors{i.log.GetSink()}))
+	quietLog := logr.Discard()
+	if sink := i.log.GetSink(); sink != nil {
+		quietLog = logr.New(demoteErrors{sink})
+	}
+	quiet := klog.NewContext(ctx, quietLog)
 	i.reg.wg.Go(func() {
 		defer close(i.done)
 		reflector.RunWithContext(quiet)

@@ -1,0 +1,144 @@
+package controller
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
+)
+
+func TestReadyCondition(t *testing.T) {
+	gvr := schema.GroupVersionResource{Group: "example.com", Version: "v1", Resource: "widgets"}
+	gr := schema.GroupResource{Group: "example.com", Resource: "widgets"}
+	synced := []scopeState{{Namespace: "team-a", Synced: true}}
+	cases := []struct {
+		name    string
+		in      readiness
+		status  metav1.ConditionStatus
+		reason  string
+		message string
+	}{
+		{"watching", readiness{Resource: "example.com/v1/widgets", Scopes: synced},
+			metav1.ConditionTrue, notifyv1.ReasonWatching, "Watching example.com/v1/widgets in namespace team-a"},
+		{"cluster-wide", readiness{Resource: "v1/namespaces", Scopes: []scopeState{{Synced: true}}},
+			metav1.ConditionTrue, notifyv1.ReasonWatching, "cluster-wide"},
+		{"syncing", readiness{Resource: "x", Scopes: []scopeState{{Namespace: "a", Synced: true}, {Namespace: "b"}}},
+			metav1.ConditionUnknown, notifyv1.ReasonStarting, "in namespace b"},
+		{"suspended wins over everything", readiness{Suspended: true, SpecErr: errors.New("bad"), Scopes: synced},
+			metav1.ConditionFalse, notifyv1.ReasonSuspended, "spec.suspend"},
+		{"invalid spec", readiness{SpecErr: errors.New("spec.selector: bad key")},
+			metav1.ConditionFalse, notifyv1.ReasonInvalidSpec, "spec.selector: bad key"},
+		{"unknown resource", readiness{Resource: "example.com/v1/widgets", ResolveErr: &meta.NoResourceMatchError{PartialResource: gvr}},
+			metav1.ConditionFalse, notifyv1.ReasonResourceNotFound, "example.com/v1/widgets is not served"},
+		{"not watchable", readiness{ResolveErr: &resolve.NotWatchableError{GVR: schema.GroupVersionResource{Version: "v1", Resource: "pods/log"}, Verbs: []string{"get"}}},
+			metav1.ConditionFalse, notifyv1.ReasonNotWatchable, "Subresource v1/pods/log cannot be watched"},
+		{"forbidden list", readiness{Resource: "example.com/v1/widgets", Scopes: []scopeState{{Namespace: "team-a", Err: apierrors.NewForbidden(gr, "", errors.New("no RBAC"))}}},
+			metav1.ConditionFalse, notifyv1.ReasonForbidden, "may not list and watch example.com/v1/widgets in namespace team-a"},
+		{"gone under a running watch", readiness{Resource: "example.com/v1/widgets", Scopes: []scopeState{{Synced: true, Err: apierrors.NewNotFound(gr, "")}}},
+			metav1.ConditionFalse, notifyv1.ReasonResourceNotFound, "no longer served"},
+		{"other watch error", readiness{Resource: "x", Scopes: []scopeState{{Err: errors.New("connection refused")}}},
+			metav1.ConditionFalse, notifyv1.ReasonWatchFailing, "connection refused"},
+		{"watch error wins over syncing", readiness{Resource: "x", Scopes: []scopeState{{Namespace: "a"}, {Namespace: "b", Err: errors.New("boom")}}},
+			metav1.ConditionFalse, notifyv1.ReasonWatchFailing, "in namespace b"},
+		{"delivery failing", readiness{Resource: "x", Scopes: synced, Delivery: delivery.Snapshot{Failing: true, LastError: "POST http://h/x: 503 Service Unavailable"}},
+			metav1.ConditionFalse, notifyv1.ReasonDeliveryFailing, "POST http://h/x: 503 Service Unavailable"},
+		{"syncing hides delivery state", readiness{Resource: "x", Scopes: []scopeState{{}}, Delivery: delivery.Snapshot{Failing: true}},
+			metav1.ConditionUnknown, notifyv1.ReasonStarting, "Listing"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := readyCondition(tc.in)
+			if c.Type != notifyv1.ConditionReady || c.Status != tc.status || c.Reason != tc.reason {
+				t.Fatalf("got %s/%s/%s, want Ready/%s/%s", c.Type, c.Status, c.Reason, tc.status, tc.reason)
+			}
+			if !strings.Contains(c.Message, tc.message) {
+				t.Errorf("message %q does not contain %q", c.Message, tc.message)
+			}
+		})
+	}
+}
+
+func TestKeepWatchingDuringRestartGrace(t *testing.T) {
+	watching := &metav1.Condition{Reason: notifyv1.ReasonWatching, ObservedGeneration: 3}
+	starting := metav1.Condition{Reason: notifyv1.ReasonStarting}
+	cases := []struct {
+		name       string
+		old        *metav1.Condition
+		updated    metav1.Condition
+		generation int64
+		syncingFor time.Duration
+		keep       bool
+	}{
+		{"restart keeps Watching", watching, starting, 3, time.Second, true},
+		{"grace runs out", watching, starting, 3, restartGrace, false},
+		{"spec changed", watching, starting, 4, time.Second, false},
+		{"was not watching", &metav1.Condition{Reason: notifyv1.ReasonResourceNotFound, ObservedGeneration: 3}, starting, 3, 0, false},
+		{"new subscription", nil, starting, 1, 0, false},
+		{"errors are never hidden", watching, metav1.Condition{Reason: notifyv1.ReasonForbidden}, 3, 0, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			keep, recheck := keepWatching(tc.old, tc.updated, tc.generation, tc.syncingFor)
+			if keep != tc.keep {
+				t.Fatalf("keep = %v, want %v", keep, tc.keep)
+			}
+			if keep && (recheck <= 0 || recheck > restartGrace) {
+				t.Errorf("recheck = %v, want within (0, %v]", recheck, restartGrace)
+			}
+		})
+	}
+}
+
+func TestScopeNamespaces(t *testing.T) {
+	ws := func(namespaces ...notifyv1.NamespaceName) *notifyv1.WatchSubscription {
+		w := &notifyv1.WatchSubscription{ObjectMeta: metav1.ObjectMeta{Namespace: "home"}}
+		w.Spec.Namespaces = namespaces
+		return w
+	}
+	cases := []struct {
+		name       string
+		ws         *notifyv1.WatchSubscription
+		namespaced bool
+		want       []string
+	}{
+		{"own namespace by default", ws(), true, []string{"home"}},
+		{"all namespaces", ws("*"), true, []string{""}},
+		{"listed, sorted, unique", ws("b", "a"), true, []string{"a", "b"}},
+		{"cluster-scoped ignores the list", ws("a", "b"), false, []string{""}},
+		{"cluster-scoped default", ws(), false, []string{""}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := scopeNamespaces(tc.ws, tc.namespaced)
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Fatalf("got %q, want %q", got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func TestCRDName(t *testing.T) {
+	for gvr, want := range map[schema.GroupVersionResource]string{
+		{Group: "example.com", Version: "v1", Resource: "widgets"}:        "widgets.example.com",
+		{Group: "example.com", Version: "v1", Resource: "widgets/status"}: "widgets.example.com",
+	} {
+		if got := crdName(gvr); got != want {
+			t.Errorf("crdName(%v) = %q, want %q", gvr, got, want)
+		}
+	}
+}
+
