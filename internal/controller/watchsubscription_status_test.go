@@ -141,4 +141,3 @@ func TestCRDName(t *testing.T) {
 		}
 	}
 }
-
