@@ -33,7 +33,6 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
@@ -82,10 +81,10 @@ func main() {
 	switch {
 	case err == nil:
 	case interrupted && errors.Is(err, context.Canceled):
-		fmt.Fprintln(os.Stderr, "demo interrupted")
+		_, _ = fmt.Fprintln(os.Stderr, "demo interrupted")
 		os.Exit(130)
 	default:
-		fmt.Fprintf(os.Stderr, "demo failed: %v\n", err)
+		_, _ = fmt.Fprintf(os.Stderr, "demo failed: %v\n", err)
 		os.Exit(1)
 	}
 }
@@ -117,15 +116,15 @@ func run(ctx context.Context, opts options, out io.Writer) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, rcv.close()) }()
-	fmt.Fprintf(out, "CloudEvents receiver listening on http://%s\n", rcv.addr)
+	_, _ = fmt.Fprintf(out, "CloudEvents receiver listening on http://%s\n", rcv.addr)
 
-	fmt.Fprintln(out, "starting the control plane (etcd, kube-apiserver)...")
+	_, _ = fmt.Fprintln(out, "starting the control plane (etcd, kube-apiserver)...")
 	env, cfg, err := testenv.Start()
 	if err != nil {
 		return err
 	}
 	defer func() {
-		fmt.Fprintln(out, "stopping the control plane")
+		_, _ = fmt.Fprintln(out, "stopping the control plane")
 		if stopErr := env.Stop(); stopErr != nil {
 			err = errors.Join(err, fmt.Errorf("stopping the control plane: %w", stopErr))
 		}
@@ -134,7 +133,7 @@ func run(ctx context.Context, opts options, out io.Writer) (err error) {
 	if err != nil {
 		return fmt.Errorf("writing kubeconfig: %w", err)
 	}
-	fmt.Fprintf(out, "control plane at %s, kubeconfig %s\n", cfg.Host, kubeconfig)
+	_, _ = fmt.Fprintf(out, "control plane at %s, kubeconfig %s\n", cfg.Host, kubeconfig)
 
 	// A manager failure cancels the steps below with its error as the cause.
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -145,7 +144,7 @@ func run(ctx context.Context, opts options, out io.Writer) (err error) {
 	}
 	// Deferred last, so it runs first: the operator stops while the API server is still up.
 	defer func() { err = errors.Join(err, stopOperator()) }()
-	fmt.Fprintln(out, "operator started")
+	_, _ = fmt.Fprintln(out, "operator started")
 
 	c, err := client.New(cfg, client.Options{Scheme: newScheme()})
 	if err != nil {
@@ -155,28 +154,28 @@ func run(ctx context.Context, opts options, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "applied WatchSubscription %s/%s (config/samples/%s), sink %s\n",
+	_, _ = fmt.Fprintf(out, "applied WatchSubscription %s/%s (config/samples/%s), sink %s\n",
 		sub.Namespace, sub.Name, sampleFile, sub.Spec.Sink.Webhook.URL)
 	if err := waitReady(ctx, c, sub, opts.ReadyTimeout); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "WatchSubscription %s/%s is Ready (%s)\n", sub.Namespace, sub.Name, notifyv1.ReasonWatching)
+	_, _ = fmt.Fprintf(out, "WatchSubscription %s/%s is Ready (%s)\n", sub.Namespace, sub.Name, notifyv1.ReasonWatching)
 
 	if err := configMapLifecycle(ctx, c, rcv, sub, opts.EventTimeout, out); err != nil {
 		return err
 	}
 
-	fmt.Fprintf(out, "\n$ kubectl --kubeconfig %s get watchsubscriptions -A -o wide\n", kubeconfig)
+	_, _ = fmt.Fprintf(out, "\n$ kubectl --kubeconfig %s get watchsubscriptions -A -o wide\n", kubeconfig)
 	table, err := kubectl(ctx, kubeconfig, tmp, "get", "watchsubscriptions", "-A", "-o", "wide")
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "%s\n", table)
+	_, _ = fmt.Fprintf(out, "%s\n", table)
 
 	if opts.Once {
 		return nil
 	}
-	fmt.Fprintf(out, `
+	_, _ = fmt.Fprintf(out, `
 The control plane, the operator and the receiver keep running. In another shell:
 
   export KUBECONFIG=%s
@@ -186,14 +185,14 @@ The control plane, the operator and the receiver keep running. In another shell:
 
 `, kubeconfig)
 	if rcv.addr != "127.0.0.1:8099" {
-		fmt.Fprintf(out, "The samples post to 127.0.0.1:8099; this receiver is http://%s/events.\n", rcv.addr)
+		_, _ = fmt.Fprintf(out, "The samples post to 127.0.0.1:8099; this receiver is http://%s/events.\n", rcv.addr)
 	}
-	fmt.Fprintln(out, "Press Ctrl-C to stop.")
+	_, _ = fmt.Fprintln(out, "Press Ctrl-C to stop.")
 	<-ctx.Done()
 	if cause := context.Cause(ctx); !errors.Is(cause, context.Canceled) {
 		return cause // the manager failed
 	}
-	fmt.Fprintln(out, "\nshutting down")
+	_, _ = fmt.Fprintln(out, "\nshutting down")
 	return nil
 }
 
@@ -259,7 +258,7 @@ func startOperator(cfg *rest.Config, fail context.CancelCauseFunc) (func() error
 		HealthProbeBindAddress: "0",
 		LeaderElection:         false,
 		// Controller names are process-global; a second run in one process (tests) is fine.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Controller: config.Controller{SkipNameValidation: new(true)},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
@@ -375,7 +374,7 @@ func configMapLifecycle(ctx context.Context, c client.Client, rcv *receiver, sub
 	next := 0 // events before this index are already accounted for
 	for _, s := range steps {
 		// Printed first: the event may well arrive before the API call returns.
-		fmt.Fprintf(out, "%s ConfigMap %s/%s\n", s.verb, namespace, configMapName)
+		_, _ = fmt.Fprintf(out, "%s ConfigMap %s/%s\n", s.verb, namespace, configMapName)
 		if err := s.do(); err != nil {
 			return fmt.Errorf("%s ConfigMap %s/%s: %w", s.verb, namespace, configMapName, err)
 		}
@@ -432,14 +431,14 @@ func startReceiver(port int, out io.Writer) (*receiver, error) {
 func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	ev, err := cehttp.NewEventFromHTTPRequest(req)
 	if err != nil {
-		fmt.Fprintf(r.out, "receiver: rejected %s %s: %v\n", req.Method, req.URL.Path, err)
+		_, _ = fmt.Fprintf(r.out, "receiver: rejected %s %s: %v\n", req.Method, req.URL.Path, err)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	// Record and print under one lock so the printed order is the recorded order.
 	r.mu.Lock()
 	r.events = append(r.events, receivedEvent{ev.Type(), ev.Subject(), ev.ID()})
-	fmt.Fprintf(r.out, "received  %s  %s  id=%s\n", ev.Type(), ev.Subject(), ev.ID())
+	_, _ = fmt.Fprintf(r.out, "received  %s  %s  id=%s\n", ev.Type(), ev.Subject(), ev.ID())
 	r.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -22,7 +22,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
@@ -79,7 +78,7 @@ func startOperator(t *testing.T) *running {
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		// Each test runs its own manager in this process.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		Controller: config.Controller{SkipNameValidation: new(true)},
 	})
 	if err != nil {
 		t.Fatalf("manager: %v", err)
@@ -162,8 +161,9 @@ func (s *sink) Events() []received {
 
 // summary lists events as "type subject" lines, short for assertions and failure messages.
 func (s *sink) summary() []string {
-	var out []string
-	for _, e := range s.Events() {
+	events := s.Events()
+	out := make([]string, 0, len(events))
+	for _, e := range events {
 		out = append(out, strings.TrimPrefix(e.Type, "io.dynamicnotifier.resource.")+" "+e.Subject)
 	}
 	return out

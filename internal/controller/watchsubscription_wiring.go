@@ -140,14 +140,3 @@ func (w *wiring) subscribersOf(key watch.Key) []types.NamespacedName {
 	}
 	return out
 }
-
-// all lists every wired subscription.
-func (w *wiring) all() []types.NamespacedName {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make([]types.NamespacedName, 0, len(w.subs))
-	for nn := range w.subs {
-		out = append(out, nn)
-	}
-	return out
-}

@@ -44,8 +44,7 @@ func (w *Webhook) Send(ctx context.Context, ev *event.Event, source string) erro
 	}
 	resp, err := w.Client.Do(req)
 	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
+		if uerr, ok := errors.AsType[*url.Error](err); ok {
 			err = uerr.Err
 		}
 		return fmt.Errorf("POST %s: %w", w.URL, err)
