@@ -14,4 +14,9 @@ const (
 	ReasonSuspended        = "Suspended"
 	ReasonDeliveryFailing  = "DeliveryFailing"
 	ReasonWatchFailing     = "WatchFailing"
+	// ReasonInvalidSink: a Secret the sink needs (headers, CA) is missing or unusable.
+	ReasonInvalidSink = "InvalidSink"
+	// ReasonEventsDropped: the delivery queue overflowed recently; the sink is slower than
+	// the changes.
+	ReasonEventsDropped = "EventsDropped"
 )

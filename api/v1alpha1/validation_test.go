@@ -86,7 +86,11 @@ func TestValidSpecsAreAccepted(t *testing.T) {
 		"selector":            okResource + okSink + "selector: {matchLabels: {a: b}, matchExpressions: [{key: x, operator: In, values: [v1]}, {key: z, operator: Exists}]}\n",
 		"field selector":      okResource + okSink + "fieldSelector: metadata.name=settings\n",
 		"flags":               okResource + okSink + "sendInitialEvents: true\nsuspend: true\n",
-		"delivery reserved":   okResource + okSink + "delivery: {}\n",
+		"empty delivery":      okResource + okSink + "delivery: {}\n",
+		"full delivery": okResource + okSink + "delivery: {timeout: 2.5s, maxQueueSize: 5000, parallelism: 8, " +
+			"retry: {maxAttempts: 20, backoff: 500ms, maxBackoff: 2m}, deadLetterSink: {service: {name: dlq, port: 8080}}}\n",
+		"service sink": okResource + "sink: {service: {name: hook, namespace: hooks, port: 8443, path: /events, " +
+			"contentMode: structured, headersFrom: {secretRef: {name: hook-auth}}, tls: {caSecretRef: {name: hook-ca, key: ca.pem}}}}\n",
 	}
 	for name, spec := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -125,6 +129,19 @@ func TestInvalidSpecsAreRejectedNamingTheField(t *testing.T) {
 		{"bad selector operator", okResource + okSink + "selector: {matchExpressions: [{key: x, operator: Equals, values: [v1]}]}\n", "spec.selector"},
 		{"In without values", okResource + okSink + "selector: {matchExpressions: [{key: x, operator: In}]}\n", "spec.selector"},
 		{"Exists with values", okResource + okSink + "selector: {matchExpressions: [{key: x, operator: Exists, values: [v1]}]}\n", "spec.selector"},
+		{"service and log", okResource + "sink: {log: {}, service: {name: hook}}\n", "spec.sink"},
+		{"bad service name", okResource + "sink: {service: {name: Hook_1}}\n", "spec.sink.service.name"},
+		{"service path without slash", okResource + "sink: {service: {name: hook, path: events}}\n", "spec.sink.service.path"},
+		{"service port zero", okResource + "sink: {service: {name: hook, port: 0}}\n", "spec.sink.service.port"},
+		{"unknown content mode", okResource + "sink: {webhook: {url: 'http://a.example', contentMode: batch}}\n", "spec.sink.webhook.contentMode"},
+		{"headers secret without name", okResource + "sink: {webhook: {url: 'http://a.example', headersFrom: {secretRef: {}}}}\n", "spec.sink.webhook.headersFrom.secretRef.name"},
+		{"bad timeout", okResource + okSink + "delivery: {timeout: soon}\n", "spec.delivery.timeout"},
+		{"zero timeout", okResource + okSink + "delivery: {timeout: 0s}\n", "spec.delivery.timeout"},
+		{"backoff above max", okResource + okSink + "delivery: {retry: {backoff: 2m, maxBackoff: 1m}}\n", "spec.delivery.retry.backoff"},
+		{"zero attempts", okResource + okSink + "delivery: {retry: {maxAttempts: 0}}\n", "spec.delivery.retry.maxAttempts"},
+		{"queue too small", okResource + okSink + "delivery: {maxQueueSize: 0}\n", "spec.delivery.maxQueueSize"},
+		{"too parallel", okResource + okSink + "delivery: {parallelism: 65}\n", "spec.delivery.parallelism"},
+		{"empty dead-letter sink", okResource + okSink + "delivery: {deadLetterSink: {}}\n", "spec.delivery.deadLetterSink"},
 		{"too long field selector", okResource + okSink + "fieldSelector: " + strings.Repeat("a", 1025) + "\n", "spec.fieldSelector"},
 	}
 	for _, tc := range cases {

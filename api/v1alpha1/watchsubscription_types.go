@@ -72,7 +72,7 @@ type WatchSubscriptionSpec struct {
 	// +required
 	Sink Sink `json:"sink"`
 
-	// delivery tunes timeouts, retries and queueing. Reserved: no fields yet.
+	// delivery tunes timeouts, retries, queueing and the dead-letter sink.
 	// +optional
 	Delivery *DeliverySpec `json:"delivery,omitempty"`
 }
@@ -121,18 +121,22 @@ const (
 )
 
 // Sink is where events are delivered. Exactly one member is set.
-// +kubebuilder:validation:XValidation:rule="[has(self.webhook), has(self.log)].filter(x, x).size() == 1",message="sink: exactly one of webhook or log must be set"
+// +kubebuilder:validation:XValidation:rule="[has(self.webhook), has(self.service), has(self.log)].filter(x, x).size() == 1",message="sink: exactly one of webhook, service or log must be set"
 type Sink struct {
-	// webhook delivers each event as a CloudEvent over HTTP.
+	// webhook delivers each event as a CloudEvent over HTTP to a URL.
 	// +optional
 	Webhook *WebhookSink `json:"webhook,omitempty"`
+
+	// service delivers each event as a CloudEvent over HTTP to a Service in the cluster.
+	// +optional
+	Service *ServiceSink `json:"service,omitempty"`
 
 	// log writes each event as one structured line to the operator's log, for debugging.
 	// +optional
 	Log *LogSink `json:"log,omitempty"`
 }
 
-// WebhookSink posts CloudEvents (HTTP binary content mode) to a URL.
+// WebhookSink posts CloudEvents to a URL.
 type WebhookSink struct {
 	// url is the absolute http or https URL events are posted to.
 	// +required
@@ -140,13 +144,173 @@ type WebhookSink struct {
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",message="sink.webhook.url must be an absolute http or https URL with a host"
 	URL string `json:"url"`
+
+	HTTPOptions `json:",inline"`
+}
+
+// ServiceSink posts CloudEvents to a Service: http://<name>.<namespace>.svc:<port><path>,
+// or https when tls is set.
+type ServiceSink struct {
+	// name of the Service.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
+
+	// namespace of the Service; defaults to the subscription's namespace.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Namespace string `json:"namespace,omitempty"`
+
+	// port of the Service; defaults to 80, or 443 with tls.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port,omitempty"`
+
+	// path of the request, starting with "/"; defaults to "/".
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:Pattern=`^/[^\s?#]*$`
+	Path string `json:"path,omitempty"`
+
+	HTTPOptions `json:",inline"`
+}
+
+// ContentMode is how a CloudEvent is carried in an HTTP request.
+// +kubebuilder:validation:Enum=binary;structured
+type ContentMode string
+
+const (
+	// ContentModeBinary puts attributes in ce-* headers and the object in the body.
+	ContentModeBinary ContentMode = "binary"
+	// ContentModeStructured sends the whole event as application/cloudevents+json.
+	ContentModeStructured ContentMode = "structured"
+)
+
+// HTTPOptions are the settings shared by HTTP sinks.
+type HTTPOptions struct {
+	// contentMode is binary (the default) or structured.
+	// +optional
+	ContentMode ContentMode `json:"contentMode,omitempty"`
+
+	// headersFrom adds HTTP headers to every request: each key of the Secret is a header
+	// name, its value the header value. The Secret must be in the subscription's namespace.
+	// +optional
+	HeadersFrom *HeadersFrom `json:"headersFrom,omitempty"`
+
+	// tls configures how the sink's certificate is verified.
+	// +optional
+	TLS *TLSConfig `json:"tls,omitempty"`
+}
+
+// HeadersFrom names a Secret holding HTTP headers.
+type HeadersFrom struct {
+	// secretRef names a Secret in the subscription's namespace.
+	// +required
+	SecretRef LocalSecretReference `json:"secretRef"`
+}
+
+// TLSConfig tunes certificate verification of an HTTP sink.
+type TLSConfig struct {
+	// caSecretRef names a Secret in the subscription's namespace whose key (default
+	// "ca.crt") holds PEM CA certificates trusted in addition to the system roots.
+	// +optional
+	CASecretRef *SecretKeyReference `json:"caSecretRef,omitempty"`
+
+	// insecureSkipVerify disables certificate verification. For tests only; default false.
+	// +optional
+	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
+}
+
+// LocalSecretReference names a Secret in the subscription's namespace.
+type LocalSecretReference struct {
+	// name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+}
+
+// SecretKeyReference names a key of a Secret in the subscription's namespace.
+type SecretKeyReference struct {
+	// name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// key in the Secret; defaults to "ca.crt".
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
 }
 
 // LogSink writes events to the operator's log. It has no settings.
 type LogSink struct{}
 
-// DeliverySpec is reserved for delivery tuning (timeouts, retries, queues).
-type DeliverySpec struct{}
+// DeliverySpec tunes how events reach the sink. Every field is optional; the defaults ride
+// out a sink outage of about seven minutes without losing events.
+// +kubebuilder:validation:XValidation:rule="!has(self.timeout) || duration(self.timeout) > duration('0s')",message="delivery.timeout must be positive",fieldPath=".timeout"
+type DeliverySpec struct {
+	// timeout of one delivery attempt, such as "10s" (the default).
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// retry says how often and how patiently a failed delivery is tried again.
+	// +optional
+	Retry *RetryPolicy `json:"retry,omitempty"`
+
+	// maxQueueSize is how many events may wait for delivery (default 1000). When the
+	// queue is full new events are dropped and counted in status.eventsDropped.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	MaxQueueSize *int32 `json:"maxQueueSize,omitempty"`
+
+	// parallelism is how many deliveries may be in flight at once (default 4). Events
+	// of the same object are always delivered one after another, in order.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=64
+	Parallelism *int32 `json:"parallelism,omitempty"`
+
+	// deadLetterSink receives the events whose delivery failed for good, with the
+	// extension attributes deliveryerror and deliveryattempts. Without it they are dropped
+	// and counted in status.eventsFailed.
+	// +optional
+	DeadLetterSink *Sink `json:"deadLetterSink,omitempty"`
+}
+
+// RetryPolicy is exponential backoff with jitter.
+// +kubebuilder:validation:XValidation:rule="!has(self.backoff) || !has(self.maxBackoff) || duration(self.backoff) <= duration(self.maxBackoff)",message="retry.backoff must not exceed retry.maxBackoff",fieldPath=".backoff"
+type RetryPolicy struct {
+	// maxAttempts counts the first attempt too (default 12); 1 disables retries.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	MaxAttempts *int32 `json:"maxAttempts,omitempty"`
+
+	// backoff before the second attempt (default "1s"); it doubles for each attempt after.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
+	Backoff *metav1.Duration `json:"backoff,omitempty"`
+
+	// maxBackoff caps the wait between attempts (default "60s"). A Retry-After header
+	// from the sink is honoured up to this cap.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
+	MaxBackoff *metav1.Duration `json:"maxBackoff,omitempty"`
+}
 
 // WatchSubscriptionStatus is what the operator observed and did for a subscription.
 type WatchSubscriptionStatus struct {
@@ -189,9 +353,14 @@ type WatchSubscriptionStatus struct {
 	// +optional
 	EventsDelivered int64 `json:"eventsDelivered,omitempty"`
 
-	// eventsFailed counts the events that could not be delivered.
+	// eventsFailed counts the events that could not be delivered, after every retry
+	// (including those then sent to the dead-letter sink) or because the queue was full.
 	// +optional
 	EventsFailed int64 `json:"eventsFailed,omitempty"`
+
+	// eventsDropped counts the events dropped because the delivery queue was full.
+	// +optional
+	EventsDropped int64 `json:"eventsDropped,omitempty"`
 
 	// lastEventTime is when the last matching change was observed.
 	// +optional

@@ -108,6 +108,9 @@ func (r *running) stop() {
 type received struct {
 	ID, Type, Source, Subject, ContentType string
 	Data                                   string
+	Extensions                             map[string]any
+	Header                                 http.Header
+	At                                     time.Time
 }
 
 // sink is a CloudEvents receiver on loopback.
@@ -117,6 +120,8 @@ type sink struct {
 	srv    *httptest.Server
 	// block, when set, holds every request until it is closed (a sink that hangs).
 	block chan struct{}
+	// reply, when set, answers request n (from 1) instead of status.
+	reply func(n int, w http.ResponseWriter) int
 
 	mu     sync.Mutex
 	events []received
@@ -124,8 +129,24 @@ type sink struct {
 
 func newSink(t *testing.T) *sink {
 	t.Helper()
-	s := &sink{status: func() int { return http.StatusAccepted }}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+	return startSink(t, httptest.NewUnstartedServer(nil), false)
+}
+
+// startSink serves a sink on srv (plain or TLS).
+func startSink(t *testing.T, srv *httptest.Server, useTLS bool) *sink {
+	t.Helper()
+	return serveSink(t, srv, &sink{status: func() int { return http.StatusAccepted }}, useTLS)
+}
+
+// startSinkOn serves s on srv, whose listener the caller chose.
+func startSinkOn(t *testing.T, srv *httptest.Server, s *sink) *sink {
+	t.Helper()
+	return serveSink(t, srv, s, false)
+}
+
+func serveSink(t *testing.T, srv *httptest.Server, s *sink, useTLS bool) *sink {
+	t.Helper()
+	srv.Config.Handler = (http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		ev, err := cehttp.NewEventFromHTTPRequest(req)
 		if err != nil {
 			t.Errorf("sink got a request that is not a CloudEvent: %v", err)
@@ -134,9 +155,13 @@ func newSink(t *testing.T) *sink {
 		}
 		s.mu.Lock()
 		s.events = append(s.events, received{ID: ev.ID(), Type: ev.Type(), Source: ev.Source(), Subject: ev.Subject(),
-			ContentType: ev.DataContentType(), Data: string(ev.Data())})
-		status, block := s.status(), s.block
+			ContentType: ev.DataContentType(), Data: string(ev.Data()), Extensions: ev.Extensions(),
+			Header: req.Header.Clone(), At: time.Now()})
+		status, block, reply, n := s.status(), s.block, s.reply, len(s.events)
 		s.mu.Unlock()
+		if reply != nil {
+			status = reply(n, w)
+		}
 		if block != nil {
 			select {
 			case <-block:
@@ -145,6 +170,11 @@ func newSink(t *testing.T) *sink {
 		}
 		w.WriteHeader(status)
 	}))
+	if useTLS {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(srv.Close)
 	s.srv = srv
 	s.URL = srv.URL + "/events"

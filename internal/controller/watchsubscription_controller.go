@@ -3,12 +3,12 @@ package controller
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -30,6 +30,7 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/metrics"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
@@ -51,7 +52,8 @@ type WatchSubscriptionReconciler struct {
 	Recorder   events.EventRecorder
 	Resolver   *resolve.Resolver
 	Registry   *watch.Registry
-	HTTPClient *http.Client
+	// HTTPClients hands out pooled HTTP clients per TLS setting.
+	HTTPClients *sink.Clients
 	// StatusInterval bounds how often counters alone cause a status write.
 	StatusInterval time.Duration
 	// DeliveryTimeout bounds one delivery attempt.
@@ -66,6 +68,7 @@ type WatchSubscriptionReconciler struct {
 // +kubebuilder:rbac:groups=notify.dynamicnotifier.io,resources=watchsubscriptions/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=*,resources=*,verbs=list;watch
 
 // Reconcile brings what runs for one subscription in line with its spec and reports it.
@@ -73,13 +76,13 @@ func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	ws := &notifyv1.WatchSubscription{}
 	if err := r.Get(ctx, req.NamespacedName, ws); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.wiring.teardown(req.NamespacedName, true)
+			r.forget(req.NamespacedName)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{}, err
 	}
 	if !ws.DeletionTimestamp.IsZero() {
-		r.wiring.teardown(req.NamespacedName, true)
+		r.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
 	in, res, result := r.wire(ctx, ws)
@@ -91,6 +94,12 @@ func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		result.RequeueAfter = recheck
 	}
 	return result, err
+}
+
+// forget stops a deleted subscription and drops its counters and metrics.
+func (r *WatchSubscriptionReconciler) forget(nn types.NamespacedName) {
+	r.wiring.teardown(nn, true)
+	metrics.Forget(nn.Namespace, nn.Name)
 }
 
 // wire starts, changes or stops the subscription's informers and delivery, and gathers
@@ -109,6 +118,12 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 		r.wiring.teardown(nn, false)
 		return in, nil, ctrl.Result{} // terminal until the spec changes
 	}
+	sinks, err := r.buildSinks(ctx, ws)
+	if err != nil {
+		in.SinkErr = err
+		r.wiring.teardown(nn, false)
+		return in, nil, ctrl.Result{} // waits for the spec or the Secret to change
+	}
 	res, err := r.Resolver.Resolve(gvr)
 	if err != nil {
 		in.ResolveErr = err
@@ -124,9 +139,9 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 	}
 
 	keys := keysFor(gvr, scopeNamespaces(ws, res.Namespaced))
-	c, same := r.wiring.current(nn, ws.UID, ws.Generation, keys)
+	c, same := r.wiring.current(nn, ws.UID, ws.Generation, keys, sinks.fingerprint)
 	if !same {
-		c = r.start(ws, f, keys, c)
+		c = r.start(ws, f, keys, sinks, c)
 		r.wiring.replace(nn, c)
 	}
 	in.SyncingFor = time.Since(c.started)
@@ -143,20 +158,39 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 	}
 	if stats, ok := r.wiring.peekStats(nn, ws.UID); ok {
 		in.Delivery = stats.Snapshot()
+		if recent, left := in.Delivery.DroppedRecently(time.Now()); recent {
+			in.DroppedRecently = true
+			// Look again when the drops stop being recent, to clear the condition.
+			if result.RequeueAfter == 0 || left < result.RequeueAfter {
+				result.RequeueAfter = left + 100*time.Millisecond
+			}
+		}
+		if ws.Spec.Delivery != nil && ws.Spec.Delivery.MaxQueueSize != nil {
+			in.QueueSize = int(*ws.Spec.Delivery.MaxQueueSize)
+		} else {
+			in.QueueSize = delivery.DefaultQueueSize
+		}
 	}
 	return in, &res, result
 }
 
 // start builds a delivery pipeline and subscribes it to every scope. Scopes the previous
 // wiring already watched get no initial events again.
-func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *filter.Filter, keys []watch.Key, old *wired) *wired {
+func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *filter.Filter, keys []watch.Key,
+	sinks builtSinks, old *wired) *wired {
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
+	queue, parallelism, timeout, retry := deliveryOptions(ws.Spec.Delivery, r.DeliveryTimeout)
 	p := delivery.Start(delivery.Options{
-		Sink:    r.sinkFor(ws),
-		Source:  event.ResourcePath(notifyv1.GroupVersion.WithResource("watchsubscriptions"), ws.Namespace, ws.Name),
-		Timeout: r.DeliveryTimeout,
-		Stats:   r.wiring.statsFor(ws),
-		Log:     r.Log.WithValues("watchsubscription", nn),
+		Sink:        sinks.sink,
+		DeadLetter:  sinks.deadLetter,
+		Source:      event.ResourcePath(notifyv1.GroupVersion.WithResource("watchsubscriptions"), ws.Namespace, ws.Name),
+		QueueSize:   queue,
+		Parallelism: parallelism,
+		Timeout:     timeout,
+		Retry:       retry,
+		Stats:       r.wiring.statsFor(ws),
+		Metrics:     metrics.For(ws.Namespace, ws.Name),
+		Log:         r.Log.WithValues("watchsubscription", nn),
 		Notify: func(urgent bool) {
 			if urgent {
 				r.trigger.Now(nn)
@@ -165,7 +199,8 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 			}
 		},
 	})
-	c := &wired{uid: ws.UID, generation: ws.Generation, keys: keys, pipeline: p, started: time.Now()}
+	c := &wired{uid: ws.UID, generation: ws.Generation, keys: keys, sinkFingerprint: sinks.fingerprint,
+		pipeline: p, started: time.Now()}
 	for _, k := range keys {
 		alreadyWatched := old != nil && old.uid == ws.UID && slices.Contains(old.keys, k)
 		c.unsubscribe = append(c.unsubscribe, r.Registry.Subscribe(k, watch.Subscriber{
@@ -176,14 +211,6 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 		}))
 	}
 	return c
-}
-
-func (r *WatchSubscriptionReconciler) sinkFor(ws *notifyv1.WatchSubscription) sink.Sink {
-	if ws.Spec.Sink.Webhook != nil {
-		return &sink.Webhook{URL: ws.Spec.Sink.Webhook.URL, Client: r.HTTPClient}
-	}
-	return &sink.Log{Logger: r.Log.WithName("sink").WithValues("watchsubscription",
-		types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name})}
 }
 
 // waitForCRD explains a missing resource when a CRD for it exists, and looks again soon
@@ -230,7 +257,7 @@ func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notif
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
 	if stats, ok := r.wiring.peekStats(nn, ws.UID); ok {
 		s := stats.Snapshot()
-		st.EventsObserved, st.EventsDelivered, st.EventsFailed = s.Observed, s.Delivered, s.Failed
+		st.EventsObserved, st.EventsDelivered, st.EventsFailed, st.EventsDropped = s.Observed, s.Delivered, s.Failed, s.Dropped
 		st.LastEventTime = optionalTime(s.LastEventTime, st.LastEventTime)
 		st.LastDeliveryTime = optionalTime(s.LastDeliveryTime, st.LastDeliveryTime)
 	}
@@ -286,6 +313,10 @@ func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}); err != nil {
 		return err
 	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &notifyv1.WatchSubscription{}, secretIndex,
+		func(o client.Object) []string { return secretRefs(o.(*notifyv1.WatchSubscription)) }); err != nil {
+		return err
+	}
 	if err := mgr.Add(r.trigger); err != nil {
 		return err
 	}
@@ -293,6 +324,7 @@ func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&notifyv1.WatchSubscription{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{},
 			handler.EnqueueRequestsFromMapFunc(r.subscriptionsForCRD)).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.subscriptionsForSecret)).
 		WatchesRawSource(source.Channel(r.trigger.out, &handler.EnqueueRequestForObject{})).
 		Named("watchsubscription").
 		Complete(r)
@@ -314,9 +346,18 @@ func (r *WatchSubscriptionReconciler) subscriptionsForCRD(ctx context.Context, c
 	if _, group, ok := strings.Cut(name, "."); ok {
 		r.Resolver.Invalidate(group)
 	}
+	return r.subscriptionsBy(ctx, crdIndex, name)
+}
+
+// subscriptionsForSecret finds the subscriptions whose sinks read a Secret that changed.
+func (r *WatchSubscriptionReconciler) subscriptionsForSecret(ctx context.Context, sec client.Object) []reconcile.Request {
+	return r.subscriptionsBy(ctx, secretIndex, sec.GetName(), client.InNamespace(sec.GetNamespace()))
+}
+
+func (r *WatchSubscriptionReconciler) subscriptionsBy(ctx context.Context, index, value string, opts ...client.ListOption) []reconcile.Request {
 	list := &notifyv1.WatchSubscriptionList{}
-	if err := r.List(ctx, list, client.MatchingFields{crdIndex: name}); err != nil {
-		logf.FromContext(ctx).Error(err, "Listing subscriptions for CRD", "crd", name)
+	if err := r.List(ctx, list, append(opts, client.MatchingFields{index: value})...); err != nil {
+		logf.FromContext(ctx).Error(err, "Listing subscriptions", "index", index, "value", value)
 		return nil
 	}
 	reqs := make([]reconcile.Request, 0, len(list.Items))
@@ -349,6 +390,8 @@ func sinkKind(s notifyv1.Sink) string {
 	switch {
 	case s.Webhook != nil:
 		return "webhook"
+	case s.Service != nil:
+		return "service"
 	case s.Log != nil:
 		return "log"
 	}

@@ -22,12 +22,18 @@ type readiness struct {
 	SpecErr error
 	// Resource is the GVR as users write it, for messages.
 	Resource string
+	// SinkErr is why the sink could not be built (a missing Secret, a bad CA bundle).
+	SinkErr error
 	// ResolveErr is why the resource could not be resolved.
 	ResolveErr error
 	// Scopes are the informers the subscription uses, one per namespace scope.
 	Scopes []scopeState
 	// Delivery is the state of the subscription's deliveries.
 	Delivery delivery.Snapshot
+	// DroppedRecently is true when the queue overflowed within the last minute.
+	DroppedRecently bool
+	// QueueSize is the subscription's queue bound, for messages.
+	QueueSize int
 	// SyncingFor is how long the current wiring has been running.
 	SyncingFor time.Duration
 }
@@ -50,6 +56,8 @@ func readyCondition(r readiness) metav1.Condition {
 		return cond(metav1.ConditionFalse, notifyv1.ReasonSuspended, "Delivery is suspended by spec.suspend")
 	case r.SpecErr != nil:
 		return cond(metav1.ConditionFalse, notifyv1.ReasonInvalidSpec, r.SpecErr.Error())
+	case r.SinkErr != nil:
+		return cond(metav1.ConditionFalse, notifyv1.ReasonInvalidSink, r.SinkErr.Error())
 	case r.ResolveErr != nil:
 		return resolveCondition(r.Resource, r.ResolveErr)
 	}
@@ -66,6 +74,11 @@ func readyCondition(r readiness) metav1.Condition {
 	}
 	if r.Delivery.Failing {
 		return cond(metav1.ConditionFalse, notifyv1.ReasonDeliveryFailing, r.Delivery.LastError)
+	}
+	if r.DroppedRecently {
+		return cond(metav1.ConditionFalse, notifyv1.ReasonEventsDropped, fmt.Sprintf(
+			"%d events dropped so far: the delivery queue of %d was full. The sink is slower than the changes; "+
+				"raise spec.delivery.maxQueueSize or spec.delivery.parallelism", r.Delivery.Dropped, r.QueueSize))
 	}
 	scopes := make([]string, 0, len(r.Scopes))
 	for _, s := range r.Scopes {

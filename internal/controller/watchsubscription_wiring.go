@@ -18,7 +18,9 @@ type wired struct {
 	uid         types.UID
 	generation  int64
 	keys        []watch.Key
-	pipeline    *delivery.Pipeline
+	// sinkFingerprint changes when a Secret the sinks read changes.
+	sinkFingerprint string
+	pipeline        *delivery.Pipeline
 	unsubscribe []func()
 	started     time.Time
 }
@@ -43,14 +45,15 @@ func newWiring() *wiring {
 }
 
 // current returns what runs for nn, and whether it matches this uid, generation and keys.
-func (w *wiring) current(nn types.NamespacedName, uid types.UID, generation int64, keys []watch.Key) (*wired, bool) {
+func (w *wiring) current(nn types.NamespacedName, uid types.UID, generation int64, keys []watch.Key, sinkFingerprint string) (*wired, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	c, ok := w.subs[nn]
 	if !ok {
 		return nil, false
 	}
-	return c, c.uid == uid && c.generation == generation && slices.Equal(c.keys, keys)
+	return c, c.uid == uid && c.generation == generation && slices.Equal(c.keys, keys) &&
+		c.sinkFingerprint == sinkFingerprint
 }
 
 // statsFor returns the counters of a subscription, starting from its status after a restart.
@@ -61,7 +64,7 @@ func (w *wiring) statsFor(ws *notifyv1.WatchSubscription) *delivery.Stats {
 	if e, ok := w.stats[nn]; ok && e.uid == ws.UID {
 		return e.stats
 	}
-	s := delivery.NewStats(ws.Status.EventsObserved, ws.Status.EventsDelivered, ws.Status.EventsFailed)
+	s := delivery.NewStats(ws.Status.EventsObserved, ws.Status.EventsDelivered, ws.Status.EventsFailed, ws.Status.EventsDropped)
 	w.stats[nn] = &statsEntry{uid: ws.UID, stats: s}
 	return s
 }

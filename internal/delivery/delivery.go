@@ -1,12 +1,15 @@
 // Package delivery moves one subscription's events from the watch fan-out to its sink:
-// a bounded queue that never blocks the informer, a worker that sends in order, and the
-// counters its status reports. It knows nothing about informers.
+// a bounded queue that never blocks the informer, lanes that keep each object's events in
+// order while different objects go in parallel, retries with backoff, a dead-letter sink,
+// and the counters its status reports. It knows nothing about informers.
 package delivery
 
 import (
 	"context"
+	"hash/fnv"
+	"math/rand/v2"
+	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -15,105 +18,145 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 )
 
-// Stats are a subscription's counters. They outlive pipelines: a spec change rebuilds the
-// pipeline but keeps counting.
-type Stats struct {
-	observed, delivered, failed, dropped atomic.Int64
+// Defaults, chosen to ride out a sink outage of about seven minutes
+// (1+2+4+8+16+32 s, then 60 s waits: 12 attempts span ~7 min).
+const (
+	DefaultTimeout      = 10 * time.Second
+	DefaultMaxAttempts  = 12
+	DefaultBackoff      = time.Second
+	DefaultMaxBackoff   = 60 * time.Second
+	DefaultQueueSize    = 1000
+	DefaultParallelism  = 4
+	deadLetterAttempts  = 3
+	droppedRecentlyWait = time.Minute
+)
 
-	mu               sync.Mutex
-	lastEventTime    time.Time
-	lastDeliveryTime time.Time
-	lastError        string
-	failing          bool
+// Retry is the retry policy.
+type Retry struct {
+	MaxAttempts         int
+	Backoff, MaxBackoff time.Duration
 }
 
-// NewStats starts counting from the values a status already reports (after a restart).
-func NewStats(observed, delivered, failed int64) *Stats {
-	s := &Stats{}
-	s.observed.Store(observed)
-	s.delivered.Store(delivered)
-	s.failed.Store(failed)
-	return s
-}
-
-// Snapshot is a consistent copy of the counters for status.
-type Snapshot struct {
-	Observed, Delivered, Failed, Dropped int64
-	LastEventTime, LastDeliveryTime      time.Time
-	// Failing is true while the last attempt failed and none has succeeded since.
-	Failing   bool
-	LastError string
-}
-
-// Snapshot copies the counters.
-func (s *Stats) Snapshot() Snapshot {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return Snapshot{
-		Observed: s.observed.Load(), Delivered: s.delivered.Load(),
-		Failed: s.failed.Load(), Dropped: s.dropped.Load(),
-		LastEventTime: s.lastEventTime, LastDeliveryTime: s.lastDeliveryTime,
-		Failing: s.failing, LastError: s.lastError,
-	}
-}
-
-// Options configure a pipeline.
+// Options configure a pipeline. Zero values take the defaults above.
 type Options struct {
 	Sink sink.Sink
+	// DeadLetter receives events that failed for good; nil drops them.
+	DeadLetter sink.Sink
 	// Source is the CloudEvents source of every event: the subscription's API path.
-	Source    string
-	QueueSize int
-	Timeout   time.Duration
-	Stats     *Stats
-	Log       logr.Logger
+	Source      string
+	QueueSize   int
+	Parallelism int
+	Timeout     time.Duration
+	Retry       Retry
+	Stats       *Stats
+	Metrics     Metrics
+	Log         logr.Logger
 	// Notify is told that the counters changed; urgent when the delivery health flipped.
 	Notify func(urgent bool)
 }
 
-// Pipeline is one subscription's queue and worker.
-type Pipeline struct {
-	opts   Options
-	queue  chan *event.Event
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
+// Metrics receives what a pipeline does, for Prometheus. Implementations are bound to one
+// subscription and must be cheap: they are called per event.
+type Metrics interface {
+	Observed()
+	Delivered(d time.Duration)
+	Failed(reason string)
+	Dropped()
+	DeadLettered()
+	QueueDepth(n int)
 }
 
-// Start builds a pipeline and starts its worker.
+type noMetrics struct{}
+
+func (noMetrics) Observed()               {}
+func (noMetrics) Delivered(time.Duration) {}
+func (noMetrics) Failed(string)           {}
+func (noMetrics) Dropped()                {}
+func (noMetrics) DeadLettered()           {}
+func (noMetrics) QueueDepth(int)          {}
+
+// Pipeline is one subscription's queue and workers.
+type Pipeline struct {
+	opts   Options
+	slots  chan struct{} // one token per queued event: bounds the queue across lanes
+	lanes  []*lane
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// lane is a FIFO worked by one goroutine; an object's events always use the same lane.
+type lane struct {
+	mu    sync.Mutex
+	queue []*event.Event
+	wake  chan struct{}
+}
+
+// Start builds a pipeline and starts its workers.
 func Start(opts Options) *Pipeline {
-	if opts.QueueSize <= 0 {
-		opts.QueueSize = 1000
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = 10 * time.Second
-	}
-	if opts.Notify == nil {
-		opts.Notify = func(bool) {}
-	}
+	opts = withDefaults(opts)
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Pipeline{opts: opts, queue: make(chan *event.Event, opts.QueueSize), ctx: ctx, cancel: cancel,
-		done: make(chan struct{})}
-	go p.work()
+	p := &Pipeline{opts: opts, slots: make(chan struct{}, opts.QueueSize), ctx: ctx, cancel: cancel}
+	p.lanes = make([]*lane, opts.Parallelism)
+	for i := range p.lanes {
+		l := &lane{wake: make(chan struct{}, 1)}
+		p.lanes[i] = l
+		p.wg.Go(func() { p.work(l) })
+	}
 	return p
 }
 
-// Stop ends delivery at once: queued events are discarded. It waits for an attempt in
-// flight to end (bounded by the timeout, and cancelled).
+func withDefaults(o Options) Options {
+	if o.QueueSize <= 0 {
+		o.QueueSize = DefaultQueueSize
+	}
+	if o.Parallelism <= 0 {
+		o.Parallelism = DefaultParallelism
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Retry.MaxAttempts <= 0 {
+		o.Retry.MaxAttempts = DefaultMaxAttempts
+	}
+	if o.Retry.Backoff <= 0 {
+		o.Retry.Backoff = DefaultBackoff
+	}
+	if o.Retry.MaxBackoff <= 0 {
+		o.Retry.MaxBackoff = DefaultMaxBackoff
+	}
+	o.Retry.MaxBackoff = max(o.Retry.MaxBackoff, o.Retry.Backoff)
+	if o.Stats == nil {
+		o.Stats = NewStats(0, 0, 0, 0)
+	}
+	if o.Metrics == nil {
+		o.Metrics = noMetrics{}
+	}
+	if o.Notify == nil {
+		o.Notify = func(bool) {}
+	}
+	return o
+}
+
+// Stop ends delivery at once: queued events are discarded, an attempt in flight is
+// cancelled, and Stop waits for the workers to end.
 func (p *Pipeline) Stop() {
 	p.cancel()
-	<-p.done
+	p.wg.Wait()
+	p.opts.Metrics.QueueDepth(0)
 }
 
 // Offer queues ev without blocking; false when the queue is full and ev was dropped.
 func (p *Pipeline) Offer(ev *event.Event) bool {
 	p.observe()
 	select {
-	case p.queue <- ev:
+	case p.slots <- struct{}{}:
+		p.enqueue(ev)
 		return true
 	default:
-		p.opts.Stats.dropped.Add(1)
-		p.opts.Stats.failed.Add(1)
-		p.opts.Notify(false)
+		p.opts.Stats.drop()
+		p.opts.Metrics.Dropped()
+		p.opts.Notify(true)
 		return false
 	}
 }
@@ -122,7 +165,8 @@ func (p *Pipeline) Offer(ev *event.Event) bool {
 func (p *Pipeline) Put(ctx context.Context, ev *event.Event) error {
 	p.observe()
 	select {
-	case p.queue <- ev:
+	case p.slots <- struct{}{}:
+		p.enqueue(ev)
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -132,48 +176,153 @@ func (p *Pipeline) Put(ctx context.Context, ev *event.Event) error {
 }
 
 func (p *Pipeline) observe() {
-	s := p.opts.Stats
-	s.observed.Add(1)
-	s.mu.Lock()
-	s.lastEventTime = time.Now()
-	s.mu.Unlock()
+	p.opts.Stats.observe()
+	p.opts.Metrics.Observed()
 	p.opts.Notify(false)
 }
 
-func (p *Pipeline) work() {
-	defer close(p.done)
+func (p *Pipeline) enqueue(ev *event.Event) {
+	l := p.lanes[p.laneOf(ev)]
+	l.mu.Lock()
+	l.queue = append(l.queue, ev)
+	l.mu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	p.opts.Metrics.QueueDepth(len(p.slots))
+}
+
+func (p *Pipeline) laneOf(ev *event.Event) int {
+	if len(p.lanes) == 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(ev.ObjectKey()))
+	return int(h.Sum32() % uint32(len(p.lanes)))
+}
+
+func (p *Pipeline) work(l *lane) {
 	for {
-		select {
-		case <-p.ctx.Done():
+		l.mu.Lock()
+		var ev *event.Event
+		if len(l.queue) > 0 {
+			ev = l.queue[0]
+			l.queue[0] = nil
+			l.queue = l.queue[1:]
+		}
+		l.mu.Unlock()
+		if ev == nil {
+			select {
+			case <-p.ctx.Done():
+				return
+			case <-l.wake:
+				continue
+			}
+		}
+		p.deliver(ev)
+		<-p.slots
+		p.opts.Metrics.QueueDepth(len(p.slots))
+		if p.ctx.Err() != nil {
 			return
-		case ev := <-p.queue:
-			p.deliver(ev)
 		}
 	}
 }
 
+// deliver tries ev until it is delivered, fails for good, or the pipeline stops.
 func (p *Pipeline) deliver(ev *event.Event) {
+	msg := sink.Message{Event: ev, Source: p.opts.Source}
+	var err error
+	attempts := 0
+	for attempts < p.opts.Retry.MaxAttempts {
+		attempts++
+		start := time.Now()
+		err = p.attempt(p.opts.Sink, msg)
+		if p.ctx.Err() != nil {
+			return // stopped mid-attempt: neither delivered nor failed
+		}
+		if err == nil {
+			p.opts.Metrics.Delivered(time.Since(start))
+			p.record(true, nil)
+			return
+		}
+		p.record(false, err)
+		if !sink.Retryable(err) || attempts == p.opts.Retry.MaxAttempts {
+			break
+		}
+		if !p.sleep(p.backoff(attempts, sink.RetryAfter(err))) {
+			return
+		}
+	}
+	p.giveUp(msg, err, attempts)
+}
+
+func (p *Pipeline) attempt(s sink.Sink, msg sink.Message) error {
 	ctx, cancel := context.WithTimeout(p.ctx, p.opts.Timeout)
-	err := p.opts.Sink.Send(ctx, ev, p.opts.Source)
-	cancel()
-	if p.ctx.Err() != nil {
-		return // stopped mid-attempt: neither delivered nor failed
+	defer cancel()
+	return s.Send(ctx, msg)
+}
+
+// giveUp counts a final failure and hands the event to the dead-letter sink, if any.
+func (p *Pipeline) giveUp(msg sink.Message, cause error, attempts int) {
+	p.opts.Stats.fail()
+	p.opts.Metrics.Failed(sink.FailureReason(cause))
+	p.opts.Notify(false)
+	if p.opts.DeadLetter == nil {
+		p.opts.Log.V(1).Info("Event dropped after its last attempt", "id", msg.Event.ID(), "attempts", attempts,
+			"error", cause.Error())
+		return
 	}
-	s := p.opts.Stats
-	s.mu.Lock()
-	wasFailing := s.failing
-	if err == nil {
-		s.delivered.Add(1)
-		s.lastDeliveryTime = time.Now()
-		s.failing, s.lastError = false, ""
-	} else {
-		s.failed.Add(1)
-		s.failing, s.lastError = true, err.Error()
+	msg.Extensions = map[string]string{"deliveryerror": cause.Error(), "deliveryattempts": strconv.Itoa(attempts)}
+	for try := 1; try <= deadLetterAttempts; try++ {
+		err := p.attempt(p.opts.DeadLetter, msg)
+		if err == nil {
+			p.opts.Stats.deadLetter()
+			p.opts.Metrics.DeadLettered()
+			return
+		}
+		if p.ctx.Err() != nil || !sink.Retryable(err) || try == deadLetterAttempts ||
+			!p.sleep(p.backoff(try, sink.RetryAfter(err))) {
+			p.opts.Log.Info("Dead-letter delivery failed", "id", msg.Event.ID(), "error", err.Error())
+			return
+		}
 	}
-	flipped := wasFailing != s.failing
-	s.mu.Unlock()
-	if err != nil && flipped {
-		p.opts.Log.Info("Delivery failing", "error", err.Error())
+}
+
+// backoff is exponential with equal jitter, or what the sink asked for (capped).
+func (p *Pipeline) backoff(attempt int, retryAfter time.Duration) time.Duration {
+	r := p.opts.Retry
+	if retryAfter > 0 {
+		return min(retryAfter, r.MaxBackoff)
 	}
-	p.opts.Notify(flipped)
+	d := r.Backoff
+	for i := 1; i < attempt && d < r.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, r.MaxBackoff)
+	return d/2 + rand.N(d/2+1) //nolint:gosec // jitter needs no cryptographic randomness
+}
+
+func (p *Pipeline) sleep(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-p.ctx.Done():
+		return false
+	}
+}
+
+func (p *Pipeline) record(ok bool, err error) {
+	if flipped := p.opts.Stats.attempted(ok, err); flipped {
+		if !ok {
+			p.opts.Log.Info("Delivery failing", "error", err.Error())
+		}
+		p.opts.Notify(true)
+		return
+	}
+	if ok {
+		p.opts.Notify(false)
+	}
 }

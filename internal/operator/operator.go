@@ -4,7 +4,6 @@ package operator
 
 import (
 	"fmt"
-	"net/http"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -14,6 +13,7 @@ import (
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/controller"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/metrics"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
@@ -25,8 +25,6 @@ type Options struct {
 	StatusInterval time.Duration
 	// DeliveryTimeout bounds one delivery attempt (default 10s).
 	DeliveryTimeout time.Duration
-	// HTTPClient sends webhook deliveries (default: pooled keep-alive client).
-	HTTPClient *http.Client
 }
 
 // Operator gives tests a view of the running parts.
@@ -50,21 +48,19 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discovery client: %w", err)
 	}
-	if opts.HTTPClient == nil {
-		opts.HTTPClient = sink.NewHTTPClient()
-	}
 	log := ctrl.Log.WithName("watchsubscription")
 	r := &controller.WatchSubscriptionReconciler{
 		Client:          mgr.GetClient(),
 		APIReader:       mgr.GetAPIReader(),
 		Recorder:        mgr.GetEventRecorder("dynamic-notifier"),
 		Resolver:        resolve.New(disco, 250*time.Millisecond),
-		HTTPClient:      opts.HTTPClient,
+		HTTPClients:     sink.NewClients(),
 		StatusInterval:  opts.StatusInterval,
 		DeliveryTimeout: opts.DeliveryTimeout,
 		Log:             log,
 	}
 	r.Registry = watch.New(dyn, ctrl.Log.WithName("watch"), r.InformerChanged)
+	metrics.Track(r.Registry)
 	if err := mgr.Add(r.Registry); err != nil {
 		return nil, err
 	}

@@ -4,8 +4,6 @@ import (
 	"context"
 
 	"github.com/go-logr/logr"
-
-	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 )
 
 // Log writes each event as one structured line with the CloudEvents attributes.
@@ -14,7 +12,8 @@ type Log struct {
 }
 
 // Send logs ev at info level.
-func (l *Log) Send(_ context.Context, ev *event.Event, source string) error {
+func (l *Log) Send(_ context.Context, msg Message) error {
+	ev, source := msg.Event, msg.Source
 	data, err := ev.Data()
 	if err != nil {
 		return err
@@ -26,6 +25,7 @@ func (l *Log) Send(_ context.Context, ev *event.Event, source string) error {
 		"subject", ev.ObjectPath(),
 		"time", ev.ObservedAt,
 		"datacontenttype", "application/json",
-		"data", string(data))
+		"data", string(data),
+		"extensions", msg.Extensions)
 	return nil
 }

@@ -15,23 +15,37 @@ import (
 // TypePrefix starts the CloudEvents type of every resource change.
 const TypePrefix = "io.dynamicnotifier.resource."
 
-// Sink sends one event. source is the CloudEvents source: the subscription's API path.
+// Message is one event on its way to a sink.
+type Message struct {
+	Event *event.Event
+	// Source is the CloudEvents source: the subscription's API path.
+	Source string
+	// Extensions are extra CloudEvents attributes (lower-case alphanumeric names), such as
+	// the reason a dead letter failed.
+	Extensions map[string]string
+}
+
+// Sink sends one message.
 type Sink interface {
-	Send(ctx context.Context, ev *event.Event, source string) error
+	Send(ctx context.Context, msg Message) error
 }
 
 // CloudEventType is the CloudEvents type for a change, e.g. io.dynamicnotifier.resource.added.
 func CloudEventType(t event.Type) string { return TypePrefix + strings.ToLower(string(t)) }
 
-// CloudEvent builds the CloudEvents 1.0 form of a change.
-func CloudEvent(ev *event.Event, source string) (cloudevents.Event, error) {
+// CloudEvent builds the CloudEvents 1.0 form of a message.
+func CloudEvent(msg Message) (cloudevents.Event, error) {
+	ev := msg.Event
 	ce := cloudevents.New(cloudevents.CloudEventsVersionV1)
 	ce.SetID(ev.ID())
 	ce.SetType(CloudEventType(ev.Type))
-	ce.SetSource(source)
+	ce.SetSource(msg.Source)
 	ce.SetSubject(ev.ObjectPath())
 	ce.SetTime(ev.ObservedAt)
 	ce.SetDataContentType("application/json")
+	for k, v := range msg.Extensions {
+		ce.SetExtension(k, v)
+	}
 	data, err := ev.Data()
 	if err != nil {
 		return ce, err

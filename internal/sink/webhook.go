@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,37 +11,40 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
-
-	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 )
 
-// Webhook posts CloudEvents in HTTP binary content mode.
+// Webhook posts CloudEvents over HTTP.
 type Webhook struct {
 	URL    string
 	Client *http.Client
+	// Structured sends application/cloudevents+json instead of binary mode.
+	Structured bool
+	// Header is added to every request (from the subscription's headersFrom Secret).
+	Header http.Header
 }
 
-// NewHTTPClient is the client webhooks share: keep-alive connections pooled per host.
-func NewHTTPClient() *http.Client {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.MaxIdleConnsPerHost = 64
-	t.IdleConnTimeout = 90 * time.Second
-	return &http.Client{Transport: t}
-}
-
-// Send posts ev; any status outside 2xx is an error naming the URL and status.
-func (w *Webhook) Send(ctx context.Context, ev *event.Event, source string) error {
-	ce, err := CloudEvent(ev, source)
+// Send posts msg. A response outside 2xx is an *HTTPError naming the URL and status.
+func (w *Webhook) Send(ctx context.Context, msg Message) error {
+	ce, err := CloudEvent(msg)
 	if err != nil {
-		return fmt.Errorf("encoding %s: %w", ev.ObjectPath(), err)
+		return fmt.Errorf("encoding %s: %w: %w", msg.Event.ObjectPath(), errPermanent, err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, nil)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errPermanent, err)
 	}
-	if err := cehttp.WriteRequest(ctx, binding.ToMessage(&ce), req); err != nil {
-		return fmt.Errorf("POST %s: %w", w.URL, err)
+	for k, vs := range w.Header {
+		req.Header[k] = vs
+	}
+	if w.Structured {
+		err = writeStructured(req, ce)
+	} else {
+		err = cehttp.WriteRequest(ctx, binding.ToMessage(&ce), req)
+	}
+	if err != nil {
+		return fmt.Errorf("POST %s: %w: %w", w.URL, errPermanent, err)
 	}
 	resp, err := w.Client.Do(req)
 	if err != nil {
@@ -53,7 +57,20 @@ func (w *Webhook) Send(ctx context.Context, ev *event.Event, source string) erro
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("POST %s: %s", w.URL, resp.Status)
+		return &HTTPError{Method: http.MethodPost, URL: w.URL, StatusCode: resp.StatusCode, Status: resp.Status,
+			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	}
+	return nil
+}
+
+func writeStructured(req *http.Request, ce event.Event) error {
+	body, err := ce.MarshalJSON()
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/cloudevents+json")
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	req.ContentLength = int64(len(body))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	return nil
 }

@@ -1,0 +1,206 @@
+package controller
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
+)
+
+// secretIndex indexes subscriptions by the Secrets their sinks read, so a rotated Secret
+// reaches the subscriptions that use it.
+const secretIndex = "spec.sink.secretRefs"
+
+// defaultCAKey is the key of a CA bundle in a Secret when caSecretRef names none.
+const defaultCAKey = "ca.crt"
+
+// sinkError is a sink that cannot be built from its spec and Secrets. Its message names
+// Secrets and keys, never their values.
+type sinkError struct{ msg string }
+
+func (e *sinkError) Error() string { return e.msg }
+
+// builtSinks is what a subscription delivers to, and a fingerprint of the Secrets read to
+// build it: a changed fingerprint rebuilds the pipeline.
+type builtSinks struct {
+	sink, deadLetter sink.Sink
+	fingerprint      string
+}
+
+func (r *WatchSubscriptionReconciler) buildSinks(ctx context.Context, ws *notifyv1.WatchSubscription) (builtSinks, error) {
+	fp := sha256.New()
+	main, err := r.buildSink(ctx, ws, ws.Spec.Sink, "spec.sink", fp)
+	if err != nil {
+		return builtSinks{}, err
+	}
+	out := builtSinks{sink: main}
+	if d := ws.Spec.Delivery; d != nil && d.DeadLetterSink != nil {
+		if out.deadLetter, err = r.buildSink(ctx, ws, *d.DeadLetterSink, "spec.delivery.deadLetterSink", fp); err != nil {
+			return builtSinks{}, err
+		}
+	}
+	out.fingerprint = hex.EncodeToString(fp.Sum(nil))
+	return out, nil
+}
+
+// buildSink builds one sink; fp accumulates the versions of the Secrets it reads.
+func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv1.WatchSubscription, s notifyv1.Sink,
+	field string, fp interface{ Write([]byte) (int, error) }) (sink.Sink, error) {
+	var url string
+	var opts notifyv1.HTTPOptions
+	switch {
+	case s.Log != nil:
+		return &sink.Log{Logger: r.Log.WithName("sink").WithValues("watchsubscription",
+			types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name})}, nil
+	case s.Webhook != nil:
+		url, opts = s.Webhook.URL, s.Webhook.HTTPOptions
+	case s.Service != nil:
+		url, opts = serviceURL(ws.Namespace, s.Service), s.Service.HTTPOptions
+	default:
+		return nil, &sinkError{field + ": no sink set"}
+	}
+	wh := &sink.Webhook{URL: url, Structured: opts.ContentMode == notifyv1.ContentModeStructured}
+	if opts.HeadersFrom != nil {
+		sec, err := r.secret(ctx, ws.Namespace, opts.HeadersFrom.SecretRef.Name, field+".headersFrom.secretRef", fp)
+		if err != nil {
+			return nil, err
+		}
+		wh.Header = http.Header{}
+		for k, v := range sec.Data {
+			wh.Header.Set(k, strings.TrimSpace(string(v)))
+		}
+	}
+	var caPEM []byte
+	insecure := false
+	if opts.TLS != nil {
+		insecure = opts.TLS.InsecureSkipVerify
+		if ref := opts.TLS.CASecretRef; ref != nil {
+			sec, err := r.secret(ctx, ws.Namespace, ref.Name, field+".tls.caSecretRef", fp)
+			if err != nil {
+				return nil, err
+			}
+			key := ref.Key
+			if key == "" {
+				key = defaultCAKey
+			}
+			if caPEM = sec.Data[key]; len(caPEM) == 0 {
+				return nil, &sinkError{fmt.Sprintf("%s.tls.caSecretRef: Secret %s has no key %q", field, ref.Name, key)}
+			}
+		}
+	}
+	client, err := r.HTTPClients.For(caPEM, insecure)
+	if err != nil {
+		return nil, &sinkError{fmt.Sprintf("%s.tls.caSecretRef: %v", field, err)}
+	}
+	wh.Client = client
+	return wh, nil
+}
+
+// secret reads a Secret of the subscription's namespace, uncached: the operator does not
+// keep Secrets in memory.
+func (r *WatchSubscriptionReconciler) secret(ctx context.Context, namespace, name, field string,
+	fp interface{ Write([]byte) (int, error) }) (*corev1.Secret, error) {
+	sec := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, sec); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, &sinkError{fmt.Sprintf("%s: Secret %s not found in namespace %s", field, name, namespace)}
+		}
+		return nil, &sinkError{fmt.Sprintf("%s: reading Secret %s: %v", field, name, apierrors.ReasonForError(err))}
+	}
+	_, _ = fp.Write([]byte(sec.Name + "@" + sec.ResourceVersion + ";"))
+	return sec, nil
+}
+
+func serviceURL(subNamespace string, s *notifyv1.ServiceSink) string {
+	ns := s.Namespace
+	if ns == "" {
+		ns = subNamespace
+	}
+	scheme, port := "http", s.Port
+	if s.TLS != nil {
+		scheme = "https"
+	}
+	if port == 0 {
+		port = 80
+		if scheme == "https" {
+			port = 443
+		}
+	}
+	path := s.Path
+	if path == "" {
+		path = "/"
+	}
+	return scheme + "://" + s.Name + "." + ns + ".svc:" + strconv.Itoa(int(port)) + path
+}
+
+// secretRefs lists the Secrets a subscription's sinks read, for secretIndex.
+func secretRefs(ws *notifyv1.WatchSubscription) []string {
+	var out []string
+	add := func(s *notifyv1.Sink) {
+		if s == nil {
+			return
+		}
+		var opts *notifyv1.HTTPOptions
+		switch {
+		case s.Webhook != nil:
+			opts = &s.Webhook.HTTPOptions
+		case s.Service != nil:
+			opts = &s.Service.HTTPOptions
+		default:
+			return
+		}
+		if opts.HeadersFrom != nil {
+			out = append(out, opts.HeadersFrom.SecretRef.Name)
+		}
+		if opts.TLS != nil && opts.TLS.CASecretRef != nil {
+			out = append(out, opts.TLS.CASecretRef.Name)
+		}
+	}
+	add(&ws.Spec.Sink)
+	if ws.Spec.Delivery != nil {
+		add(ws.Spec.Delivery.DeadLetterSink)
+	}
+	return out
+}
+
+// deliveryOptions turns spec.delivery into pipeline settings; zero means the default.
+func deliveryOptions(d *notifyv1.DeliverySpec, fallbackTimeout time.Duration) (queue, parallelism int, timeout time.Duration, retry delivery.Retry) {
+	timeout = fallbackTimeout
+	if d == nil {
+		return 0, 0, timeout, retry
+	}
+	if d.MaxQueueSize != nil {
+		queue = int(*d.MaxQueueSize)
+	}
+	if d.Parallelism != nil {
+		parallelism = int(*d.Parallelism)
+	}
+	if d.Timeout != nil {
+		timeout = d.Timeout.Duration
+	}
+	if rp := d.Retry; rp != nil {
+		if rp.MaxAttempts != nil {
+			retry.MaxAttempts = int(*rp.MaxAttempts)
+		}
+		if rp.Backoff != nil {
+			retry.Backoff = rp.Backoff.Duration
+		}
+		if rp.MaxBackoff != nil {
+			retry.MaxBackoff = rp.MaxBackoff.Duration
+		}
+	}
+	return queue, parallelism, timeout, retry
+}

@@ -1,0 +1,130 @@
+// Package metrics holds the operator's Prometheus collectors, registered once on the
+// controller-runtime registry (served on the manager's metrics endpoint).
+package metrics
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
+)
+
+const ns = "dynamicnotifier"
+
+var subLabels = []string{"namespace", "subscription"}
+
+var (
+	observed = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_observed_total",
+		Help: "Changes that matched a subscription."}, subLabels)
+	delivered = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_delivered_total",
+		Help: "Events the sink accepted."}, subLabels)
+	failed = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_failed_total",
+		Help: "Events whose delivery failed for good, by reason of the last attempt."},
+		append(subLabels[:2:2], "reason"))
+	dropped = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_dropped_total",
+		Help: "Events dropped because the delivery queue was full."}, subLabels)
+	deadLettered = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_dead_lettered_total",
+		Help: "Events sent to the dead-letter sink."}, subLabels)
+	duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "delivery_duration_seconds",
+		Help:    "Duration of successful delivery attempts.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, subLabels)
+	queueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "delivery_queue_depth",
+		Help: "Events queued or in flight."}, subLabels)
+
+	informersDesc = prometheus.NewDesc(ns+"_informers_active",
+		"Running shared informers, by resource and namespace scope (\"*\" for all).",
+		[]string{"group", "version", "resource", "scope"}, nil)
+	subscribersDesc = prometheus.NewDesc(ns+"_informer_subscribers",
+		"Subscriptions fed by each shared informer.",
+		[]string{"group", "version", "resource", "scope"}, nil)
+)
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(observed, delivered, failed, dropped, deadLettered, duration, queueDepth,
+		registryCollector{})
+}
+
+// Subscription is one subscription's handles; it implements delivery.Metrics.
+type Subscription struct {
+	labels                                     []string
+	observed, delivered, dropped, deadLettered prometheus.Counter
+	duration                                   prometheus.Observer
+	queueDepth                                 prometheus.Gauge
+}
+
+// For returns the metrics of a subscription.
+func For(namespace, name string) *Subscription {
+	l := []string{namespace, name}
+	return &Subscription{labels: l,
+		observed: observed.WithLabelValues(l...), delivered: delivered.WithLabelValues(l...),
+		dropped: dropped.WithLabelValues(l...), deadLettered: deadLettered.WithLabelValues(l...),
+		duration: duration.WithLabelValues(l...), queueDepth: queueDepth.WithLabelValues(l...)}
+}
+
+func (s *Subscription) Observed() { s.observed.Inc() }
+
+func (s *Subscription) Delivered(d time.Duration) {
+	s.delivered.Inc()
+	s.duration.Observe(d.Seconds())
+}
+
+func (s *Subscription) Failed(reason string) {
+	failed.WithLabelValues(s.labels[0], s.labels[1], reason).Inc()
+}
+
+func (s *Subscription) Dropped()         { s.dropped.Inc() }
+func (s *Subscription) DeadLettered()    { s.deadLettered.Inc() }
+func (s *Subscription) QueueDepth(n int) { s.queueDepth.Set(float64(n)) }
+
+// Forget removes a deleted subscription's series.
+func Forget(namespace, name string) {
+	match := prometheus.Labels{"namespace": namespace, "subscription": name}
+	for _, v := range []*prometheus.CounterVec{observed, delivered, failed, dropped, deadLettered} {
+		v.DeletePartialMatch(match)
+	}
+	duration.DeletePartialMatch(match)
+	queueDepth.DeletePartialMatch(match)
+}
+
+// registries are the watch registries whose informers are exposed. One per process in
+// production; tests run operators one after another.
+var (
+	registriesMu sync.Mutex
+	registries   []*watch.Registry
+)
+
+// Track exposes a registry's informers, read at scrape time so the gauges never drift from
+// what runs.
+func Track(reg *watch.Registry) {
+	registriesMu.Lock()
+	defer registriesMu.Unlock()
+	registries = append(registries, reg)
+}
+
+type registryCollector struct{}
+
+func (registryCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- informersDesc
+	ch <- subscribersDesc
+}
+
+func (registryCollector) Collect(ch chan<- prometheus.Metric) {
+	registriesMu.Lock()
+	regs := slices.Clone(registries)
+	registriesMu.Unlock()
+	for _, reg := range regs {
+		for _, k := range reg.Keys() {
+			scope := k.Namespace
+			if scope == "" {
+				scope = "*"
+			}
+			labels := []string{k.GVR.Group, k.GVR.Version, k.GVR.Resource, scope}
+			ch <- prometheus.MustNewConstMetric(informersDesc, prometheus.GaugeValue, 1, labels...)
+			ch <- prometheus.MustNewConstMetric(subscribersDesc, prometheus.GaugeValue, float64(reg.Subscribers(k)), labels...)
+		}
+	}
+}

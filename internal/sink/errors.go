@@ -1,0 +1,81 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// HTTPError is a response outside 2xx.
+type HTTPError struct {
+	Method, URL string
+	StatusCode  int
+	Status      string
+	// RetryAfter is what the sink asked for in a Retry-After header, 0 when absent.
+	RetryAfter time.Duration
+}
+
+func (e *HTTPError) Error() string { return fmt.Sprintf("%s %s: %s", e.Method, e.URL, e.Status) }
+
+// Retryable tells whether a failed delivery may succeed when tried again: connection
+// errors, timeouts, 408, 429 and 5xx. Other 4xx will fail the same way every time.
+func Retryable(err error) bool {
+	if herr, ok := errors.AsType[*HTTPError](err); ok {
+		c := herr.StatusCode
+		return c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500
+	}
+	return !errors.Is(err, errPermanent)
+}
+
+// RetryAfter is the wait a sink asked for, 0 when it did not.
+func RetryAfter(err error) time.Duration {
+	if herr, ok := errors.AsType[*HTTPError](err); ok {
+		return herr.RetryAfter
+	}
+	return 0
+}
+
+// FailureReason sorts an error into a few stable values, for metric labels.
+func FailureReason(err error) string {
+	if herr, ok := errors.AsType[*HTTPError](err); ok {
+		switch c := herr.StatusCode; {
+		case c == http.StatusTooManyRequests:
+			return "throttled"
+		case c >= 500:
+			return "server_error"
+		default:
+			return "client_error"
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timeout"
+	}
+	if nerr, ok := errors.AsType[net.Error](err); ok && nerr.Timeout() {
+		return "timeout"
+	}
+	if errors.Is(err, errPermanent) {
+		return "invalid"
+	}
+	return "connection"
+}
+
+// errPermanent marks failures no retry can fix (an event that cannot be encoded).
+var errPermanent = errors.New("permanent")
+
+// parseRetryAfter reads delay-seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
