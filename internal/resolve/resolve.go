@@ -84,7 +84,10 @@ func (r *Resolver) Resolve(gvr schema.GroupVersionResource) (Resource, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	res, found := lookup(e.list, gvr)
-	if !found && time.Since(e.fetchedAt) >= r.minRefresh || e.fetchedAt.IsZero() || e.err != nil {
+	stale := time.Since(e.fetchedAt) >= r.minRefresh
+	// Hits are trusted until Invalidate (CRD events say when a group changes); misses and
+	// failures are retried, but at most once per minRefresh.
+	if e.fetchedAt.IsZero() || (!found || e.err != nil) && stale {
 		e.list, e.err = r.fetch(gvr.GroupVersion())
 		e.fetchedAt = time.Now()
 		res, found = lookup(e.list, gvr)

@@ -141,13 +141,27 @@ func createCRD(t *testing.T, c *apiextensionsv1.CustomResourceDefinition) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	g.Expect(k8s.Create(ctx, c)).To(Succeed())
-	t.Cleanup(func() { _ = client.IgnoreNotFound(k8s.Delete(ctx, c)) })
+	// Waited for, so a later test (or -count) does not find the resource still served.
+	t.Cleanup(func() { deleteCRD(t, c) })
 	g.Eventually(func(g Gomega) {
 		got := &apiextensionsv1.CustomResourceDefinition{}
 		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(c), got)).To(Succeed())
 		g.Expect(got.Status.Conditions).To(ContainElement(And(
 			HaveField("Type", apiextensionsv1.Established), HaveField("Status", apiextensionsv1.ConditionTrue))))
 	}).WithTimeout(10 * time.Second).WithPolling(20 * time.Millisecond).Should(Succeed())
+}
+
+// deleteCRD deletes the CRD and waits until discovery no longer serves its resource.
+func deleteCRD(t *testing.T, c *apiextensionsv1.CustomResourceDefinition) {
+	t.Helper()
+	g := NewWithT(t)
+	ctx := context.Background()
+	g.Expect(client.IgnoreNotFound(k8s.Delete(ctx, c))).To(Succeed())
+	g.Eventually(func() error {
+		return k8s.Get(ctx, client.ObjectKeyFromObject(c), &apiextensionsv1.CustomResourceDefinition{})
+	}).WithTimeout(20 * time.Second).Should(MatchError(ContainSubstring("not found")))
+	gvr := schema.GroupVersionResource{Group: c.Spec.Group, Version: c.Spec.Versions[0].Name, Resource: c.Spec.Names.Plural}
+	g.Eventually(func() bool { return served(gvr) }).WithTimeout(10 * time.Second).Should(BeFalse())
 }
 
 // served tells whether a discovery client of its own sees gvr right now.
@@ -168,7 +182,6 @@ func isNoMatch(err error) bool { return meta.IsNoMatchError(err) }
 
 func TestCRDCreatedAfterAMissAndDeleted(t *testing.T) {
 	g := NewWithT(t)
-	ctx := context.Background()
 	gvr := schema.GroupVersionResource{Group: "example.com", Version: "v1", Resource: "gadgets"}
 	// A short minRefresh, so a miss while discovery lags behind Established is retried.
 	r := newResolver(100 * time.Millisecond)
@@ -182,11 +195,7 @@ func TestCRDCreatedAfterAMissAndDeleted(t *testing.T) {
 	g.Eventually(func() (resolve.Resource, error) { return r.Resolve(gvr) }).WithTimeout(10 * time.Second).
 		Should(Equal(resolve.Resource{GVR: gvr, Kind: "Gadget", Namespaced: true}))
 
-	g.Expect(k8s.Delete(ctx, gadgets)).To(Succeed())
-	g.Eventually(func() error {
-		return k8s.Get(ctx, client.ObjectKeyFromObject(gadgets), &apiextensionsv1.CustomResourceDefinition{})
-	}).WithTimeout(20 * time.Second).Should(MatchError(ContainSubstring("not found")))
-	g.Eventually(func() bool { return served(gvr) }).WithTimeout(10 * time.Second).Should(BeFalse())
+	deleteCRD(t, gadgets)
 	// A hit is served from the cache whatever minRefresh is: only Invalidate tells the
 	// resolver that a CRD went away.
 	_, err = r.Resolve(gvr)
