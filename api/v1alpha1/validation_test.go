@@ -27,25 +27,14 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	var cfg *rest.Config
-	var err error
-	env, cfg, err = testenv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = notifyv1.AddToScheme(scheme)
-	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
-	code := 1
-	if err == nil {
-		code = m.Run()
-	} else {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	_ = env.Stop()
-	os.Exit(code)
+	testenv.Main(m, func(e *envtest.Environment, cfg *rest.Config) (err error) {
+		env = e
+		scheme := runtime.NewScheme()
+		_ = clientgoscheme.AddToScheme(scheme)
+		_ = notifyv1.AddToScheme(scheme)
+		k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+		return err
+	})
 }
 
 // subscription builds a WatchSubscription from a YAML spec fragment.

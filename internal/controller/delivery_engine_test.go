@@ -265,7 +265,7 @@ func TestTLSSinkWithCAFromSecret(t *testing.T) {
 	waitReason(t, trusted, notifyv1.ReasonWatching, 10*time.Second)
 
 	create(t, configMap(ns, "c", nil))
-	g.Eventually(func() int { return len(sk.Events()) }).WithTimeout(10 * time.Second).Should(Equal(1),
+	g.Eventually(func() int { return len(sk.Events()) }).WithTimeout(10*time.Second).Should(Equal(1),
 		"only the subscription trusting the CA gets through")
 	cond := waitReason(t, untrusted, notifyv1.ReasonDeliveryFailing, 10*time.Second)
 	g.Expect(cond.Message).To(ContainSubstring("certificate"))

@@ -13,53 +13,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
-	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/testenv"
 )
 
 // restrictedUser is who the operator runs as in this file, through impersonation by the
 // admin of envtest.
 const restrictedUser = "restricted-operator"
-
-// startOperatorAs is startOperator with another identity.
-func startOperatorAs(t *testing.T, rc *rest.Config) *running {
-	t.Helper()
-	mgrScheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(mgrScheme)
-	mgr, err := ctrl.NewManager(rc, ctrl.Options{
-		Scheme:                 mgrScheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Controller:             config.Controller{SkipNameValidation: new(true)},
-	})
-	if err != nil {
-		t.Fatalf("manager: %v", err)
-	}
-	op, err := operator.Setup(mgr, operator.Options{StatusInterval: 200 * time.Millisecond, DeliveryTimeout: 2 * time.Second})
-	if err != nil {
-		t.Fatalf("operator: %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{op: op, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		if err := mgr.Start(ctx); err != nil {
-			t.Errorf("manager stopped: %v", err)
-		}
-	}()
-	t.Cleanup(r.stop)
-	return r
-}
 
 // operatorRules is what config/rbac/role.yaml (generated from the reconciler's markers)
 // grants, without its wildcard rule for watched resources, plus list and watch on

@@ -2,7 +2,6 @@ package controller_test
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -25,6 +24,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -44,20 +44,11 @@ func TestMain(m *testing.M) {
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = notifyv1.AddToScheme(scheme)
 	_ = apiextensionsv1.AddToScheme(scheme)
-	env, c, err := testenv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	cfg = c
-	code := 1
-	if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err == nil {
-		code = m.Run()
-	} else {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	_ = env.Stop()
-	os.Exit(code)
+	testenv.Main(m, func(_ *envtest.Environment, c *rest.Config) (err error) {
+		cfg = c
+		k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+		return err
+	})
 }
 
 // running is an operator started for one test.
@@ -71,9 +62,15 @@ type running struct {
 // earlier through stop).
 func startOperator(t *testing.T) *running {
 	t.Helper()
+	return startOperatorAs(t, cfg)
+}
+
+// startOperatorAs is startOperator with another identity.
+func startOperatorAs(t *testing.T, rc *rest.Config) *running {
+	t.Helper()
 	mgrScheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(mgrScheme)
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	mgr, err := ctrl.NewManager(rc, ctrl.Options{
 		Scheme:                 mgrScheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",

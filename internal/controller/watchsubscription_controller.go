@@ -48,10 +48,10 @@ const discoveryLagRetry = 250 * time.Millisecond
 type WatchSubscriptionReconciler struct {
 	client.Client
 	// APIReader reads CRDs uncached; only the CRDs' metadata is cached.
-	APIReader  client.Reader
-	Recorder   events.EventRecorder
-	Resolver   *resolve.Resolver
-	Registry   *watch.Registry
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Resolver  *resolve.Resolver
+	Registry  *watch.Registry
 	// HTTPClients hands out pooled HTTP clients per TLS setting.
 	HTTPClients *sink.Clients
 	// StatusInterval bounds how often counters alone cause a status write.

@@ -101,11 +101,11 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 			}
 		}
 	}
-	client, err := r.HTTPClients.For(caPEM, insecure)
+	httpClient, err := r.HTTPClients.For(caPEM, insecure)
 	if err != nil {
 		return nil, &sinkError{fmt.Sprintf("%s.tls.caSecretRef: %v", field, err)}
 	}
-	wh.Client = client
+	wh.Client = httpClient
 	return wh, nil
 }
 

@@ -15,14 +15,14 @@ import (
 // wired is what one subscription has running: its delivery pipeline and its places in the
 // shared informers' fan-outs.
 type wired struct {
-	uid         types.UID
-	generation  int64
-	keys        []watch.Key
+	uid        types.UID
+	generation int64
+	keys       []watch.Key
 	// sinkFingerprint changes when a Secret the sinks read changes.
 	sinkFingerprint string
 	pipeline        *delivery.Pipeline
-	unsubscribe []func()
-	started     time.Time
+	unsubscribe     []func()
+	started         time.Time
 }
 
 // wiring tracks every subscription's running parts, its counters, and which informers it

@@ -3,7 +3,6 @@ package resolve_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/testenv"
@@ -28,24 +28,15 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	env, c, err := testenv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	cfg = c
-	code := 1
-	scheme := runtime.NewScheme()
-	if err = apiextensionsv1.AddToScheme(scheme); err == nil {
+	testenv.Main(m, func(_ *envtest.Environment, c *rest.Config) (err error) {
+		cfg = c
+		scheme := runtime.NewScheme()
+		if err = apiextensionsv1.AddToScheme(scheme); err != nil {
+			return err
+		}
 		k8s, err = client.New(cfg, client.Options{Scheme: scheme})
-	}
-	if err == nil {
-		code = m.Run()
-	} else {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	_ = env.Stop()
-	os.Exit(code)
+		return err
+	})
 }
 
 func newResolver(minRefresh time.Duration) *resolve.Resolver {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"time"
@@ -35,9 +36,7 @@ func (w *Webhook) Send(ctx context.Context, msg Message) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", errPermanent, err)
 	}
-	for k, vs := range w.Header {
-		req.Header[k] = vs
-	}
+	maps.Copy(req.Header, w.Header)
 	if w.Structured {
 		err = writeStructured(req, ce)
 	} else {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"testing"
 
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -70,4 +71,22 @@ func WriteKubeconfig(env *envtest.Environment, dir string) (string, error) {
 	}
 	path := filepath.Join(dir, "kubeconfig")
 	return path, os.WriteFile(path, data, 0o600)
+}
+
+// Main is a test package's TestMain: it starts one control plane, hands it to setup, runs
+// the tests, stops the control plane and exits with the tests' result.
+func Main(m *testing.M, setup func(env *envtest.Environment, cfg *rest.Config) error) {
+	env, cfg, err := Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := 1
+	if err := setup(env, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "test setup:", err)
+	} else {
+		code = m.Run()
+	}
+	_ = env.Stop()
+	os.Exit(code)
 }

@@ -3,7 +3,6 @@ package watch_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/testenv"
@@ -25,15 +25,10 @@ import (
 var cfg *rest.Config
 
 func TestMain(m *testing.M) {
-	env, c, err := testenv.Start()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	cfg = c
-	code := m.Run()
-	_ = env.Stop()
-	os.Exit(code)
+	testenv.Main(m, func(_ *envtest.Environment, c *rest.Config) error {
+		cfg = c
+		return nil
+	})
 }
 
 // collector is a Receiver that keeps everything, in order.
