@@ -80,6 +80,10 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 		}
 		wh.Header = http.Header{}
 		for k, v := range sec.Data {
+			if reservedHeader(k) {
+				return nil, &sinkError{fmt.Sprintf("%s.headersFrom.secretRef: Secret %s sets header %q, which the "+
+					"CloudEvents encoding owns", field, sec.Name, k)}
+			}
 			wh.Header.Set(k, strings.TrimSpace(string(v)))
 		}
 	}
@@ -122,6 +126,13 @@ func (r *WatchSubscriptionReconciler) secret(ctx context.Context, namespace, nam
 	}
 	_, _ = fp.Write([]byte(sec.Name + "@" + sec.ResourceVersion + ";"))
 	return sec, nil
+}
+
+// reservedHeader tells whether a header belongs to the CloudEvents HTTP binding: a user
+// value would be sent next to ours and could win at the receiver.
+func reservedHeader(name string) bool {
+	name = http.CanonicalHeaderKey(name)
+	return strings.HasPrefix(name, "Ce-") || name == "Content-Type" || name == "Content-Length" || name == "Host"
 }
 
 func serviceURL(subNamespace string, s *notifyv1.ServiceSink) string {

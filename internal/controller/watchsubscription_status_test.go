@@ -141,3 +141,14 @@ func TestCRDName(t *testing.T) {
 		}
 	}
 }
+
+func TestReservedHeaders(t *testing.T) {
+	for name, want := range map[string]bool{
+		"Authorization": false, "X-Api-Key": false, "ce-id": true, "Ce-Type": true,
+		"content-type": true, "Content-Length": true, "host": true,
+	} {
+		if got := reservedHeader(name); got != want {
+			t.Errorf("reservedHeader(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

@@ -148,6 +148,9 @@ func (p *Pipeline) Stop() {
 
 // Offer queues ev without blocking; false when the queue is full and ev was dropped.
 func (p *Pipeline) Offer(ev *event.Event) bool {
+	if p.ctx.Err() != nil {
+		return false // stopped: the subscription has left, nothing to count
+	}
 	p.observe()
 	select {
 	case p.slots <- struct{}{}:
@@ -163,6 +166,9 @@ func (p *Pipeline) Offer(ev *event.Event) bool {
 
 // Put queues ev, waiting for room until ctx or the pipeline ends.
 func (p *Pipeline) Put(ctx context.Context, ev *event.Event) error {
+	if err := p.ctx.Err(); err != nil {
+		return err
+	}
 	p.observe()
 	select {
 	case p.slots <- struct{}{}:
@@ -281,9 +287,13 @@ func (p *Pipeline) giveUp(msg sink.Message, cause error, attempts int) {
 			p.opts.Metrics.DeadLettered()
 			return
 		}
-		if p.ctx.Err() != nil || !sink.Retryable(err) || try == deadLetterAttempts ||
-			!p.sleep(p.backoff(try, sink.RetryAfter(err))) {
-			p.opts.Log.Info("Dead-letter delivery failed", "id", msg.Event.ID(), "error", err.Error())
+		if p.ctx.Err() != nil {
+			return // stopped: not a dead-letter failure
+		}
+		if !sink.Retryable(err) || try == deadLetterAttempts || !p.sleep(p.backoff(try, sink.RetryAfter(err))) {
+			if p.ctx.Err() == nil {
+				p.opts.Log.Info("Dead-letter delivery failed", "id", msg.Event.ID(), "error", err.Error())
+			}
 			return
 		}
 	}

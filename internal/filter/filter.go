@@ -58,10 +58,19 @@ func (f *Filter) LabelSelector() labels.Selector { return f.labels }
 
 // Matches tells whether a change of type t to obj is wanted.
 func (f *Filter) Matches(t event.Type, obj *unstructured.Unstructured) bool {
+	return f.MatchesLabels(t, obj, Labels(obj))
+}
+
+// Labels reads an object's labels once, so a fan-out to many filters does not copy them
+// per subscriber.
+func Labels(obj *unstructured.Unstructured) labels.Set { return obj.GetLabels() }
+
+// MatchesLabels is Matches with the object's labels already read by Labels.
+func (f *Filter) MatchesLabels(t event.Type, obj *unstructured.Unstructured, objLabels labels.Set) bool {
 	if !f.WantsType(t) {
 		return false
 	}
-	if f.labels != nil && !f.labels.Matches(labels.Set(obj.GetLabels())) {
+	if f.labels != nil && !f.labels.Matches(objLabels) {
 		return false
 	}
 	if f.fields != nil && !f.fields.Matches(objectFields{obj.Object}) {

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/go-logr/logr"
 )
@@ -16,7 +17,7 @@ func (l *Log) Send(_ context.Context, msg Message) error {
 	ev, source := msg.Event, msg.Source
 	data, err := ev.Data()
 	if err != nil {
-		return err
+		return fmt.Errorf("encoding %s: %w: %w", ev.ObjectPath(), errPermanent, err)
 	}
 	l.Logger.Info("Event",
 		"id", ev.ID(),

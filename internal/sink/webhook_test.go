@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -54,9 +55,7 @@ func recordingServer(t *testing.T, status int, respHeader http.Header) (*httptes
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		ch <- received{header: r.Header.Clone(), body: body}
-		for k, vs := range respHeader {
-			w.Header()[k] = vs
-		}
+		maps.Copy(w.Header(), respHeader)
 		w.WriteHeader(status)
 	}))
 	t.Cleanup(srv.Close)

@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
 )
 
 // catchUpBufferLimit bounds the live events kept for a subscriber while its initial LIST
@@ -265,8 +266,9 @@ func (i *informer) tombstone(key string, rec record) *unstructured.Unstructured 
 func (i *informer) fanOut(ev *event.Event) {
 	var rv uint64
 	var rvOK bool
+	objLabels := filter.Labels(ev.Object)
 	for _, s := range i.subs {
-		if s.Filter != nil && !s.Filter.Matches(ev.Type, ev.Object) {
+		if s.Filter != nil && !s.Filter.MatchesLabels(ev.Type, ev.Object, objLabels) {
 			continue
 		}
 		if s.catchingUp {
