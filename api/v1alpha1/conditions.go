@@ -5,9 +5,11 @@ const ConditionReady = "Ready"
 
 // Reasons of the Ready condition. True: ReasonWatching. Unknown: ReasonStarting. False: the rest.
 const (
-	ReasonWatching         = "Watching"
-	ReasonStarting         = "Starting"
-	ReasonInvalidSpec      = "InvalidSpec"
+	ReasonWatching    = "Watching"
+	ReasonStarting    = "Starting"
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonInvalidFilter: spec.filter does not compile to a bool CEL expression.
+	ReasonInvalidFilter    = "InvalidFilter"
 	ReasonResourceNotFound = "ResourceNotFound"
 	ReasonNotWatchable     = "NotWatchable"
 	ReasonForbidden        = "Forbidden"

@@ -76,6 +76,8 @@ func TestValidSpecsAreAccepted(t *testing.T) {
 		"field selector":      okResource + okSink + "fieldSelector: metadata.name=settings\n",
 		"flags":               okResource + okSink + "sendInitialEvents: true\nsuspend: true\n",
 		"empty delivery":      okResource + okSink + "delivery: {}\n",
+		"filters and payload": okResource + okSink + "filter: 'object.metadata.name == \"x\"'\n" +
+			"ignore: {statusOnly: true, metadataOnly: true}\npayload: {mode: Metadata, includeOldObject: true, includeChangedPaths: true}\n",
 		"full delivery": okResource + okSink + "delivery: {timeout: 2.5s, maxQueueSize: 5000, parallelism: 8, " +
 			"retry: {maxAttempts: 20, backoff: 500ms, maxBackoff: 2m}, deadLetterSink: {service: {name: dlq, port: 8080}}}\n",
 		"service sink": okResource + "sink: {service: {name: hook, namespace: hooks, port: 8443, path: /events, " +
@@ -131,6 +133,8 @@ func TestInvalidSpecsAreRejectedNamingTheField(t *testing.T) {
 		{"queue too small", okResource + okSink + "delivery: {maxQueueSize: 0}\n", "spec.delivery.maxQueueSize"},
 		{"too parallel", okResource + okSink + "delivery: {parallelism: 65}\n", "spec.delivery.parallelism"},
 		{"empty dead-letter sink", okResource + okSink + "delivery: {deadLetterSink: {}}\n", "spec.delivery.deadLetterSink"},
+		{"too long filter", okResource + okSink + "filter: '" + strings.Repeat("a", 4097) + "'\n", "spec.filter"},
+		{"unknown payload mode", okResource + okSink + "payload: {mode: Everything}\n", "spec.payload.mode"},
 		{"too long field selector", okResource + okSink + "fieldSelector: " + strings.Repeat("a", 1025) + "\n", "spec.fieldSelector"},
 	}
 	for _, tc := range cases {

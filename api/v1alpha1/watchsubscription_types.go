@@ -51,6 +51,24 @@ type WatchSubscriptionSpec struct {
 	// +kubebuilder:validation:MaxLength=1024
 	FieldSelector string `json:"fieldSelector,omitempty"`
 
+	// filter is a CEL expression returning bool, evaluated for every change that passed
+	// the selectors and event types. Variables: object (the object after the change, the
+	// last state for Deleted), oldObject (the object before an Updated change, null
+	// otherwise) and eventType ("Added", "Updated" or "Deleted"). The Kubernetes CEL
+	// libraries are available. Example, replicas changed:
+	// eventType == "Updated" && object.spec.replicas != oldObject.spec.replicas
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Filter string `json:"filter,omitempty"`
+
+	// ignore drops common noise without CEL.
+	// +optional
+	Ignore *IgnoreSpec `json:"ignore,omitempty"`
+
+	// payload shapes the data of each event.
+	// +optional
+	Payload *PayloadSpec `json:"payload,omitempty"`
+
 	// eventTypes to deliver. Empty means all of Added, Updated and Deleted.
 	// +optional
 	// +listType=set
@@ -75,6 +93,50 @@ type WatchSubscriptionSpec struct {
 	// delivery tunes timeouts, retries, queueing and the dead-letter sink.
 	// +optional
 	Delivery *DeliverySpec `json:"delivery,omitempty"`
+}
+
+// IgnoreSpec drops updates that only touch parts of an object nobody asked about.
+type IgnoreSpec struct {
+	// statusOnly drops updates where only status changed (besides resourceVersion and
+	// managedFields).
+	// +optional
+	StatusOnly bool `json:"statusOnly,omitempty"`
+
+	// metadataOnly drops updates where only metadata changed (labels, annotations,
+	// resourceVersion, managedFields, ...): spec, data and status are the same.
+	// +optional
+	MetadataOnly bool `json:"metadataOnly,omitempty"`
+}
+
+// PayloadMode says how much of the object an event carries.
+// +kubebuilder:validation:Enum=Full;Metadata;Reference
+type PayloadMode string
+
+const (
+	// PayloadFull sends the whole object (without managedFields).
+	PayloadFull PayloadMode = "Full"
+	// PayloadMetadata sends apiVersion, kind and metadata.
+	PayloadMetadata PayloadMode = "Metadata"
+	// PayloadReference sends apiVersion, kind, namespace, name, uid and resourceVersion.
+	PayloadReference PayloadMode = "Reference"
+)
+
+// PayloadSpec shapes the data of each event.
+type PayloadSpec struct {
+	// mode is Full (the default), Metadata or Reference.
+	// +optional
+	Mode PayloadMode `json:"mode,omitempty"`
+
+	// includeOldObject makes the data of Updated events {"object": ..., "oldObject": ...}
+	// (both shaped by mode); other events carry {"object": ...}.
+	// +optional
+	IncludeOldObject bool `json:"includeOldObject,omitempty"`
+
+	// includeChangedPaths adds "changedPaths" to the data of Updated events: the dotted
+	// paths whose values differ between the old and the new object (lists compared whole).
+	// The data is then an envelope {"object": ..., "changedPaths": [...]}.
+	// +optional
+	IncludeChangedPaths bool `json:"includeChangedPaths,omitempty"`
 }
 
 // ResourceRef identifies a resource by group, version and resource.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -31,6 +32,7 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/metrics"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/payload"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
@@ -112,7 +114,7 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 		r.wiring.teardown(nn, false)
 		return in, nil, ctrl.Result{}
 	}
-	f, err := filter.Compile(eventTypes(ws.Spec.EventTypes), ws.Spec.Selector, ws.Spec.FieldSelector)
+	f, err := r.compileFilter(ws)
 	if err != nil {
 		in.SpecErr = err
 		r.wiring.teardown(nn, false)
@@ -191,6 +193,7 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 		Stats:       r.wiring.statsFor(ws),
 		Metrics:     metrics.For(ws.Namespace, ws.Name),
 		Log:         r.Log.WithValues("watchsubscription", nn),
+		Shape:       shapeFunc(ws.Spec.Payload),
 		Notify: func(urgent bool) {
 			if urgent {
 				r.trigger.Now(nn)
@@ -207,10 +210,56 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 			ID:                fmt.Sprintf("%s#%d", nn, ws.Generation),
 			Filter:            f,
 			SendInitialEvents: ws.Spec.SendInitialEvents && !alreadyWatched,
+			NeedsOldObject:    shapeOf(ws.Spec.Payload).NeedsOldObject(),
 			Receiver:          p,
 		}))
 	}
 	return c
+}
+
+// compileFilter builds the subscription's filter. CEL evaluation errors count as "not
+// matched": they are counted in a metric and logged at most once a minute.
+func (r *WatchSubscriptionReconciler) compileFilter(ws *notifyv1.WatchSubscription) (*filter.Filter, error) {
+	opts := filter.Options{
+		Types:           eventTypes(ws.Spec.EventTypes),
+		Selector:        ws.Spec.Selector,
+		FieldSelector:   ws.Spec.FieldSelector,
+		CEL:             ws.Spec.Filter,
+		MetadataPayload: shapeOf(ws.Spec.Payload).Mode == payload.Metadata,
+	}
+	if ig := ws.Spec.Ignore; ig != nil {
+		opts.IgnoreStatusOnly, opts.IgnoreMetadataOnly = ig.StatusOnly, ig.MetadataOnly
+	}
+	if opts.CEL != "" {
+		errs := metrics.FilterErrors(ws.Namespace, ws.Name)
+		log := r.Log.WithValues("watchsubscription", types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name})
+		var lastLog atomic.Int64
+		opts.OnEvalError = func(err error) {
+			errs.Inc()
+			now := time.Now().UnixNano()
+			if last := lastLog.Load(); now-last > int64(time.Minute) && lastLog.CompareAndSwap(last, now) {
+				log.Info("Filter evaluation failed; the change does not match (logged at most once a minute)",
+					"error", err.Error())
+			}
+		}
+	}
+	return filter.New(opts)
+}
+
+func shapeOf(p *notifyv1.PayloadSpec) payload.Shape {
+	if p == nil {
+		return payload.Shape{}
+	}
+	return payload.Shape{Mode: payload.Mode(p.Mode), IncludeOldObject: p.IncludeOldObject,
+		IncludeChangedPaths: p.IncludeChangedPaths}
+}
+
+// shapeFunc is nil for plain payloads, so they keep the encoding shared by all subscribers.
+func shapeFunc(p *notifyv1.PayloadSpec) func(*event.Event) ([]byte, error) {
+	if shape := shapeOf(p); !shape.Plain() {
+		return shape.Data
+	}
+	return nil
 }
 
 // waitForCRD explains a missing resource when a CRD for it exists, and looks again soon

@@ -12,6 +12,7 @@ import (
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
 )
 
@@ -54,6 +55,8 @@ func readyCondition(r readiness) metav1.Condition {
 	switch {
 	case r.Suspended:
 		return cond(metav1.ConditionFalse, notifyv1.ReasonSuspended, "Delivery is suspended by spec.suspend")
+	case errors.Is(r.SpecErr, filter.ErrInvalidFilter):
+		return cond(metav1.ConditionFalse, notifyv1.ReasonInvalidFilter, r.SpecErr.Error())
 	case r.SpecErr != nil:
 		return cond(metav1.ConditionFalse, notifyv1.ReasonInvalidSpec, r.SpecErr.Error())
 	case r.SinkErr != nil:

@@ -53,6 +53,8 @@ type Options struct {
 	Log         logr.Logger
 	// Notify is told that the counters changed; urgent when the delivery health flipped.
 	Notify func(urgent bool)
+	// Shape encodes an event's data for this subscription; nil sends the shared encoding.
+	Shape func(*event.Event) ([]byte, error)
 }
 
 // Metrics receives what a pipeline does, for Prometheus. Implementations are bound to one
@@ -238,6 +240,14 @@ func (p *Pipeline) work(l *lane) {
 // deliver tries ev until it is delivered, fails for good, or the pipeline stops.
 func (p *Pipeline) deliver(ev *event.Event) {
 	msg := sink.Message{Event: ev, Source: p.opts.Source}
+	if p.opts.Shape != nil {
+		data, err := p.opts.Shape(ev)
+		if err != nil {
+			p.giveUp(msg, err, 0)
+			return
+		}
+		msg.Data = data
+	}
 	var err error
 	attempts := 0
 	for attempts < p.opts.Retry.MaxAttempts {

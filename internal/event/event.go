@@ -28,6 +28,12 @@ type Event struct {
 	// Object is the object after the change (the last state known for Deleted), without
 	// managedFields.
 	Object *unstructured.Unstructured
+	// OldObject is the object before an Updated change, when the informer keeps old
+	// objects (only while a subscriber needs them); nil otherwise.
+	OldObject *unstructured.Unstructured
+	// MetadataUnchanged is true for an Updated change that left metadata as it was
+	// (resourceVersion and managedFields aside), as far as the informer knows.
+	MetadataUnchanged bool
 	// ObservedAt is when the operator saw the change.
 	ObservedAt time.Time
 

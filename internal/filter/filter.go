@@ -5,6 +5,7 @@ package filter
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,19 +21,47 @@ type Filter struct {
 	types  map[event.Type]bool // nil: all types
 	labels labels.Selector     // nil: all labels
 	fields fields.Selector     // nil: all fields
+	cel    *Expression         // nil: no CEL filter
+
+	ignoreStatusOnly, ignoreMetadataOnly bool
+	// metadataPayload: the subscriber sees only metadata, so updates that left it
+	// unchanged are invisible to it.
+	metadataPayload bool
+	onEvalError     func(error)
 }
 
-// Compile builds a filter. Errors name the offending field of the spec.
+// Options are the parts of a spec a filter is compiled from.
+type Options struct {
+	Types              []event.Type
+	Selector           *metav1.LabelSelector
+	FieldSelector      string
+	CEL                string
+	IgnoreStatusOnly   bool
+	IgnoreMetadataOnly bool
+	// MetadataPayload drops updates that left metadata unchanged.
+	MetadataPayload bool
+	// OnEvalError hears about CEL evaluation errors (the change then does not match).
+	OnEvalError func(error)
+}
+
+// Compile builds a filter from event types and selectors only.
 func Compile(types []event.Type, selector *metav1.LabelSelector, fieldSelector string) (*Filter, error) {
-	f := &Filter{}
-	if len(types) > 0 {
-		f.types = make(map[event.Type]bool, len(types))
-		for _, t := range types {
+	return New(Options{Types: types, Selector: selector, FieldSelector: fieldSelector})
+}
+
+// New builds a filter. Errors name the offending field of the spec; a CEL error wraps
+// ErrInvalidFilter.
+func New(o Options) (*Filter, error) {
+	f := &Filter{ignoreStatusOnly: o.IgnoreStatusOnly, ignoreMetadataOnly: o.IgnoreMetadataOnly,
+		metadataPayload: o.MetadataPayload, onEvalError: o.OnEvalError}
+	if len(o.Types) > 0 {
+		f.types = make(map[event.Type]bool, len(o.Types))
+		for _, t := range o.Types {
 			f.types[t] = true
 		}
 	}
-	if selector != nil {
-		sel, err := metav1.LabelSelectorAsSelector(selector)
+	if o.Selector != nil {
+		sel, err := metav1.LabelSelectorAsSelector(o.Selector)
 		if err != nil {
 			return nil, fmt.Errorf("spec.selector: %w", err)
 		}
@@ -40,12 +69,19 @@ func Compile(types []event.Type, selector *metav1.LabelSelector, fieldSelector s
 			f.labels = sel
 		}
 	}
-	if s := strings.TrimSpace(fieldSelector); s != "" {
+	if s := strings.TrimSpace(o.FieldSelector); s != "" {
 		sel, err := fields.ParseSelector(s)
 		if err != nil {
 			return nil, fmt.Errorf("spec.fieldSelector: %w", err)
 		}
 		f.fields = sel
+	}
+	if strings.TrimSpace(o.CEL) != "" {
+		expr, err := CompileCEL(o.CEL)
+		if err != nil {
+			return nil, err
+		}
+		f.cel = expr
 	}
 	return f, nil
 }
@@ -53,30 +89,98 @@ func Compile(types []event.Type, selector *metav1.LabelSelector, fieldSelector s
 // WantsType tells whether the subscription wants changes of this type at all.
 func (f *Filter) WantsType(t event.Type) bool { return f.types == nil || f.types[t] }
 
+// NeedsOldObject tells whether matching needs the object before an update, which the
+// informer then keeps.
+func (f *Filter) NeedsOldObject() bool {
+	return f.ignoreStatusOnly || f.ignoreMetadataOnly || f.cel != nil && f.cel.usesOld
+}
+
 // LabelSelector is the label part, for narrowing server-side LISTs; nil when absent.
 func (f *Filter) LabelSelector() labels.Selector { return f.labels }
-
-// Matches tells whether a change of type t to obj is wanted.
-func (f *Filter) Matches(t event.Type, obj *unstructured.Unstructured) bool {
-	return f.MatchesLabels(t, obj, Labels(obj))
-}
 
 // Labels reads an object's labels once, so a fan-out to many filters does not copy them
 // per subscriber.
 func Labels(obj *unstructured.Unstructured) labels.Set { return obj.GetLabels() }
 
-// MatchesLabels is Matches with the object's labels already read by Labels.
-func (f *Filter) MatchesLabels(t event.Type, obj *unstructured.Unstructured, objLabels labels.Set) bool {
-	if !f.WantsType(t) {
+// Matches tells whether a change of type t to obj (with no old object) is wanted.
+func (f *Filter) Matches(t event.Type, obj *unstructured.Unstructured) bool {
+	return f.Match(&event.Event{Type: t, Object: obj}, Labels(obj))
+}
+
+// Match tells whether a change is wanted; objLabels come from Labels(ev.Object). Cheap
+// checks run first; CEL last.
+func (f *Filter) Match(ev *event.Event, objLabels labels.Set) bool {
+	if !f.WantsType(ev.Type) {
 		return false
 	}
 	if f.labels != nil && !f.labels.Matches(objLabels) {
 		return false
 	}
-	if f.fields != nil && !f.fields.Matches(objectFields{obj.Object}) {
+	if f.fields != nil && !f.fields.Matches(objectFields{ev.Object.Object}) {
 		return false
 	}
+	if ev.Type == event.Updated {
+		if f.metadataPayload && ev.MetadataUnchanged {
+			return false
+		}
+		if old := ev.OldObject; old != nil {
+			if f.ignoreStatusOnly && equalExcept(old.Object, ev.Object.Object, "status") ||
+				f.ignoreMetadataOnly && equalExcept(old.Object, ev.Object.Object, "metadata") {
+				return false
+			}
+		}
+	}
+	if f.cel != nil {
+		ok, err := f.cel.Eval(ev.Type, ev.Object, ev.OldObject)
+		if err != nil {
+			if f.onEvalError != nil {
+				f.onEvalError(err)
+			}
+			return false
+		}
+		return ok
+	}
 	return true
+}
+
+// equalExcept compares two objects leaving out one top-level field, and the metadata
+// every write changes (resourceVersion, managedFields).
+func equalExcept(a, b map[string]any, skip string) bool {
+	for k, av := range a {
+		if k == skip {
+			continue
+		}
+		bv, ok := b[k]
+		if !ok || !(k == "metadata" && metadataEqual(av, bv) || k != "metadata" && reflect.DeepEqual(av, bv)) {
+			return false
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok && k != skip {
+			return false
+		}
+	}
+	return true
+}
+
+func metadataEqual(a, b any) bool {
+	am, aok := a.(map[string]any)
+	bm, bok := b.(map[string]any)
+	if !aok || !bok {
+		return reflect.DeepEqual(a, b)
+	}
+	return equalExcept(withoutNoise(am), withoutNoise(bm), "")
+}
+
+// withoutNoise is metadata without the fields every write changes.
+func withoutNoise(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		if k != "resourceVersion" && k != "managedFields" {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // objectFields exposes any dotted path of an object to a field selector, so selectors work

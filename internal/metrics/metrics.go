@@ -32,6 +32,8 @@ var (
 	duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "delivery_duration_seconds",
 		Help:    "Duration of successful delivery attempts.",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, subLabels)
+	filterErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "filter_errors_total",
+		Help: "CEL filter evaluations that failed (the change then does not match)."}, subLabels)
 	queueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "delivery_queue_depth",
 		Help: "Events queued or in flight."}, subLabels)
 
@@ -44,7 +46,7 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(observed, delivered, failed, dropped, deadLettered, duration, queueDepth,
+	ctrlmetrics.Registry.MustRegister(observed, delivered, failed, dropped, deadLettered, duration, queueDepth, filterErrors,
 		registryCollector{})
 }
 
@@ -80,10 +82,15 @@ func (s *Subscription) Dropped()         { s.dropped.Inc() }
 func (s *Subscription) DeadLettered()    { s.deadLettered.Inc() }
 func (s *Subscription) QueueDepth(n int) { s.queueDepth.Set(float64(n)) }
 
+// FilterErrors is the counter of a subscription's failed filter evaluations.
+func FilterErrors(namespace, name string) prometheus.Counter {
+	return filterErrors.WithLabelValues(namespace, name)
+}
+
 // Forget removes a deleted subscription's series.
 func Forget(namespace, name string) {
 	match := prometheus.Labels{"namespace": namespace, "subscription": name}
-	for _, v := range []*prometheus.CounterVec{observed, delivered, failed, dropped, deadLettered} {
+	for _, v := range []*prometheus.CounterVec{observed, delivered, failed, dropped, deadLettered, filterErrors} {
 		v.DeletePartialMatch(match)
 	}
 	duration.DeletePartialMatch(match)

@@ -15,7 +15,11 @@ type Log struct {
 // Send logs ev at info level.
 func (l *Log) Send(_ context.Context, msg Message) error {
 	ev, source := msg.Event, msg.Source
-	data, err := ev.Data()
+	data := msg.Data
+	var err error
+	if data == nil {
+		data, err = ev.Data()
+	}
 	if err != nil {
 		return fmt.Errorf("encoding %s: %w: %w", ev.ObjectPath(), errPermanent, err)
 	}

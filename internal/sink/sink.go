@@ -23,6 +23,8 @@ type Message struct {
 	// Extensions are extra CloudEvents attributes (lower-case alphanumeric names), such as
 	// the reason a dead letter failed.
 	Extensions map[string]string
+	// Data overrides the event's shared encoding when the subscription shapes its payload.
+	Data []byte
 }
 
 // Sink sends one message.
@@ -46,9 +48,12 @@ func CloudEvent(msg Message) (cloudevents.Event, error) {
 	for k, v := range msg.Extensions {
 		ce.SetExtension(k, v)
 	}
-	data, err := ev.Data()
-	if err != nil {
-		return ce, err
+	data := msg.Data
+	if data == nil {
+		var err error
+		if data, err = ev.Data(); err != nil {
+			return ce, err
+		}
 	}
 	// Shared, already encoded JSON: no copy, no re-encoding per subscriber.
 	ce.DataEncoded = data

@@ -30,6 +30,9 @@ type record struct {
 	uid    types.UID
 	rv     string
 	labels map[string]string
+	// hash and metaHash fingerprint the object and its metadata without resourceVersion
+	// and managedFields, to drop updates that change nothing anyone can see.
+	hash, metaHash uint64
 }
 
 // informer is one reflector feeding a lean view of one (resource, scope) and a fan-out.
@@ -48,6 +51,10 @@ type informer struct {
 	objects map[string]record
 	synced  bool
 	err     error
+	// olds holds full objects only while some subscriber needs the object before an
+	// update (keepOld of them); nil otherwise.
+	olds    map[string]*unstructured.Unstructured
+	keepOld int
 }
 
 type subscriber struct {
@@ -116,8 +123,14 @@ func (i *informer) add(sub Subscriber) *subscriber {
 	i.mu.Lock()
 	if old, ok := i.subs[sub.ID]; ok {
 		old.cancel()
+		i.forgetOld(old)
 	}
 	i.subs[sub.ID] = s
+	if s.needsOld() {
+		if i.keepOld++; i.olds == nil {
+			i.olds = map[string]*unstructured.Unstructured{}
+		}
+	}
 	i.mu.Unlock()
 	if sub.SendInitialEvents {
 		i.reg.wg.Go(func() { i.catchUp(s) })
@@ -131,8 +144,22 @@ func (i *informer) remove(s *subscriber) int {
 	defer i.mu.Unlock()
 	if i.subs[s.ID] == s {
 		delete(i.subs, s.ID)
+		i.forgetOld(s)
 	}
 	return len(i.subs)
+}
+
+// forgetOld stops keeping old objects when the last subscriber needing them leaves.
+func (i *informer) forgetOld(s *subscriber) {
+	if s.needsOld() {
+		if i.keepOld--; i.keepOld == 0 {
+			i.olds = nil
+		}
+	}
+}
+
+func (s *subscriber) needsOld() bool {
+	return s.NeedsOldObject || s.Filter != nil && s.Filter.NeedsOldObject()
 }
 
 func (i *informer) subscriberCount() int {
@@ -190,18 +217,37 @@ func (i *informer) apply(t event.Type, obj any) {
 		return
 	}
 	prev, known := i.objects[key]
+	var old *unstructured.Unstructured
+	if i.olds != nil {
+		old = i.olds[key]
+		if t == event.Deleted {
+			delete(i.olds, key)
+		} else {
+			i.olds[key] = u
+		}
+	}
 	if t == event.Deleted {
 		delete(i.objects, key)
-	} else {
-		if known && prev.rv == u.GetResourceVersion() && prev.uid == u.GetUID() {
-			return // a repeat, e.g. after a re-watch
-		}
-		if t == event.Updated && (!known || prev.uid != u.GetUID()) {
-			t = event.Added
-		}
-		i.objects[key] = recordOf(u)
+		i.fanOut(event.New(t, i.key.GVR, u))
+		return
 	}
-	i.fanOut(event.New(t, i.key.GVR, u))
+	if known && prev.rv == u.GetResourceVersion() && prev.uid == u.GetUID() {
+		return // a repeat, e.g. after a re-watch
+	}
+	rec := recordOf(u)
+	i.objects[key] = rec
+	if t == event.Updated && (!known || prev.uid != u.GetUID()) {
+		t = event.Added
+	}
+	ev := event.New(t, i.key.GVR, u)
+	if t == event.Updated {
+		if rec.hash == prev.hash {
+			return // only resourceVersion or managedFields changed: nothing to see
+		}
+		ev.OldObject = old
+		ev.MetadataUnchanged = rec.metaHash == prev.metaHash
+	}
+	i.fanOut(ev)
 }
 
 // Replace receives a full list: the first one fills the view silently (its objects existed
@@ -229,8 +275,13 @@ func (i *informer) Replace(items []any, _ string) error {
 		switch prev, known := i.objects[key]; {
 		case !known || prev.uid != rec.uid:
 			i.fanOut(event.New(event.Added, i.key.GVR, u))
-		case prev.rv != rec.rv:
-			i.fanOut(event.New(event.Updated, i.key.GVR, u))
+		case prev.rv != rec.rv && prev.hash != rec.hash:
+			ev := event.New(event.Updated, i.key.GVR, u)
+			ev.MetadataUnchanged = rec.metaHash == prev.metaHash
+			if i.olds != nil {
+				ev.OldObject = i.olds[key]
+			}
+			i.fanOut(ev)
 		}
 	}
 	if !first {
@@ -241,6 +292,14 @@ func (i *informer) Replace(items []any, _ string) error {
 		}
 	}
 	i.objects = seen
+	if i.olds != nil {
+		i.olds = make(map[string]*unstructured.Unstructured, len(items))
+		for _, item := range items {
+			if u, ok := item.(*unstructured.Unstructured); ok {
+				i.olds[objectKey(u)] = u
+			}
+		}
+	}
 	changed := !i.synced || i.err != nil
 	i.synced, i.err = true, nil
 	i.mu.Unlock()
@@ -268,7 +327,7 @@ func (i *informer) fanOut(ev *event.Event) {
 	var rvOK bool
 	objLabels := filter.Labels(ev.Object)
 	for _, s := range i.subs {
-		if s.Filter != nil && !s.Filter.MatchesLabels(ev.Type, ev.Object, objLabels) {
+		if s.Filter != nil && !s.Filter.Match(ev, objLabels) {
 			continue
 		}
 		if s.catchingUp {
@@ -378,7 +437,8 @@ func objectKey(u *unstructured.Unstructured) string {
 }
 
 func recordOf(u *unstructured.Unstructured) record {
-	return record{uid: u.GetUID(), rv: u.GetResourceVersion(), labels: u.GetLabels()}
+	whole, meta := objectHashes(u.Object)
+	return record{uid: u.GetUID(), rv: u.GetResourceVersion(), labels: u.GetLabels(), hash: whole, metaHash: meta}
 }
 
 // parseRV reads an etcd-backed resourceVersion. Resource versions are opaque in general;

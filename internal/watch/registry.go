@@ -52,7 +52,10 @@ type Subscriber struct {
 	Filter *filter.Filter
 	// SendInitialEvents asks for an Added event for every object in scope when joining.
 	SendInitialEvents bool
-	Receiver          Receiver
+	// NeedsOldObject asks for the object before each update (for payloads that carry it);
+	// filters that need it say so themselves.
+	NeedsOldObject bool
+	Receiver       Receiver
 }
 
 // State is what an informer can tell about itself.

@@ -1,0 +1,130 @@
+// Package payload shapes the data an event carries: the whole object, its metadata, or a
+// reference, optionally in an envelope with the old object and the changed paths.
+package payload
+
+import (
+	"encoding/json"
+	"reflect"
+	"slices"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
+)
+
+// Mode is how much of an object is sent.
+type Mode string
+
+const (
+	Full      Mode = "Full"
+	Metadata  Mode = "Metadata"
+	Reference Mode = "Reference"
+)
+
+// Shape is a subscription's payload settings.
+type Shape struct {
+	Mode                Mode
+	IncludeOldObject    bool
+	IncludeChangedPaths bool
+}
+
+// Plain is true when the data is the whole object: the encoding shared by all such
+// subscribers is used as is.
+func (s Shape) Plain() bool {
+	return (s.Mode == "" || s.Mode == Full) && !s.IncludeOldObject && !s.IncludeChangedPaths
+}
+
+// NeedsOldObject tells whether the shape carries anything about the old object.
+func (s Shape) NeedsOldObject() bool { return s.IncludeOldObject || s.IncludeChangedPaths }
+
+// Data encodes ev's data in this shape.
+func (s Shape) Data(ev *event.Event) ([]byte, error) {
+	if s.Plain() {
+		return ev.Data()
+	}
+	if !s.IncludeOldObject && !s.IncludeChangedPaths {
+		return json.Marshal(s.view(ev.Object))
+	}
+	env := envelope{Object: s.view(ev.Object)}
+	if ev.Type == event.Updated && ev.OldObject != nil {
+		if s.IncludeOldObject {
+			env.OldObject = s.view(ev.OldObject)
+		}
+		if s.IncludeChangedPaths {
+			env.ChangedPaths = ChangedPaths(ev.OldObject.Object, ev.Object.Object)
+		}
+	}
+	return json.Marshal(env)
+}
+
+// envelope is the documented data shape when the old object or changed paths are asked for.
+type envelope struct {
+	Object       any      `json:"object"`
+	OldObject    any      `json:"oldObject,omitempty"`
+	ChangedPaths []string `json:"changedPaths,omitempty"`
+}
+
+func (s Shape) view(u *unstructured.Unstructured) any {
+	switch s.Mode {
+	case Metadata:
+		return map[string]any{"apiVersion": u.GetAPIVersion(), "kind": u.GetKind(), "metadata": u.Object["metadata"]}
+	case Reference:
+		ref := map[string]any{"apiVersion": u.GetAPIVersion(), "kind": u.GetKind(), "name": u.GetName(),
+			"uid": u.GetUID(), "resourceVersion": u.GetResourceVersion()}
+		if ns := u.GetNamespace(); ns != "" {
+			ref["namespace"] = ns
+		}
+		return ref
+	}
+	return u.Object
+}
+
+// ChangedPaths lists the dotted paths whose values differ between old and updated, sorted.
+// Lists are compared whole; resourceVersion and managedFields are left out as noise.
+func ChangedPaths(old, updated map[string]any) []string {
+	var out []string
+	diff("", old, updated, &out)
+	slices.Sort(out)
+	return out
+}
+
+func diff(prefix string, a, b map[string]any, out *[]string) {
+	for k, av := range a {
+		path := join(prefix, k)
+		if path == "metadata.resourceVersion" || path == "metadata.managedFields" {
+			continue
+		}
+		bv, ok := b[k]
+		if !ok {
+			*out = append(*out, path)
+			continue
+		}
+		am, aIsMap := av.(map[string]any)
+		bm, bIsMap := bv.(map[string]any)
+		switch {
+		case aIsMap && bIsMap:
+			diff(path, am, bm, out)
+		case !reflect.DeepEqual(av, bv):
+			*out = append(*out, path)
+		}
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			if path := join(prefix, k); path != "metadata.resourceVersion" && path != "metadata.managedFields" {
+				*out = append(*out, path)
+			}
+		}
+	}
+}
+
+func join(prefix, k string) string {
+	if prefix == "" {
+		return k
+	}
+	var b strings.Builder
+	b.WriteString(prefix)
+	b.WriteByte('.')
+	b.WriteString(k)
+	return b.String()
+}
