@@ -62,6 +62,7 @@ func main() {
 	var probeAddr string
 	var secureMetrics bool
 	var enableHTTP2 bool
+	var sinkDenyCIDRs, subscriptionAuthz string
 	var tlsOpts []func(*tls.Config)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
 		"Use :8443 for HTTPS or :8080 for HTTP, or leave as 0 to disable the metrics service.")
@@ -80,6 +81,12 @@ func main() {
 		"The directory that contains the metrics server certificate.")
 	flag.StringVar(&metricsCertName, "metrics-cert-name", "tls.crt", "The name of the metrics server certificate file.")
 	flag.StringVar(&metricsCertKey, "metrics-cert-key", "tls.key", "The name of the metrics server key file.")
+	flag.StringVar(&sinkDenyCIDRs, "sink-deny-cidrs", "169.254.0.0/16,fe80::/10",
+		"Comma-separated address ranges sinks may never reach, checked after DNS resolution when dialing. "+
+			"Empty denies nothing.")
+	flag.StringVar(&subscriptionAuthz, "subscription-authorization", string(operator.AuthorizationSubjectAccessReview),
+		"How a subscription's right to watch is checked: SubjectAccessReview (its spec.serviceAccountName must "+
+			"be allowed to list and watch what it subscribes to) or None (single-tenant clusters).")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false,
 		"If set, HTTP/2 will be enabled for the metrics and webhook servers")
 	opts := zap.Options{
@@ -182,7 +189,17 @@ func main() {
 		os.Exit(1)
 	}
 
-	if _, err := operator.Setup(mgr, operator.Options{}); err != nil {
+	deny, err := operator.ParseCIDRs(sinkDenyCIDRs)
+	if err != nil {
+		setupLog.Error(err, "Invalid --sink-deny-cidrs")
+		os.Exit(1)
+	}
+	authz := operator.Authorization(subscriptionAuthz)
+	if authz != operator.AuthorizationSubjectAccessReview && authz != operator.AuthorizationNone {
+		setupLog.Error(nil, "Invalid --subscription-authorization: want SubjectAccessReview or None", "value", subscriptionAuthz)
+		os.Exit(1)
+	}
+	if _, err := operator.Setup(mgr, operator.Options{SinkDeny: deny, Authorization: authz}); err != nil {
 		setupLog.Error(err, "Failed to set up the operator")
 		os.Exit(1)
 	}

@@ -86,6 +86,15 @@ type WatchSubscriptionSpec struct {
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
 
+	// serviceAccountName is the ServiceAccount of the subscription's namespace it acts as
+	// (default "default"): unless the operator runs with --subscription-authorization=None,
+	// it must be allowed to list and watch the resource in every namespace the subscription
+	// covers, or the subscription reports Forbidden and delivers nothing.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+
 	// sink is where events go. Exactly one member must be set.
 	// +required
 	Sink Sink `json:"sink"`
@@ -131,6 +140,12 @@ type PayloadSpec struct {
 	// (both shaped by mode); other events carry {"object": ...}.
 	// +optional
 	IncludeOldObject bool `json:"includeOldObject,omitempty"`
+
+	// includeSecretData sends the values of a Secret's data and stringData. By default
+	// they are replaced by "<redacted>" (keys kept), as is the last-applied-configuration
+	// annotation of Secrets.
+	// +optional
+	IncludeSecretData bool `json:"includeSecretData,omitempty"`
 
 	// includeChangedPaths adds "changedPaths" to the data of Updated events: the dotted
 	// paths whose values differ between the old and the new object (lists compared whole).
@@ -266,6 +281,29 @@ type HTTPOptions struct {
 	// tls configures how the sink's certificate is verified.
 	// +optional
 	TLS *TLSConfig `json:"tls,omitempty"`
+
+	// signingSecretRef signs every request with HMAC-SHA256: the header
+	// Dynamic-Notifier-Signature carries "t=<unix seconds>,v1=<hex HMAC of "<t>.<body>">",
+	// keyed with the Secret's key (default "key"). Receivers recompute it and compare.
+	// +optional
+	SigningSecretRef *SigningKeyReference `json:"signingSecretRef,omitempty"`
+}
+
+// SigningKeyReference names the key of a Secret in the subscription's namespace holding
+// an HMAC key.
+type SigningKeyReference struct {
+	// name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// key in the Secret; defaults to "key".
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
 }
 
 // HeadersFrom names a Secret holding HTTP headers.

@@ -26,6 +26,7 @@ import (
 	"github.com/go-logr/logr"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -263,7 +264,9 @@ func startOperator(cfg *rest.Config, fail context.CancelCauseFunc) (func() error
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
 	}
-	if _, err := operator.Setup(mgr, operator.Options{StatusInterval: time.Second}); err != nil {
+	// As in production: each subscription acts as its ServiceAccount.
+	if _, err := operator.Setup(mgr, operator.Options{StatusInterval: time.Second,
+		Authorization: operator.AuthorizationSubjectAccessReview}); err != nil {
 		return nil, fmt.Errorf("setting up the operator: %w", err)
 	}
 	// Not derived from run's context: the operator must outlive a Ctrl-C until run's
@@ -286,8 +289,25 @@ func startOperator(cfg *rest.Config, fail context.CancelCauseFunc) (func() error
 	}, nil
 }
 
+// grantReadConfigMaps lets the demo namespace's default ServiceAccount list and watch
+// ConfigMaps there, as a user granting their subscription what it needs would.
+func grantReadConfigMaps(ctx context.Context, c client.Client) error {
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "watch-configmaps"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"list", "watch"}}}}
+	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "watch-configmaps"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: namespace, Name: "default"}}}
+	if err := c.Create(ctx, role); err != nil {
+		return err
+	}
+	return c.Create(ctx, binding)
+}
+
 // applySample creates the sample subscription in the demo namespace, posting to addr.
 func applySample(ctx context.Context, c client.Client, addr string) (*notifyv1.WatchSubscription, error) {
+	if err := grantReadConfigMaps(ctx, c); err != nil {
+		return nil, fmt.Errorf("granting the subscription's ServiceAccount read access: %w", err)
+	}
 	path := filepath.Join(testenv.RepoRoot(), "config", "samples", sampleFile)
 	data, err := os.ReadFile(path)
 	if err != nil {

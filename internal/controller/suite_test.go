@@ -68,6 +68,17 @@ func startOperator(t *testing.T) *running {
 // startOperatorAs is startOperator with another identity.
 func startOperatorAs(t *testing.T, rc *rest.Config) *running {
 	t.Helper()
+	return startOperatorWith(t, rc, testOptions())
+}
+
+// testOptions are the operator options of most tests: fast status, short timeouts.
+func testOptions() operator.Options {
+	return operator.Options{StatusInterval: 200 * time.Millisecond, DeliveryTimeout: 2 * time.Second}
+}
+
+// startOperatorWith runs the operator as rc with opts.
+func startOperatorWith(t *testing.T, rc *rest.Config, opts operator.Options) *running {
+	t.Helper()
 	mgrScheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(mgrScheme)
 	mgr, err := ctrl.NewManager(rc, ctrl.Options{
@@ -80,7 +91,7 @@ func startOperatorAs(t *testing.T, rc *rest.Config) *running {
 	if err != nil {
 		t.Fatalf("manager: %v", err)
 	}
-	op, err := operator.Setup(mgr, operator.Options{StatusInterval: 200 * time.Millisecond, DeliveryTimeout: 2 * time.Second})
+	op, err := operator.Setup(mgr, opts)
 	if err != nil {
 		t.Fatalf("operator: %v", err)
 	}

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/authz"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
@@ -54,6 +55,8 @@ type WatchSubscriptionReconciler struct {
 	Recorder  events.EventRecorder
 	Resolver  *resolve.Resolver
 	Registry  *watch.Registry
+	// Authorizer checks each subscription's ServiceAccount; nil trusts every subscription.
+	Authorizer *authz.Checker
 	// HTTPClients hands out pooled HTTP clients per TLS setting.
 	HTTPClients *sink.Clients
 	// StatusInterval bounds how often counters alone cause a status write.
@@ -71,6 +74,7 @@ type WatchSubscriptionReconciler struct {
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 // +kubebuilder:rbac:groups=*,resources=*,verbs=list;watch
 
 // Reconcile brings what runs for one subscription in line with its spec and reports it.
@@ -141,6 +145,16 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 	}
 
 	keys := keysFor(gvr, scopeNamespaces(ws, res.Namespaced))
+	var result ctrl.Result
+	if r.Authorizer != nil {
+		if err := r.authorize(ctx, ws, keys); err != nil {
+			in.AuthzErr = err
+			r.wiring.teardown(nn, false)
+			return in, &res, ctrl.Result{RequeueAfter: r.authzInterval()}
+		}
+		// Look again within the interval: a revoked grant stops the subscription.
+		result.RequeueAfter = r.authzInterval()
+	}
 	c, same := r.wiring.current(nn, ws.UID, ws.Generation, keys, sinks.fingerprint)
 	if !same {
 		c = r.start(ws, f, keys, sinks, c)
@@ -148,14 +162,13 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 	}
 	in.SyncingFor = time.Since(c.started)
 
-	var result ctrl.Result
 	for _, k := range keys {
 		st, _ := r.Registry.State(k)
 		in.Scopes = append(in.Scopes, scopeState{Namespace: k.Namespace, Synced: st.Synced, Err: st.Err})
 		if apierrors.IsNotFound(st.Err) {
 			// The resource went away under a running watch: look again rather than retry it.
 			r.Resolver.Invalidate(gvr.Group)
-			result.RequeueAfter = time.Second
+			result.RequeueAfter = min(nonZero(result.RequeueAfter), time.Second)
 		}
 	}
 	if stats, ok := r.wiring.peekStats(nn, ws.UID); ok {
@@ -163,9 +176,7 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 		if recent, left := in.Delivery.DroppedRecently(time.Now()); recent {
 			in.DroppedRecently = true
 			// Look again when the drops stop being recent, to clear the condition.
-			if result.RequeueAfter == 0 || left < result.RequeueAfter {
-				result.RequeueAfter = left + 100*time.Millisecond
-			}
+			result.RequeueAfter = min(nonZero(result.RequeueAfter), left+100*time.Millisecond)
 		}
 		if ws.Spec.Delivery != nil && ws.Spec.Delivery.MaxQueueSize != nil {
 			in.QueueSize = int(*ws.Spec.Delivery.MaxQueueSize)
@@ -193,7 +204,7 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 		Stats:       r.wiring.statsFor(ws),
 		Metrics:     metrics.For(ws.Namespace, ws.Name),
 		Log:         r.Log.WithValues("watchsubscription", nn),
-		Shape:       shapeFunc(ws.Spec.Payload),
+		Shape:       shapeFunc(shapeFor(ws)),
 		Notify: func(urgent bool) {
 			if urgent {
 				r.trigger.Now(nn)
@@ -210,7 +221,7 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 			ID:                fmt.Sprintf("%s#%d", nn, ws.Generation),
 			Filter:            f,
 			SendInitialEvents: ws.Spec.SendInitialEvents && !alreadyWatched,
-			NeedsOldObject:    shapeOf(ws.Spec.Payload).NeedsOldObject(),
+			NeedsOldObject:    shapeFor(ws).NeedsOldObject(),
 			Receiver:          p,
 		}))
 	}
@@ -225,7 +236,7 @@ func (r *WatchSubscriptionReconciler) compileFilter(ws *notifyv1.WatchSubscripti
 		Selector:        ws.Spec.Selector,
 		FieldSelector:   ws.Spec.FieldSelector,
 		CEL:             ws.Spec.Filter,
-		MetadataPayload: shapeOf(ws.Spec.Payload).Mode == payload.Metadata,
+		MetadataPayload: shapeFor(ws).Mode == payload.Metadata,
 	}
 	if ig := ws.Spec.Ignore; ig != nil {
 		opts.IgnoreStatusOnly, opts.IgnoreMetadataOnly = ig.StatusOnly, ig.MetadataOnly
@@ -246,20 +257,54 @@ func (r *WatchSubscriptionReconciler) compileFilter(ws *notifyv1.WatchSubscripti
 	return filter.New(opts)
 }
 
-func shapeOf(p *notifyv1.PayloadSpec) payload.Shape {
-	if p == nil {
-		return payload.Shape{}
+// shapeFor is the subscription's payload shape. Secret values are redacted unless the
+// subscription opted in.
+func shapeFor(ws *notifyv1.WatchSubscription) payload.Shape {
+	var shape payload.Shape
+	if p := ws.Spec.Payload; p != nil {
+		shape = payload.Shape{Mode: payload.Mode(p.Mode), IncludeOldObject: p.IncludeOldObject,
+			IncludeChangedPaths: p.IncludeChangedPaths}
 	}
-	return payload.Shape{Mode: payload.Mode(p.Mode), IncludeOldObject: p.IncludeOldObject,
-		IncludeChangedPaths: p.IncludeChangedPaths}
+	isSecrets := ws.Spec.Resource.Group == "" && ws.Spec.Resource.Resource == "secrets"
+	shape.RedactSecrets = isSecrets && (ws.Spec.Payload == nil || !ws.Spec.Payload.IncludeSecretData)
+	return shape
 }
 
 // shapeFunc is nil for plain payloads, so they keep the encoding shared by all subscribers.
-func shapeFunc(p *notifyv1.PayloadSpec) func(*event.Event) ([]byte, error) {
-	if shape := shapeOf(p); !shape.Plain() {
+func shapeFunc(shape payload.Shape) func(*event.Event) ([]byte, error) {
+	if !shape.Plain() {
 		return shape.Data
 	}
 	return nil
+}
+
+// authorize checks the subscription's ServiceAccount against every scope it covers.
+func (r *WatchSubscriptionReconciler) authorize(ctx context.Context, ws *notifyv1.WatchSubscription, keys []watch.Key) error {
+	sa := ws.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+	}
+	for _, k := range keys {
+		if err := r.Authorizer.Check(ctx, ws.Namespace, sa, k.GVR, k.Namespace); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *WatchSubscriptionReconciler) authzInterval() time.Duration {
+	if r.Authorizer.Interval > 0 {
+		return r.Authorizer.Interval
+	}
+	return authz.DefaultInterval
+}
+
+// nonZero turns "no requeue" into "as late as possible", for min().
+func nonZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return time.Duration(1<<63 - 1)
+	}
+	return d
 }
 
 // waitForCRD explains a missing resource when a CRD for it exists, and looks again soon

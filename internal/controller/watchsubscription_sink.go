@@ -24,8 +24,11 @@ import (
 // reaches the subscriptions that use it.
 const secretIndex = "spec.sink.secretRefs"
 
-// defaultCAKey is the key of a CA bundle in a Secret when caSecretRef names none.
-const defaultCAKey = "ca.crt"
+// Keys read from Secrets when a reference names none.
+const (
+	defaultCAKey      = "ca.crt"
+	defaultSigningKey = "key"
+)
 
 // sinkError is a sink that cannot be built from its spec and Secrets. Its message names
 // Secrets and keys, never their values.
@@ -85,6 +88,19 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 					"CloudEvents encoding owns", field, sec.Name, k)}
 			}
 			wh.Header.Set(k, strings.TrimSpace(string(v)))
+		}
+	}
+	if ref := opts.SigningSecretRef; ref != nil {
+		sec, err := r.secret(ctx, ws.Namespace, ref.Name, field+".signingSecretRef", fp)
+		if err != nil {
+			return nil, err
+		}
+		key := ref.Key
+		if key == "" {
+			key = defaultSigningKey
+		}
+		if wh.SigningKey = sec.Data[key]; len(wh.SigningKey) == 0 {
+			return nil, &sinkError{fmt.Sprintf("%s.signingSecretRef: Secret %s has no key %q", field, ref.Name, key)}
 		}
 	}
 	var caPEM []byte
@@ -178,6 +194,9 @@ func secretRefs(ws *notifyv1.WatchSubscription) []string {
 		}
 		if opts.TLS != nil && opts.TLS.CASecretRef != nil {
 			out = append(out, opts.TLS.CASecretRef.Name)
+		}
+		if opts.SigningSecretRef != nil {
+			out = append(out, opts.SigningSecretRef.Name)
 		}
 	}
 	add(&ws.Spec.Sink)

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/authz"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
@@ -25,6 +26,8 @@ type readiness struct {
 	Resource string
 	// SinkErr is why the sink could not be built (a missing Secret, a bad CA bundle).
 	SinkErr error
+	// AuthzErr is why the subscription's ServiceAccount may not watch what it names.
+	AuthzErr error
 	// ResolveErr is why the resource could not be resolved.
 	ResolveErr error
 	// Scopes are the informers the subscription uses, one per namespace scope.
@@ -63,6 +66,12 @@ func readyCondition(r readiness) metav1.Condition {
 		return cond(metav1.ConditionFalse, notifyv1.ReasonInvalidSink, r.SinkErr.Error())
 	case r.ResolveErr != nil:
 		return resolveCondition(r.Resource, r.ResolveErr)
+	case r.AuthzErr != nil:
+		var denied *authz.DeniedError
+		if errors.As(r.AuthzErr, &denied) {
+			return cond(metav1.ConditionFalse, notifyv1.ReasonForbidden, denied.Error())
+		}
+		return cond(metav1.ConditionFalse, notifyv1.ReasonWatchFailing, "Checking authorization: "+r.AuthzErr.Error())
 	}
 	for _, s := range r.Scopes {
 		if s.Err != nil {

@@ -40,6 +40,30 @@ type Event struct {
 	encodeOnce sync.Once
 	data       []byte
 	encodeErr  error
+
+	memoMu sync.Mutex
+	memo   map[string]memoEntry
+}
+
+type memoEntry struct {
+	data []byte
+	err  error
+}
+
+// Memo encodes a variant of the data once per event (for example with Secret values
+// redacted) and shares it between the subscribers that want that variant.
+func (e *Event) Memo(variant string, encode func() ([]byte, error)) ([]byte, error) {
+	e.memoMu.Lock()
+	defer e.memoMu.Unlock()
+	if m, ok := e.memo[variant]; ok {
+		return m.data, m.err
+	}
+	data, err := encode()
+	if e.memo == nil {
+		e.memo = map[string]memoEntry{}
+	}
+	e.memo[variant] = memoEntry{data, err}
+	return data, err
 }
 
 // New builds an event observed now.

@@ -4,6 +4,8 @@ package operator
 
 import (
 	"fmt"
+	"net/netip"
+	"strings"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -12,6 +14,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/authz"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/controller"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/metrics"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
@@ -19,12 +22,47 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
 
+// Authorization is how a subscription's right to watch what it names is checked.
+type Authorization string
+
+const (
+	// AuthorizationSubjectAccessReview asks the API server whether the subscription's
+	// ServiceAccount may list and watch each namespace it covers. The binary's default.
+	AuthorizationSubjectAccessReview Authorization = "SubjectAccessReview"
+	// AuthorizationNone trusts every subscription (single-tenant clusters).
+	AuthorizationNone Authorization = "None"
+)
+
+// ParseCIDRs reads a comma-separated list of address ranges; empty gives an empty list.
+func ParseCIDRs(list string) ([]netip.Prefix, error) {
+	out := []netip.Prefix{}
+	for part := range strings.SplitSeq(list, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
 // Options tune the operator; zero values take the defaults.
 type Options struct {
 	// StatusInterval bounds how often counters alone cause a status write (default 2s).
 	StatusInterval time.Duration
 	// DeliveryTimeout bounds one delivery attempt (default 10s).
 	DeliveryTimeout time.Duration
+	// SinkDeny are address ranges sinks may not reach, checked when dialing. Nil means
+	// sink.DefaultDeny; an empty, non-nil slice denies nothing.
+	SinkDeny []netip.Prefix
+	// Authorization of subscriptions; empty means None (tests and embedded use), the
+	// binary passes SubjectAccessReview unless told otherwise.
+	Authorization Authorization
+	// AuthorizationInterval is how long an authorization answer is trusted (default 1m).
+	AuthorizationInterval time.Duration
 }
 
 // Operator gives tests a view of the running parts.
@@ -54,10 +92,13 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		APIReader:       mgr.GetAPIReader(),
 		Recorder:        mgr.GetEventRecorder("dynamic-notifier"),
 		Resolver:        resolve.New(disco, 250*time.Millisecond),
-		HTTPClients:     sink.NewClients(),
+		HTTPClients:     sink.NewClients(sinkDeny(opts.SinkDeny)...),
 		StatusInterval:  opts.StatusInterval,
 		DeliveryTimeout: opts.DeliveryTimeout,
 		Log:             log,
+	}
+	if opts.Authorization == AuthorizationSubjectAccessReview {
+		r.Authorizer = &authz.Checker{Client: mgr.GetClient(), Interval: opts.AuthorizationInterval}
 	}
 	r.Registry = watch.New(dyn, ctrl.Log.WithName("watch"), r.InformerChanged)
 	metrics.Track(r.Registry)
@@ -68,4 +109,11 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		return nil, err
 	}
 	return &Operator{Registry: r.Registry}, nil
+}
+
+func sinkDeny(deny []netip.Prefix) []netip.Prefix {
+	if deny == nil {
+		return sink.DefaultDeny
+	}
+	return deny
 }

@@ -27,12 +27,18 @@ type Shape struct {
 	Mode                Mode
 	IncludeOldObject    bool
 	IncludeChangedPaths bool
+	// RedactSecrets replaces Secret values (data, stringData, last-applied-configuration)
+	// by Redacted, keeping the keys.
+	RedactSecrets bool
 }
+
+// Redacted stands in for a Secret value the subscription did not opt in to.
+const Redacted = "<redacted>"
 
 // Plain is true when the data is the whole object: the encoding shared by all such
 // subscribers is used as is.
 func (s Shape) Plain() bool {
-	return (s.Mode == "" || s.Mode == Full) && !s.IncludeOldObject && !s.IncludeChangedPaths
+	return (s.Mode == "" || s.Mode == Full) && !s.IncludeOldObject && !s.IncludeChangedPaths && !s.RedactSecrets
 }
 
 // NeedsOldObject tells whether the shape carries anything about the old object.
@@ -44,6 +50,10 @@ func (s Shape) Data(ev *event.Event) ([]byte, error) {
 		return ev.Data()
 	}
 	if !s.IncludeOldObject && !s.IncludeChangedPaths {
+		if s.Mode == "" || s.Mode == Full {
+			// Every redacting subscriber of this event shares one encoding.
+			return ev.Memo("redacted", func() ([]byte, error) { return json.Marshal(s.view(ev.Object)) })
+		}
 		return json.Marshal(s.view(ev.Object))
 	}
 	env := envelope{Object: s.view(ev.Object)}
@@ -66,6 +76,9 @@ type envelope struct {
 }
 
 func (s Shape) view(u *unstructured.Unstructured) any {
+	if s.RedactSecrets {
+		u = redact(u)
+	}
 	switch s.Mode {
 	case Metadata:
 		return map[string]any{"apiVersion": u.GetAPIVersion(), "kind": u.GetKind(), "metadata": u.Object["metadata"]}
@@ -127,4 +140,43 @@ func join(prefix, k string) string {
 	b.WriteByte('.')
 	b.WriteString(k)
 	return b.String()
+}
+
+// lastApplied is the annotation kubectl apply writes: for a Secret it holds the values.
+const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
+
+// redact returns a copy of a Secret with its values replaced, sharing what it does not
+// change with the original (which other subscribers may be reading).
+func redact(u *unstructured.Unstructured) *unstructured.Unstructured {
+	out := make(map[string]any, len(u.Object))
+	for k, v := range u.Object {
+		out[k] = v
+	}
+	for _, field := range []string{"data", "stringData"} {
+		if m, ok := out[field].(map[string]any); ok {
+			red := make(map[string]any, len(m))
+			for k := range m {
+				red[k] = Redacted
+			}
+			out[field] = red
+		}
+	}
+	if md, ok := out["metadata"].(map[string]any); ok {
+		if ann, ok := md["annotations"].(map[string]any); ok {
+			if _, has := ann[lastApplied]; has {
+				mdCopy := make(map[string]any, len(md))
+				for k, v := range md {
+					mdCopy[k] = v
+				}
+				annCopy := make(map[string]any, len(ann))
+				for k, v := range ann {
+					annCopy[k] = v
+				}
+				annCopy[lastApplied] = Redacted
+				mdCopy["annotations"] = annCopy
+				out["metadata"] = mdCopy
+			}
+		}
+	}
+	return &unstructured.Unstructured{Object: out}
 }

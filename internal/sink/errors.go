@@ -28,7 +28,7 @@ func Retryable(err error) bool {
 		c := herr.StatusCode
 		return c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500
 	}
-	return !errors.Is(err, errPermanent)
+	return !errors.Is(err, errPermanent) && !errors.Is(err, ErrDeniedAddress)
 }
 
 // RetryAfter is the wait a sink asked for, 0 when it did not.
@@ -59,6 +59,9 @@ func FailureReason(err error) string {
 	}
 	if errors.Is(err, errPermanent) {
 		return "invalid"
+	}
+	if errors.Is(err, ErrDeniedAddress) {
+		return "denied"
 	}
 	return "connection"
 }

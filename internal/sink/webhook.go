@@ -3,12 +3,16 @@ package sink
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/binding"
@@ -24,6 +28,21 @@ type Webhook struct {
 	Structured bool
 	// Header is added to every request (from the subscription's headersFrom Secret).
 	Header http.Header
+	// SigningKey, when set, signs every request (see Sign).
+	SigningKey []byte
+}
+
+// SignatureHeader carries "t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">".
+const SignatureHeader = "Dynamic-Notifier-Signature"
+
+// Sign computes the signature header value for a body sent at t.
+func Sign(key, body []byte, t time.Time) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(ts))
+	mac.Write([]byte("."))
+	mac.Write(body)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(mac.Sum(nil))
 }
 
 // Send posts msg. A response outside 2xx is an *HTTPError naming the URL and status.
@@ -44,6 +63,16 @@ func (w *Webhook) Send(ctx context.Context, msg Message) error {
 	}
 	if err != nil {
 		return fmt.Errorf("POST %s: %w: %w", w.URL, errPermanent, err)
+	}
+	if len(w.SigningKey) > 0 {
+		body := ce.DataEncoded // binary mode: the body is the data
+		if w.Structured {
+			if body, err = io.ReadAll(req.Body); err != nil {
+				return fmt.Errorf("POST %s: %w: %w", w.URL, errPermanent, err)
+			}
+			req.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		req.Header.Set(SignatureHeader, Sign(w.SigningKey, body, time.Now()))
 	}
 	resp, err := w.Client.Do(req)
 	if err != nil {

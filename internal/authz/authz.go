@@ -1,0 +1,110 @@
+// Package authz checks that a subscription's ServiceAccount may list and watch what the
+// subscription names, with SubjectAccessReviews. The shared informers run as the operator;
+// this check is what keeps a tenant from reading through it what RBAC denies them.
+package authz
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// DefaultInterval is how long an answer is trusted: a grant or a revocation takes effect
+// within it.
+const DefaultInterval = time.Minute
+
+// DeniedError names who may not do what, where.
+type DeniedError struct {
+	ServiceAccount string // namespace/name
+	Verb           string
+	GVR            schema.GroupVersionResource
+	Namespace      string // "" for cluster-wide
+	Reason         string
+}
+
+func (e *DeniedError) Error() string {
+	where := "cluster-wide"
+	if e.Namespace != "" {
+		where = "in namespace " + e.Namespace
+	}
+	res := e.GVR.Resource
+	if e.GVR.Group != "" {
+		res += "." + e.GVR.Group
+	}
+	msg := fmt.Sprintf("ServiceAccount %s may not %s %s %s", e.ServiceAccount, e.Verb, res, where)
+	if e.Reason != "" {
+		msg += ": " + e.Reason
+	}
+	return msg
+}
+
+// Checker asks and caches answers for Interval. Safe for concurrent use.
+type Checker struct {
+	Client   client.Client
+	Interval time.Duration
+
+	mu    sync.Mutex
+	cache map[key]answer
+}
+
+type key struct {
+	saNamespace, saName, verb, namespace string
+	gvr                                  schema.GroupVersionResource
+}
+
+type answer struct {
+	err error // nil: allowed
+	at  time.Time
+}
+
+// Check returns nil when the ServiceAccount may list and watch gvr in namespace ("" for
+// all namespaces or cluster-scoped), a *DeniedError when it may not, or the API error.
+func (c *Checker) Check(ctx context.Context, saNamespace, saName string, gvr schema.GroupVersionResource, namespace string) error {
+	for _, verb := range []string{"list", "watch"} {
+		if err := c.check(ctx, key{saNamespace, saName, verb, namespace, gvr}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Checker) check(ctx context.Context, k key) error {
+	interval := c.Interval
+	if interval <= 0 {
+		interval = DefaultInterval
+	}
+	c.mu.Lock()
+	if a, ok := c.cache[k]; ok && time.Since(a.at) < interval {
+		c.mu.Unlock()
+		return a.err
+	}
+	c.mu.Unlock()
+
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User:   "system:serviceaccount:" + k.saNamespace + ":" + k.saName,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + k.saNamespace, "system:authenticated"},
+		ResourceAttributes: &authorizationv1.ResourceAttributes{
+			Verb: k.verb, Group: k.gvr.Group, Version: k.gvr.Version, Resource: k.gvr.Resource, Namespace: k.namespace,
+		},
+	}}
+	if err := c.Client.Create(ctx, sar); err != nil {
+		return fmt.Errorf("SubjectAccessReview: %w", err)
+	}
+	var result error
+	if !sar.Status.Allowed || sar.Status.Denied {
+		result = &DeniedError{ServiceAccount: k.saNamespace + "/" + k.saName, Verb: k.verb, GVR: k.gvr,
+			Namespace: k.namespace, Reason: sar.Status.Reason}
+	}
+	c.mu.Lock()
+	if c.cache == nil {
+		c.cache = map[key]answer{}
+	}
+	c.cache[k] = answer{err: result, at: time.Now()}
+	c.mu.Unlock()
+	return result
+}

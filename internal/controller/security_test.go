@@ -1,0 +1,187 @@
+package controller_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
+)
+
+func TestSubscriptionActsAsItsServiceAccount(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	opts := testOptions()
+	opts.Authorization = operator.AuthorizationSubjectAccessReview
+	opts.AuthorizationInterval = 300 * time.Millisecond
+	startOperatorWith(t, cfg, opts)
+	tenant, other := newNamespace(t), newNamespace(t)
+	sk := newSink(t)
+	ws := subscription(tenant, "peek", sk.URL)
+	ws.Spec.Namespaces = []notifyv1.NamespaceName{notifyv1.NamespaceName(other)}
+	create(t, ws)
+	cond := waitReason(t, ws, notifyv1.ReasonForbidden, 10*time.Second)
+	g.Expect(cond.Message).To(ContainSubstring(fmt.Sprintf("ServiceAccount %s/default may not list configmaps in namespace %s", tenant, other)))
+	create(t, configMap(other, "while-denied", nil))
+
+	// The owner of the other namespace grants read access to the tenant's ServiceAccount.
+	create(t, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: other, Name: "read-configmaps"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"list", "watch"}}}})
+	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: other, Name: "tenant-reads"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "read-configmaps"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: tenant, Name: "default"}}}
+	create(t, binding)
+	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+	create(t, configMap(other, "granted", nil))
+	g.Eventually(sk.summary).WithTimeout(10 * time.Second).Should(Equal([]string{
+		"added /api/v1/namespaces/" + other + "/configmaps/granted"}), "nothing from while it was denied")
+
+	// Revoked: the subscription stops within the interval.
+	g.Expect(k8s.Delete(ctx, binding)).To(Succeed())
+	waitReason(t, ws, notifyv1.ReasonForbidden, 10*time.Second)
+	create(t, configMap(other, "after-revoke", nil))
+	g.Consistently(sk.summary).WithTimeout(500 * time.Millisecond).Should(HaveLen(1))
+}
+
+func TestSecretValuesAreRedactedUnlessOptedIn(t *testing.T) {
+	g := NewWithT(t)
+	startOperator(t)
+	ns := newNamespace(t)
+	redacted, revealed := newSink(t), newSink(t)
+	wsRedacted := subscription(ns, "redacted", redacted.URL)
+	wsRedacted.Spec.Resource.Resource = "secrets"
+	wsRevealed := subscription(ns, "revealed", revealed.URL)
+	wsRevealed.Spec.Resource.Resource = "secrets"
+	wsRevealed.Spec.Payload = &notifyv1.PayloadSpec{IncludeSecretData: true}
+	for _, ws := range []*notifyv1.WatchSubscription{wsRedacted, wsRevealed} {
+		create(t, ws)
+		waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+	}
+
+	create(t, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db", Annotations: map[string]string{
+			"kubectl.kubernetes.io/last-applied-configuration": `{"data":{"password":"aHVudGVyMg=="}}`, "team": "a"}},
+		Data: map[string][]byte{"password": []byte("hunter2")}})
+	for _, sk := range []*sink{redacted, revealed} {
+		g.Eventually(func() int { return len(sk.Events()) }).WithTimeout(10 * time.Second).Should(Equal(1))
+	}
+	g.Expect(redacted.Events()[0].Data).NotTo(ContainSubstring(base64.StdEncoding.EncodeToString([]byte("hunter2"))))
+	g.Expect(redacted.Events()[0].Data).NotTo(ContainSubstring("aHVudGVyMg"))
+	var obj map[string]any
+	g.Expect(json.Unmarshal([]byte(redacted.Events()[0].Data), &obj)).To(Succeed())
+	g.Expect(obj["data"]).To(Equal(map[string]any{"password": "<redacted>"}), "keys kept, values gone")
+	ann := obj["metadata"].(map[string]any)["annotations"].(map[string]any)
+	g.Expect(ann).To(HaveKeyWithValue("kubectl.kubernetes.io/last-applied-configuration", "<redacted>"))
+	g.Expect(ann).To(HaveKeyWithValue("team", "a"))
+	g.Expect(revealed.Events()[0].Data).To(ContainSubstring(base64.StdEncoding.EncodeToString([]byte("hunter2"))))
+}
+
+func TestSignedDeliveries(t *testing.T) {
+	g := NewWithT(t)
+	startOperator(t)
+	ns := newNamespace(t)
+	key := []byte("shared-signing-key")
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "signing"}, Data: map[string][]byte{"key": key}})
+	sk := newSink(t)
+	ws := subscription(ns, "signed", sk.URL)
+	ws.Spec.Sink.Webhook.SigningSecretRef = &notifyv1.SigningKeyReference{Name: "signing"}
+	create(t, ws)
+	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+
+	create(t, configMap(ns, "c", nil))
+	g.Eventually(func() int { return len(sk.Events()) }).WithTimeout(10 * time.Second).Should(Equal(1))
+	got := sk.Events()[0]
+	// What a receiver does: split t and v1, recompute the HMAC over "<t>.<body>".
+	parts := map[string]string{}
+	for kv := range strings.SplitSeq(got.Header.Get("Dynamic-Notifier-Signature"), ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		parts[k] = v
+	}
+	g.Expect(parts).To(HaveKey("t"))
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(parts["t"] + "." + got.Data))
+	g.Expect(parts["v1"]).To(Equal(hex.EncodeToString(mac.Sum(nil))))
+}
+
+func TestDeniedSinkAddressesAreRefusedEvenThroughRedirects(t *testing.T) {
+	g := NewWithT(t)
+	opts := testOptions()
+	opts.SinkDeny = []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}
+	startOperatorWith(t, cfg, opts)
+	ns := newNamespace(t)
+
+	// A sink on the denied address, and an allowed one that redirects there.
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	g.Expect(err).NotTo(HaveOccurred())
+	denied := &sink{status: func() int { return http.StatusOK }}
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Listener = ln
+	startSinkOn(t, srv, denied)
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, denied.URL, http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(redirect.Close)
+
+	direct := subscription(ns, "direct", denied.URL)
+	direct.Spec.Delivery = fastRetry(3)
+	redirected := subscription(ns, "redirected", redirect.URL)
+	redirected.Spec.Delivery = fastRetry(3)
+	for _, ws := range []*notifyv1.WatchSubscription{direct, redirected} {
+		create(t, ws)
+		waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+	}
+	create(t, configMap(ns, "c", nil))
+	for _, ws := range []*notifyv1.WatchSubscription{direct, redirected} {
+		cond := waitReason(t, ws, notifyv1.ReasonDeliveryFailing, 10*time.Second)
+		g.Expect(cond.Message).To(ContainSubstring("127.0.0.2 is in 127.0.0.2/32: address denied by the operator's sink policy"))
+		g.Eventually(func(g Gomega) { g.Expect(status(g, ws).EventsFailed).To(BeEquivalentTo(1)) }).Should(Succeed(),
+			"denied is final: no retries")
+	}
+	g.Expect(denied.Events()).To(BeEmpty())
+}
+
+func TestOddObjects(t *testing.T) {
+	g := NewWithT(t)
+	startOperator(t)
+	ns := newNamespace(t)
+	sk := newSink(t)
+	ws := subscription(ns, "odd", sk.URL)
+	create(t, ws)
+	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+
+	big := configMap(ns, "big", nil)
+	big.Data = map[string]string{"blob": strings.Repeat("x", 1000*1024)} // just under the 1 MiB limit
+	create(t, big)
+	labels := map[string]string{}
+	for i := range 60 {
+		labels[fmt.Sprintf("example.com/label-%02d", i)] = fmt.Sprintf("v%d", i)
+	}
+	odd := configMap(ns, strings.Repeat("a", 200)+".b-c.0", labels)
+	create(t, odd)
+
+	g.Eventually(func() int { return len(sk.Events()) }).WithTimeout(10 * time.Second).Should(Equal(2))
+	bySubject := map[string]string{}
+	for _, e := range sk.Events() {
+		bySubject[e.Subject[strings.LastIndex(e.Subject, "/")+1:]] = e.Data
+	}
+	g.Expect(strings.Contains(bySubject["big"], strings.Repeat("x", 1000*1024))).To(BeTrue(), "the 1 MiB object arrives whole")
+	g.Expect(bySubject).To(HaveKey(odd.Name))
+	g.Expect(bySubject[odd.Name]).To(ContainSubstring("example.com/label-59"))
+}
