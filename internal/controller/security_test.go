@@ -50,7 +50,7 @@ func TestSubscriptionActsAsItsServiceAccount(t *testing.T) {
 	create(t, binding)
 	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
 	create(t, configMap(other, "granted", nil))
-	g.Eventually(sk.summary).WithTimeout(10 * time.Second).Should(Equal([]string{
+	g.Eventually(sk.summary).WithTimeout(10*time.Second).Should(Equal([]string{
 		"added /api/v1/namespaces/" + other + "/configmaps/granted"}), "nothing from while it was denied")
 
 	// Revoked: the subscription stops within the interval.
