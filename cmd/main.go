@@ -20,6 +20,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"os"
+	"time"
 
 	// Import all Kubernetes client auth plugins (e.g. Azure, GCP, OIDC, etc.)
 	// to ensure that exec-entrypoint and run can make use of them.
@@ -36,6 +37,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	notifyv1alpha1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/checkpoint"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
 	// +kubebuilder:scaffold:imports
 )
@@ -63,6 +65,9 @@ func main() {
 	var secureMetrics bool
 	var enableHTTP2 bool
 	var sinkDenyCIDRs, subscriptionAuthz string
+	var checkpointNamespace string
+	var checkpointInterval, shutdownGrace time.Duration
+	var leaseDuration, renewDeadline, retryPeriod time.Duration
 	var tlsOpts []func(*tls.Config)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
 		"Use :8443 for HTTPS or :8080 for HTTP, or leave as 0 to disable the metrics service.")
@@ -92,6 +97,19 @@ func main() {
 	opts := zap.Options{
 		Development: true,
 	}
+	flag.StringVar(&checkpointNamespace, "checkpoint-namespace", os.Getenv("POD_NAMESPACE"),
+		"Namespace of the ConfigMap "+checkpoint.DefaultName+" that keeps where each subscription's delivery "+
+			"has come to, and of the leader-election Lease. Defaults to $POD_NAMESPACE; empty disables checkpoints.")
+	flag.DurationVar(&checkpointInterval, "checkpoint-interval", 5*time.Second,
+		"How often checkpoints are saved while they change.")
+	flag.DurationVar(&shutdownGrace, "shutdown-grace", 20*time.Second,
+		"On SIGTERM, how long queued and in-flight deliveries may take before the last checkpoint is saved.")
+	flag.DurationVar(&leaseDuration, "leader-elect-lease-duration", 15*time.Second,
+		"How long a standby waits before taking over a leader that stopped renewing.")
+	flag.DurationVar(&renewDeadline, "leader-elect-renew-deadline", 10*time.Second,
+		"How long the leader keeps trying to renew before it steps down.")
+	flag.DurationVar(&retryPeriod, "leader-elect-retry-period", 2*time.Second,
+		"How often leader election is attempted.")
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 
@@ -166,23 +184,21 @@ func main() {
 	}
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsServerOptions,
-		WebhookServer:          webhookServer,
-		HealthProbeBindAddress: probeAddr,
-		LeaderElection:         enableLeaderElection,
-		LeaderElectionID:       "5b45345f.dynamicnotifier.io",
-		// LeaderElectionReleaseOnCancel defines if the leader should step down voluntarily
-		// when the Manager ends. This requires the binary to immediately end when the
-		// Manager is stopped, otherwise, this setting is unsafe. Setting this significantly
-		// speeds up voluntary leader transitions as the new leader don't have to wait
-		// LeaseDuration time first.
-		//
-		// In the default scaffold provided, the program ends immediately after
-		// the manager stops, so would be fine to enable this option. However,
-		// if you are doing or is intended to do any operation such as perform cleanups
-		// after the manager stops then its usage might be unsafe.
-		// LeaderElectionReleaseOnCancel: true,
+		Scheme:                  scheme,
+		Metrics:                 metricsServerOptions,
+		WebhookServer:           webhookServer,
+		HealthProbeBindAddress:  probeAddr,
+		LeaderElection:          enableLeaderElection,
+		LeaderElectionID:        "5b45345f.dynamicnotifier.io",
+		LeaderElectionNamespace: checkpointNamespace,
+		LeaseDuration:           &leaseDuration,
+		RenewDeadline:           &renewDeadline,
+		RetryPeriod:             &retryPeriod,
+		// The process ends right after the manager, and the registry has drained and saved
+		// its checkpoints by then: stepping down at once lets the standby start sooner.
+		LeaderElectionReleaseOnCancel: true,
+		// The registry's drain and last checkpoint must fit.
+		GracefulShutdownTimeout: new(shutdownGrace + 10*time.Second),
 	})
 	if err != nil {
 		setupLog.Error(err, "Failed to start manager")
@@ -196,10 +212,13 @@ func main() {
 	}
 	authz := operator.Authorization(subscriptionAuthz)
 	if authz != operator.AuthorizationSubjectAccessReview && authz != operator.AuthorizationNone {
-		setupLog.Error(nil, "Invalid --subscription-authorization: want SubjectAccessReview or None", "value", subscriptionAuthz)
+		setupLog.Error(nil, "Invalid --subscription-authorization: want SubjectAccessReview or None",
+			"value", subscriptionAuthz)
 		os.Exit(1)
 	}
-	if _, err := operator.Setup(mgr, operator.Options{SinkDeny: deny, Authorization: authz}); err != nil {
+	if _, err := operator.Setup(mgr, operator.Options{SinkDeny: deny, Authorization: authz,
+		CheckpointNamespace: checkpointNamespace, CheckpointInterval: checkpointInterval,
+		ShutdownGrace: shutdownGrace}); err != nil {
 		setupLog.Error(err, "Failed to set up the operator")
 		os.Exit(1)
 	}

@@ -22,3 +22,10 @@ const (
 	// the changes.
 	ReasonEventsDropped = "EventsDropped"
 )
+
+// Event reasons that are not Ready reasons.
+const (
+	// EventReasonResynced: the subscription could not resume from its checkpoint; changes
+	// were re-listed and an io.dynamicnotifier.resync event was delivered.
+	EventReasonResynced = "Resynced"
+)

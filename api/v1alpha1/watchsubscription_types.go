@@ -469,6 +469,13 @@ type WatchSubscriptionStatus struct {
 	// lastDeliveryTime is when the sink last accepted an event.
 	// +optional
 	LastDeliveryTime *metav1.Time `json:"lastDeliveryTime,omitempty"`
+
+	// lastResyncTime is when the operator last could not resume this subscription from its
+	// checkpoint (the API server no longer had the changes since, or the subscription came
+	// back too late after a restart) and sent it an io.dynamicnotifier.resync event: changes
+	// were re-listed, and deletions in the gap may be missing.
+	// +optional
+	LastResyncTime *metav1.Time `json:"lastResyncTime,omitempty"`
 }
 
 // WatchSubscription tells the operator to watch a Kubernetes resource and deliver its

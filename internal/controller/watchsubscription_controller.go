@@ -76,6 +76,7 @@ type WatchSubscriptionReconciler struct {
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 // +kubebuilder:rbac:groups=*,resources=*,verbs=list;watch
+// +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=get;create;update
 
 // Reconcile brings what runs for one subscription in line with its spec and reports it.
 func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -104,6 +105,9 @@ func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Re
 
 // forget stops a deleted subscription and drops its counters and metrics.
 func (r *WatchSubscriptionReconciler) forget(nn types.NamespacedName) {
+	if uid, ok := r.wiring.uidOf(nn); ok {
+		r.Registry.Forget(checkpointName(nn, uid))
+	}
 	r.wiring.teardown(nn, true)
 	metrics.Forget(nn.Namespace, nn.Name)
 }
@@ -193,6 +197,17 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 	sinks builtSinks, old *wired) *wired {
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
 	queue, parallelism, timeout, retry := deliveryOptions(ws.Spec.Delivery, r.DeliveryTimeout)
+	progress := watch.NewProgress()
+	stats := r.wiring.statsFor(ws)
+	regarding := ws.DeepCopy()
+	onResync := func(info event.ResyncInfo) {
+		stats.Resynced()
+		metrics.Resynced(ws.Namespace, ws.Name, info.Reason)
+		r.Recorder.Eventf(regarding, nil, "Warning", notifyv1.EventReasonResynced, "Resume",
+			"Could not resume from checkpoint %s (%s): changes since were re-listed and deletions may be missing",
+			info.Checkpoint, info.Reason)
+		r.trigger.Now(nn)
+	}
 	p := delivery.Start(delivery.Options{
 		Sink:        sinks.sink,
 		DeadLetter:  sinks.deadLetter,
@@ -201,7 +216,8 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 		Parallelism: parallelism,
 		Timeout:     timeout,
 		Retry:       retry,
-		Stats:       r.wiring.statsFor(ws),
+		Stats:       stats,
+		Done:        progress.Done,
 		Metrics:     metrics.For(ws.Namespace, ws.Name),
 		Log:         r.Log.WithValues("watchsubscription", nn),
 		Shape:       shapeFunc(shapeFor(ws)),
@@ -223,9 +239,18 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 			SendInitialEvents: ws.Spec.SendInitialEvents && !alreadyWatched,
 			NeedsOldObject:    shapeFor(ws).NeedsOldObject(),
 			Receiver:          p,
+			Checkpoint:        checkpointName(nn, ws.UID),
+			Progress:          progress,
+			OnResync:          onResync,
 		}))
 	}
 	return c
+}
+
+// checkpointName identifies a subscription's checkpoints across restarts and spec changes;
+// the uid keeps a re-created subscription of the same name from inheriting them.
+func checkpointName(nn types.NamespacedName, uid types.UID) string {
+	return nn.String() + "/" + string(uid)
 }
 
 // compileFilter builds the subscription's filter. CEL evaluation errors count as "not
@@ -354,6 +379,7 @@ func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notif
 		st.EventsObserved, st.EventsDelivered, st.EventsFailed, st.EventsDropped = s.Observed, s.Delivered, s.Failed, s.Dropped
 		st.LastEventTime = optionalTime(s.LastEventTime, st.LastEventTime)
 		st.LastDeliveryTime = optionalTime(s.LastDeliveryTime, st.LastDeliveryTime)
+		st.LastResyncTime = optionalTime(s.LastResyncTime, st.LastResyncTime)
 	}
 	oldReady := meta.FindStatusCondition(before.Status.Conditions, notifyv1.ConditionReady)
 	cond := readyCondition(in)

@@ -67,8 +67,7 @@ func readyCondition(r readiness) metav1.Condition {
 	case r.ResolveErr != nil:
 		return resolveCondition(r.Resource, r.ResolveErr)
 	case r.AuthzErr != nil:
-		var denied *authz.DeniedError
-		if errors.As(r.AuthzErr, &denied) {
+		if denied, ok := errors.AsType[*authz.DeniedError](r.AuthzErr); ok {
 			return cond(metav1.ConditionFalse, notifyv1.ReasonForbidden, denied.Error())
 		}
 		return cond(metav1.ConditionFalse, notifyv1.ReasonWatchFailing, "Checking authorization: "+r.AuthzErr.Error())

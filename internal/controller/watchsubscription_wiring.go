@@ -56,6 +56,19 @@ func (w *wiring) current(nn types.NamespacedName, uid types.UID, generation int6
 		c.sinkFingerprint == sinkFingerprint
 }
 
+// uidOf is the uid of the subscription wired or counted under nn.
+func (w *wiring) uidOf(nn types.NamespacedName) (types.UID, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c, ok := w.subs[nn]; ok {
+		return c.uid, true
+	}
+	if e, ok := w.stats[nn]; ok {
+		return e.uid, true
+	}
+	return "", false
+}
+
 // statsFor returns the counters of a subscription, starting from its status after a restart.
 func (w *wiring) statsFor(ws *notifyv1.WatchSubscription) *delivery.Stats {
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}

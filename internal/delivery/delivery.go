@@ -55,6 +55,11 @@ type Options struct {
 	Notify func(urgent bool)
 	// Shape encodes an event's data for this subscription; nil sends the shared encoding.
 	Shape func(*event.Event) ([]byte, error)
+	// Done is told when an event is finished with: delivered, failed for good (and
+	// dead-lettered if there is a dead-letter sink), or dropped because the queue was full.
+	// An event still queued or in flight when the pipeline stops is never Done, so a
+	// checkpoint built from Done never covers it.
+	Done func(*event.Event)
 }
 
 // Metrics receives what a pipeline does, for Prometheus. Implementations are bound to one
@@ -137,6 +142,9 @@ func withDefaults(o Options) Options {
 	if o.Notify == nil {
 		o.Notify = func(bool) {}
 	}
+	if o.Done == nil {
+		o.Done = func(*event.Event) {}
+	}
 	return o
 }
 
@@ -146,6 +154,23 @@ func (p *Pipeline) Stop() {
 	p.cancel()
 	p.wg.Wait()
 	p.opts.Metrics.QueueDepth(0)
+}
+
+// Drain waits until every queued event is finished with, or ctx ends; false if events
+// were left. New events may still arrive: stop the informers first.
+func (p *Pipeline) Drain(ctx context.Context) bool {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for len(p.slots) > 0 {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-p.ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
+	return true
 }
 
 // Offer queues ev without blocking; false when the queue is full and ev was dropped.
@@ -162,6 +187,7 @@ func (p *Pipeline) Offer(ev *event.Event) bool {
 		p.opts.Stats.drop()
 		p.opts.Metrics.Dropped()
 		p.opts.Notify(true)
+		p.opts.Done(ev)
 		return false
 	}
 }
@@ -228,7 +254,9 @@ func (p *Pipeline) work(l *lane) {
 				continue
 			}
 		}
-		p.deliver(ev)
+		if p.deliver(ev) {
+			p.opts.Done(ev)
+		}
 		<-p.slots
 		p.opts.Metrics.QueueDepth(len(p.slots))
 		if p.ctx.Err() != nil {
@@ -237,14 +265,14 @@ func (p *Pipeline) work(l *lane) {
 	}
 }
 
-// deliver tries ev until it is delivered, fails for good, or the pipeline stops.
-func (p *Pipeline) deliver(ev *event.Event) {
+// deliver tries ev until it is delivered or fails for good (true), or the pipeline stops
+// first (false).
+func (p *Pipeline) deliver(ev *event.Event) bool {
 	msg := sink.Message{Event: ev, Source: p.opts.Source}
-	if p.opts.Shape != nil {
+	if p.opts.Shape != nil && ev.Type != event.Resync {
 		data, err := p.opts.Shape(ev)
 		if err != nil {
-			p.giveUp(msg, err, 0)
-			return
+			return p.giveUp(msg, err, 0)
 		}
 		msg.Data = data
 	}
@@ -255,22 +283,22 @@ func (p *Pipeline) deliver(ev *event.Event) {
 		start := time.Now()
 		err = p.attempt(p.opts.Sink, msg)
 		if p.ctx.Err() != nil {
-			return // stopped mid-attempt: neither delivered nor failed
+			return false // stopped mid-attempt: neither delivered nor failed
 		}
 		if err == nil {
 			p.opts.Metrics.Delivered(time.Since(start))
 			p.record(true, nil)
-			return
+			return true
 		}
 		p.record(false, err)
 		if !sink.Retryable(err) || attempts == p.opts.Retry.MaxAttempts {
 			break
 		}
 		if !p.sleep(p.backoff(attempts, sink.RetryAfter(err))) {
-			return
+			return false
 		}
 	}
-	p.giveUp(msg, err, attempts)
+	return p.giveUp(msg, err, attempts)
 }
 
 func (p *Pipeline) attempt(s sink.Sink, msg sink.Message) error {
@@ -279,15 +307,16 @@ func (p *Pipeline) attempt(s sink.Sink, msg sink.Message) error {
 	return s.Send(ctx, msg)
 }
 
-// giveUp counts a final failure and hands the event to the dead-letter sink, if any.
-func (p *Pipeline) giveUp(msg sink.Message, cause error, attempts int) {
+// giveUp counts a final failure and hands the event to the dead-letter sink, if any; false
+// when the pipeline stopped before that was settled.
+func (p *Pipeline) giveUp(msg sink.Message, cause error, attempts int) bool {
 	p.opts.Stats.fail()
 	p.opts.Metrics.Failed(sink.FailureReason(cause))
 	p.opts.Notify(false)
 	if p.opts.DeadLetter == nil {
 		p.opts.Log.V(1).Info("Event dropped after its last attempt", "id", msg.Event.ID(), "attempts", attempts,
 			"error", cause.Error())
-		return
+		return true
 	}
 	msg.Extensions = map[string]string{"deliveryerror": cause.Error(), "deliveryattempts": strconv.Itoa(attempts)}
 	for try := 1; try <= deadLetterAttempts; try++ {
@@ -295,18 +324,20 @@ func (p *Pipeline) giveUp(msg sink.Message, cause error, attempts int) {
 		if err == nil {
 			p.opts.Stats.deadLetter()
 			p.opts.Metrics.DeadLettered()
-			return
+			return true
 		}
 		if p.ctx.Err() != nil {
-			return // stopped: not a dead-letter failure
+			return false // stopped: not a dead-letter failure
 		}
 		if !sink.Retryable(err) || try == deadLetterAttempts || !p.sleep(p.backoff(try, sink.RetryAfter(err))) {
-			if p.ctx.Err() == nil {
-				p.opts.Log.Info("Dead-letter delivery failed", "id", msg.Event.ID(), "error", err.Error())
+			if p.ctx.Err() != nil {
+				return false
 			}
-			return
+			p.opts.Log.Info("Dead-letter delivery failed", "id", msg.Event.ID(), "error", err.Error())
+			return true
 		}
 	}
+	return true
 }
 
 // backoff is exponential with equal jitter, or what the sink asked for (capped).

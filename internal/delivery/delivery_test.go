@@ -623,3 +623,85 @@ func TestBackoffDefaults(t *testing.T) {
 		})
 	}
 }
+
+// doneLog records the events a pipeline reported finished, by resourceVersion.
+type doneLog struct {
+	mu  sync.Mutex
+	rvs []string
+}
+
+func (d *doneLog) done(ev *event.Event) {
+	d.mu.Lock()
+	d.rvs = append(d.rvs, ev.ResourceVersion())
+	d.mu.Unlock()
+}
+
+func (d *doneLog) get() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]string(nil), d.rvs...)
+}
+
+func TestDoneOnlyForFinishedEvents(t *testing.T) {
+	g := newG(t)
+	gate := make(chan struct{})
+	s := &fakeSink{send: func(ctx context.Context, msg sink.Message, _ int) error {
+		switch msg.Event.ResourceVersion() {
+		case "2":
+			return httpError(http.StatusBadRequest) // fails for good at once
+		case "4":
+			<-ctx.Done() // still in flight when the pipeline stops
+			return ctx.Err()
+		}
+		select {
+		case <-gate:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}
+	var done doneLog
+	p := Start(Options{Sink: s, QueueSize: 3, Parallelism: 1, Retry: fastRetry, Done: done.done})
+
+	g.Expect(p.Offer(newEvent("a", 1))).To(BeTrue())
+	g.Expect(p.Offer(newEvent("a", 2))).To(BeTrue())
+	g.Expect(p.Offer(newEvent("a", 4))).To(BeTrue())
+	g.Expect(p.Offer(newEvent("a", 5))).To(BeFalse(), "the queue holds three")
+	g.Expect(done.get()).To(Equal([]string{"5"}), "a dropped event is finished with at once")
+
+	gate <- struct{}{}
+	g.Eventually(done.get).Should(Equal([]string{"5", "1", "2"}), "delivered, then failed for good")
+	g.Eventually(s.attempts).Should(Equal(3))
+	p.Stop()
+	g.Consistently(done.get, 50*time.Millisecond).Should(Equal([]string{"5", "1", "2"}),
+		"an event cut off by Stop is not finished: a checkpoint must not cover it")
+}
+
+func TestDrainWaitsForQueuedEvents(t *testing.T) {
+	g := newG(t)
+	gate := make(chan struct{})
+	s := &fakeSink{send: func(ctx context.Context, _ sink.Message, _ int) error {
+		select {
+		case <-gate:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}
+	p := Start(Options{Sink: s, QueueSize: 10, Parallelism: 1})
+	defer p.Stop()
+	g.Expect(p.Offer(newEvent("a", 1))).To(BeTrue())
+	g.Expect(p.Offer(newEvent("a", 2))).To(BeTrue())
+
+	short, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	g.Expect(p.Drain(short)).To(BeFalse(), "a drain that runs out of time says so")
+
+	drained := make(chan bool, 1)
+	go func() { drained <- p.Drain(context.Background()) }()
+	g.Consistently(drained, 30*time.Millisecond).ShouldNot(Receive())
+	gate <- struct{}{}
+	gate <- struct{}{}
+	g.Eventually(drained).Should(Receive(BeTrue()))
+	g.Expect(s.accepted()).To(HaveLen(2))
+}

@@ -17,6 +17,7 @@ type Stats struct {
 	lastDropTime     time.Time
 	lastError        string
 	failing          bool
+	lastResyncTime   time.Time
 }
 
 // NewStats starts counting from the values a status already reports (after a restart).
@@ -36,6 +37,8 @@ type Snapshot struct {
 	// Failing is true while the last attempt failed and none has succeeded since.
 	Failing   bool
 	LastError string
+	// LastResyncTime is when the subscription last had to be resynced.
+	LastResyncTime time.Time
 }
 
 // DroppedRecently tells whether the queue overflowed within the last minute, and how
@@ -56,7 +59,7 @@ func (s *Stats) Snapshot() Snapshot {
 		Observed: s.observed.Load(), Delivered: s.delivered.Load(), Failed: s.failed.Load(),
 		Dropped: s.dropped.Load(), DeadLettered: s.deadLettered.Load(),
 		LastEventTime: s.lastEventTime, LastDeliveryTime: s.lastDeliveryTime, LastDropTime: s.lastDropTime,
-		Failing: s.failing, LastError: s.lastError,
+		Failing: s.failing, LastError: s.lastError, LastResyncTime: s.lastResyncTime,
 	}
 }
 
@@ -75,6 +78,13 @@ func (s *Stats) drop() {
 	now := time.Now()
 	s.mu.Lock()
 	s.lastDropTime = now
+	s.mu.Unlock()
+}
+
+// Resynced records that the subscription was resynced.
+func (s *Stats) Resynced() {
+	s.mu.Lock()
+	s.lastResyncTime = time.Now()
 	s.mu.Unlock()
 }
 

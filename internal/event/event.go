@@ -4,6 +4,7 @@ package event
 
 import (
 	"encoding/json"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +19,9 @@ const (
 	Added   Type = "Added"
 	Updated Type = "Updated"
 	Deleted Type = "Deleted"
+	// Resync is not a change: it tells a subscriber that the watch could not resume from its
+	// checkpoint, so changes in the gap were re-listed and deletions in it may be missing.
+	Resync Type = "Resync"
 )
 
 // Event is one change. It is shared read-only by every subscriber it fans out to, so the
@@ -36,6 +40,13 @@ type Event struct {
 	MetadataUnchanged bool
 	// ObservedAt is when the operator saw the change.
 	ObservedAt time.Time
+	// Stream names the informer that produced the event, so completions find their checkpoint.
+	Stream string
+	// Replayed marks a change from before the informer (re)started: caught up from a
+	// checkpoint, and due only to subscribers whose checkpoint is older than it.
+	Replayed bool
+
+	id string
 
 	encodeOnce sync.Once
 	data       []byte
@@ -88,8 +99,13 @@ func (e *Event) ObjectKey() string {
 	return e.Object.GetName()
 }
 
-// ObjectPath is the object's API path, e.g. /api/v1/namespaces/team-a/configmaps/settings.
+// ObjectPath is the object's API path, e.g. /api/v1/namespaces/team-a/configmaps/settings;
+// for a Resync, the collection's path.
 func (e *Event) ObjectPath() string {
+	if e.Type == Resync {
+		ns, _ := e.Object.Object["namespace"].(string)
+		return strings.TrimSuffix(ResourcePath(e.Resource, ns, ""), "/")
+	}
 	return ResourcePath(e.Resource, e.Object.GetNamespace(), e.Object.GetName())
 }
 
@@ -108,5 +124,40 @@ func ResourcePath(gvr schema.GroupVersionResource, namespace, name string) strin
 // ID is deterministic from the object's uid, resourceVersion and the change type, so a
 // redelivery of the same change carries the same id and receivers can drop duplicates.
 func (e *Event) ID() string {
+	if e.id != "" {
+		return e.id
+	}
 	return string(e.Object.GetUID()) + ":" + e.Object.GetResourceVersion() + ":" + string(e.Type)
+}
+
+// ResyncInfo is the data of a Resync event.
+type ResyncInfo struct {
+	// Reason is why the checkpoint could not be used, e.g. WatchExpired.
+	Reason string `json:"reason"`
+	// Checkpoint is the resourceVersion the subscriber had received everything up to.
+	Checkpoint string `json:"checkpoint"`
+	// ResourceVersion is where the re-list resumed the stream.
+	ResourceVersion string `json:"resourceVersion"`
+	// Namespace is the scope re-listed; empty for all namespaces or cluster-scoped resources.
+	Namespace string `json:"namespace,omitempty"`
+	// DeletionsMayBeMissing is true when objects deleted in the gap were not seen.
+	DeletionsMayBeMissing bool `json:"deletionsMayBeMissing"`
+}
+
+// NewResync builds the Resync event of one subscriber. Its id is deterministic from the
+// subscriber, the stream and the checkpoint, so a repeat after a restart carries the same id.
+func NewResync(gvr schema.GroupVersionResource, stream, subscriber string, info ResyncInfo) *Event {
+	obj := map[string]any{
+		"reason":                info.Reason,
+		"checkpoint":            info.Checkpoint,
+		"resourceVersion":       info.ResourceVersion,
+		"deletionsMayBeMissing": info.DeletionsMayBeMissing,
+	}
+	if info.Namespace != "" {
+		obj["namespace"] = info.Namespace
+	}
+	ev := New(Resync, gvr, &unstructured.Unstructured{Object: obj})
+	ev.Stream = stream
+	ev.id = "resync:" + subscriber + ":" + stream + ":" + info.Checkpoint
+	return ev
 }

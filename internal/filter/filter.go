@@ -151,7 +151,10 @@ func equalExcept(a, b map[string]any, skip string) bool {
 			continue
 		}
 		bv, ok := b[k]
-		if !ok || !(k == "metadata" && metadataEqual(av, bv) || k != "metadata" && reflect.DeepEqual(av, bv)) {
+		if !ok {
+			return false
+		}
+		if k == "metadata" && !metadataEqual(av, bv) || k != "metadata" && !reflect.DeepEqual(av, bv) {
 			return false
 		}
 	}

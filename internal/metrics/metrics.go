@@ -34,6 +34,9 @@ var (
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, subLabels)
 	filterErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "filter_errors_total",
 		Help: "CEL filter evaluations that failed (the change then does not match)."}, subLabels)
+	resyncs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "resyncs_total",
+		Help: "Times a subscription could not resume from its checkpoint and was resynced (by reason)."},
+		append(slices.Clip(subLabels), "reason"))
 	queueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "delivery_queue_depth",
 		Help: "Events queued or in flight."}, subLabels)
 
@@ -47,7 +50,7 @@ var (
 
 func init() {
 	ctrlmetrics.Registry.MustRegister(observed, delivered, failed, dropped, deadLettered, duration, queueDepth, filterErrors,
-		registryCollector{})
+		resyncs, registryCollector{})
 }
 
 // Subscription is one subscription's handles; it implements delivery.Metrics.
@@ -87,10 +90,13 @@ func FilterErrors(namespace, name string) prometheus.Counter {
 	return filterErrors.WithLabelValues(namespace, name)
 }
 
+// Resynced counts a resync of a subscription.
+func Resynced(namespace, name, reason string) { resyncs.WithLabelValues(namespace, name, reason).Inc() }
+
 // Forget removes a deleted subscription's series.
 func Forget(namespace, name string) {
 	match := prometheus.Labels{"namespace": namespace, "subscription": name}
-	for _, v := range []*prometheus.CounterVec{observed, delivered, failed, dropped, deadLettered, filterErrors} {
+	for _, v := range []*prometheus.CounterVec{observed, delivered, failed, dropped, deadLettered, filterErrors, resyncs} {
 		v.DeletePartialMatch(match)
 	}
 	duration.DeletePartialMatch(match)

@@ -15,6 +15,7 @@ import (
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/authz"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/checkpoint"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/controller"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/metrics"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
@@ -63,6 +64,13 @@ type Options struct {
 	Authorization Authorization
 	// AuthorizationInterval is how long an authorization answer is trusted (default 1m).
 	AuthorizationInterval time.Duration
+	// CheckpointNamespace holds the checkpoints ConfigMap; empty disables checkpoints (a
+	// restart then delivers only changes made after it).
+	CheckpointNamespace string
+	// CheckpointInterval is how often changed checkpoints are saved (default 5s).
+	CheckpointInterval time.Duration
+	// ShutdownGrace bounds the drain of deliveries on shutdown (default 20s).
+	ShutdownGrace time.Duration
 }
 
 // Operator gives tests a view of the running parts.
@@ -101,6 +109,11 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		r.Authorizer = &authz.Checker{Client: mgr.GetClient(), Interval: opts.AuthorizationInterval}
 	}
 	r.Registry = watch.New(dyn, ctrl.Log.WithName("watch"), r.InformerChanged)
+	if opts.CheckpointNamespace != "" {
+		store := &checkpoint.ConfigMap{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Namespace: opts.CheckpointNamespace}
+		r.Registry.Checkpointing(store, orDefault(opts.CheckpointInterval, 5*time.Second),
+			orDefault(opts.ShutdownGrace, 20*time.Second))
+	}
 	metrics.Track(r.Registry)
 	if err := mgr.Add(r.Registry); err != nil {
 		return nil, err
@@ -109,6 +122,13 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		return nil, err
 	}
 	return &Operator{Registry: r.Registry}, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
 
 func sinkDeny(deny []netip.Prefix) []netip.Prefix {

@@ -4,6 +4,7 @@ package payload
 
 import (
 	"encoding/json"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -149,9 +150,7 @@ const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 // change with the original (which other subscribers may be reading).
 func redact(u *unstructured.Unstructured) *unstructured.Unstructured {
 	out := make(map[string]any, len(u.Object))
-	for k, v := range u.Object {
-		out[k] = v
-	}
+	maps.Copy(out, u.Object)
 	for _, field := range []string{"data", "stringData"} {
 		if m, ok := out[field].(map[string]any); ok {
 			red := make(map[string]any, len(m))
@@ -165,13 +164,9 @@ func redact(u *unstructured.Unstructured) *unstructured.Unstructured {
 		if ann, ok := md["annotations"].(map[string]any); ok {
 			if _, has := ann[lastApplied]; has {
 				mdCopy := make(map[string]any, len(md))
-				for k, v := range md {
-					mdCopy[k] = v
-				}
+				maps.Copy(mdCopy, md)
 				annCopy := make(map[string]any, len(ann))
-				for k, v := range ann {
-					annCopy[k] = v
-				}
+				maps.Copy(annCopy, ann)
 				annCopy[lastApplied] = Redacted
 				mdCopy["annotations"] = annCopy
 				out["metadata"] = mdCopy

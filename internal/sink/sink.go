@@ -32,8 +32,16 @@ type Sink interface {
 	Send(ctx context.Context, msg Message) error
 }
 
+// ResyncType is the CloudEvents type of a Resync event.
+const ResyncType = "io.dynamicnotifier.resync"
+
 // CloudEventType is the CloudEvents type for a change, e.g. io.dynamicnotifier.resource.added.
-func CloudEventType(t event.Type) string { return TypePrefix + strings.ToLower(string(t)) }
+func CloudEventType(t event.Type) string {
+	if t == event.Resync {
+		return ResyncType
+	}
+	return TypePrefix + strings.ToLower(string(t))
+}
 
 // CloudEvent builds the CloudEvents 1.0 form of a message.
 func CloudEvent(msg Message) (cloudevents.Event, error) {

@@ -39,6 +39,15 @@ func AssetsDir() (string, error) {
 // Start starts a control plane with the CRDs under config/crd/bases installed. Extra CRD
 // directories (test fixtures) may be given.
 func Start(extraCRDDirs ...string) (*envtest.Environment, *rest.Config, error) {
+	return StartWith(nil, extraCRDDirs...)
+}
+
+// UncachedPodTemplates are API server flags that serve podtemplates from etcd instead of
+// the watch cache, so a test that compacts etcd gets the 410 Gone a long outage gives.
+var UncachedPodTemplates = map[string]string{"watch-cache-sizes": "podtemplates#0"}
+
+// StartWith is Start with extra kube-apiserver flags.
+func StartWith(apiServerFlags map[string]string, extraCRDDirs ...string) (*envtest.Environment, *rest.Config, error) {
 	assets, err := AssetsDir()
 	if err != nil {
 		return nil, nil, err
@@ -47,6 +56,10 @@ func Start(extraCRDDirs ...string) (*envtest.Environment, *rest.Config, error) {
 		CRDDirectoryPaths:     append([]string{filepath.Join(RepoRoot(), "config", "crd", "bases")}, extraCRDDirs...),
 		ErrorIfCRDPathMissing: true,
 		BinaryAssetsDirectory: assets,
+	}
+	args := env.ControlPlane.GetAPIServer().Configure()
+	for k, v := range apiServerFlags {
+		args.Set(k, v)
 	}
 	cfg, err := env.Start()
 	if err != nil {
@@ -76,7 +89,12 @@ func WriteKubeconfig(env *envtest.Environment, dir string) (string, error) {
 // Main is a test package's TestMain: it starts one control plane, hands it to setup, runs
 // the tests, stops the control plane and exits with the tests' result.
 func Main(m *testing.M, setup func(env *envtest.Environment, cfg *rest.Config) error) {
-	env, cfg, err := Start()
+	MainWith(m, nil, setup)
+}
+
+// MainWith is Main with extra kube-apiserver flags.
+func MainWith(m *testing.M, apiServerFlags map[string]string, setup func(env *envtest.Environment, cfg *rest.Config) error) {
+	env, cfg, err := StartWith(apiServerFlags)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

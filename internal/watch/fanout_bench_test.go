@@ -45,7 +45,7 @@ func benchFanOut(b *testing.B, subscribers int) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		inf.add(Subscriber{ID: "sub-" + strconv.Itoa(i), Filter: f, Receiver: countingReceiver{&offered}})
+		inf.add(Subscriber{ID: "sub-" + strconv.Itoa(i), Filter: f, Receiver: countingReceiver{&offered}}, nil)
 	}
 
 	obj := &unstructured.Unstructured{Object: map[string]any{

@@ -55,6 +55,11 @@ type informer struct {
 	// update (keepOld of them); nil otherwise.
 	olds    map[string]*unstructured.Unstructured
 	keepOld int
+	// listRV is the resourceVersion of the last list; seen is how far the stream has been
+	// handed to subscribers (the checkpoint when nothing is open), seenAt about when.
+	listRV, seen uint64
+	seenAt       time.Time
+	resume       *resumeState
 }
 
 type subscriber struct {
@@ -67,6 +72,11 @@ type subscriber struct {
 	buffer     []*event.Event
 	overflowed bool
 	floor      uint64 // events at or below this resourceVersion were in the initial LIST
+	// resumeFrom: replayed changes at or below it are not for this subscriber (its
+	// checkpoint, or where the stream was when it joined).
+	resumeFrom uint64
+	resumed    bool
+	point      Point
 }
 
 func newInformer(reg *Registry, key Key) *informer {
@@ -85,12 +95,19 @@ func (i *informer) start() {
 			return list, err
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (apiwatch.Interface, error) {
+			opts.ResourceVersion = i.watchFrom(opts.ResourceVersion)
 			w, err := ri.Watch(ctx, opts)
 			i.observe(ctx, err)
 			return w, err
 		},
 	}
-	reflector := cache.NewReflectorWithOptions(lw, &unstructured.Unstructured{}, i,
+	var lister cache.ListerWatcher = lw
+	if i.resume != nil {
+		// Resuming needs a list, then a watch from the checkpoint: the streaming list
+		// (WatchList) would carry on from the present instead.
+		lister = listThenWatch{lw}
+	}
+	reflector := cache.NewReflectorWithOptions(lister, &unstructured.Unstructured{}, i,
 		cache.ReflectorOptions{Name: i.key.String()})
 	// The reflector retries failures with backoff and reports each through klog. Those
 	// failures are already in the subscription's status, so keep them out of error logs.
@@ -109,6 +126,10 @@ func (i *informer) start() {
 func (i *informer) stop() {
 	i.cancel()
 	i.mu.Lock()
+	if i.resume != nil && i.resume.timer != nil {
+		i.resume.timer.Stop()
+	}
+	i.resume = nil
 	for _, s := range i.subs {
 		s.cancel()
 	}
@@ -117,7 +138,9 @@ func (i *informer) stop() {
 	i.mu.Unlock()
 }
 
-func (i *informer) add(sub Subscriber) *subscriber {
+// add joins sub. stale is a checkpoint the informer can no longer serve (its resume window
+// closed): the subscriber is told so with a Resync event.
+func (i *informer) add(sub Subscriber, stale *Point) *subscriber {
 	ctx, cancel := context.WithCancel(i.reg.ctx)
 	s := &subscriber{Subscriber: sub, ctx: ctx, cancel: cancel, catchingUp: sub.SendInitialEvents}
 	i.mu.Lock()
@@ -125,7 +148,31 @@ func (i *informer) add(sub Subscriber) *subscriber {
 		old.cancel()
 		i.forgetOld(old)
 	}
+	var point *Point
+	if i.resume != nil && sub.Checkpoint != "" {
+		if p, ok := i.resume.waiting[sub.Checkpoint]; ok {
+			point = &p
+		}
+	}
+	switch {
+	case point != nil:
+		// Its initial events went out in an earlier life; it resumes instead.
+		s.catchingUp, s.resumed, s.point = false, true, *point
+		s.resumeFrom, _ = parseRV(point.ResourceVersion)
+	case stale != nil:
+		s.catchingUp, s.resumed, s.point = false, true, *stale
+		s.resumeFrom = max(i.listRV, i.seen)
+	case i.synced:
+		s.resumeFrom = max(i.listRV, i.seen)
+	default:
+		s.resumeFrom = notJoinedYet
+	}
 	i.subs[sub.ID] = s
+	if point != nil {
+		i.joinResume(s, *point)
+	} else if stale != nil {
+		i.offerResync(s, ResyncCheckpointUnavailable, stale.ResourceVersion)
+	}
 	if s.needsOld() {
 		if i.keepOld++; i.olds == nil {
 			i.olds = map[string]*unstructured.Unstructured{}
@@ -201,6 +248,23 @@ func (i *informer) Resync() error        { return nil }
 // Bookmark is accepted so the reflector keeps resource versions fresh without a relist.
 func (i *informer) Bookmark(string) error { return nil }
 
+// UpdateResourceVersion is told how far the watch has come after each event and bookmark:
+// everything up to rv has been handed to the subscribers.
+func (i *informer) UpdateResourceVersion(resourceVersion string) {
+	rv, ok := parseRV(resourceVersion)
+	if !ok {
+		return
+	}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.resume != nil && i.resume.replaying && rv > i.listRV {
+		i.replayed(rv, true)
+	}
+	if rv > i.seen {
+		i.seen, i.seenAt = rv, time.Now()
+	}
+}
+
 func (i *informer) apply(t event.Type, obj any) {
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
@@ -216,6 +280,14 @@ func (i *informer) apply(t event.Type, obj any) {
 	if i.objects == nil { // stopped
 		return
 	}
+	if rv, ok := parseRV(u.GetResourceVersion()); i.replayed(rv, ok) {
+		// A change made while no operator was watching: the view (listed after it) is
+		// already newer, so it is only handed to subscribers whose checkpoint is older.
+		ev := event.New(t, i.key.GVR, u)
+		ev.Stream, ev.Replayed = i.key.String(), true
+		i.fanOut(ev)
+		return
+	}
 	prev, known := i.objects[key]
 	var old *unstructured.Unstructured
 	if i.olds != nil {
@@ -228,7 +300,7 @@ func (i *informer) apply(t event.Type, obj any) {
 	}
 	if t == event.Deleted {
 		delete(i.objects, key)
-		i.fanOut(event.New(t, i.key.GVR, u))
+		i.fanOut(i.newEvent(t, u))
 		return
 	}
 	if known && prev.rv == u.GetResourceVersion() && prev.uid == u.GetUID() {
@@ -239,7 +311,7 @@ func (i *informer) apply(t event.Type, obj any) {
 	if t == event.Updated && (!known || prev.uid != u.GetUID()) {
 		t = event.Added
 	}
-	ev := event.New(t, i.key.GVR, u)
+	ev := i.newEvent(t, u)
 	if t == event.Updated {
 		if rec.hash == prev.hash {
 			return // only resourceVersion or managedFields changed: nothing to see
@@ -252,31 +324,42 @@ func (i *informer) apply(t event.Type, obj any) {
 
 // Replace receives a full list: the first one fills the view silently (its objects existed
 // before anyone subscribed); later ones, after a watch gap, become the changes they imply.
-func (i *informer) Replace(items []any, _ string) error {
+func (i *informer) Replace(items []any, resourceVersion string) error {
 	i.mu.Lock()
 	if i.objects == nil {
 		i.mu.Unlock()
 		return nil
 	}
 	first := !i.synced
+	listRV, _ := parseRV(resourceVersion)
+	for _, item := range items {
+		if u, ok := item.(*unstructured.Unstructured); ok {
+			u.SetManagedFields(nil) // before any event shares the object
+		}
+	}
+	var covered map[string]bool
+	if first {
+		i.listed(listRV)
+	} else if i.resume != nil && i.resume.replaying {
+		covered = i.gapRelisted(items, listRV)
+	}
 	seen := make(map[string]record, len(items))
 	for _, item := range items {
 		u, ok := item.(*unstructured.Unstructured)
 		if !ok {
 			continue
 		}
-		u.SetManagedFields(nil)
 		key := objectKey(u)
 		rec := recordOf(u)
 		seen[key] = rec
-		if first {
+		if first || covered[key] {
 			continue
 		}
 		switch prev, known := i.objects[key]; {
 		case !known || prev.uid != rec.uid:
-			i.fanOut(event.New(event.Added, i.key.GVR, u))
+			i.fanOut(i.newEvent(event.Added, u))
 		case prev.rv != rec.rv && prev.hash != rec.hash:
-			ev := event.New(event.Updated, i.key.GVR, u)
+			ev := i.newEvent(event.Updated, u)
 			ev.MetadataUnchanged = rec.metaHash == prev.metaHash
 			if i.olds != nil {
 				ev.OldObject = i.olds[key]
@@ -287,11 +370,17 @@ func (i *informer) Replace(items []any, _ string) error {
 	if !first {
 		for key, prev := range i.objects {
 			if _, still := seen[key]; !still {
-				i.fanOut(event.New(event.Deleted, i.key.GVR, i.tombstone(key, prev)))
+				i.fanOut(i.newEvent(event.Deleted, i.tombstone(key, prev)))
 			}
 		}
 	}
 	i.objects = seen
+	if !first {
+		i.listRV = listRV
+		if listRV > i.seen {
+			i.seen, i.seenAt = listRV, time.Now()
+		}
+	}
 	if i.olds != nil {
 		i.olds = make(map[string]*unstructured.Unstructured, len(items))
 		for _, item := range items {
@@ -321,34 +410,79 @@ func (i *informer) tombstone(key string, rec record) *unstructured.Unstructured 
 	return u
 }
 
+// listed takes the first list of the informer. Called with mu held.
+func (i *informer) listed(listRV uint64) {
+	i.listRV, i.seen, i.seenAt = listRV, listRV, time.Now()
+	for _, s := range i.subs {
+		if s.resumeFrom == notJoinedYet {
+			s.resumeFrom = listRV
+		}
+	}
+	rs := i.resume
+	if rs == nil {
+		return
+	}
+	if rs.from >= listRV {
+		if rs.waiting == nil {
+			i.resume = nil
+		}
+		return // nothing happened since the checkpoints
+	}
+	rs.replaying = true
+	i.seen, i.seenAt = rs.from, rs.fromTime
+}
+
+func (i *informer) newEvent(t event.Type, u *unstructured.Unstructured) *event.Event {
+	ev := event.New(t, i.key.GVR, u)
+	ev.Stream = i.key.String()
+	return ev
+}
+
 // fanOut hands ev to every matching subscriber. Called with mu held; never blocks.
 func (i *informer) fanOut(ev *event.Event) {
-	var rv uint64
-	var rvOK bool
 	objLabels := filter.Labels(ev.Object)
 	for _, s := range i.subs {
-		if s.Filter != nil && !s.Filter.Match(ev, objLabels) {
-			continue
-		}
-		if s.catchingUp {
-			if len(s.buffer) < catchUpBufferLimit && !s.overflowed {
-				s.buffer = append(s.buffer, ev)
-			} else {
-				s.overflowed, s.buffer = true, nil
-			}
-			continue
-		}
-		if s.floor != 0 {
-			if !rvOK {
-				rv, rvOK = parseRV(ev.ResourceVersion())
-			}
-			if rvOK && rv <= s.floor {
-				continue // already sent from the initial LIST
-			}
-			s.floor = 0 // watch events arrive in order: later ones are all newer
-		}
-		s.Receiver.Offer(ev)
+		i.deliverTo(s, ev, objLabels)
 	}
+	i.keepForWaiting(ev)
+}
+
+// deliverTo hands ev to s if s wants it; objLabels may be nil. Called with mu held.
+func (i *informer) deliverTo(s *subscriber, ev *event.Event, objLabels map[string]string) {
+	if ev.Replayed {
+		if rv, ok := parseRV(ev.ResourceVersion()); ok && rv <= s.resumeFrom {
+			return // it had this change before the restart, or joined after it
+		}
+	}
+	if objLabels == nil {
+		objLabels = filter.Labels(ev.Object)
+	}
+	if s.Filter != nil && !s.Filter.Match(ev, objLabels) {
+		return
+	}
+	if s.catchingUp {
+		if len(s.buffer) < catchUpBufferLimit && !s.overflowed {
+			s.buffer = append(s.buffer, ev)
+		} else {
+			s.overflowed, s.buffer = true, nil
+		}
+		return
+	}
+	if s.floor != 0 {
+		if rv, ok := parseRV(ev.ResourceVersion()); ok && rv <= s.floor {
+			return // already sent from the initial LIST
+		}
+		s.floor = 0 // watch events arrive in order: later ones are all newer
+	}
+	s.offer(ev)
+}
+
+// offer records ev as open for checkpoints, then hands it over.
+func (s *subscriber) offer(ev *event.Event) {
+	if s.Progress != nil {
+		s.Progress.offered(ev)
+	}
+	s.Receiver.Offer(ev)
 }
 
 // catchUp sends a joining subscriber an Added for every object in scope, from a LIST rather
@@ -421,7 +555,7 @@ func (i *informer) finishCatchUp(s *subscriber, listRV uint64) bool {
 		if rv, ok := parseRV(ev.ResourceVersion()); ok && rv <= listRV {
 			continue
 		}
-		s.Receiver.Offer(ev)
+		s.offer(ev)
 	}
 	s.buffer = nil
 	s.catchingUp = false
@@ -447,6 +581,11 @@ func parseRV(rv string) (uint64, bool) {
 	n, err := strconv.ParseUint(rv, 10, 64)
 	return n, err == nil
 }
+
+// listThenWatch opts out of the streaming list, so the reflector lists and then watches.
+type listThenWatch struct{ *cache.ListWatch }
+
+func (listThenWatch) IsWatchListSemanticsUnSupported() bool { return true }
 
 // demoteErrors turns the reflector's error logs into debug lines: its failures are reported
 // through State and status instead, and a CRD deleted under a running watch must not fill

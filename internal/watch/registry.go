@@ -11,6 +11,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -56,6 +57,25 @@ type Subscriber struct {
 	// filters that need it say so themselves.
 	NeedsOldObject bool
 	Receiver       Receiver
+	// Checkpoint names the subscriber across restarts (unlike ID, it stays the same when the
+	// subscription's spec changes); empty means it is not checkpointed.
+	Checkpoint string
+	// Progress learns from the receiver which events are finished with; required for
+	// checkpoints.
+	Progress *Progress
+	// OnResync is told when the subscriber is sent a Resync event.
+	OnResync func(event.ResyncInfo)
+}
+
+// CheckpointStore keeps checkpoints across restarts.
+type CheckpointStore interface {
+	Load(ctx context.Context) (map[string]Point, error)
+	Save(ctx context.Context, points map[string]Point) error
+}
+
+// Drainer is a Receiver that can wait for what it holds to be finished with.
+type Drainer interface {
+	Drain(ctx context.Context) bool
 }
 
 // State is what an informer can tell about itself.
@@ -78,6 +98,13 @@ type Registry struct {
 
 	mu        sync.Mutex
 	informers map[Key]*informer
+	// points are loaded checkpoints not yet taken by an informer, by checkpoint name.
+	points map[string]Point
+	// loaded is closed once points are known; Subscribe waits for it.
+	loaded chan struct{}
+	store  CheckpointStore
+	// Options for checkpoints and shutdown; see Checkpointing.
+	checkpointInterval, shutdownGrace time.Duration
 }
 
 // New returns a registry watching through client. onChange is called, without blocking,
@@ -87,21 +114,35 @@ func New(client dynamic.Interface, log logr.Logger, onChange func(Key)) *Registr
 	if onChange == nil {
 		onChange = func(Key) {}
 	}
+	loaded := make(chan struct{})
+	close(loaded)
 	return &Registry{client: client, log: log, onChange: onChange, ctx: ctx, cancel: cancel,
-		informers: map[Key]*informer{}}
+		informers: map[Key]*informer{}, points: map[string]Point{}, loaded: loaded}
 }
 
 // Subscribe adds sub to the informer for key, starting it if needed. The returned function
 // removes the subscriber; the informer stops when its last subscriber leaves.
+//
+// With checkpoints, Subscribe first waits (until the registry stops) for them to be loaded,
+// so a restarted informer resumes every subscriber it had.
 func (r *Registry) Subscribe(key Key, sub Subscriber) (unsubscribe func()) {
+	select {
+	case <-r.loaded:
+	case <-r.ctx.Done():
+	}
 	r.mu.Lock()
 	inf, ok := r.informers[key]
+	var stale *Point
 	if !ok {
 		inf = newInformer(r, key)
 		r.informers[key] = inf
+		inf.startResume(r.takePoints(key.String()))
 		inf.start()
+	} else if p, found := r.points[sub.Checkpoint]; found && sub.Checkpoint != "" && p.Stream == key.String() {
+		delete(r.points, sub.Checkpoint)
+		stale = &p
 	}
-	s := inf.add(sub)
+	s := inf.add(sub, stale)
 	r.mu.Unlock()
 
 	var once sync.Once
@@ -156,7 +197,14 @@ func (r *Registry) Subscribers(key Key) int {
 // Start blocks until ctx ends, then stops every informer and waits for their goroutines.
 // It lets the registry run as a manager Runnable.
 func (r *Registry) Start(ctx context.Context) error {
-	<-ctx.Done()
+	if r.store == nil {
+		<-ctx.Done()
+		r.Stop()
+		return nil
+	}
+	r.load(ctx)
+	last := r.saveLoop(ctx)
+	r.shutdown(last)
 	r.Stop()
 	return nil
 }

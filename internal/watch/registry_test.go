@@ -22,11 +22,14 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
 
-var cfg *rest.Config
+var (
+	cfg *rest.Config
+	env *envtest.Environment
+)
 
 func TestMain(m *testing.M) {
-	testenv.Main(m, func(_ *envtest.Environment, c *rest.Config) error {
-		cfg = c
+	testenv.MainWith(m, testenv.UncachedPodTemplates, func(e *envtest.Environment, c *rest.Config) error {
+		cfg, env = c, e
 		return nil
 	})
 }

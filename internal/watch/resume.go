@@ -1,0 +1,234 @@
+package watch
+
+import (
+	"math"
+	"strconv"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
+)
+
+// Point is a checkpoint: the subscriber has been handed, and has finished with, every change
+// of the stream up to and including ResourceVersion.
+type Point struct {
+	// Stream is the informer key (Key.String()) the point belongs to.
+	Stream string `json:"stream"`
+	// ResourceVersion is a resourceVersion of the stream's resource.
+	ResourceVersion string `json:"resourceVersion"`
+	// Time is about when ResourceVersion was current; it tells objects created after the
+	// checkpoint from older ones when the gap has to be re-listed.
+	Time time.Time `json:"time"`
+}
+
+// ResumeWindow is how long a restarted informer keeps the changes it replayed for
+// subscribers that have a checkpoint but have not joined yet (their subscription is still
+// being reconciled); later joiners get a Resync event instead.
+const ResumeWindow = 2 * time.Minute
+
+// resumeBufferLimit bounds the changes kept for late joiners during the resume window.
+const resumeBufferLimit = 20000
+
+// Resync reasons.
+const (
+	// ResyncWatchExpired: the API server could no longer serve the watch from the
+	// checkpoint (410 Gone) or the watch broke before the replay was complete.
+	ResyncWatchExpired = "WatchExpired"
+	// ResyncCheckpointUnavailable: the subscriber joined after the resume window closed or
+	// its changes did not fit in the resume buffer.
+	ResyncCheckpointUnavailable = "CheckpointUnavailable"
+)
+
+// notJoinedYet marks a fresh subscriber whose position is set by the first list.
+const notJoinedYet = math.MaxUint64
+
+// resumeState is a restarted informer catching up from the oldest checkpoint among its
+// subscribers: it lists (to know the present), then watches from the checkpoint so every
+// change made since arrives in order; those at or below the list's resourceVersion are
+// replayed to the subscribers whose checkpoint is older than them.
+type resumeState struct {
+	from     uint64
+	fromTime time.Time
+	// waiting are the checkpointed subscribers that have not joined yet, by checkpoint name.
+	waiting map[string]Point
+	// replaying is true until the stream passes the first list's resourceVersion.
+	replaying    bool
+	lastReplayed uint64
+	// gap is set when the replay could not be completed; resync is the event data.
+	gap    bool
+	resync event.ResyncInfo
+	// buffer keeps what was fanned out, for subscribers still waiting.
+	buffer   []*event.Event
+	overflow bool
+	timer    *time.Timer
+}
+
+// startResume prepares the informer to resume from the points of its waiting subscribers.
+// Called before the reflector starts.
+func (i *informer) startResume(points map[string]Point) {
+	if len(points) == 0 {
+		return
+	}
+	rs := &resumeState{from: math.MaxUint64, waiting: points}
+	for _, p := range points {
+		rv, _ := parseRV(p.ResourceVersion)
+		if rv < rs.from {
+			rs.from, rs.fromTime = rv, p.Time
+		}
+	}
+	i.resume = rs
+	rs.timer = time.AfterFunc(ResumeWindow, i.endResumeWindow)
+}
+
+// endResumeWindow drops what was kept for subscribers that never joined.
+func (i *informer) endResumeWindow() {
+	i.mu.Lock()
+	var waiting map[string]Point
+	if i.resume != nil && len(i.resume.waiting) > 0 {
+		waiting = i.resume.waiting
+		i.log.Info("Resume window closed; subscribers that join later get a resync event",
+			"waiting", len(waiting))
+	}
+	i.closeResume()
+	i.mu.Unlock()
+	if waiting != nil {
+		i.reg.returnPoints(waiting)
+	}
+}
+
+// closeResume forgets the resume buffer once nobody waits for it. Called with mu held.
+func (i *informer) closeResume() {
+	if i.resume == nil {
+		return
+	}
+	if i.resume.timer != nil {
+		i.resume.timer.Stop()
+	}
+	if i.resume.replaying || !i.synced {
+		// Keep replay bookkeeping until the stream passes the list; only the buffer goes.
+		i.resume.waiting, i.resume.buffer = nil, nil
+		return
+	}
+	i.resume = nil
+}
+
+func formatRV(rv uint64) string { return strconv.FormatUint(rv, 10) }
+
+// watchFrom is where the reflector's next watch starts: the checkpoint instead of the first
+// list's resourceVersion while nothing of the replay has arrived yet.
+func (i *informer) watchFrom(requested string) string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	rs := i.resume
+	if rs == nil || !rs.replaying || rs.lastReplayed != 0 || requested != strconv.FormatUint(i.listRV, 10) {
+		return requested
+	}
+	return strconv.FormatUint(rs.from, 10)
+}
+
+// joinResume hands a checkpointed subscriber what it missed. Called with mu held.
+func (i *informer) joinResume(s *subscriber, p Point) {
+	rs := i.resume
+	if rs == nil || rs.waiting == nil {
+		i.offerResync(s, ResyncCheckpointUnavailable, p.ResourceVersion)
+		return
+	}
+	if _, ok := rs.waiting[s.Checkpoint]; !ok {
+		i.offerResync(s, ResyncCheckpointUnavailable, p.ResourceVersion)
+		return
+	}
+	delete(rs.waiting, s.Checkpoint)
+	if rs.overflow {
+		i.offerResync(s, ResyncCheckpointUnavailable, p.ResourceVersion)
+	} else {
+		for _, ev := range rs.buffer {
+			i.deliverTo(s, ev, nil)
+		}
+		if rs.gap {
+			i.offerResync(s, rs.resync.Reason, p.ResourceVersion)
+		}
+	}
+	if len(rs.waiting) == 0 {
+		i.closeResume()
+	}
+}
+
+// keepForWaiting buffers ev for subscribers that have not joined yet. Called with mu held.
+func (i *informer) keepForWaiting(ev *event.Event) {
+	rs := i.resume
+	if rs == nil || len(rs.waiting) == 0 || rs.overflow {
+		return
+	}
+	if len(rs.buffer) >= resumeBufferLimit {
+		rs.overflow, rs.buffer = true, nil
+		return
+	}
+	rs.buffer = append(rs.buffer, ev)
+}
+
+// offerResync tells s that changes or deletions since its checkpoint may be missing.
+func (i *informer) offerResync(s *subscriber, reason, checkpoint string) {
+	info := event.ResyncInfo{Reason: reason, Checkpoint: checkpoint, Namespace: i.key.Namespace,
+		ResourceVersion: strconv.FormatUint(max(i.listRV, i.seen), 10), DeletionsMayBeMissing: true}
+	i.log.Info("Resyncing subscriber", "subscriber", s.ID, "reason", reason, "checkpoint", checkpoint)
+	if s.OnResync != nil {
+		s.OnResync(info)
+	}
+	s.Receiver.Offer(event.NewResync(i.key.GVR, i.key.String(), s.Checkpoint, info))
+}
+
+// replayed reports whether a watch event is part of the replay (at or below the first
+// list). Called with mu held.
+func (i *informer) replayed(rv uint64, ok bool) bool {
+	rs := i.resume
+	if rs == nil || !rs.replaying {
+		return false
+	}
+	if ok && rv <= i.listRV {
+		rs.lastReplayed = rv
+		return true
+	}
+	rs.replaying = false
+	if len(rs.waiting) == 0 {
+		i.resume = nil
+	}
+	return false
+}
+
+// gapRelisted turns a list that arrived while the replay was incomplete into the changes it
+// implies for resumed subscribers: every object changed since the replay stopped, as Added
+// when created after the checkpoint and Updated otherwise, then one Resync each, since
+// deletions in the gap cannot be known. Called with mu held; returns the keys it covered.
+func (i *informer) gapRelisted(items []any, listRV uint64) map[string]bool {
+	rs := i.resume
+	covered := map[string]bool{}
+	since := max(rs.from, rs.lastReplayed)
+	for _, item := range items {
+		u, ok := item.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		rv, ok := parseRV(u.GetResourceVersion())
+		if ok && rv <= since {
+			continue
+		}
+		t := event.Updated
+		if !u.GetCreationTimestamp().Time.Before(rs.fromTime.Truncate(time.Second)) {
+			t = event.Added
+		}
+		ev := event.New(t, i.key.GVR, u)
+		ev.Stream, ev.Replayed = i.key.String(), true
+		covered[objectKey(u)] = true
+		i.fanOut(ev)
+	}
+	rs.replaying, rs.gap = false, true
+	rs.resync = event.ResyncInfo{Reason: ResyncWatchExpired}
+	for _, s := range i.subs {
+		if s.resumed {
+			i.offerResync(s, ResyncWatchExpired, s.point.ResourceVersion)
+		}
+	}
+	i.listRV = listRV
+	return covered
+}

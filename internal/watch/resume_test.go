@@ -1,0 +1,330 @@
+package watch_test
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/testr"
+	. "github.com/onsi/gomega"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
+)
+
+// memStore keeps checkpoints in memory; the ConfigMap store has its own test.
+type memStore struct {
+	mu     sync.Mutex
+	points map[string]watch.Point
+	saves  int
+}
+
+func (m *memStore) Load(context.Context) (map[string]watch.Point, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.points), nil
+}
+
+func (m *memStore) Save(_ context.Context, p map[string]watch.Point) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.points, m.saves = maps.Clone(p), m.saves+1
+	return nil
+}
+
+// sub is the point of the subscriber every test here calls "sub".
+func (m *memStore) sub() (watch.Point, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p, ok := m.points["sub"]
+	return p, ok
+}
+
+// delivering is a Receiver that finishes every event at once, like a sink that answers
+// immediately, unless hold is set.
+type delivering struct {
+	collector
+	progress *watch.Progress
+	mu       sync.Mutex
+	hold     bool
+	held     []*event.Event
+}
+
+func (d *delivering) Offer(ev *event.Event) bool {
+	d.collector.Offer(ev)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.hold {
+		d.held = append(d.held, ev)
+	} else {
+		d.progress.Done(ev)
+	}
+	return true
+}
+
+func (d *delivering) release() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, ev := range d.held {
+		d.progress.Done(ev)
+	}
+	d.held, d.hold = nil, false
+}
+
+func (d *delivering) ids() []string {
+	d.collector.mu.Lock()
+	defer d.collector.mu.Unlock()
+	out := make([]string, len(d.events))
+	for i, ev := range d.events {
+		out[i] = ev.ID()
+	}
+	return out
+}
+
+func (d *delivering) subscriber(name string) watch.Subscriber {
+	return watch.Subscriber{ID: name + "#1", Checkpoint: name, Progress: d.progress, Receiver: d}
+}
+
+func newDelivering() *delivering { return &delivering{progress: watch.NewProgress()} }
+
+// runningRegistry starts a registry with checkpoints the way the manager runs it; stop
+// shuts it down (drain, last save) and waits.
+func runningRegistry(t *testing.T, store watch.CheckpointStore) (*watch.Registry, func()) {
+	t.Helper()
+	reg := watch.New(dynamic.NewForConfigOrDie(cfg), testr.NewWithOptions(t, testr.Options{Verbosity: 1}), nil)
+	reg.Checkpointing(store, 50*time.Millisecond, 5*time.Second)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = reg.Start(ctx)
+	}()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				t.Error("registry did not stop within 30s")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return reg, stop
+}
+
+// compactEtcd drops etcd's history up to now, as its periodic compaction does.
+func compactEtcd(t *testing.T) {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{env.ControlPlane.Etcd.URL.String()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cli.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, "compact-probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func configMaps() schema.GroupVersionResource {
+	return schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+}
+
+func id(obj metav1.Object, t event.Type) string {
+	return string(obj.GetUID()) + ":" + obj.GetResourceVersion() + ":" + string(t)
+}
+
+func TestRestartResumesFromCheckpointWithoutAddedStorm(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ns := newNamespace(t, cs)
+	cms := cs.CoreV1().ConfigMaps(ns)
+	key := watch.Key{GVR: configMaps(), Namespace: ns}
+	store := &memStore{}
+
+	existing := map[string]*corev1.ConfigMap{}
+	for _, name := range []string{"a", "b", "c"} {
+		cm, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+		g.Expect(err).NotTo(HaveOccurred())
+		existing[name] = cm
+	}
+
+	reg, stop := runningRegistry(t, store)
+	first := newDelivering()
+	reg.Subscribe(key, first.subscriber("sub"))
+	g.Eventually(func() bool { st, _ := reg.State(key); return st.Synced }).Should(BeTrue())
+	a1 := existing["a"].DeepCopy()
+	a1.Data = map[string]string{"v": "1"}
+	a1, err := cms.Update(ctx, a1, metav1.UpdateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(first.ids).Should(Equal([]string{id(a1, event.Updated)}))
+	stop()
+	saved, ok := store.sub()
+	g.Expect(ok).To(BeTrue(), "shutdown saves a checkpoint")
+	g.Expect(saved.ResourceVersion).To(Equal(a1.ResourceVersion), "the checkpoint covers what was delivered")
+
+	// While no registry runs: an update, a delete and a create.
+	a2 := a1.DeepCopy()
+	a2.Data = map[string]string{"v": "2"}
+	a2, err = cms.Update(ctx, a2, metav1.UpdateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(cms.Delete(ctx, "b", metav1.DeleteOptions{})).To(Succeed())
+	d, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "d"}}, metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	reg2, _ := runningRegistry(t, store)
+	second := newDelivering()
+	reg2.Subscribe(key, second.subscriber("sub"))
+	g.Eventually(func() []string {
+		ids := second.ids()
+		// The Deleted id carries the deletion's resourceVersion, which the test cannot know;
+		// keep the uid and the type.
+		for i, s := range ids {
+			if len(s) > 0 && s[len(s)-len(":Deleted"):] == ":Deleted" {
+				ids[i] = string(existing["b"].UID) + ":Deleted"
+			}
+		}
+		return ids
+	}).Should(Equal([]string{id(a2, event.Updated), string(existing["b"].UID) + ":Deleted", id(d, event.Added)}),
+		"the changes made while stopped, in order, and no Added for objects that already existed")
+
+	// Later changes flow as usual and move the checkpoint.
+	c1 := existing["c"].DeepCopy()
+	c1.Data = map[string]string{"v": "1"}
+	c1, err = cms.Update(ctx, c1, metav1.UpdateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(second.ids).Should(ContainElement(id(c1, event.Updated)))
+	g.Eventually(func() string { p, _ := store.sub(); return p.ResourceVersion }).Should(Equal(c1.ResourceVersion))
+}
+
+func TestLateJoinerResumesFromTheBuffer(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ns := newNamespace(t, cs)
+	cms := cs.CoreV1().ConfigMaps(ns)
+	key := watch.Key{GVR: configMaps(), Namespace: ns}
+	store := &memStore{}
+
+	reg, stop := runningRegistry(t, store)
+	early, late := newDelivering(), newDelivering()
+	reg.Subscribe(key, early.subscriber("early"))
+	reg.Subscribe(key, late.subscriber("late"))
+	g.Eventually(func() bool { st, _ := reg.State(key); return st.Synced }).Should(BeTrue())
+	x, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(late.ids).Should(Equal([]string{id(x, event.Added)}))
+	stop()
+
+	y, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "y"}}, metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+
+	reg2, _ := runningRegistry(t, store)
+	early2, late2 := newDelivering(), newDelivering()
+	reg2.Subscribe(key, early2.subscriber("early"))
+	g.Eventually(early2.ids).Should(Equal([]string{id(y, event.Added)}))
+	// A change after the restart, before the second subscriber is back.
+	z, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "z"}}, metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(early2.ids).Should(Equal([]string{id(y, event.Added), id(z, event.Added)}))
+
+	reg2.Subscribe(key, late2.subscriber("late"))
+	g.Eventually(late2.ids).Should(Equal([]string{id(y, event.Added), id(z, event.Added)}),
+		"a subscriber that comes back late gets what it missed from the resume buffer")
+}
+
+func TestCheckpointNeverCoversEventsInFlight(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ns := newNamespace(t, cs)
+	cms := cs.CoreV1().ConfigMaps(ns)
+	key := watch.Key{GVR: configMaps(), Namespace: ns}
+	store := &memStore{}
+
+	reg, _ := runningRegistry(t, store)
+	sub := newDelivering()
+	reg.Subscribe(key, sub.subscriber("sub"))
+	g.Eventually(func() bool { st, _ := reg.State(key); return st.Synced }).Should(BeTrue())
+	g.Eventually(func() bool { _, ok := store.sub(); return ok }).Should(BeTrue())
+	before, _ := store.sub()
+
+	sub.mu.Lock()
+	sub.hold = true
+	sub.mu.Unlock()
+	created := make([]*corev1.ConfigMap, 0, 2)
+	for _, name := range []string{"p", "q"} {
+		cm, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+		g.Expect(err).NotTo(HaveOccurred())
+		created = append(created, cm)
+	}
+	g.Eventually(sub.ids).Should(HaveLen(2))
+	g.Consistently(func() string { return reg.Checkpoints()["sub"].ResourceVersion }, "300ms").
+		Should(Equal(before.ResourceVersion), "held events keep the checkpoint where it was")
+
+	sub.release()
+	g.Eventually(func() string { p, _ := store.sub(); return p.ResourceVersion }).
+		Should(Equal(created[1].ResourceVersion), "finished events move the checkpoint")
+}
+
+func TestCheckpointOutsideTheWatchWindowResyncs(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ns := newNamespace(t, cs)
+	// Pod templates are served from etcd, not the watch cache (see TestMain), so a compaction
+	// makes the API server answer 410 Gone as after a long outage.
+	pts := cs.CoreV1().PodTemplates(ns)
+	key := watch.Key{GVR: schema.GroupVersionResource{Version: "v1", Resource: "podtemplates"}, Namespace: ns}
+	template := func(name string) *corev1.PodTemplate {
+		return &corev1.PodTemplate{ObjectMeta: metav1.ObjectMeta{Name: name}, Template: corev1.PodTemplateSpec{
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "busybox"}}}}}
+	}
+
+	old, err := pts.Create(ctx, template("old"), metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	compactEtcd(t)
+	// A checkpoint from before the compaction: the API server can no longer watch from it.
+	store := &memStore{points: map[string]watch.Point{
+		"sub": {Stream: key.String(), ResourceVersion: "2", Time: time.Now().Add(time.Hour)},
+	}}
+	var resyncs []event.ResyncInfo
+	var mu sync.Mutex
+	reg, _ := runningRegistry(t, store)
+	d := newDelivering()
+	s := d.subscriber("sub")
+	s.OnResync = func(info event.ResyncInfo) { mu.Lock(); resyncs = append(resyncs, info); mu.Unlock() }
+	reg.Subscribe(key, s)
+
+	g.Eventually(d.ids, "20s").Should(ContainElement("resync:sub:"+key.String()+":2"),
+		"a resync event when the watch cannot resume from the checkpoint")
+	g.Expect(d.ids()).To(ContainElement(id(old, event.Updated)),
+		"objects changed since the checkpoint are re-sent (Updated: created before the checkpoint time)")
+	mu.Lock()
+	defer mu.Unlock()
+	g.Expect(resyncs).To(HaveLen(1))
+	g.Expect(resyncs[0].Reason).To(Equal(watch.ResyncWatchExpired))
+
+	// And the stream goes on.
+	n, err := pts.Create(ctx, template("new"), metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(d.ids).Should(ContainElement(id(n, event.Added)))
+	g.Expect(slices.Index(d.ids(), id(n, event.Added))).To(BeNumerically(">", slices.Index(d.ids(), "resync:sub:"+key.String()+":2")))
+}
