@@ -14,10 +14,6 @@ import (
 	"net/url"
 	"strconv"
 	"time"
-
-	"github.com/cloudevents/sdk-go/v2/binding"
-	"github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 )
 
 // Webhook posts CloudEvents over HTTP.
@@ -47,31 +43,26 @@ func Sign(key, body []byte, t time.Time) string {
 
 // Send posts msg. A response outside 2xx is an *HTTPError naming the URL and status.
 func (w *Webhook) Send(ctx context.Context, msg Message) error {
-	ce, err := CloudEvent(msg)
-	if err != nil {
-		return fmt.Errorf("encoding %s: %w: %w", msg.Event.ObjectPath(), errPermanent, err)
-	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, nil)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errPermanent, err)
 	}
 	maps.Copy(req.Header, w.Header)
+	var body []byte
 	if w.Structured {
-		err = writeStructured(req, ce)
+		body, err = structuredBody(msg)
+		req.Header["Content-Type"] = []string{"application/cloudevents+json"}
 	} else {
-		err = cehttp.WriteRequest(ctx, binding.ToMessage(&ce), req)
+		body, err = messageData(msg)
+		setBinaryHeaders(req.Header, msg)
 	}
 	if err != nil {
-		return fmt.Errorf("POST %s: %w: %w", w.URL, errPermanent, err)
+		return fmt.Errorf("encoding %s: %w: %w", msg.Event.ObjectPath(), errPermanent, err)
 	}
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	req.ContentLength = int64(len(body))
+	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	if len(w.SigningKey) > 0 {
-		body := ce.DataEncoded // binary mode: the body is the data
-		if w.Structured {
-			if body, err = io.ReadAll(req.Body); err != nil {
-				return fmt.Errorf("POST %s: %w: %w", w.URL, errPermanent, err)
-			}
-			req.Body = io.NopCloser(bytes.NewReader(body))
-		}
 		req.Header.Set(SignatureHeader, Sign(w.SigningKey, body, time.Now()))
 	}
 	resp, err := w.Client.Do(req)
@@ -91,14 +82,35 @@ func (w *Webhook) Send(ctx context.Context, msg Message) error {
 	return nil
 }
 
-func writeStructured(req *http.Request, ce event.Event) error {
-	body, err := ce.MarshalJSON()
-	if err != nil {
-		return err
+// setBinaryHeaders writes the CloudEvents HTTP binary-mode attributes. Written by hand
+// rather than through the SDK's binding: this runs once per delivery, and the keys are
+// already canonical, so no per-header work is repeated.
+func setBinaryHeaders(h http.Header, msg Message) {
+	ev := msg.Event
+	h["Ce-Specversion"] = []string{"1.0"}
+	h["Ce-Id"] = []string{ev.ID()}
+	h["Ce-Type"] = []string{CloudEventType(ev.Type)}
+	h["Ce-Source"] = []string{msg.Source}
+	h["Ce-Subject"] = []string{ev.ObjectPath()}
+	h["Ce-Time"] = []string{ev.ObservedAt.UTC().Format(time.RFC3339Nano)}
+	h["Content-Type"] = []string{"application/json"}
+	for k, v := range msg.Extensions {
+		h[http.CanonicalHeaderKey("ce-"+k)] = []string{v}
 	}
-	req.Header.Set("Content-Type", "application/cloudevents+json")
-	req.Body = io.NopCloser(bytes.NewReader(body))
-	req.ContentLength = int64(len(body))
-	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	return nil
+}
+
+// messageData is the event data: the subscription's shaped payload or the shared encoding.
+func messageData(msg Message) ([]byte, error) {
+	if msg.Data != nil {
+		return msg.Data, nil
+	}
+	return msg.Event.Data()
+}
+
+func structuredBody(msg Message) ([]byte, error) {
+	ce, err := CloudEvent(msg)
+	if err != nil {
+		return nil, err
+	}
+	return ce.MarshalJSON()
 }
