@@ -130,10 +130,29 @@ docker-buildx: ## Build and push docker image for the manager for cross-platform
 	rm Dockerfile.cross
 
 .PHONY: build-installer
-build-installer: manifests generate kustomize ## Generate a consolidated YAML with CRDs and deployment.
+build-installer: manifests generate kustomize helm-sync ## Generate a consolidated YAML with CRDs and deployment (dist/install.yaml).
 	mkdir -p dist
 	cd config/manager && "$(KUSTOMIZE)" edit set image controller=${IMG}
 	"$(KUSTOMIZE)" build config/default > dist/install.yaml
+
+##@ Helm chart
+
+CHART ?= charts/dynamic-notifier
+
+.PHONY: helm-sync
+helm-sync: manifests ## Copy the generated CRDs and RBAC (ClusterRole and namespaced Roles) into the Helm chart (test/install fails when they differ).
+	rm -f $(CHART)/files/crds/*.yaml
+	cp config/crd/bases/*.yaml $(CHART)/files/crds/
+	cp config/rbac/role.yaml $(CHART)/files/rbac/role.yaml
+
+.PHONY: helm-lint
+helm-lint: helm ## Lint the Helm chart with its default values.
+	"$(HELM)" lint $(CHART)
+
+.PHONY: helm-package
+helm-package: helm-sync helm ## Package the Helm chart into dist/.
+	mkdir -p dist
+	"$(HELM)" package $(CHART) --destination dist
 
 ##@ Deployment
 
@@ -172,6 +191,7 @@ KUBECTL ?= kubectl
 KUSTOMIZE ?= $(LOCALBIN)/kustomize
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 GOLANGCI_LINT = $(LOCALBIN)/golangci-lint
+HELM ?= $(LOCALBIN)/helm
 
 ## Tool Versions
 KUSTOMIZE_VERSION ?= v5.8.1
@@ -182,6 +202,8 @@ export K8S_VERSION ?= 1.37.2
 export ETCD_VERSION ?= 3.6.16
 
 GOLANGCI_LINT_VERSION ?= v2.15.0
+# Built from source through the Go module proxy (about 3 minutes, once).
+HELM_VERSION ?= v3.22.0
 .PHONY: kustomize
 kustomize: $(KUSTOMIZE) ## Download kustomize locally if necessary.
 $(KUSTOMIZE): $(LOCALBIN)
@@ -196,6 +218,11 @@ $(CONTROLLER_GEN): $(LOCALBIN)
 golangci-lint: $(GOLANGCI_LINT) ## Download golangci-lint locally if necessary.
 $(GOLANGCI_LINT): $(LOCALBIN)
 	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
+
+.PHONY: helm
+helm: $(HELM) ## Build helm locally if necessary.
+$(HELM): $(LOCALBIN)
+	$(call go-install-tool,$(HELM),helm.sh/helm/v3/cmd/helm,$(HELM_VERSION))
 
 # go-install-tool will 'go install' any package with custom target and name of binary, if it doesn't exist
 # $1 - target path with name of binary
