@@ -1,0 +1,168 @@
+package argocd
+
+import (
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"sigs.k8s.io/yaml"
+
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/testenv"
+)
+
+// readyReasons are the Reason* constants of api/v1alpha1/conditions.go, read from the source
+// so that a new reason cannot be missed.
+func readyReasons(t *testing.T) []string {
+	t.Helper()
+	path := filepath.Join(testenv.RepoRoot(), "api", "v1alpha1", "conditions.go")
+	file, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reasons []string
+	for _, decl := range file.Decls {
+		gen, ok := decl.(*ast.GenDecl)
+		if !ok || gen.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range gen.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, name := range vs.Names {
+				if !strings.HasPrefix(name.Name, "Reason") || i >= len(vs.Values) {
+					continue
+				}
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				if !ok || lit.Kind != token.STRING {
+					t.Fatalf("%s is not a string literal", name.Name)
+				}
+				value, err := strconv.Unquote(lit.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				reasons = append(reasons, value)
+			}
+		}
+	}
+	if !slices.Contains(reasons, notifyv1.ReasonWatching) || !slices.Contains(reasons, notifyv1.ReasonStarting) {
+		t.Fatalf("reading %s found only %q", path, reasons)
+	}
+	return reasons
+}
+
+// readyStatus is the status the operator reports with a reason: True with Watching, Unknown
+// with Starting, False with the rest (api/v1alpha1/conditions.go).
+func readyStatus(reason string) string {
+	switch reason {
+	case notifyv1.ReasonWatching:
+		return "True"
+	case notifyv1.ReasonStarting:
+		return "Unknown"
+	}
+	return "False"
+}
+
+// Every Ready reason the operator reports maps to the health the docs promise.
+func TestHealthForEveryReason(t *testing.T) {
+	src := script(t)
+	for _, reason := range readyReasons(t) {
+		t.Run(reason, func(t *testing.T) {
+			want := healthStatus{Status: "Degraded", Message: "the message of " + reason}
+			switch reason {
+			case notifyv1.ReasonWatching:
+				want.Status = "Healthy"
+			case notifyv1.ReasonStarting:
+				want.Status = "Progressing"
+			case notifyv1.ReasonSuspended:
+				want.Status = "Suspended"
+			}
+			obj := map[string]any{}
+			doc := fmt.Sprintf(`{metadata: {generation: 4}, status: {observedGeneration: 4, conditions: `+
+				`[{type: Ready, status: "%s", reason: %s, message: "%s", observedGeneration: 4}]}}`,
+				readyStatus(reason), reason, want.Message)
+			if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+				t.Fatal(err)
+			}
+			got, err := runHealth(obj, src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Errorf("got %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
+// docs/troubleshooting.md has a table row for every Ready reason, and docs/argocd.md names each.
+func TestDocsCoverEveryReason(t *testing.T) {
+	docs := filepath.Join(testenv.RepoRoot(), "docs")
+	troubleshooting := string(readFile(t, filepath.Join(docs, "troubleshooting.md")))
+	argocd := string(readFile(t, filepath.Join(docs, "argocd.md")))
+	for _, reason := range readyReasons(t) {
+		row := fmt.Sprintf("\n| `%s` | `%s` |", reason, readyStatus(reason))
+		if !strings.Contains(troubleshooting, row) {
+			t.Errorf("docs/troubleshooting.md has no row starting %q", strings.TrimSpace(row))
+		}
+		if !strings.Contains(argocd, "`"+reason+"`") {
+			t.Errorf("docs/argocd.md does not say which health %s gives", reason)
+		}
+	}
+}
+
+// The CRD schema sets no defaults: the API server stores the spec as applied, so Argo CD sees
+// no difference between Git and the live object. A default added to the API must be a
+// decision: list it here and in docs/argocd.md ("No perpetual diff").
+func TestCRDHasNoSchemaDefaults(t *testing.T) {
+	allowed := []string{}
+	path := filepath.Join(testenv.RepoRoot(), "config", "crd", "bases",
+		"notify.dynamicnotifier.io_watchsubscriptions.yaml")
+	var crd apiextensionsv1.CustomResourceDefinition
+	if err := yaml.UnmarshalStrict(readFile(t, path), &crd); err != nil {
+		t.Fatal(err)
+	}
+	var defaulted []string
+	var walk func(at string, s *apiextensionsv1.JSONSchemaProps)
+	walk = func(at string, s *apiextensionsv1.JSONSchemaProps) {
+		if s == nil {
+			return
+		}
+		if s.Default != nil {
+			defaulted = append(defaulted, at)
+		}
+		for name, p := range s.Properties {
+			walk(at+"."+name, &p)
+		}
+		if s.Items != nil {
+			walk(at+"[]", s.Items.Schema)
+			for i := range s.Items.JSONSchemas {
+				walk(at+"[]", &s.Items.JSONSchemas[i])
+			}
+		}
+		if s.AdditionalProperties != nil {
+			walk(at+".*", s.AdditionalProperties.Schema)
+		}
+		for _, group := range [][]apiextensionsv1.JSONSchemaProps{s.AllOf, s.AnyOf, s.OneOf} {
+			for i := range group {
+				walk(at, &group[i])
+			}
+		}
+	}
+	for _, v := range crd.Spec.Versions {
+		if v.Schema != nil {
+			walk(v.Name, v.Schema.OpenAPIV3Schema)
+		}
+	}
+	slices.Sort(defaulted)
+	if !slices.Equal(defaulted, allowed) {
+		t.Errorf("schema defaults at %q, want %q: the API server would add them to every applied "+
+			"object; document them in docs/argocd.md and list them here", defaulted, allowed)
+	}
+}
