@@ -28,6 +28,7 @@ type Filter struct {
 	// unchanged are invisible to it.
 	metadataPayload bool
 	onEvalError     func(error)
+	signature       string
 }
 
 // Options are the parts of a spec a filter is compiled from.
@@ -82,8 +83,40 @@ func New(o Options) (*Filter, error) {
 			return nil, err
 		}
 		f.cel = expr
+	} else {
+		f.signature = f.describe()
 	}
 	return f, nil
+}
+
+// Signature is equal for filters that match exactly the same changes, so a fan-out can
+// match once for all of them; empty for filters that must run per subscriber (CEL: its
+// evaluation errors are counted per subscription).
+func (f *Filter) Signature() string {
+	if f == nil {
+		return "*"
+	}
+	return f.signature
+}
+
+func (f *Filter) describe() string {
+	var b strings.Builder
+	for _, t := range []event.Type{event.Added, event.Updated, event.Deleted} {
+		if f.WantsType(t) {
+			b.WriteString(string(t))
+			b.WriteByte(',')
+		}
+	}
+	b.WriteByte('|')
+	if f.labels != nil {
+		b.WriteString(f.labels.String())
+	}
+	b.WriteByte('|')
+	if f.fields != nil {
+		b.WriteString(f.fields.String())
+	}
+	fmt.Fprintf(&b, "|%t|%t|%t", f.ignoreStatusOnly, f.ignoreMetadataOnly, f.metadataPayload)
+	return b.String()
 }
 
 // WantsType tells whether the subscription wants changes of this type at all.

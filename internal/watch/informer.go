@@ -46,8 +46,11 @@ type informer struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu      sync.Mutex
-	subs    map[string]*subscriber
+	mu   sync.Mutex
+	subs map[string]*subscriber
+	// groups index subs by filter signature, so a change is matched once per distinct
+	// filter; subscribers whose filter must run alone are in groups of their own.
+	groups []*group
 	objects map[string]record
 	synced  bool
 	err     error
@@ -82,6 +85,32 @@ type subscriber struct {
 func newInformer(reg *Registry, key Key) *informer {
 	return &informer{reg: reg, key: key, log: reg.log.WithValues("informer", key.String()),
 		subs: map[string]*subscriber{}, objects: map[string]record{}, done: make(chan struct{})}
+}
+
+// group is subscribers with equal filters.
+type group struct {
+	signature string
+	filter    *filter.Filter
+	subs      []*subscriber
+}
+
+// regroup rebuilds the filter index. Called with mu held whenever subs changes.
+func (i *informer) regroup() {
+	bySig := map[string]*group{}
+	groups := make([]*group, 0, len(i.groups))
+	for _, s := range i.subs {
+		sig := s.Filter.Signature()
+		g := bySig[sig]
+		if g == nil || sig == "" {
+			g = &group{signature: sig, filter: s.Filter}
+			groups = append(groups, g)
+			if sig != "" {
+				bySig[sig] = g
+			}
+		}
+		g.subs = append(g.subs, s)
+	}
+	i.groups = groups
 }
 
 func (i *informer) start() {
@@ -134,6 +163,7 @@ func (i *informer) stop() {
 		s.cancel()
 	}
 	i.subs = map[string]*subscriber{}
+	i.groups = nil
 	i.objects = nil
 	i.mu.Unlock()
 }
@@ -168,6 +198,7 @@ func (i *informer) add(sub Subscriber, stale *Point) *subscriber {
 		s.resumeFrom = notJoinedYet
 	}
 	i.subs[sub.ID] = s
+	i.regroup()
 	if point != nil {
 		i.joinResume(s, *point)
 	} else if stale != nil {
@@ -191,6 +222,7 @@ func (i *informer) remove(s *subscriber) int {
 	defer i.mu.Unlock()
 	if i.subs[s.ID] == s {
 		delete(i.subs, s.ID)
+		i.regroup()
 		i.forgetOld(s)
 	}
 	return len(i.subs)
@@ -441,24 +473,34 @@ func (i *informer) newEvent(t event.Type, u *unstructured.Unstructured) *event.E
 // fanOut hands ev to every matching subscriber. Called with mu held; never blocks.
 func (i *informer) fanOut(ev *event.Event) {
 	objLabels := filter.Labels(ev.Object)
-	for _, s := range i.subs {
-		i.deliverTo(s, ev, objLabels)
+	for _, g := range i.groups {
+		if g.filter != nil && !g.filter.Match(ev, objLabels) {
+			continue
+		}
+		for _, s := range g.subs {
+			i.pass(s, ev)
+		}
 	}
 	i.keepForWaiting(ev)
 }
 
 // deliverTo hands ev to s if s wants it; objLabels may be nil. Called with mu held.
 func (i *informer) deliverTo(s *subscriber, ev *event.Event, objLabels map[string]string) {
-	if ev.Replayed {
-		if rv, ok := parseRV(ev.ResourceVersion()); ok && rv <= s.resumeFrom {
-			return // it had this change before the restart, or joined after it
-		}
-	}
 	if objLabels == nil {
 		objLabels = filter.Labels(ev.Object)
 	}
 	if s.Filter != nil && !s.Filter.Match(ev, objLabels) {
 		return
+	}
+	i.pass(s, ev)
+}
+
+// pass hands a matching ev to s, unless s has it already. Called with mu held.
+func (i *informer) pass(s *subscriber, ev *event.Event) {
+	if ev.Replayed {
+		if rv, ok := parseRV(ev.ResourceVersion()); ok && rv <= s.resumeFrom {
+			return // it had this change before the restart, or joined after it
+		}
 	}
 	if s.catchingUp {
 		if len(s.buffer) < catchUpBufferLimit && !s.overflowed {
