@@ -63,8 +63,22 @@ vet: ## Run go vet against code.
 	go vet ./...
 
 .PHONY: test
-test: manifests generate fmt vet envtest-assets ## Run vet, unit and envtest suites with the race detector.
+test: manifests generate helm-sync fmt vet envtest-assets ## Run vet, unit and envtest suites with the race detector, then a short fuzz run.
 	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -race -count=1 $(GO_TEST_FLAGS) ./...
+	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=$(FUZZ_TIME_SHORT)
+
+# Fuzz targets as package:Target; each runs for FUZZ_TIME.
+FUZZ_TARGETS = ./internal/filter:FuzzFilter ./internal/sink:FuzzCloudEvent ./internal/payload:FuzzShapes
+FUZZ_TIME ?= 2m
+FUZZ_TIME_SHORT ?= 5s
+
+.PHONY: fuzz
+fuzz: ## Fuzz spec handling, CloudEvent building and payload shaping (FUZZ_TIME each, default 2m).
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name ($$pkg, $(FUZZ_TIME))"; \
+		go test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZ_TIME) $$pkg || exit 1; \
+	done
 
 .PHONY: envtest-assets
 envtest-assets: ## Build etcd and kube-apiserver from Go modules into the per-user cache (once).
@@ -73,6 +87,19 @@ envtest-assets: ## Build etcd and kube-apiserver from Go modules into the per-us
 .PHONY: demo
 demo: manifests envtest-assets ## Run the operator against a local control plane with a sample subscription.
 	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go run ./hack/demo
+
+.PHONY: bench
+bench: manifests envtest-assets ## End-to-end benchmarks against baselines (table in bin/bench/results.md, raw JSON in bin/bench/results.json), then the Go micro-benchmarks.
+	@mkdir -p bin/bench
+	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go run ./test/bench -out bin/bench/results.json -md bin/bench/results.md $(BENCH_FLAGS)
+	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -run '^$$' -bench . -benchmem $(GO_BENCH_FLAGS) $(GO_BENCH_PKGS) > bin/bench/gobench.txt; \
+		status=$$?; cat bin/bench/gobench.txt; exit $$status
+
+# BENCH_FLAGS go to test/bench: -quick for a smoke run, -memory-objects 10000,100000 for the
+# large memory figure, -only latency,... for single scenarios (go run ./test/bench -h).
+BENCH_FLAGS ?=
+GO_BENCH_FLAGS ?= -count=1
+GO_BENCH_PKGS ?= ./internal/watch ./internal/delivery ./internal/event ./internal/sink ./internal/payload ./internal/filter
 
 .PHONY: lint
 lint: golangci-lint ## Run golangci-lint linter

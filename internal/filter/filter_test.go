@@ -69,3 +69,42 @@ func TestCompileErrorsNameTheField(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func TestSignatureIsSharedOnlyByEquivalentFilters(t *testing.T) {
+	mustNew := func(o Options) *Filter {
+		t.Helper()
+		f, err := New(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	web := &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}
+	base := mustNew(Options{Selector: web, Types: []event.Type{event.Updated, event.Added}})
+	cases := []struct {
+		name string
+		f    *Filter
+		same bool
+	}{
+		{"same selector, types in another order", mustNew(Options{Selector: web, Types: []event.Type{event.Added, event.Updated}}), true},
+		{"other selector", mustNew(Options{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "db"}},
+			Types: []event.Type{event.Added, event.Updated}}), false},
+		{"other types", mustNew(Options{Selector: web, Types: []event.Type{event.Added}}), false},
+		{"field selector", mustNew(Options{Selector: web, Types: []event.Type{event.Added, event.Updated}, FieldSelector: "metadata.name=x"}), false},
+		{"ignore statusOnly", mustNew(Options{Selector: web, Types: []event.Type{event.Added, event.Updated}, IgnoreStatusOnly: true}), false},
+		{"metadata payload", mustNew(Options{Selector: web, Types: []event.Type{event.Added, event.Updated}, MetadataPayload: true}), false},
+	}
+	for _, c := range cases {
+		if got := c.f.Signature() == base.Signature(); got != c.same {
+			t.Errorf("%s: signatures equal = %v, want %v (%q vs %q)", c.name, got, c.same, c.f.Signature(), base.Signature())
+		}
+	}
+	cel := mustNew(Options{CEL: "true"})
+	if cel.Signature() != "" {
+		t.Errorf("a CEL filter runs per subscriber: signature %q, want empty", cel.Signature())
+	}
+	var none *Filter
+	if none.Signature() == "" || none.Signature() == base.Signature() {
+		t.Errorf("no filter has a signature of its own, got %q", none.Signature())
+	}
+}
