@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestQuickRun runs the harness at tiny scales so it keeps working as the engine changes.
+// It checks that every row and valid JSON come out, never the figures: timings on a shared
+// machine are not something a test can assert.
+func TestQuickRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a control plane: not with -short")
+	}
+	opts, err := parseFlags([]string{"-quick"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Out = filepath.Join(t.TempDir(), "results.json")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+
+	progress := io.Discard
+	if testing.Verbose() {
+		progress = os.Stderr
+	}
+	res, err := run(ctx, opts, progress)
+	if err != nil {
+		t.Fatalf("quick run: %v", err)
+	}
+
+	data, err := os.ReadFile(opts.Out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Results
+	if err := json.Unmarshal(data, &got); err != nil {
+		t.Fatalf("results are not valid JSON: %v\n%s", err, data)
+	}
+	ids := make([]string, len(got.Rows))
+	for i, row := range got.Rows {
+		ids[i] = row.ID
+		if !slices.Contains([]string{met, missed, noGoal}, row.Result) {
+			t.Errorf("row %s: result %q", row.ID, row.Result)
+		}
+		if (row.Target == "") != (row.Result == noGoal) {
+			t.Errorf("row %s: target %q with result %q", row.ID, row.Target, row.Result)
+		}
+	}
+	if !slices.Equal(ids, wantRows(opts)) {
+		t.Errorf("rows\n got %v\nwant %v", ids, wantRows(opts))
+	}
+	for _, sc := range scenarios {
+		name := sc.name
+		if _, ok := got.Details[name]; !ok {
+			t.Errorf("no raw figures for %s", name)
+		}
+	}
+
+	table := res.Markdown()
+	lines := 0
+	for line := range strings.SplitSeq(table, "\n") {
+		if strings.HasPrefix(line, "| ") {
+			lines++
+		}
+	}
+	if want := len(got.Rows) + 1; lines != want { // the header, then a line per row
+		t.Errorf("Markdown has %d table lines, want %d:\n%s", lines, want, table)
+	}
+}
+
+// wantRows are the row IDs a run with opts reports, in order.
+func wantRows(opts options) []string {
+	ids := make([]string, 0, 3*len(opts.ShareSubs)+3*len(opts.LatencySubs)+8+2*len(opts.MemoryObjects))
+	for _, n := range opts.ShareSubs {
+		for _, fig := range []string{"watches", "heap", "rss"} {
+			ids = append(ids, fmt.Sprintf("sharing/%d/%s", n, fig))
+		}
+	}
+	for _, n := range opts.LatencySubs {
+		for _, fig := range []string{"p50", "p95", "p99"} {
+			ids = append(ids, fmt.Sprintf("latency/%d/%s", n, fig))
+		}
+	}
+	ids = append(ids, "throughput/rate", "throughput/fanout/rate", "throughput/fanout/time",
+		"convergence/ready", "convergence/watches", "convergence/idle-status-writes", "convergence/teardown",
+		"crd/ready")
+	for _, n := range opts.MemoryObjects {
+		ids = append(ids, fmt.Sprintf("memory/%d/heap", n), fmt.Sprintf("memory/%d/rss", n))
+	}
+	return ids
+}

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apiruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+)
+
+var configMaps = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+
+// harness holds what every scenario uses: clients on the control plane and the sink.
+type harness struct {
+	opts     options
+	progress io.Writer
+	start    time.Time
+
+	// cfg is the admin config; opCfg the operator's (rate limit as the binary has it).
+	cfg, opCfg *rest.Config
+	// k8s creates and lists WatchSubscriptions; cs writes objects, unthrottled so the API
+	// server, not the client, sets the pace; dyn serves the baselines.
+	k8s client.Client
+	cs  kubernetes.Interface
+	dyn dynamic.Interface
+	// admin reads the API server's /metrics through one long-lived connection.
+	admin kubernetes.Interface
+	sink  *sinkServer
+	// operatorNS is the operator's own namespace, where it keeps its checkpoints.
+	operatorNS string
+}
+
+func newHarness(cfg *rest.Config, opts options, progress io.Writer) (*harness, error) {
+	h := &harness{opts: opts, progress: progress, start: time.Now(), cfg: cfg}
+	h.opCfg = rest.CopyConfig(cfg)
+	h.opCfg.QPS, h.opCfg.Burst = opts.OperatorQPS, 0
+	if opts.OperatorQPS > 0 {
+		h.opCfg.Burst = int(2 * opts.OperatorQPS)
+	}
+	writerCfg := rest.CopyConfig(cfg)
+	writerCfg.QPS = -1
+	scheme := apiruntime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := notifyv1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := apiextensionsv1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	var err error
+	if h.k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		return nil, err
+	}
+	if h.cs, err = kubernetes.NewForConfig(writerCfg); err != nil {
+		return nil, err
+	}
+	if h.admin, err = kubernetes.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	// The baselines get the operator's rate limit, so neither side is favoured by it.
+	if h.dyn, err = dynamic.NewForConfig(h.opCfg); err != nil {
+		return nil, err
+	}
+	if h.operatorNS, err = h.namespace(context.Background(), "dynamic-notifier-system"); err != nil {
+		return nil, err
+	}
+	if h.sink, err = startSink(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *harness) close() { h.sink.close() }
+
+func (h *harness) logf(format string, args ...any) {
+	_, _ = fmt.Fprintf(h.progress, "%7.1fs  %s\n", time.Since(h.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// namespace creates a fresh namespace. envtest has no namespace controller, so scenarios
+// delete what they created in it rather than the namespace itself.
+func (h *harness) namespace(ctx context.Context, prefix string) (string, error) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: prefix + "-" + rand.String(5)}}
+	if err := h.k8s.Create(ctx, ns); err != nil {
+		return "", fmt.Errorf("namespace: %w", err)
+	}
+	return ns.Name, nil
+}
+
+// deleteConfigMaps removes a scenario's ConfigMaps, so later scenarios run against an API
+// server and etcd of the same size.
+func (h *harness) deleteConfigMaps(ctx context.Context, ns string) error {
+	return h.cs.CoreV1().ConfigMaps(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+}
+
+// heap is the live heap after two forced collections and returning freed memory to the OS,
+// so a delta between two readings is what stayed reachable in between. RSS is the process's
+// resident set read at the same moment: it also holds what the Go runtime keeps for itself
+// and pages the kernel has not taken back yet, so it is noisier than the heap.
+type heap struct {
+	HeapInuse  uint64 `json:"heapInuse"`
+	StackInuse uint64 `json:"stackInuse"`
+	RSS        uint64 `json:"rss"`
+	Goroutines int    `json:"goroutines"`
+}
+
+func readHeap() heap {
+	runtime.GC()
+	runtime.GC()
+	debug.FreeOSMemory()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return heap{HeapInuse: m.HeapInuse, StackInuse: m.StackInuse, RSS: readRSS(), Goroutines: runtime.NumGoroutine()}
+}
+
+// readRSS is VmRSS of /proc/self/status in bytes; 0 where there is none.
+func readRSS() uint64 {
+	kb, err := strconv.ParseUint(strings.TrimSuffix(procField("/proc/self/status", "VmRSS"), " kB"), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return kb << 10
+}
+
+// settledHeap lets in-flight work (status writes, closing connections) finish and returns
+// the smallest of a few readings: garbage can only inflate a reading. With -profile, a heap
+// profile named after the reading is written too.
+func (h *harness) settledHeap(ctx context.Context, name string) heap {
+	defer h.heapProfile(name)
+	sleep(ctx, h.opts.Settle)
+	best := readHeap()
+	for range h.opts.HeapReadings - 1 {
+		sleep(ctx, 200*time.Millisecond)
+		if hp := readHeap(); hp.HeapInuse < best.HeapInuse {
+			best = hp
+		}
+	}
+	return best
+}
+
+// cpuProfile, with -profile, profiles the CPU of the whole process (operator, baselines,
+// harness) until the returned function is called.
+func (h *harness) cpuProfile(name string) (stop func()) {
+	if h.opts.ProfileDir == "" {
+		return func() {}
+	}
+	err := os.MkdirAll(h.opts.ProfileDir, 0o755)
+	var f *os.File
+	if err == nil {
+		f, err = os.Create(filepath.Join(h.opts.ProfileDir, name+".cpu.pb.gz"))
+	}
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			_ = f.Close()
+		}
+	}
+	if err != nil {
+		h.logf("cpu profile %s: %v", name, err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			h.logf("cpu profile %s: %v", name, err)
+		}
+	}
+}
+
+func (h *harness) heapProfile(name string) {
+	if h.opts.ProfileDir == "" {
+		return
+	}
+	err := os.MkdirAll(h.opts.ProfileDir, 0o755)
+	if err == nil {
+		var f *os.File
+		if f, err = os.Create(filepath.Join(h.opts.ProfileDir, name+".heap.pb.gz")); err == nil {
+			err = errors.Join(pprof.Lookup("heap").WriteTo(f, 0), f.Close())
+		}
+	}
+	if err != nil {
+		h.logf("heap profile %s: %v", name, err)
+	}
+}
+
+func heapDelta(before, after heap) int64 { return int64(after.HeapInuse) - int64(before.HeapInuse) }
+
+func rssDelta(before, after heap) int64 { return int64(after.RSS) - int64(before.RSS) }
+
+// watches counts the WATCH requests the API server holds open on the resources, in any
+// scope (one namespace or all of them), from its own apiserver_longrunning_requests gauge.
+// (apiserver_registered_watchers, which older API servers had, is gone from 1.37.) The API
+// server keeps watches of its own on some resources, so callers compare against a count
+// taken before.
+func (h *harness) watches(ctx context.Context, gvrs ...schema.GroupVersionResource) (int, error) {
+	matches := make([]map[string]string, len(gvrs))
+	for i, gvr := range gvrs {
+		matches[i] = map[string]string{labelVerb: "WATCH", "group": gvr.Group, labelResource: gvr.Resource}
+	}
+	n, err := h.apiMetric(ctx, "apiserver_longrunning_requests", matches...)
+	return int(n), err
+}
+
+// Labels of the API server's metrics.
+const (
+	labelResource = "resource"
+	labelVerb     = "verb"
+)
+
+// apiMetric sums the API server's own metric name over the series whose labels include
+// every pair of one of matches.
+func (h *harness) apiMetric(ctx context.Context, name string, matches ...map[string]string) (float64, error) {
+	raw, err := h.admin.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("reading the API server's metrics: %w", err)
+	}
+	has := func(line string, match map[string]string) bool {
+		for k, v := range match {
+			label := k + `="` + v + `"`
+			if !strings.Contains(line, "{"+label) && !strings.Contains(line, ","+label) {
+				return false
+			}
+		}
+		return true
+	}
+	total := 0.0
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") || !slices.ContainsFunc(matches, func(m map[string]string) bool {
+			return has(line, m)
+		}) {
+			continue
+		}
+		n, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, sc.Err()
+}
+
+// waitWatches waits until the API server holds want watches on the resources, and returns
+// the last count seen when it does not within timeout (a figure to report, not an error).
+func (h *harness) waitWatches(ctx context.Context, want int, timeout time.Duration,
+	gvrs ...schema.GroupVersionResource) (int, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		n, err := h.watches(ctx, gvrs...)
+		if err != nil || n == want || time.Now().After(deadline) {
+			return n, err
+		}
+		sleep(ctx, 100*time.Millisecond)
+	}
+}
+
+// poll calls cond every interval until it is true, fails, or timeout passes.
+func poll(ctx context.Context, interval, timeout time.Duration, what string, cond func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := cond()
+		if err != nil || ok {
+			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s waiting for %s", timeout, what)
+		}
+		sleep(ctx, interval)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

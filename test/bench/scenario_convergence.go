@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"slices"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
+)
+
+// convergenceGVRs are ten namespaced built-in resources a bare API server serves (no
+// deprecated ones: their warnings would only add noise).
+var convergenceGVRs = []schema.GroupVersionResource{
+	configMaps,
+	{Version: "v1", Resource: "secrets"},
+	{Version: "v1", Resource: "services"},
+	{Version: "v1", Resource: "serviceaccounts"},
+	{Version: "v1", Resource: "persistentvolumeclaims"},
+	{Version: "v1", Resource: "podtemplates"},
+	{Version: "v1", Resource: "limitranges"},
+	{Version: "v1", Resource: "resourcequotas"},
+	{Group: "apps", Version: "v1", Resource: "deployments"},
+	{Group: "batch", Version: "v1", Resource: "jobs"},
+}
+
+// goroutineSlack is how far above its baseline the goroutine count may settle and still
+// count as back: the runtime and client-go keep a few of their own coming and going.
+const goroutineSlack = 10
+
+type convergenceDetails struct {
+	Subscriptions int `json:"subscriptions"`
+	Resources     int `json:"resources"`
+	// RawOpen is the median time to open one plain watch per resource, all at once.
+	RawOpen string `json:"rawOpen"`
+	// Created is when the last create returned, Ready when the last subscription was
+	// Ready; both from the first create.
+	Created   string `json:"created"`
+	Ready     string `json:"ready"`
+	Informers int    `json:"informers"`
+	// Watches the API server held open on the ten resources once all were Ready, beyond
+	// those it held before; NaiveWatches the same once all naive factories synced.
+	Watches      int `json:"watches"`
+	NaiveWatches int `json:"naiveWatches"`
+	// After deleting them all: when the registry had no informer left, and when the
+	// goroutine count was back at its baseline.
+	InformersGone     string `json:"informersGone"`
+	GoroutinesBack    string `json:"goroutinesBack"`
+	GoroutinesBefore  int    `json:"goroutinesBefore"`
+	GoroutinesAfter   int    `json:"goroutinesAfter"`
+	GoroutinesAtReady int    `json:"goroutinesAtReady"`
+	// API requests from the first create until all were Ready: status writes, Events.
+	StatusWrites  float64 `json:"statusWrites"`
+	EventsCreated float64 `json:"eventsCreated"`
+	// Naive is the same number of informer factories, each on its subscription's resource:
+	// from starting them all until all synced, and from stopping them all until the
+	// goroutines were back at their baseline.
+	NaiveSynced           string `json:"naiveSynced"`
+	NaiveGoroutinesBack   string `json:"naiveGoroutinesBack"`
+	NaiveGoroutinesAtSync int    `json:"naiveGoroutinesAtSync"`
+	// Idle is a quiet period once all were Ready, with nothing written to the watched
+	// resources; IdleStatusWrites the status writes in it (DESIGN: none).
+	Idle             string  `json:"idle"`
+	IdleStatusWrites float64 `json:"idleStatusWrites"`
+}
+
+var (
+	statusWrites  = map[string]string{labelResource: "watchsubscriptions", "subresource": "status", labelVerb: "PATCH"}
+	eventsCreated = map[string]string{labelResource: "events", labelVerb: "POST"}
+)
+
+// runConvergence: many subscriptions over ten resources created at once until all are
+// Ready, then all deleted until nothing of them runs.
+func runConvergence(ctx context.Context, h *harness) ([]Row, any, error) {
+	n := h.opts.ConvergenceSubs
+	d := &convergenceDetails{Subscriptions: n, Resources: len(convergenceGVRs)}
+	ns, err := h.namespace(ctx, "converge")
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := h.startOperator(ctx)
+	if err != nil {
+		return nil, d, err
+	}
+	defer h.stopOperator(r)
+
+	rawOpen, err := h.medianRawOpen(ctx, ns, 5)
+	if err != nil {
+		return nil, d, err
+	}
+	d.RawOpen = rawOpen.String()
+	tracker, err := h.trackReady(ctx, ns)
+	if err != nil {
+		return nil, d, err
+	}
+	defer tracker.stop()
+	sleep(ctx, time.Second) // let the raw watches' goroutines end before the baseline
+	d.GoroutinesBefore = runtime.NumGoroutine()
+	writesBefore, err := h.apiMetric(ctx, "apiserver_request_total", statusWrites)
+	if err != nil {
+		return nil, d, err
+	}
+	eventsBefore, err := h.apiMetric(ctx, "apiserver_request_total", eventsCreated)
+	if err != nil {
+		return nil, d, err
+	}
+	watchesBefore, err := h.watches(ctx, convergenceGVRs...)
+	if err != nil {
+		return nil, d, err
+	}
+
+	start := time.Now()
+	if err := h.createSubscriptions(ctx, ns, n, func(i int) schema.GroupVersionResource {
+		return convergenceGVRs[i%len(convergenceGVRs)]
+	}); err != nil {
+		return nil, d, err
+	}
+	d.Created = time.Since(start).Round(time.Millisecond).String()
+	if err := tracker.waitReady(ctx, n, readyTimeout(n)); err != nil {
+		return nil, d, err
+	}
+	ready := time.Since(start)
+	d.Ready = ready.Round(time.Millisecond).String()
+	d.Informers = len(r.Registry.Keys())
+	d.GoroutinesAtReady = runtime.NumGoroutine()
+	if d.StatusWrites, err = h.apiMetric(ctx, "apiserver_request_total", statusWrites); err != nil {
+		return nil, d, err
+	}
+	if d.EventsCreated, err = h.apiMetric(ctx, "apiserver_request_total", eventsCreated); err != nil {
+		return nil, d, err
+	}
+	d.StatusWrites -= writesBefore
+	d.EventsCreated -= eventsBefore
+	watches, err := h.waitWatches(ctx, watchesBefore+d.Informers, 10*time.Second, convergenceGVRs...)
+	if err != nil {
+		return nil, d, err
+	}
+	d.Watches = watches - watchesBefore
+	h.logf("convergence: %d Ready in %s (created in %s), %d informers, %d API server watches, %.0f status writes, "+
+		"%.0f Events", n, d.Ready, d.Created, d.Informers, d.Watches, d.StatusWrites, d.EventsCreated)
+
+	// Let the writes that the last Ready transitions trigger finish (status writes are
+	// coalesced over 2 s), then count the status writes of a quiet period.
+	sleep(ctx, 3*h.opts.Settle)
+	if writesBefore, err = h.apiMetric(ctx, "apiserver_request_total", statusWrites); err != nil {
+		return nil, d, err
+	}
+	sleep(ctx, h.opts.Idle)
+	if d.IdleStatusWrites, err = h.apiMetric(ctx, "apiserver_request_total", statusWrites); err != nil {
+		return nil, d, err
+	}
+	d.IdleStatusWrites -= writesBefore
+	d.Idle = h.opts.Idle.String()
+	h.logf("convergence: %.0f status writes in %s idle", d.IdleStatusWrites, d.Idle)
+
+	start = time.Now()
+	if err := h.deleteSubscriptions(ctx, ns); err != nil {
+		return nil, d, err
+	}
+	if err := r.waitNoInformers(ctx, readyTimeout(n)); err != nil {
+		return nil, d, err
+	}
+	d.InformersGone = time.Since(start).Round(time.Millisecond).String()
+	back := true
+	if err := poll(ctx, 10*time.Millisecond, time.Minute, "goroutines back at the baseline", func() (bool, error) {
+		return runtime.NumGoroutine() <= d.GoroutinesBefore+goroutineSlack, nil
+	}); err != nil {
+		back = false
+	}
+	teardown := time.Since(start)
+	d.GoroutinesBack = teardown.Round(time.Millisecond).String()
+	d.GoroutinesAfter = runtime.NumGoroutine()
+	h.logf("convergence: informers gone in %s, goroutines %d → %d → %d in %s", d.InformersGone,
+		d.GoroutinesBefore, d.GoroutinesAtReady, d.GoroutinesAfter, d.GoroutinesBack)
+
+	naiveSynced, naiveDown, err := h.convergenceNaive(ctx, ns, d)
+	if err != nil {
+		return nil, d, err
+	}
+
+	label := fmt.Sprintf("Convergence, %s / %d GVRs", subs(n), len(convergenceGVRs))
+	// DESIGN's target; issue 7 first asked for 10 s, noted when only that holds.
+	readyRow := newRow("convergence/ready", label, "create all → all Ready", "s", ready.Seconds(), naiveSynced.Seconds(),
+		"naive (all synced)").goal("≤ 5 s", ready <= 5*time.Second)
+	if readyRow.Result == missed && ready <= 10*time.Second {
+		readyRow = readyRow.note("within issue 7's 10 s")
+	}
+	watchRow := newRow("convergence/watches", label, "API server watches opened", "", float64(d.Watches),
+		float64(d.NaiveWatches), "naive").goal(fmt.Sprintf("= distinct (GVR, scope) = %d", len(convergenceGVRs)),
+		d.Watches == len(convergenceGVRs))
+	if d.Informers != len(convergenceGVRs) {
+		watchRow = watchRow.note("%d informers", d.Informers)
+	}
+	idleRow := newRow("convergence/idle-status-writes", label, fmt.Sprintf("status writes in %s idle", d.Idle), "",
+		d.IdleStatusWrites, 0, "-").goal("0", d.IdleStatusWrites == 0)
+	downRow := newRow("convergence/teardown", label, "delete all → no informer, goroutines at baseline", "s",
+		teardown.Seconds(), naiveDown.Seconds(), "naive").
+		goal(fmt.Sprintf("≤ 1 s; informers 0, goroutines ≤ baseline+%d", goroutineSlack), back && teardown <= time.Second)
+	if !back {
+		downRow = downRow.note("%d goroutines, baseline %d", d.GoroutinesAfter, d.GoroutinesBefore)
+	}
+	return []Row{readyRow, watchRow, idleRow, downRow}, d, nil
+}
+
+// convergenceNaive starts one informer factory per subscription on the same resources,
+// waits for all to sync, stops them all and waits for the goroutines to come back to where
+// they were: how long each took.
+func (h *harness) convergenceNaive(ctx context.Context, ns string,
+	d *convergenceDetails) (synced, down time.Duration, err error) {
+	before := runtime.NumGoroutine()
+	watchesBefore, err := h.watches(ctx, convergenceGVRs...)
+	if err != nil {
+		return 0, 0, err
+	}
+	start := time.Now()
+	b, err := h.startNaiveOn(ctx, func(i int) schema.GroupVersionResource {
+		return convergenceGVRs[i%len(convergenceGVRs)]
+	}, ns, d.Subscriptions)
+	if err != nil {
+		return 0, 0, err
+	}
+	synced = time.Since(start)
+	d.NaiveGoroutinesAtSync = runtime.NumGoroutine()
+	watches, err := h.waitWatches(ctx, watchesBefore+d.Subscriptions, 30*time.Second, convergenceGVRs...)
+	if err != nil {
+		b.close()
+		return synced, 0, err
+	}
+	d.NaiveWatches = watches - watchesBefore
+	start = time.Now()
+	b.close()
+	if err := poll(ctx, 10*time.Millisecond, time.Minute, "naive goroutines back at the baseline", func() (bool, error) {
+		return runtime.NumGoroutine() <= before+goroutineSlack, nil
+	}); err != nil {
+		return synced, 0, err
+	}
+	down = time.Since(start)
+	d.NaiveSynced, d.NaiveGoroutinesBack = synced.Round(time.Millisecond).String(), down.Round(time.Millisecond).String()
+	h.logf("convergence naive: %d synced in %s, goroutines %d → %d → back in %s", d.Subscriptions, d.NaiveSynced,
+		before, d.NaiveGoroutinesAtSync, d.NaiveGoroutinesBack)
+	return synced, down, nil
+}
+
+// medianRawOpen times opening one plain watch per resource, all at once, a few times.
+func (h *harness) medianRawOpen(ctx context.Context, ns string, runs int) (time.Duration, error) {
+	took := make([]time.Duration, runs)
+	for i := range took {
+		var err error
+		if took[i], err = h.openRawWatches(ctx, ns, convergenceGVRs); err != nil {
+			return 0, err
+		}
+	}
+	slices.Sort(took)
+	return took[runs/2], nil
+}

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+type latencyPhase struct {
+	Subscriptions int `json:"subscriptions"`
+	Writes        int `json:"writes"`
+	// Interval between write starts.
+	Interval string      `json:"interval"`
+	Ours     percentiles `json:"ours"`
+	// OursFirst is the first delivery of each write: ours without the fan-out's cost.
+	OursFirst percentiles `json:"oursFirst"`
+	Raw       percentiles `json:"raw"`
+	// Expected deliveries (writes × subscriptions) and what arrived.
+	Expected  int `json:"expected"`
+	Delivered int `json:"delivered"`
+	Unknown   int `json:"unknown"`
+}
+
+// runLatency: paced creates, each timed from just before its Create call to its arrival
+// at the sink (ours, every delivery of the fan-out) and at a plain watch (raw) running at
+// the same time on the same writes.
+func runLatency(ctx context.Context, h *harness) ([]Row, any, error) {
+	var rows []Row
+	var details []latencyPhase
+	for _, n := range h.opts.LatencySubs {
+		p, err := h.latency(ctx, n)
+		details = append(details, p)
+		if err != nil {
+			return rows, details, fmt.Errorf("%d subscriptions: %w", n, err)
+		}
+		h.logf("latency %d: p50 %.2f vs %.2f ms, p99 %.2f vs %.2f ms (first delivery p50 %.2f, p99 %.2f), %d/%d delivered",
+			n, p.Ours.P50, p.Raw.P50, p.Ours.P99, p.Raw.P99, p.OursFirst.P50, p.OursFirst.P99, p.Delivered, p.Expected)
+		label := "Latency, " + subs(n)
+		id := "latency/" + strconv.Itoa(n) + "/"
+		complete := p.Delivered == p.Expected
+		// DESIGN's targets; issue 7 first asked for p99 within 1.5x, noted when only that holds.
+		p50 := newRow(id+"p50", label, "p50 write → sink", "ms", p.Ours.P50, p.Raw.P50, "raw").
+			goal("≤ raw + 1 ms", p.Ours.P50 <= p.Raw.P50+1 && complete)
+		p99 := newRow(id+"p99", label, "p99 write → sink", "ms", p.Ours.P99, p.Raw.P99, "raw").
+			goal("≤ 1.1× raw", p.Ours.P99 <= 1.1*p.Raw.P99 && complete)
+		switch {
+		case !complete:
+			p99 = p99.note("%d of %d delivered", p.Delivered, p.Expected)
+		case p99.Result == missed && p.Ours.P99 <= 1.5*p.Raw.P99:
+			p99 = p99.note("within issue 7's 1.5×")
+		}
+		rows = append(rows,
+			p50,
+			newRow(id+"p95", label, "p95 write → sink", "ms", p.Ours.P95, p.Raw.P95, "raw"),
+			p99,
+		)
+	}
+	return rows, details, nil
+}
+
+func (h *harness) latency(ctx context.Context, subs int) (latencyPhase, error) {
+	// More fan-out, more spacing: each write should find an idle pipeline, or this would
+	// measure queueing, which the throughput scenario covers.
+	interval := h.opts.LatencyInterval * time.Duration(max(1, subs/25))
+	p := latencyPhase{Subscriptions: subs, Writes: h.opts.LatencyWrites, Interval: interval.String(),
+		Expected: h.opts.LatencyWrites * subs}
+	ns, err := h.namespace(ctx, "latency")
+	if err != nil {
+		return p, err
+	}
+	defer func() { _ = h.deleteConfigMaps(context.WithoutCancel(ctx), ns) }()
+	r, err := h.startOperator(ctx)
+	if err != nil {
+		return p, err
+	}
+	defer h.stopOperator(r)
+	if err := h.createSubscriptions(ctx, ns, subs, all(configMaps)); err != nil {
+		return p, err
+	}
+	if err := h.waitReady(ctx, ns, subs, readyTimeout(subs)); err != nil {
+		return p, err
+	}
+
+	rec := newLatencyRecorder(h.opts.LatencyWrites)
+	h.sink.handle(rec.ourArrival)
+	defer h.sink.handle(nil)
+	raw, err := h.startRawWatch(ctx, configMaps, ns, func(u *unstructured.Unstructured, at time.Duration) {
+		rec.rawArrival(u.GetName(), at)
+	})
+	if err != nil {
+		return p, err
+	}
+	defer raw.stop()
+
+	if _, err := h.create(ctx, writes{ns: ns, prefix: "o", count: h.opts.LatencyWrites, workers: 8,
+		bytes: h.opts.ObjectBytes, interval: interval, started: rec.started}); err != nil {
+		return p, err
+	}
+	waitCount(ctx, p.Expected+p.Writes, 10*time.Second, func() int { o, w := rec.counts(); return o + w })
+	h.sink.handle(nil)
+
+	rec.mu.Lock()
+	p.Ours, p.Raw, p.Delivered, p.Unknown = summarize(rec.ours), summarize(rec.raw), len(rec.ours), rec.unknown
+	rec.mu.Unlock()
+	p.OursFirst = summarize(rec.firstDeliveries())
+
+	if err := h.deleteSubscriptions(ctx, ns); err != nil {
+		return p, err
+	}
+	return p, r.waitNoInformers(ctx, time.Minute)
+}

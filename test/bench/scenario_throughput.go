@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// throughputPhase is one run of creates back to back, as fast as the API server takes them
+// from Writers goroutines, received by Subscriptions subscriptions on the same objects and
+// by one plain watch running at the same time.
+type throughputPhase struct {
+	Subscriptions int `json:"subscriptions"`
+	Writes        int `json:"writes"`
+	Writers       int `json:"writers"`
+	// WriteRate is what the API server accepted: writes per second from the first call to
+	// the last response.
+	WriteRate float64 `json:"writeRate"`
+	// RawSeconds is from the first write until the raw watch saw the last create;
+	// OursSeconds until the sink received the last delivery.
+	RawSeconds  float64 `json:"rawSeconds"`
+	OursSeconds float64 `json:"oursSeconds"`
+	// RawRate is creates per second the raw watch observed, OursRate deliveries per second
+	// the sink received, both from the first write to their last arrival.
+	RawRate  float64 `json:"rawRate"`
+	OursRate float64 `json:"oursRate"`
+	// Expected deliveries (writes × subscriptions), what arrived, and what the raw watch saw.
+	Expected  int     `json:"expected"`
+	Delivered int     `json:"delivered"`
+	Observed  int     `json:"observed"`
+	Dropped   float64 `json:"dropped"`
+	Failed    float64 `json:"failed"`
+	// Lag is each delivery's arrival at the sink minus the raw watch's arrival of the same
+	// create. LagFirstTenth and LagLastTenth are its medians over the first and the last
+	// tenth of the writes: a pipeline that keeps up has the same lag at the end as at the start.
+	Lag           percentiles `json:"lag"`
+	LagFirstTenth float64     `json:"lagFirstTenthMs"`
+	LagLastTenth  float64     `json:"lagLastTenthMs"`
+}
+
+// runThroughput: first one subscription under a long run of creates (the sustained rate,
+// against the rate a plain watch observes), then the DESIGN fan-out: many subscriptions
+// on the same objects under a short burst.
+func runThroughput(ctx context.Context, h *harness) ([]Row, any, error) {
+	var phases []throughputPhase
+	sustained, err := h.throughput(ctx, 1, h.opts.ThroughputWrites)
+	phases = append(phases, sustained)
+	if err != nil {
+		return nil, phases, fmt.Errorf("1 subscription: %w", err)
+	}
+	fanOut, err := h.throughput(ctx, h.opts.FanOutSubs, h.opts.FanOutWrites)
+	phases = append(phases, fanOut)
+	if err != nil {
+		return nil, phases, fmt.Errorf("%d subscriptions: %w", h.opts.FanOutSubs, err)
+	}
+
+	rate := newRow("throughput/rate", "Throughput, 1 sub", "events/s to the sink", "/s",
+		sustained.OursRate, sustained.RawRate, "raw").
+		goal("≥ 0.95× raw, all delivered", sustained.complete() && sustained.OursRate >= 0.95*sustained.RawRate).
+		note("%s; lag %s", sustained.delivered(), sustained.lagNote())
+
+	label := fmt.Sprintf("Fan-out, %s × %d creates", subs(fanOut.Subscriptions), fanOut.Writes)
+	// A fan-out that keeps up delivers what the raw watch observes once per subscription.
+	deliveries := newRow("throughput/fanout/rate", label, "deliveries/s to the sink", "/s",
+		fanOut.OursRate, fanOut.RawRate*float64(fanOut.Subscriptions), fmt.Sprintf("raw × %d", fanOut.Subscriptions)).
+		goal("≥ 20,000/s, all delivered", fanOut.complete() && fanOut.OursRate >= 20000).
+		note("%s; writes %.0f/s", fanOut.delivered(), fanOut.WriteRate)
+	took := newRow("throughput/fanout/time", label, "first write → last delivery", "s",
+		fanOut.OursSeconds, fanOut.RawSeconds, "raw (last create seen)").
+		goal("≤ 1.5× raw", fanOut.complete() && fanOut.OursSeconds <= 1.5*fanOut.RawSeconds).
+		note("lag %s", fanOut.lagNote())
+	return []Row{rate, deliveries, took}, phases, nil
+}
+
+func (p throughputPhase) complete() bool { return p.Delivered == p.Expected && p.Observed == p.Writes }
+
+func (p throughputPhase) delivered() string {
+	s := fmt.Sprintf("%d of %d delivered", p.Delivered, p.Expected)
+	if p.Dropped > 0 || p.Failed > 0 {
+		s += fmt.Sprintf(", %.0f dropped, %.0f failed", p.Dropped, p.Failed)
+	}
+	return s
+}
+
+func (p throughputPhase) lagNote() string {
+	return fmt.Sprintf("behind raw p50 %s / p99 %s, first tenth %s, last tenth %s", trim(p.Lag.P50)+" ms",
+		trim(p.Lag.P99)+" ms", trim(p.LagFirstTenth)+" ms", trim(p.LagLastTenth)+" ms")
+}
+
+func (h *harness) throughput(ctx context.Context, nSubs, nWrites int) (throughputPhase, error) {
+	p := throughputPhase{Subscriptions: nSubs, Writes: nWrites, Writers: h.opts.Writers, Expected: nSubs * nWrites}
+	ns, err := h.namespace(ctx, "throughput")
+	if err != nil {
+		return p, err
+	}
+	defer func() { _ = h.deleteConfigMaps(context.WithoutCancel(ctx), ns) }()
+	r, err := h.startOperator(ctx)
+	if err != nil {
+		return p, err
+	}
+	defer h.stopOperator(r)
+	if err := h.createSubscriptions(ctx, ns, nSubs, all(configMaps)); err != nil {
+		return p, err
+	}
+	if err := h.waitReady(ctx, ns, nSubs, readyTimeout(nSubs)); err != nil {
+		return p, err
+	}
+
+	log := newArrivalLog(nWrites)
+	h.sink.handle(func(dl delivery) { log.ours(dl.Subject, dl.At) })
+	defer h.sink.handle(nil)
+	rw, err := h.startRawWatch(ctx, configMaps, ns, func(u *unstructured.Unstructured, at time.Duration) {
+		log.raw(u.GetName(), at)
+	})
+	if err != nil {
+		return p, err
+	}
+	defer rw.stop()
+
+	w, err := h.create(ctx, writes{ns: ns, prefix: "t", count: nWrites, workers: h.opts.Writers,
+		bytes: h.opts.ObjectBytes})
+	if err != nil {
+		return p, err
+	}
+	waitCount(ctx, p.Expected+nWrites, 10*time.Second, func() int { o, r := log.counts(); return o + r })
+	h.sink.handle(nil)
+
+	p.WriteRate = float64(nWrites) / (w.Last - w.First).Seconds()
+	log.summarize(&p, w.First)
+	for i := range nSubs {
+		sub := "sub-" + strconv.Itoa(i)
+		dropped, err := operatorCounter("dynamicnotifier_events_dropped_total", ns, sub)
+		if err != nil {
+			return p, err
+		}
+		failed, err := operatorCounter("dynamicnotifier_events_failed_total", ns, sub)
+		if err != nil {
+			return p, err
+		}
+		p.Dropped += dropped
+		p.Failed += failed
+	}
+	h.logf("throughput %d × %d: writes %.0f/s; raw %.0f/s, last seen after %.2f s; "+
+		"ours %.0f/s, last after %.2f s; %s; lag %s", nSubs, nWrites, p.WriteRate, p.RawRate, p.RawSeconds,
+		p.OursRate, p.OursSeconds, p.delivered(), p.lagNote())
+
+	if err := h.deleteSubscriptions(ctx, ns); err != nil {
+		return p, err
+	}
+	return p, r.waitNoInformers(ctx, time.Minute)
+}
+
+// arrivalLog records when each create reached the raw watch and each delivery the sink.
+type arrivalLog struct {
+	rawAt []atomic.Int64
+
+	mu       sync.Mutex
+	deliv    []indexedArrival
+	observed int
+	unknown  int
+}
+
+type indexedArrival struct {
+	i  int
+	at time.Duration
+}
+
+func newArrivalLog(writes int) *arrivalLog { return &arrivalLog{rawAt: make([]atomic.Int64, writes)} }
+
+func (l *arrivalLog) raw(name string, at time.Duration) {
+	i, ok := indexOf(name)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !ok || i < 0 || i >= len(l.rawAt) || !l.rawAt[i].CompareAndSwap(0, int64(at)) {
+		l.unknown++
+		return
+	}
+	l.observed++
+}
+
+func (l *arrivalLog) ours(subject string, at time.Duration) {
+	i, ok := indexOf(subject)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !ok || i < 0 || i >= len(l.rawAt) {
+		l.unknown++
+		return
+	}
+	l.deliv = append(l.deliv, indexedArrival{i, at})
+}
+
+func (l *arrivalLog) counts() (ours, raw int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.deliv), l.observed
+}
+
+// summarize fills the phase's counts, rates, times and lags; start is the first write.
+func (l *arrivalLog) summarize(p *throughputPhase, start time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p.Delivered, p.Observed = len(l.deliv), l.observed
+	var lastRaw, lastOurs time.Duration
+	for i := range l.rawAt {
+		lastRaw = max(lastRaw, time.Duration(l.rawAt[i].Load()))
+	}
+	lags := make([]time.Duration, 0, len(l.deliv))
+	tenth := max(len(l.rawAt)/10, 1)
+	var first, last []time.Duration
+	for _, d := range l.deliv {
+		lastOurs = max(lastOurs, d.at)
+		rawAt := time.Duration(l.rawAt[d.i].Load())
+		if rawAt == 0 {
+			continue
+		}
+		lag := d.at - rawAt
+		lags = append(lags, lag)
+		switch {
+		case d.i < tenth:
+			first = append(first, lag)
+		case d.i >= len(l.rawAt)-tenth:
+			last = append(last, lag)
+		}
+	}
+	if lastRaw > start {
+		p.RawSeconds = (lastRaw - start).Seconds()
+		p.RawRate = float64(p.Observed) / p.RawSeconds
+	}
+	if lastOurs > start {
+		p.OursSeconds = (lastOurs - start).Seconds()
+		p.OursRate = float64(p.Delivered) / p.OursSeconds
+	}
+	p.Lag = summarize(lags)
+	p.LagFirstTenth, p.LagLastTenth = median(first), median(last)
+}
+
+func median(s []time.Duration) float64 {
+	if len(s) == 0 {
+		return 0
+	}
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return ms(s[len(s)/2])
+}
