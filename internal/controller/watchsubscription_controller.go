@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -97,10 +99,28 @@ func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if err != nil && ctx.Err() != nil {
 		return ctrl.Result{}, nil // shutting down: not an error worth logging
 	}
+	if err != nil && apiServerUnavailable(err) {
+		// Expected while the API server is away: no error storm with stack traces, and a
+		// prompt retry (not the growing per-item backoff) so the status tells about the
+		// outage as soon as it can be written.
+		logf.FromContext(ctx).V(1).Info("API server unavailable; retrying the status write", "error", err.Error())
+		return ctrl.Result{RequeueAfter: unavailableRetry}, nil
+	}
 	if recheck > 0 && (result.RequeueAfter == 0 || recheck < result.RequeueAfter) {
 		result.RequeueAfter = recheck
 	}
 	return result, err
+}
+
+// unavailableRetry is how soon a status write that found no API server is tried again.
+const unavailableRetry = 2 * time.Second
+
+// apiServerUnavailable tells errors that mean the API server could not be reached or is
+// overloaded, as opposed to a refused request.
+func apiServerUnavailable(err error) bool {
+	return utilnet.IsConnectionRefused(err) || utilnet.IsConnectionReset(err) || utilnet.IsProbableEOF(err) ||
+		apierrors.IsServiceUnavailable(err) || apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) ||
+		apierrors.IsTooManyRequests(err) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // forget stops a deleted subscription and drops its counters and metrics.

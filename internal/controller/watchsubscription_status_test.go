@@ -1,8 +1,14 @@
 package controller
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -149,6 +155,31 @@ func TestReservedHeaders(t *testing.T) {
 	} {
 		if got := reservedHeader(name); got != want {
 			t.Errorf("reservedHeader(%q) = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestAPIServerUnavailable(t *testing.T) {
+	gr := schema.GroupResource{Group: "notify.dynamicnotifier.io", Resource: "watchsubscriptions"}
+	refused := &url.Error{Op: "Patch", URL: "https://127.0.0.1:6443/x", Err: &net.OpError{Op: "dial", Net: "tcp",
+		Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}}
+	cases := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection refused", refused, true},
+		{"service unavailable", apierrors.NewServiceUnavailable("starting"), true},
+		{"too many requests", apierrors.NewTooManyRequests("slow down", 1), true},
+		{"timeout", apierrors.NewTimeoutError("slow", 1), true},
+		{"deadline", fmt.Errorf("patch: %w", context.DeadlineExceeded), true},
+		{"conflict", apierrors.NewConflict(gr, "x", errors.New("changed")), false},
+		{"invalid", apierrors.NewBadRequest("no"), false},
+		{"forbidden", apierrors.NewForbidden(gr, "x", errors.New("no")), false},
+	}
+	for _, c := range cases {
+		if got := apiServerUnavailable(c.err); got != c.want {
+			t.Errorf("%s: apiServerUnavailable(%v) = %v, want %v", c.name, c.err, got, c.want)
 		}
 	}
 }

@@ -10,6 +10,9 @@ import (
 // may have been deleted while no operator ran).
 const pointMaxAge = 24 * time.Hour
 
+// saveSoonDelay gathers the new checkpoints of subscribers starting together into one save.
+const saveSoonDelay = 250 * time.Millisecond
+
 // Checkpointing makes the registry load checkpoints from store when it starts, save them
 // every interval while they change, and on shutdown stop watching, give receivers up to
 // grace to finish what they hold, and save a last time. Call before Start.
@@ -137,6 +140,13 @@ func (r *Registry) saveLoop(ctx context.Context) map[string]Point {
 		case <-ctx.Done():
 			return last
 		case <-tick.C:
+		case <-r.saveSoon:
+			// Let a burst of starting subscribers share one write.
+			select {
+			case <-ctx.Done():
+				return last
+			case <-time.After(saveSoonDelay):
+			}
 		}
 		last = r.save(ctx, last)
 	}
@@ -150,9 +160,19 @@ func (r *Registry) save(ctx context.Context, last map[string]Point) map[string]P
 	}
 	if err := r.store.Save(ctx, now); err != nil {
 		if ctx.Err() == nil {
-			r.log.Info("Saving checkpoints failed; retrying at the next interval", "error", err.Error())
+			// Once per outage at the default level; the retries at debug level.
+			log := r.log.V(1)
+			if !r.saveFailing {
+				log = r.log
+			}
+			log.Info("Saving checkpoints failed; retrying at the next interval", "error", err.Error())
 		}
+		r.saveFailing = true
 		return last
+	}
+	if r.saveFailing {
+		r.log.Info("Saving checkpoints works again")
+		r.saveFailing = false
 	}
 	return now
 }

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	apiwatch "k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -50,7 +51,7 @@ type informer struct {
 	subs map[string]*subscriber
 	// groups index subs by filter signature, so a change is matched once per distinct
 	// filter; subscribers whose filter must run alone are in groups of their own.
-	groups []*group
+	groups  []*group
 	objects map[string]record
 	synced  bool
 	err     error
@@ -137,7 +138,7 @@ func (i *informer) start() {
 		lister = listThenWatch{lw}
 	}
 	reflector := cache.NewReflectorWithOptions(lister, &unstructured.Unstructured{}, i,
-		cache.ReflectorOptions{Name: i.key.String()})
+		cache.ReflectorOptions{Name: i.key.String(), Backoff: &reconnectBackoff})
 	// The reflector retries failures with backoff and reports each through klog. Those
 	// failures are already in the subscription's status, so keep them out of error logs.
 	quietLog := logr.Discard()
@@ -199,6 +200,9 @@ func (i *informer) add(sub Subscriber, stale *Point) *subscriber {
 	}
 	i.subs[sub.ID] = s
 	i.regroup()
+	if sub.Checkpoint != "" && i.synced {
+		i.reg.checkpointSoon()
+	}
 	if point != nil {
 		i.joinResume(s, *point)
 	} else if stale != nil {
@@ -445,6 +449,7 @@ func (i *informer) tombstone(key string, rec record) *unstructured.Unstructured 
 // listed takes the first list of the informer. Called with mu held.
 func (i *informer) listed(listRV uint64) {
 	i.listRV, i.seen, i.seenAt = listRV, listRV, time.Now()
+	i.reg.checkpointSoon()
 	for _, s := range i.subs {
 		if s.resumeFrom == notJoinedYet {
 			s.resumeFrom = listRV
@@ -602,6 +607,7 @@ func (i *informer) finishCatchUp(s *subscriber, listRV uint64) bool {
 	s.buffer = nil
 	s.catchingUp = false
 	s.floor = listRV
+	i.reg.checkpointSoon()
 	return true
 }
 
@@ -623,6 +629,12 @@ func parseRV(rv string) (uint64, bool) {
 	n, err := strconv.ParseUint(rv, 10, 64)
 	return n, err == nil
 }
+
+// reconnectBackoff paces an informer's retries after its watch fails: at most about 7.5s
+// (5s plus jitter) rather than client-go's 30s plus as much again, so changes flow again
+// soon after an API server outage; the jitter keeps many informers from retrying in step.
+var reconnectBackoff = wait.Backoff{Duration: 500 * time.Millisecond, Cap: 5 * time.Second, Steps: 100,
+	Factor: 2, Jitter: 0.5}
 
 // listThenWatch opts out of the streaming list, so the reflector lists and then watches.
 type listThenWatch struct{ *cache.ListWatch }

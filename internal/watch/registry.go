@@ -105,6 +105,10 @@ type Registry struct {
 	store  CheckpointStore
 	// Options for checkpoints and shutdown; see Checkpointing.
 	checkpointInterval, shutdownGrace time.Duration
+	// saveSoon asks for a save before the interval: a subscriber got its first checkpoint.
+	saveSoon chan struct{}
+	// saveFailing is owned by the save loop.
+	saveFailing bool
 }
 
 // New returns a registry watching through client. onChange is called, without blocking,
@@ -117,7 +121,16 @@ func New(client dynamic.Interface, log logr.Logger, onChange func(Key)) *Registr
 	loaded := make(chan struct{})
 	close(loaded)
 	return &Registry{client: client, log: log, onChange: onChange, ctx: ctx, cancel: cancel,
-		informers: map[Key]*informer{}, points: map[string]Point{}, loaded: loaded}
+		informers: map[Key]*informer{}, points: map[string]Point{}, loaded: loaded, saveSoon: make(chan struct{}, 1)}
+}
+
+// checkpointSoon asks the save loop to save now rather than at the next interval, so a
+// subscriber that just started has a checkpoint before a crash could find it without one.
+func (r *Registry) checkpointSoon() {
+	select {
+	case r.saveSoon <- struct{}{}:
+	default:
+	}
 }
 
 // Subscribe adds sub to the informer for key, starting it if needed. The returned function
