@@ -23,11 +23,20 @@ type openEvent struct {
 // NewProgress returns an empty tracker.
 func NewProgress() *Progress { return &Progress{open: map[string]map[uint64]openEvent{}} }
 
-// offered records ev as open; events without a stream (initial events from a LIST) or
-// without a numeric resourceVersion are not tracked.
+// tracked is the resourceVersion of an event checkpoints account for; events without a
+// stream (initial events from a LIST), Resync events and non-numeric resourceVersions are
+// not tracked.
+func tracked(ev *event.Event) (uint64, bool) {
+	if ev.Stream == "" || ev.Type == event.Resync {
+		return 0, false
+	}
+	return parseRV(ev.ResourceVersion())
+}
+
+// offered records ev as open.
 func (p *Progress) offered(ev *event.Event) {
-	rv, ok := parseRV(ev.ResourceVersion())
-	if !ok || ev.Stream == "" || ev.Type == event.Resync {
+	rv, ok := tracked(ev)
+	if !ok {
 		return
 	}
 	p.mu.Lock()
@@ -47,8 +56,8 @@ func (p *Progress) offered(ev *event.Event) {
 
 // Done marks ev as finished with (delivered, failed for good or dropped).
 func (p *Progress) Done(ev *event.Event) {
-	rv, ok := parseRV(ev.ResourceVersion())
-	if !ok || ev.Stream == "" || ev.Type == event.Resync {
+	rv, ok := tracked(ev)
+	if !ok {
 		return
 	}
 	p.mu.Lock()

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
@@ -142,6 +143,14 @@ func compactEtcd(t *testing.T) {
 	}
 }
 
+// configMapScope is a new namespace's ConfigMaps and the informer key that watches them.
+func configMapScope(t *testing.T) (typedcorev1.ConfigMapInterface, watch.Key) {
+	t.Helper()
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	ns := newNamespace(t, cs)
+	return cs.CoreV1().ConfigMaps(ns), watch.Key{GVR: configMaps(), Namespace: ns}
+}
+
 func configMaps() schema.GroupVersionResource {
 	return schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
 }
@@ -153,10 +162,7 @@ func id(obj metav1.Object, t event.Type) string {
 func TestRestartResumesFromCheckpointWithoutAddedStorm(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	cs := kubernetes.NewForConfigOrDie(cfg)
-	ns := newNamespace(t, cs)
-	cms := cs.CoreV1().ConfigMaps(ns)
-	key := watch.Key{GVR: configMaps(), Namespace: ns}
+	cms, key := configMapScope(t)
 	store := &memStore{}
 
 	existing := map[string]*corev1.ConfigMap{}
@@ -217,10 +223,7 @@ func TestRestartResumesFromCheckpointWithoutAddedStorm(t *testing.T) {
 func TestLateJoinerResumesFromTheBuffer(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	cs := kubernetes.NewForConfigOrDie(cfg)
-	ns := newNamespace(t, cs)
-	cms := cs.CoreV1().ConfigMaps(ns)
-	key := watch.Key{GVR: configMaps(), Namespace: ns}
+	cms, key := configMapScope(t)
 	store := &memStore{}
 
 	reg, stop := runningRegistry(t, store)
@@ -253,10 +256,7 @@ func TestLateJoinerResumesFromTheBuffer(t *testing.T) {
 func TestCheckpointNeverCoversEventsInFlight(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	cs := kubernetes.NewForConfigOrDie(cfg)
-	ns := newNamespace(t, cs)
-	cms := cs.CoreV1().ConfigMaps(ns)
-	key := watch.Key{GVR: configMaps(), Namespace: ns}
+	cms, key := configMapScope(t)
 	store := &memStore{}
 
 	reg, _ := runningRegistry(t, store)
