@@ -36,6 +36,8 @@ type throughputPhase struct {
 	Observed  int     `json:"observed"`
 	Dropped   float64 `json:"dropped"`
 	Failed    float64 `json:"failed"`
+	// SinkConnections is how many connections the sink accepted during the writes.
+	SinkConnections int64 `json:"sinkConnections"`
 	// Lag is each delivery's arrival at the sink minus the raw watch's arrival of the same
 	// create. LagFirstTenth and LagLastTenth are its medians over the first and the last
 	// tenth of the writes: a pipeline that keeps up has the same lag at the end as at the start.
@@ -123,6 +125,7 @@ func (h *harness) throughput(ctx context.Context, nSubs, nWrites int) (throughpu
 	}
 	defer rw.stop()
 
+	connsBefore := h.sink.conns.Load()
 	w, err := h.create(ctx, writes{ns: ns, prefix: "t", count: nWrites, workers: h.opts.Writers,
 		bytes: h.opts.ObjectBytes})
 	if err != nil {
@@ -130,6 +133,7 @@ func (h *harness) throughput(ctx context.Context, nSubs, nWrites int) (throughpu
 	}
 	waitCount(ctx, p.Expected+nWrites, 10*time.Second, func() int { o, r := log.counts(); return o + r })
 	h.sink.handle(nil)
+	p.SinkConnections = h.sink.conns.Load() - connsBefore
 
 	p.WriteRate = float64(nWrites) / (w.Last - w.First).Seconds()
 	log.summarize(&p, w.First)
@@ -147,8 +151,8 @@ func (h *harness) throughput(ctx context.Context, nSubs, nWrites int) (throughpu
 		p.Failed += failed
 	}
 	h.logf("throughput %d × %d: writes %.0f/s; raw %.0f/s, last seen after %.2f s; "+
-		"ours %.0f/s, last after %.2f s; %s; lag %s", nSubs, nWrites, p.WriteRate, p.RawRate, p.RawSeconds,
-		p.OursRate, p.OursSeconds, p.delivered(), p.lagNote())
+		"ours %.0f/s, last after %.2f s; %s; lag %s; %d sink connections", nSubs, nWrites, p.WriteRate, p.RawRate,
+		p.RawSeconds, p.OursRate, p.OursSeconds, p.delivered(), p.lagNote(), p.SinkConnections)
 
 	if err := h.deleteSubscriptions(ctx, ns); err != nil {
 		return p, err

@@ -26,6 +26,8 @@ type sinkServer struct {
 	onEvent atomic.Pointer[func(delivery)]
 	// invalid counts requests that were not binary-mode CloudEvents.
 	invalid atomic.Int64
+	// conns counts the connections accepted: with keep-alive, a handful per sender.
+	conns atomic.Int64
 }
 
 func startSink() (*sinkServer, error) {
@@ -34,7 +36,12 @@ func startSink() (*sinkServer, error) {
 		return nil, err
 	}
 	s := &sinkServer{URL: "http://" + ln.Addr().String() + "/events"}
-	s.srv = &http.Server{Handler: http.HandlerFunc(s.serve), ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{Handler: http.HandlerFunc(s.serve), ReadHeaderTimeout: 10 * time.Second,
+		ConnState: func(_ net.Conn, state http.ConnState) {
+			if state == http.StateNew {
+				s.conns.Add(1)
+			}
+		}}
 	go func() {
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			panic(err)
