@@ -324,3 +324,34 @@ func byObject(summary []string) map[string][]string {
 	}
 	return out
 }
+
+func TestFixingTheSinkURLKeepsWhatWasQueued(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	startOperator(t)
+	ns := newNamespace(t)
+	broken, fixed := newSink(t), newSink(t)
+	broken.status = func() int { return http.StatusServiceUnavailable }
+	ws := subscription(ns, "moving", broken.URL)
+	ws.Spec.Delivery = &notifyv1.DeliverySpec{Retry: &notifyv1.RetryPolicy{
+		Backoff: &metav1.Duration{Duration: time.Second}, MaxBackoff: &metav1.Duration{Duration: time.Minute}}}
+	create(t, ws)
+	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+
+	cm := configMap(ns, "queued", nil)
+	create(t, cm)
+	touch(t, cm)
+	waitReason(t, ws, notifyv1.ReasonDeliveryFailing, 10*time.Second)
+
+	// The user points the subscription at a sink that works: the changes queued for the
+	// broken one are not thrown away, and keep their order.
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ws), ws)).To(Succeed())
+	patch := client.MergeFrom(ws.DeepCopy())
+	ws.Spec.Sink.Webhook.URL = fixed.URL
+	g.Expect(k8s.Patch(ctx, ws, patch)).To(Succeed())
+	create(t, configMap(ns, "after", nil))
+	subject := "/api/v1/namespaces/" + ns + "/configmaps/"
+	g.Eventually(fixed.summary).WithTimeout(15 * time.Second).Should(Equal([]string{
+		"added " + subject + "queued", "updated " + subject + "queued", "added " + subject + "after"}))
+	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+}

@@ -218,6 +218,10 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
 	queue, parallelism, timeout, retry := deliveryOptions(ws.Spec.Delivery, r.DeliveryTimeout)
 	progress := watch.NewProgress()
+	var replaces *delivery.Pipeline
+	if old != nil && old.uid == ws.UID {
+		progress, replaces = old.progress, old.pipeline
+	}
 	stats := r.wiring.statsFor(ws)
 	regarding := ws.DeepCopy()
 	onResync := func(info event.ResyncInfo) {
@@ -238,6 +242,7 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 		Retry:       retry,
 		Stats:       stats,
 		Done:        progress.Done,
+		Held:        replaces != nil, // until replace() hands the old pipeline's events over
 		Metrics:     metrics.For(ws.Namespace, ws.Name),
 		Log:         r.Log.WithValues("watchsubscription", nn),
 		Shape:       shapeFunc(shapeFor(ws)),
@@ -250,7 +255,7 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 		},
 	})
 	c := &wired{uid: ws.UID, generation: ws.Generation, keys: keys, sinkFingerprint: sinks.fingerprint,
-		pipeline: p, started: time.Now()}
+		pipeline: p, progress: progress, replaces: replaces, started: time.Now()}
 	for _, k := range keys {
 		alreadyWatched := old != nil && old.uid == ws.UID && slices.Contains(old.keys, k)
 		c.unsubscribe = append(c.unsubscribe, r.Registry.Subscribe(k, watch.Subscriber{

@@ -21,8 +21,13 @@ type wired struct {
 	// sinkFingerprint changes when a Secret the sinks read changes.
 	sinkFingerprint string
 	pipeline        *delivery.Pipeline
-	unsubscribe     []func()
-	started         time.Time
+	// progress outlives a rewiring, so events the replaced pipeline still delivers keep
+	// holding the checkpoint back.
+	progress *watch.Progress
+	// replaces is the pipeline this wiring's pipeline took over; nil for a fresh start.
+	replaces    *delivery.Pipeline
+	unsubscribe []func()
+	started     time.Time
 }
 
 // wiring tracks every subscription's running parts, its counters, and which informers it
@@ -93,14 +98,18 @@ func (w *wiring) peekStats(nn types.NamespacedName, uid types.UID) (*delivery.St
 	return e.stats, true
 }
 
-// replace records c as what runs for nn and stops what ran before. The new wiring is
-// subscribed before the old one leaves, so a shared informer is not restarted and no
-// change falls between the two.
+// replace records c as what runs for nn and unsubscribes what ran before. The new wiring
+// is subscribed before the old one leaves, so a shared informer is not restarted and no
+// change falls between the two; then c's held pipeline takes over what the old one had
+// not delivered yet, ahead of its own events, and starts.
 func (w *wiring) replace(nn types.NamespacedName, c *wired) {
-	w.teardownLocked(nn, false, func() {
+	w.teardownLocked(nn, false, c.replaces, func() {
 		w.subs[nn] = c
 		w.index(nn, c)
 	})
+	if c.replaces != nil {
+		c.pipeline.Release(c.replaces)
+	}
 }
 
 func (w *wiring) index(nn types.NamespacedName, c *wired) {
@@ -115,12 +124,13 @@ func (w *wiring) index(nn types.NamespacedName, c *wired) {
 // teardown stops what runs for nn: after it returns nothing more is delivered.
 // forget also drops the counters (the subscription is gone).
 func (w *wiring) teardown(nn types.NamespacedName, forget bool) {
-	w.teardownLocked(nn, forget, func() {})
+	w.teardownLocked(nn, forget, nil, func() {})
 }
 
 // teardownLocked unlinks the wiring of nn, runs then under the same lock, and stops the
 // unlinked wiring outside it.
-func (w *wiring) teardownLocked(nn types.NamespacedName, forget bool, then func()) {
+// handedOver is a pipeline a new wiring took over: it stops it, not teardown.
+func (w *wiring) teardownLocked(nn types.NamespacedName, forget bool, handedOver *delivery.Pipeline, then func()) {
 	w.mu.Lock()
 	c, ok := w.subs[nn]
 	delete(w.subs, nn)
@@ -143,7 +153,9 @@ func (w *wiring) teardownLocked(nn types.NamespacedName, forget bool, then func(
 	for _, unsubscribe := range c.unsubscribe {
 		unsubscribe()
 	}
-	c.pipeline.Stop()
+	if c.pipeline != handedOver {
+		c.pipeline.Stop()
+	}
 }
 
 // subscribersOf lists the subscriptions using the informer for key.

@@ -60,6 +60,8 @@ type Options struct {
 	// An event still queued or in flight when the pipeline stops is never Done, so a
 	// checkpoint built from Done never covers it.
 	Done func(*event.Event)
+	// Held keeps the workers from starting until Release: events offered meanwhile wait.
+	Held bool
 }
 
 // Metrics receives what a pipeline does, for Prometheus. Implementations are bound to one
@@ -96,7 +98,10 @@ type Pipeline struct {
 type lane struct {
 	mu    sync.Mutex
 	queue []*event.Event
-	wake  chan struct{}
+	// current is the event being delivered, kept until it is finished with so a pipeline
+	// taking over after Stop can retry it.
+	current *event.Event
+	wake    chan struct{}
 }
 
 // Start builds a pipeline and starts its workers.
@@ -106,11 +111,72 @@ func Start(opts Options) *Pipeline {
 	p := &Pipeline{opts: opts, slots: make(chan struct{}, opts.QueueSize), ctx: ctx, cancel: cancel}
 	p.lanes = make([]*lane, opts.Parallelism)
 	for i := range p.lanes {
-		l := &lane{wake: make(chan struct{}, 1)}
-		p.lanes[i] = l
-		p.wg.Go(func() { p.work(l) })
+		p.lanes[i] = &lane{wake: make(chan struct{}, 1)}
+	}
+	if !opts.Held {
+		p.startWorkers()
 	}
 	return p
+}
+
+func (p *Pipeline) startWorkers() {
+	for _, l := range p.lanes {
+		p.wg.Go(func() { p.work(l) })
+	}
+}
+
+// Release starts a held pipeline's workers. With the pipeline it replaces (the
+// subscription's spec or sink changed), it first stops that one and puts what it still
+// held, an attempt cut short included, ahead of its own events: nothing queued is thrown
+// away and an object's events keep their order across the change. Call it once the
+// replaced pipeline gets no more events.
+func (p *Pipeline) Release(replaced *Pipeline) {
+	if replaced != nil {
+		p.prepend(replaced.stopAndTake())
+	}
+	p.startWorkers()
+}
+
+// stopAndTake stops the pipeline and returns the events it had not finished with, in
+// order per lane.
+func (p *Pipeline) stopAndTake() []*event.Event {
+	p.Stop()
+	var left []*event.Event
+	for _, l := range p.lanes {
+		l.mu.Lock()
+		if l.current != nil {
+			left = append(left, l.current)
+		}
+		left = append(left, l.queue...)
+		l.current, l.queue = nil, nil
+		l.mu.Unlock()
+	}
+	return left
+}
+
+// prepend puts events ahead of those queued. Called before the workers start.
+func (p *Pipeline) prepend(events []*event.Event) {
+	ahead := make([][]*event.Event, len(p.lanes))
+	for _, ev := range events {
+		select {
+		case p.slots <- struct{}{}:
+			i := p.laneOf(ev)
+			ahead[i] = append(ahead[i], ev)
+		default:
+			p.opts.Stats.drop()
+			p.opts.Metrics.Dropped()
+			p.opts.Done(ev)
+		}
+	}
+	for i, l := range p.lanes {
+		if len(ahead[i]) == 0 {
+			continue
+		}
+		l.mu.Lock()
+		l.queue = append(ahead[i], l.queue...)
+		l.mu.Unlock()
+	}
+	p.opts.Metrics.QueueDepth(len(p.slots))
 }
 
 func withDefaults(o Options) Options {
@@ -244,6 +310,7 @@ func (p *Pipeline) work(l *lane) {
 			ev = l.queue[0]
 			l.queue[0] = nil
 			l.queue = l.queue[1:]
+			l.current = ev
 		}
 		l.mu.Unlock()
 		if ev == nil {
@@ -254,9 +321,13 @@ func (p *Pipeline) work(l *lane) {
 				continue
 			}
 		}
-		if p.deliver(ev) {
-			p.opts.Done(ev)
+		if !p.deliver(ev) {
+			return // stopped: ev stays current
 		}
+		l.mu.Lock()
+		l.current = nil
+		l.mu.Unlock()
+		p.opts.Done(ev)
 		<-p.slots
 		p.opts.Metrics.QueueDepth(len(p.slots))
 		if p.ctx.Err() != nil {

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -704,4 +705,47 @@ func TestDrainWaitsForQueuedEvents(t *testing.T) {
 	gate <- struct{}{}
 	g.Eventually(drained).Should(Receive(BeTrue()))
 	g.Expect(s.accepted()).To(HaveLen(2))
+}
+
+func TestReplacementTakesOverWhatTheOldPipelineHeld(t *testing.T) {
+	g := newG(t)
+	var mu sync.Mutex
+	var order []string
+	failing := true
+	s := &fakeSink{send: func(ctx context.Context, msg sink.Message, _ int) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if failing {
+			return httpError(http.StatusServiceUnavailable) // the old sink is down
+		}
+		order = append(order, msg.Event.ResourceVersion())
+		return nil
+	}}
+	delivered := func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), order...) }
+	var done doneLog
+	slowRetry := Retry{MaxAttempts: 100, Backoff: time.Hour, MaxBackoff: time.Hour}
+
+	old := Start(Options{Sink: s, Parallelism: 2, Retry: slowRetry, Done: done.done})
+	g.Expect(old.Offer(newEvent("a", 1))).To(BeTrue())
+	g.Expect(old.Offer(newEvent("a", 2))).To(BeTrue())
+	g.Eventually(s.attempts).Should(Equal(1), "event 1 is in flight, waiting to retry")
+
+	replacement := Start(Options{Sink: s, Parallelism: 2, Held: true, Done: done.done})
+	defer replacement.Stop()
+	g.Expect(replacement.Offer(newEvent("a", 3))).To(BeTrue())
+	g.Expect(replacement.Offer(newEvent("b", 4))).To(BeTrue())
+	g.Consistently(s.attempts, 50*time.Millisecond).Should(Equal(1), "a held pipeline sends nothing")
+
+	mu.Lock()
+	failing = false // the new spec points at a working sink
+	mu.Unlock()
+	replacement.Release(old)
+	g.Eventually(delivered).Should(HaveLen(4))
+	got := delivered()
+	g.Expect(got).To(ContainElements("1", "2", "3", "4"), "nothing the old pipeline held is lost")
+	g.Expect(slices.Index(got, "1")).To(BeNumerically("<", slices.Index(got, "2")))
+	g.Expect(slices.Index(got, "2")).To(BeNumerically("<", slices.Index(got, "3")),
+		"an object's events keep their order across the change")
+	g.Expect(done.get()).To(ConsistOf("1", "2", "3", "4"))
+	g.Expect(old.Offer(newEvent("a", 5))).To(BeFalse(), "the replaced pipeline is stopped")
 }
