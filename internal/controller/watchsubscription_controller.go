@@ -23,6 +23,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -65,7 +66,9 @@ type WatchSubscriptionReconciler struct {
 	StatusInterval time.Duration
 	// DeliveryTimeout bounds one delivery attempt.
 	DeliveryTimeout time.Duration
-	Log             logr.Logger
+	// Workers is how many subscriptions are reconciled at once (default 4).
+	Workers int
+	Log     logr.Logger
 
 	wiring  *wiring
 	trigger *trigger
@@ -110,6 +113,13 @@ func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		result.RequeueAfter = recheck
 	}
 	return result, err
+}
+
+func (r *WatchSubscriptionReconciler) workers() int {
+	if r.Workers > 0 {
+		return r.Workers
+	}
+	return 4
 }
 
 // unavailableRetry is how soon a status write that found no API server is tried again.
@@ -424,11 +434,7 @@ func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notif
 		}
 		return 0, err
 	}
-	if readyChanged(oldReady, cond) {
-		kind := "Normal"
-		if cond.Status == metav1.ConditionFalse {
-			kind = "Warning"
-		}
+	if kind, ok := readyEvent(oldReady, cond); ok {
 		r.Recorder.Eventf(ws, nil, kind, cond.Reason, "Reconcile", "%s", cond.Message)
 	}
 	logf.FromContext(ctx).V(1).Info("Status updated", "ready", cond.Status, "reason", cond.Reason)
@@ -472,6 +478,9 @@ func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.subscriptionsForSecret)).
 		WatchesRawSource(source.Channel(r.trigger.out, &handler.EnqueueRequestForObject{})).
 		Named("watchsubscription").
+		// Subscriptions are independent; several workers let a burst of them (and one
+		// tenant's flood) converge without queueing behind each other's API writes.
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.workers()}).
 		Complete(r)
 }
 

@@ -154,9 +154,26 @@ func capitalize(s string) string {
 	return strings.ToUpper(s[:1]) + s[1:]
 }
 
-// readyChanged tells whether a Ready transition deserves a Kubernetes Event.
+// readyChanged tells whether Ready changed status or reason.
 func readyChanged(old *metav1.Condition, updated metav1.Condition) bool {
 	return old == nil || old.Status != updated.Status || old.Reason != updated.Reason
+}
+
+// readyEvent is the Kubernetes Event type a Ready transition deserves: Warning when it turns
+// False or changes reason while False, Normal when it recovers from False; none for starting
+// up and first becoming Ready, which would double the API writes of every new subscription
+// for nothing a user acts on.
+func readyEvent(old *metav1.Condition, updated metav1.Condition) (string, bool) {
+	if !readyChanged(old, updated) {
+		return "", false
+	}
+	switch {
+	case updated.Status == metav1.ConditionFalse:
+		return "Warning", true
+	case updated.Status == metav1.ConditionTrue && old != nil && old.Status == metav1.ConditionFalse:
+		return "Normal", true
+	}
+	return "", false
 }
 
 // restartGrace is how long a subscription that was Watching keeps saying so while its

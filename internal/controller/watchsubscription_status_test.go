@@ -183,3 +183,34 @@ func TestAPIServerUnavailable(t *testing.T) {
 		}
 	}
 }
+
+func TestReadyEvent(t *testing.T) {
+	c := func(status metav1.ConditionStatus, reason string) *metav1.Condition {
+		return &metav1.Condition{Type: notifyv1.ConditionReady, Status: status, Reason: reason}
+	}
+	starting := c(metav1.ConditionUnknown, notifyv1.ReasonStarting)
+	watching := c(metav1.ConditionTrue, notifyv1.ReasonWatching)
+	failing := c(metav1.ConditionFalse, notifyv1.ReasonDeliveryFailing)
+	dropped := c(metav1.ConditionFalse, notifyv1.ReasonEventsDropped)
+	cases := []struct {
+		name     string
+		old, new *metav1.Condition
+		want     string // "" for no Event
+	}{
+		{"first status: starting", nil, starting, ""},
+		{"first status: ready at once", nil, watching, ""},
+		{"started", starting, watching, ""},
+		{"first status: failing", nil, failing, "Warning"},
+		{"starts failing", watching, failing, "Warning"},
+		{"fails for another reason", failing, dropped, "Warning"},
+		{"still failing", failing, failing, ""},
+		{"recovers", failing, watching, "Normal"},
+		{"still watching", watching, watching, ""},
+	}
+	for _, tc := range cases {
+		got, ok := readyEvent(tc.old, *tc.new)
+		if (tc.want != "") != ok || got != tc.want {
+			t.Errorf("%s: readyEvent = %q, %v; want %q", tc.name, got, ok, tc.want)
+		}
+	}
+}

@@ -46,7 +46,11 @@ type Event struct {
 	// checkpoint, and due only to subscribers whose checkpoint is older than it.
 	Replayed bool
 
-	id string
+	// id and path are computed once for all subscribers.
+	id       string
+	idOnce   sync.Once
+	path     string
+	pathOnce sync.Once
 
 	encodeOnce sync.Once
 	data       []byte
@@ -102,11 +106,15 @@ func (e *Event) ObjectKey() string {
 // ObjectPath is the object's API path, e.g. /api/v1/namespaces/team-a/configmaps/settings;
 // for a Resync, the collection's path.
 func (e *Event) ObjectPath() string {
-	if e.Type == Resync {
-		ns, _ := e.Object.Object["namespace"].(string)
-		return strings.TrimSuffix(ResourcePath(e.Resource, ns, ""), "/")
-	}
-	return ResourcePath(e.Resource, e.Object.GetNamespace(), e.Object.GetName())
+	e.pathOnce.Do(func() {
+		if e.Type == Resync {
+			ns, _ := e.Object.Object["namespace"].(string)
+			e.path = strings.TrimSuffix(ResourcePath(e.Resource, ns, ""), "/")
+			return
+		}
+		e.path = ResourcePath(e.Resource, e.Object.GetNamespace(), e.Object.GetName())
+	})
+	return e.path
 }
 
 // ResourcePath is the API path of a named object of a resource.
@@ -124,10 +132,12 @@ func ResourcePath(gvr schema.GroupVersionResource, namespace, name string) strin
 // ID is deterministic from the object's uid, resourceVersion and the change type, so a
 // redelivery of the same change carries the same id and receivers can drop duplicates.
 func (e *Event) ID() string {
-	if e.id != "" {
-		return e.id
-	}
-	return string(e.Object.GetUID()) + ":" + e.Object.GetResourceVersion() + ":" + string(e.Type)
+	e.idOnce.Do(func() {
+		if e.id == "" {
+			e.id = string(e.Object.GetUID()) + ":" + e.Object.GetResourceVersion() + ":" + string(e.Type)
+		}
+	})
+	return e.id
 }
 
 // ResyncInfo is the data of a Resync event.

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
 
@@ -95,12 +96,19 @@ func Resynced(namespace, name, reason string) { resyncs.WithLabelValues(namespac
 
 // Forget removes a deleted subscription's series.
 func Forget(namespace, name string) {
-	match := prometheus.Labels{"namespace": namespace, "subscription": name}
-	for _, v := range []*prometheus.CounterVec{observed, delivered, failed, dropped, deadLettered, filterErrors, resyncs} {
-		v.DeletePartialMatch(match)
+	// Exact label values: DeletePartialMatch scans every series, which made deleting many
+	// subscriptions quadratic.
+	for _, v := range []*prometheus.CounterVec{observed, delivered, dropped, deadLettered, filterErrors} {
+		v.DeleteLabelValues(namespace, name)
 	}
-	duration.DeletePartialMatch(match)
-	queueDepth.DeletePartialMatch(match)
+	for _, reason := range sink.FailureReasons {
+		failed.DeleteLabelValues(namespace, name, reason)
+	}
+	for _, reason := range watch.ResyncReasons {
+		resyncs.DeleteLabelValues(namespace, name, reason)
+	}
+	duration.DeleteLabelValues(namespace, name)
+	queueDepth.DeleteLabelValues(namespace, name)
 }
 
 // registries are the watch registries whose informers are exposed. One per process in

@@ -67,7 +67,10 @@ func (c *Clients) For(caPEM []byte, insecureSkipVerify bool) (*http.Client, erro
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: c.checkDial}).DialContext
-	t.MaxIdleConnsPerHost = 64
+	// Every delivery lane of every subscription on a host may hold a connection; a smaller
+	// idle pool makes lanes beyond it dial again for each request.
+	t.MaxIdleConns = 4096
+	t.MaxIdleConnsPerHost = 1024
 	t.IdleConnTimeout = 90 * time.Second
 	if len(caPEM) > 0 || insecureSkipVerify {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecureSkipVerify} //nolint:gosec // opt-in per subscription

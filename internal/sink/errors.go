@@ -39,6 +39,9 @@ func RetryAfter(err error) time.Duration {
 	return 0
 }
 
+// FailureReasons are every value FailureReason returns.
+var FailureReasons = []string{"throttled", "server_error", "client_error", "timeout", "invalid", "denied", "connection"}
+
 // FailureReason sorts an error into a few stable values, for metric labels.
 func FailureReason(err error) string {
 	if herr, ok := errors.AsType[*HTTPError](err); ok {

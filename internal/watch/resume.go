@@ -40,6 +40,9 @@ const (
 	ResyncCheckpointUnavailable = "CheckpointUnavailable"
 )
 
+// ResyncReasons are all resync reasons.
+var ResyncReasons = []string{ResyncWatchExpired, ResyncCheckpointUnavailable}
+
 // notJoinedYet marks a fresh subscriber whose position is set by the first list.
 const notJoinedYet = math.MaxUint64
 
