@@ -92,36 +92,62 @@ type Pipeline struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	// mu orders starting workers against Stop and Release (taken before a lane's mu).
+	mu            sync.Mutex
+	stopped, held bool
 }
 
-// lane is a FIFO worked by one goroutine; an object's events always use the same lane.
+// lane is a FIFO worked by at most one goroutine, started when events arrive and ended
+// when the lane is empty, so an idle subscription holds no goroutines; an object's events
+// always use the same lane.
 type lane struct {
-	mu    sync.Mutex
-	queue []*event.Event
+	mu      sync.Mutex
+	queue   []*event.Event
+	running bool
 	// current is the event being delivered, kept until it is finished with so a pipeline
 	// taking over after Stop can retry it.
 	current *event.Event
-	wake    chan struct{}
 }
 
 // Start builds a pipeline and starts its workers.
 func Start(opts Options) *Pipeline {
 	opts = withDefaults(opts)
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Pipeline{opts: opts, slots: make(chan struct{}, opts.QueueSize), ctx: ctx, cancel: cancel}
+	p := &Pipeline{opts: opts, slots: make(chan struct{}, opts.QueueSize), ctx: ctx, cancel: cancel, held: opts.Held}
 	p.lanes = make([]*lane, opts.Parallelism)
 	for i := range p.lanes {
-		p.lanes[i] = &lane{wake: make(chan struct{}, 1)}
-	}
-	if !opts.Held {
-		p.startWorkers()
+		p.lanes[i] = &lane{}
 	}
 	return p
 }
 
+// spawn starts the worker of a lane marked running, unless the pipeline is held or
+// stopped; then the lane is unmarked, and Release starts it later.
+func (p *Pipeline) spawn(l *lane) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped || p.held {
+		l.mu.Lock()
+		l.running = false
+		l.mu.Unlock()
+		return
+	}
+	p.wg.Go(func() { p.work(l) })
+}
+
+// startWorkers starts a worker on every lane that has events and none. Called with p.mu held.
 func (p *Pipeline) startWorkers() {
 	for _, l := range p.lanes {
-		p.wg.Go(func() { p.work(l) })
+		l.mu.Lock()
+		start := !l.running && len(l.queue) > 0
+		if start {
+			l.running = true
+		}
+		l.mu.Unlock()
+		if start {
+			p.wg.Go(func() { p.work(l) })
+		}
 	}
 }
 
@@ -134,7 +160,12 @@ func (p *Pipeline) Release(replaced *Pipeline) {
 	if replaced != nil {
 		p.prepend(replaced.stopAndTake())
 	}
-	p.startWorkers()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held = false
+	if !p.stopped {
+		p.startWorkers()
+	}
 }
 
 // stopAndTake stops the pipeline and returns the events it had not finished with, in
@@ -217,6 +248,9 @@ func withDefaults(o Options) Options {
 // Stop ends delivery at once: queued events are discarded, an attempt in flight is
 // cancelled, and Stop waits for the workers to end.
 func (p *Pipeline) Stop() {
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
 	p.cancel()
 	p.wg.Wait()
 	p.opts.Metrics.QueueDepth(0)
@@ -285,10 +319,11 @@ func (p *Pipeline) enqueue(ev *event.Event) {
 	l := p.lanes[p.laneOf(ev)]
 	l.mu.Lock()
 	l.queue = append(l.queue, ev)
+	start := !l.running
+	l.running = true
 	l.mu.Unlock()
-	select {
-	case l.wake <- struct{}{}:
-	default:
+	if start {
+		p.spawn(l)
 	}
 	p.opts.Metrics.QueueDepth(len(p.slots))
 }
@@ -305,22 +340,16 @@ func (p *Pipeline) laneOf(ev *event.Event) int {
 func (p *Pipeline) work(l *lane) {
 	for {
 		l.mu.Lock()
-		var ev *event.Event
-		if len(l.queue) > 0 {
-			ev = l.queue[0]
-			l.queue[0] = nil
-			l.queue = l.queue[1:]
-			l.current = ev
+		if len(l.queue) == 0 || p.ctx.Err() != nil {
+			l.running = false
+			l.mu.Unlock()
+			return
 		}
+		ev := l.queue[0]
+		l.queue[0] = nil
+		l.queue = l.queue[1:]
+		l.current = ev
 		l.mu.Unlock()
-		if ev == nil {
-			select {
-			case <-p.ctx.Done():
-				return
-			case <-l.wake:
-				continue
-			}
-		}
 		if !p.deliver(ev) {
 			return // stopped: ev stays current
 		}
