@@ -254,6 +254,7 @@ func startOperator(cfg *rest.Config, fail context.CancelCauseFunc) (func() error
 		return nil, err
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Cache:                  operator.CacheOptions(),
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",

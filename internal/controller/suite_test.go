@@ -82,6 +82,7 @@ func startOperatorWith(t *testing.T, rc *rest.Config, opts operator.Options) *ru
 	mgrScheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(mgrScheme)
 	mgr, err := ctrl.NewManager(rc, ctrl.Options{
+		Cache:                  operator.CacheOptions(),
 		Scheme:                 mgrScheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/authz"
@@ -71,6 +72,13 @@ type Options struct {
 	CheckpointInterval time.Duration
 	// ShutdownGrace bounds the drain of deliveries on shutdown (default 20s).
 	ShutdownGrace time.Duration
+}
+
+// CacheOptions are the manager cache settings the operator is built for: cached objects
+// (subscriptions, CRD and Secret metadata) without managedFields, which are often larger
+// than the rest and never read.
+func CacheOptions() cache.Options {
+	return cache.Options{DefaultTransform: cache.TransformStripManagedFields()}
 }
 
 // Operator gives tests a view of the running parts.

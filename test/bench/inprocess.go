@@ -44,6 +44,7 @@ func (h *harness) startOperator(ctx context.Context) (*runningOperator, error) {
 		return nil, err
 	}
 	mgr, err := ctrl.NewManager(h.opCfg, ctrl.Options{
+		Cache:                  operator.CacheOptions(),
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
