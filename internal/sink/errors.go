@@ -39,34 +39,46 @@ func RetryAfter(err error) time.Duration {
 	return 0
 }
 
+// Values of FailureReason.
+const (
+	ReasonThrottled   = "throttled"
+	ReasonServerError = "server_error"
+	ReasonClientError = "client_error"
+	ReasonTimeout     = "timeout"
+	ReasonInvalid     = "invalid"
+	ReasonDenied      = "denied"
+	ReasonConnection  = "connection"
+)
+
 // FailureReasons are every value FailureReason returns.
-var FailureReasons = []string{"throttled", "server_error", "client_error", "timeout", "invalid", "denied", "connection"}
+var FailureReasons = []string{ReasonThrottled, ReasonServerError, ReasonClientError, ReasonTimeout, ReasonInvalid,
+	ReasonDenied, ReasonConnection}
 
 // FailureReason sorts an error into a few stable values, for metric labels.
 func FailureReason(err error) string {
 	if herr, ok := errors.AsType[*HTTPError](err); ok {
 		switch c := herr.StatusCode; {
 		case c == http.StatusTooManyRequests:
-			return "throttled"
+			return ReasonThrottled
 		case c >= 500:
-			return "server_error"
+			return ReasonServerError
 		default:
-			return "client_error"
+			return ReasonClientError
 		}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return "timeout"
+		return ReasonTimeout
 	}
 	if nerr, ok := errors.AsType[net.Error](err); ok && nerr.Timeout() {
-		return "timeout"
+		return ReasonTimeout
 	}
 	if errors.Is(err, errPermanent) {
-		return "invalid"
+		return ReasonInvalid
 	}
 	if errors.Is(err, ErrDeniedAddress) {
-		return "denied"
+		return ReasonDenied
 	}
-	return "connection"
+	return ReasonConnection
 }
 
 // errPermanent marks failures no retry can fix (an event that cannot be encoded).
