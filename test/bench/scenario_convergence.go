@@ -45,7 +45,10 @@ type convergenceDetails struct {
 	NaiveWatches int `json:"naiveWatches"`
 	// After deleting them all: when the registry had no informer left, and when the
 	// goroutine count was back at its baseline.
-	InformersGone     string `json:"informersGone"`
+	InformersGone string `json:"informersGone"`
+	// DeleteCall is how long the one deletecollection call took: the API server deletes the
+	// objects one after the other before it answers.
+	DeleteCall        string `json:"deleteCall"`
 	GoroutinesBack    string `json:"goroutinesBack"`
 	GoroutinesBefore  int    `json:"goroutinesBefore"`
 	GoroutinesAfter   int    `json:"goroutinesAfter"`
@@ -158,6 +161,7 @@ func runConvergence(ctx context.Context, h *harness) ([]Row, any, error) {
 	if err := h.deleteSubscriptions(ctx, ns); err != nil {
 		return nil, d, err
 	}
+	d.DeleteCall = time.Since(start).Round(time.Millisecond).String()
 	if err := r.waitNoInformers(ctx, readyTimeout(n)); err != nil {
 		return nil, d, err
 	}
@@ -171,7 +175,8 @@ func runConvergence(ctx context.Context, h *harness) ([]Row, any, error) {
 	teardown := time.Since(start)
 	d.GoroutinesBack = teardown.Round(time.Millisecond).String()
 	d.GoroutinesAfter = runtime.NumGoroutine()
-	h.logf("convergence: informers gone in %s, goroutines %d → %d → %d in %s", d.InformersGone,
+	h.logf("convergence: deletecollection answered in %s, informers gone in %s, goroutines %d → %d → %d in %s",
+		d.DeleteCall, d.InformersGone,
 		d.GoroutinesBefore, d.GoroutinesAtReady, d.GoroutinesAfter, d.GoroutinesBack)
 
 	naiveSynced, naiveDown, err := h.convergenceNaive(ctx, ns, d)
