@@ -66,7 +66,7 @@ type WatchSubscriptionReconciler struct {
 	StatusInterval time.Duration
 	// DeliveryTimeout bounds one delivery attempt.
 	DeliveryTimeout time.Duration
-	// Workers is how many subscriptions are reconciled at once (default 4).
+	// Workers is how many subscriptions are reconciled at once (default 8).
 	Workers int
 	Log     logr.Logger
 
@@ -119,7 +119,7 @@ func (r *WatchSubscriptionReconciler) workers() int {
 	if r.Workers > 0 {
 		return r.Workers
 	}
-	return 4
+	return 8
 }
 
 // unavailableRetry is how soon a status write that found no API server is tried again.
