@@ -42,6 +42,9 @@ type Event struct {
 	ObservedAt time.Time
 	// Stream names the informer that produced the event, so completions find their checkpoint.
 	Stream string
+	// StreamRV is the resourceVersion as a number, read once for every subscriber; 0 when
+	// the event is not part of a stream or its resourceVersion is not a number.
+	StreamRV uint64
 	// Replayed marks a change from before the informer (re)started: caught up from a
 	// checkpoint, and due only to subscribers whose checkpoint is older than it.
 	Replayed bool

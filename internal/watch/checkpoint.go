@@ -80,7 +80,7 @@ func (r *Registry) Checkpoints() map[string]Point {
 func (i *informer) checkpoints(out map[string]Point) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	stream := i.key.String()
+	stream := i.stream
 	if i.resume != nil {
 		maps.Copy(out, i.resume.waiting)
 	}

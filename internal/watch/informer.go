@@ -42,7 +42,9 @@ type record struct {
 type informer struct {
 	reg *Registry
 	key Key
-	log logr.Logger
+	// stream is key.String(), named once: every event carries it.
+	stream string
+	log    logr.Logger
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -84,7 +86,8 @@ type subscriber struct {
 }
 
 func newInformer(reg *Registry, key Key) *informer {
-	return &informer{reg: reg, key: key, log: reg.log.WithValues("informer", key.String()),
+	stream := key.String()
+	return &informer{reg: reg, key: key, stream: stream, log: reg.log.WithValues("informer", stream),
 		subs: map[string]*subscriber{}, objects: map[string]record{}, done: make(chan struct{})}
 }
 
@@ -138,7 +141,7 @@ func (i *informer) start() {
 		lister = listThenWatch{lw}
 	}
 	reflector := cache.NewReflectorWithOptions(lister, &unstructured.Unstructured{}, i,
-		cache.ReflectorOptions{Name: i.key.String(), Backoff: &reconnectBackoff})
+		cache.ReflectorOptions{Name: i.stream, Backoff: &reconnectBackoff})
 	// The reflector retries failures with backoff and reports each through klog. Those
 	// failures are already in the subscription's status, so keep them out of error logs.
 	quietLog := logr.Discard()
@@ -319,8 +322,8 @@ func (i *informer) apply(t event.Type, obj any) {
 	if rv, ok := parseRV(u.GetResourceVersion()); i.replayed(rv, ok) {
 		// A change made while no operator was watching: the view (listed after it) is
 		// already newer, so it is only handed to subscribers whose checkpoint is older.
-		ev := event.New(t, i.key.GVR, u)
-		ev.Stream, ev.Replayed = i.key.String(), true
+		ev := i.newEvent(t, u)
+		ev.Replayed = true
 		i.fanOut(ev)
 		return
 	}
@@ -427,6 +430,7 @@ func (i *informer) Replace(items []any, resourceVersion string) error {
 	}
 	changed := !i.synced || i.err != nil
 	i.synced, i.err = true, nil
+	i.settleResume()
 	i.mu.Unlock()
 	if changed {
 		i.reg.onChange(i.key)
@@ -459,19 +463,16 @@ func (i *informer) listed(listRV uint64) {
 	if rs == nil {
 		return
 	}
-	if rs.from >= listRV {
-		if rs.waiting == nil {
-			i.resume = nil
-		}
-		return // nothing happened since the checkpoints
+	if rs.from < listRV { // changes were made since the checkpoints: replay them
+		rs.replaying = true
+		i.seen, i.seenAt = rs.from, rs.fromTime
 	}
-	rs.replaying = true
-	i.seen, i.seenAt = rs.from, rs.fromTime
 }
 
 func (i *informer) newEvent(t event.Type, u *unstructured.Unstructured) *event.Event {
 	ev := event.New(t, i.key.GVR, u)
-	ev.Stream = i.key.String()
+	ev.Stream = i.stream
+	ev.StreamRV, _ = parseRV(u.GetResourceVersion())
 	return ev
 }
 
@@ -502,10 +503,8 @@ func (i *informer) deliverTo(s *subscriber, ev *event.Event, objLabels map[strin
 
 // pass hands a matching ev to s, unless s has it already. Called with mu held.
 func (i *informer) pass(s *subscriber, ev *event.Event) {
-	if ev.Replayed {
-		if rv, ok := parseRV(ev.ResourceVersion()); ok && rv <= s.resumeFrom {
-			return // it had this change before the restart, or joined after it
-		}
+	if ev.Replayed && ev.StreamRV != 0 && ev.StreamRV <= s.resumeFrom {
+		return // it had this change before the restart, or joined after it
 	}
 	if s.catchingUp {
 		if len(s.buffer) < catchUpBufferLimit && !s.overflowed {
@@ -516,7 +515,7 @@ func (i *informer) pass(s *subscriber, ev *event.Event) {
 		return
 	}
 	if s.floor != 0 {
-		if rv, ok := parseRV(ev.ResourceVersion()); ok && rv <= s.floor {
+		if ev.StreamRV != 0 && ev.StreamRV <= s.floor {
 			return // already sent from the initial LIST
 		}
 		s.floor = 0 // watch events arrive in order: later ones are all newer
@@ -599,7 +598,7 @@ func (i *informer) finishCatchUp(s *subscriber, listRV uint64) bool {
 		return false
 	}
 	for _, ev := range s.buffer {
-		if rv, ok := parseRV(ev.ResourceVersion()); ok && rv <= listRV {
+		if ev.StreamRV != 0 && ev.StreamRV <= listRV {
 			continue
 		}
 		s.offer(ev)

@@ -27,10 +27,7 @@ func NewProgress() *Progress { return &Progress{open: map[string]map[uint64]open
 // stream (initial events from a LIST), Resync events and non-numeric resourceVersions are
 // not tracked.
 func tracked(ev *event.Event) (uint64, bool) {
-	if ev.Stream == "" || ev.Type == event.Resync {
-		return 0, false
-	}
-	return parseRV(ev.ResourceVersion())
+	return ev.StreamRV, ev.StreamRV != 0
 }
 
 // offered records ev as open.

@@ -100,7 +100,8 @@ func (i *informer) endResumeWindow() {
 	}
 }
 
-// closeResume forgets the resume buffer once nobody waits for it. Called with mu held.
+// closeResume ends the resume window: the buffer goes, and subscribers that join later get
+// a Resync event. Called with mu held.
 func (i *informer) closeResume() {
 	if i.resume == nil {
 		return
@@ -108,12 +109,16 @@ func (i *informer) closeResume() {
 	if i.resume.timer != nil {
 		i.resume.timer.Stop()
 	}
-	if i.resume.replaying || !i.synced {
-		// Keep replay bookkeeping until the stream passes the list; only the buffer goes.
-		i.resume.waiting, i.resume.buffer = nil, nil
-		return
+	i.resume.waiting, i.resume.buffer = nil, nil
+	i.settleResume()
+}
+
+// settleResume forgets the resume state once it serves nothing more: listed, the replay
+// over (or never needed), and no checkpointed subscriber expected. Called with mu held.
+func (i *informer) settleResume() {
+	if rs := i.resume; rs != nil && i.synced && !rs.replaying && len(rs.waiting) == 0 {
+		i.resume = nil
 	}
-	i.resume = nil
 }
 
 func formatRV(rv uint64) string { return strconv.FormatUint(rv, 10) }
@@ -178,7 +183,7 @@ func (i *informer) offerResync(s *subscriber, reason, checkpoint string) {
 	if s.OnResync != nil {
 		s.OnResync(info)
 	}
-	s.Receiver.Offer(event.NewResync(i.key.GVR, i.key.String(), s.Checkpoint, info))
+	s.Receiver.Offer(event.NewResync(i.key.GVR, i.stream, s.Checkpoint, info))
 }
 
 // replayed reports whether a watch event is part of the replay (at or below the first
@@ -193,9 +198,7 @@ func (i *informer) replayed(rv uint64, ok bool) bool {
 		return true
 	}
 	rs.replaying = false
-	if len(rs.waiting) == 0 {
-		i.resume = nil
-	}
+	i.settleResume()
 	return false
 }
 
@@ -220,8 +223,8 @@ func (i *informer) gapRelisted(items []any, listRV uint64) map[string]bool {
 		if !u.GetCreationTimestamp().Time.Before(rs.fromTime.Truncate(time.Second)) {
 			t = event.Added
 		}
-		ev := event.New(t, i.key.GVR, u)
-		ev.Stream, ev.Replayed = i.key.String(), true
+		ev := i.newEvent(t, u)
+		ev.Replayed = true
 		covered[objectKey(u)] = true
 		i.fanOut(ev)
 	}
@@ -233,5 +236,6 @@ func (i *informer) gapRelisted(items []any, listRV uint64) map[string]bool {
 		}
 	}
 	i.listRV = listRV
+	i.settleResume()
 	return covered
 }
