@@ -36,9 +36,7 @@ import (
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
@@ -249,19 +247,7 @@ func newScheme() *runtime.Scheme {
 // startOperator runs a manager with the operator in the background. The returned function
 // stops it and waits until it has stopped. A manager that fails on its own calls fail.
 func startOperator(cfg *rest.Config, fail context.CancelCauseFunc) (func() error, error) {
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Cache:                  operator.CacheOptions(),
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		LeaderElection:         false,
-		// Controller names are process-global; a second run in one process (tests) is fine.
-		Controller: config.Controller{SkipNameValidation: new(true)},
-	})
+	mgr, err := operator.NewEmbeddedManager(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
 	}

@@ -23,10 +23,8 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
@@ -79,16 +77,7 @@ func testOptions() operator.Options {
 // startOperatorWith runs the operator as rc with opts.
 func startOperatorWith(t *testing.T, rc *rest.Config, opts operator.Options) *running {
 	t.Helper()
-	mgrScheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(mgrScheme)
-	mgr, err := ctrl.NewManager(rc, ctrl.Options{
-		Cache:                  operator.CacheOptions(),
-		Scheme:                 mgrScheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		// Each test runs its own manager in this process.
-		Controller: config.Controller{SkipNameValidation: new(true)},
-	})
+	mgr, err := operator.NewEmbeddedManager(rc)
 	if err != nil {
 		t.Fatalf("manager: %v", err)
 	}

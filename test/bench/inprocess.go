@@ -15,13 +15,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic/dynamicinformer"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/cache"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
@@ -39,18 +35,7 @@ type runningOperator struct {
 // Event broadcaster start lazily and stay, so a baseline taken before the first
 // subscription would charge them to it.
 func (h *harness) startOperator(ctx context.Context) (*runningOperator, error) {
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return nil, err
-	}
-	mgr, err := ctrl.NewManager(h.opCfg, ctrl.Options{
-		Cache:                  operator.CacheOptions(),
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		// Scenarios run one operator after another in this process.
-		Controller: config.Controller{SkipNameValidation: new(true)},
-	})
+	mgr, err := operator.NewEmbeddedManager(h.opCfg)
 	if err != nil {
 		return nil, fmt.Errorf("manager: %w", err)
 	}

@@ -33,10 +33,8 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
@@ -369,16 +367,7 @@ func waitLogged(t *testing.T, ws *notifyv1.WatchSubscription, want event) {
 func startOperator(t *testing.T) {
 	t.Helper()
 	ensureNamespace(t, operatorNamespace)
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Cache:                  operator.CacheOptions(),
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		// go test -count=n runs the test, and so starts a manager, more than once.
-		Controller: config.Controller{SkipNameValidation: new(true)},
-	})
+	mgr, err := operator.NewEmbeddedManager(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
