@@ -74,6 +74,18 @@ func (f *fakeSink) accepted() []sink.Message {
 	return append([]sink.Message(nil), f.got...)
 }
 
+// gatedSink accepts one message per value received from gate, holding each until then.
+func gatedSink(gate <-chan struct{}) *fakeSink {
+	return &fakeSink{send: func(ctx context.Context, _ sink.Message, _ int) error {
+		select {
+		case <-gate:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}}
+}
+
 // notifications counts Notify calls; urgent ones mark health flips and drops.
 type notifications struct{ all, urgent atomic.Int64 }
 
@@ -375,14 +387,7 @@ func TestAttemptTimeout(t *testing.T) {
 func TestQueueFull(t *testing.T) {
 	g := newG(t)
 	gate := make(chan struct{})
-	s := &fakeSink{send: func(ctx context.Context, _ sink.Message, _ int) error {
-		select {
-		case <-gate:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}}
+	s := gatedSink(gate)
 	stats := NewStats(0, 0, 0, 0)
 	var note notifications
 	m := &recordingMetrics{}
@@ -681,14 +686,7 @@ func TestDoneOnlyForFinishedEvents(t *testing.T) {
 func TestDrainWaitsForQueuedEvents(t *testing.T) {
 	g := newG(t)
 	gate := make(chan struct{})
-	s := &fakeSink{send: func(ctx context.Context, _ sink.Message, _ int) error {
-		select {
-		case <-gate:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}}
+	s := gatedSink(gate)
 	p := Start(Options{Sink: s, QueueSize: 10, Parallelism: 1})
 	defer p.Stop()
 	g.Expect(p.Offer(newEvent("a", 1))).To(BeTrue())
