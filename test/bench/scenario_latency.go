@@ -67,22 +67,11 @@ func (h *harness) latency(ctx context.Context, subs int) (latencyPhase, error) {
 	interval := h.opts.LatencyInterval * time.Duration(max(1, subs/25))
 	p := latencyPhase{Subscriptions: subs, Writes: h.opts.LatencyWrites, Interval: interval.String(),
 		Expected: h.opts.LatencyWrites * subs}
-	ns, err := h.namespace(ctx, "latency")
+	ns, r, done, err := h.subscribedNamespace(ctx, "latency", subs)
 	if err != nil {
 		return p, err
 	}
-	defer func() { _ = h.deleteConfigMaps(context.WithoutCancel(ctx), ns) }()
-	r, err := h.startOperator(ctx)
-	if err != nil {
-		return p, err
-	}
-	defer h.stopOperator(r)
-	if err := h.createSubscriptions(ctx, ns, subs, all(configMaps)); err != nil {
-		return p, err
-	}
-	if err := h.waitReady(ctx, ns, subs, readyTimeout(subs)); err != nil {
-		return p, err
-	}
+	defer done()
 
 	rec := newLatencyRecorder(h.opts.LatencyWrites)
 	h.sink.handle(rec.ourArrival)
@@ -111,4 +100,31 @@ func (h *harness) latency(ctx context.Context, subs int) (latencyPhase, error) {
 		return p, err
 	}
 	return p, r.waitNoInformers(ctx, time.Minute)
+}
+
+// subscribedNamespace makes a namespace, starts an operator and waits until subs
+// subscriptions on the namespace's ConfigMaps are Ready. done stops the operator and
+// deletes the ConfigMaps; on error, what was started is already undone.
+func (h *harness) subscribedNamespace(ctx context.Context, prefix string, subs int) (
+	ns string, r *runningOperator, done func(), err error) {
+	if ns, err = h.namespace(ctx, prefix); err != nil {
+		return "", nil, nil, err
+	}
+	deleteObjects := func() { _ = h.deleteConfigMaps(context.WithoutCancel(ctx), ns) }
+	if r, err = h.startOperator(ctx); err != nil {
+		deleteObjects()
+		return "", nil, nil, err
+	}
+	done = func() {
+		h.stopOperator(r)
+		deleteObjects()
+	}
+	if err = h.createSubscriptions(ctx, ns, subs, all(configMaps)); err == nil {
+		err = h.waitReady(ctx, ns, subs, readyTimeout(subs))
+	}
+	if err != nil {
+		done()
+		return "", nil, nil, err
+	}
+	return ns, r, done, nil
 }

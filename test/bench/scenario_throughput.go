@@ -97,22 +97,11 @@ func (p throughputPhase) lagNote() string {
 
 func (h *harness) throughput(ctx context.Context, nSubs, nWrites int) (throughputPhase, error) {
 	p := throughputPhase{Subscriptions: nSubs, Writes: nWrites, Writers: h.opts.Writers, Expected: nSubs * nWrites}
-	ns, err := h.namespace(ctx, "throughput")
+	ns, r, done, err := h.subscribedNamespace(ctx, "throughput", nSubs)
 	if err != nil {
 		return p, err
 	}
-	defer func() { _ = h.deleteConfigMaps(context.WithoutCancel(ctx), ns) }()
-	r, err := h.startOperator(ctx)
-	if err != nil {
-		return p, err
-	}
-	defer h.stopOperator(r)
-	if err := h.createSubscriptions(ctx, ns, nSubs, all(configMaps)); err != nil {
-		return p, err
-	}
-	if err := h.waitReady(ctx, ns, nSubs, readyTimeout(nSubs)); err != nil {
-		return p, err
-	}
+	defer done()
 
 	log := newArrivalLog(nWrites)
 	h.sink.handle(func(dl delivery) { log.ours(dl.Subject, dl.At) })
