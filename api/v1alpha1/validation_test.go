@@ -82,6 +82,8 @@ func TestValidSpecsAreAccepted(t *testing.T) {
 			"retry: {maxAttempts: 20, backoff: 500ms, maxBackoff: 2m}, deadLetterSink: {service: {name: dlq, port: 8080}}}\n",
 		"service sink": okResource + "sink: {service: {name: hook, namespace: hooks, port: 8443, path: /events, " +
 			"contentMode: structured, headersFrom: {secretRef: {name: hook-auth}}, tls: {caSecretRef: {name: hook-ca, key: ca.pem}}}}\n",
+		"batched webhook":        okResource + "sink: {webhook: {url: 'http://a.example', contentMode: batched}}\n",
+		"batched service capped": okResource + "sink: {service: {name: hook, contentMode: batched, maxBatchSize: 1000}}\n",
 	}
 	for name, spec := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -125,6 +127,10 @@ func TestInvalidSpecsAreRejectedNamingTheField(t *testing.T) {
 		{"service path without slash", okResource + "sink: {service: {name: hook, path: events}}\n", "spec.sink.service.path"},
 		{"service port zero", okResource + "sink: {service: {name: hook, port: 0}}\n", "spec.sink.service.port"},
 		{"unknown content mode", okResource + "sink: {webhook: {url: 'http://a.example', contentMode: batch}}\n", "spec.sink.webhook.contentMode"},
+		{"batch size without batched mode", okResource + "sink: {webhook: {url: 'http://a.example', maxBatchSize: 10}}\n", "spec.sink.webhook.maxBatchSize"},
+		{"batch size with structured mode", okResource + "sink: {service: {name: hook, contentMode: structured, maxBatchSize: 10}}\n", "spec.sink.service.maxBatchSize"},
+		{"batch size zero", okResource + "sink: {webhook: {url: 'http://a.example', contentMode: batched, maxBatchSize: 0}}\n", "spec.sink.webhook.maxBatchSize"},
+		{"batch size too large", okResource + "sink: {webhook: {url: 'http://a.example', contentMode: batched, maxBatchSize: 1001}}\n", "spec.sink.webhook.maxBatchSize"},
 		{"headers secret without name", okResource + "sink: {webhook: {url: 'http://a.example', headersFrom: {secretRef: {}}}}\n", "spec.sink.webhook.headersFrom.secretRef.name"},
 		{"bad timeout", okResource + okSink + "delivery: {timeout: soon}\n", "spec.delivery.timeout"},
 		{"zero timeout", okResource + okSink + "delivery: {timeout: 0s}\n", "spec.delivery.timeout"},

@@ -357,3 +357,48 @@ func TestFixingTheSinkURLKeepsWhatWasQueued(t *testing.T) {
 		"an object's events keep their order across the change")
 	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
 }
+
+func TestBatchedModeSendsWhatQueuedInOneRequest(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	startOperator(t)
+	ns := newNamespace(t)
+	sk := newSink(t)
+	sk.block = make(chan struct{}) // the first request hangs, so the rest queue up behind it
+	ws := subscription(ns, "batched", sk.URL)
+	ws.Spec.Sink.Webhook.ContentMode = notifyv1.ContentModeBatched
+	ws.Spec.Sink.Webhook.MaxBatchSize = new(int32(10))
+	ws.Spec.Delivery = &notifyv1.DeliverySpec{Parallelism: new(int32(1))}
+	create(t, ws)
+	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+
+	const n = 21
+	for i := range n {
+		create(t, configMap(ns, fmt.Sprintf("cm-%02d", i), nil))
+	}
+	g.Eventually(func(g Gomega) {
+		got := &notifyv1.WatchSubscription{}
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ws), got)).To(Succeed())
+		g.Expect(got.Status.EventsObserved).To(BeEquivalentTo(n))
+	}).WithTimeout(10*time.Second).Should(Succeed(), "all creates reach the queue while the sink hangs")
+	sk.mu.Lock()
+	close(sk.block)
+	sk.block = nil
+	sk.mu.Unlock()
+
+	g.Eventually(func() []received { return sk.Events() }).WithTimeout(10 * time.Second).Should(HaveLen(n))
+	events := sk.Events()
+	perRequest := map[int]int{}
+	for i, e := range events {
+		g.Expect(e.Subject).To(HaveSuffix(fmt.Sprintf("/cm-%02d", i)), "one lane: events arrive in the order of the writes")
+		g.Expect(e.Header.Get("Content-Type")).To(Equal("application/cloudevents-batch+json"))
+		perRequest[e.Request]++
+	}
+	g.Expect(perRequest).To(Equal(map[int]int{1: 1, 2: 10, 3: 10}),
+		"the first event goes alone at once; the 20 that queued behind it go 10 to a request")
+	g.Eventually(func(g Gomega) {
+		got := &notifyv1.WatchSubscription{}
+		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ws), got)).To(Succeed())
+		g.Expect(got.Status.EventsDelivered).To(BeEquivalentTo(n), "delivered counts events, not requests")
+	}).WithTimeout(5 * time.Second).Should(Succeed())
+}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	. "github.com/onsi/gomega"
 	"go.uber.org/zap/zapcore"
@@ -109,6 +110,8 @@ type received struct {
 	Extensions                             map[string]any
 	Header                                 http.Header
 	At                                     time.Time
+	// Request numbers the HTTP request that carried the event, from 1.
+	Request int
 }
 
 // sink is a CloudEvents receiver on loopback.
@@ -121,8 +124,9 @@ type sink struct {
 	// reply, when set, answers request n (from 1) instead of status.
 	reply func(n int, w http.ResponseWriter) int
 
-	mu     sync.Mutex
-	events []received
+	mu       sync.Mutex
+	events   []received
+	requests int
 }
 
 func newSink(t *testing.T) *sink {
@@ -145,16 +149,29 @@ func startSinkOn(t *testing.T, srv *httptest.Server, s *sink) *sink {
 func serveSink(t *testing.T, srv *httptest.Server, s *sink, useTLS bool) *sink {
 	t.Helper()
 	srv.Config.Handler = (http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		ev, err := cehttp.NewEventFromHTTPRequest(req)
-		if err != nil {
+		// Binary, structured or batched: one request may carry several events.
+		var evs []cloudevents.Event
+		var err error
+		if req.Header.Get("Content-Type") == "application/cloudevents-batch+json" {
+			evs, err = cehttp.NewEventsFromHTTPRequest(req)
+		} else {
+			var ev *cloudevents.Event
+			if ev, err = cehttp.NewEventFromHTTPRequest(req); err == nil {
+				evs = []cloudevents.Event{*ev}
+			}
+		}
+		if err != nil || len(evs) == 0 {
 			t.Errorf("sink got a request that is not a CloudEvent: %v", err)
 			w.WriteHeader(http.StatusBadRequest)
 			return
 		}
 		s.mu.Lock()
-		s.events = append(s.events, received{ID: ev.ID(), Type: ev.Type(), Source: ev.Source(), Subject: ev.Subject(),
-			ContentType: ev.DataContentType(), Data: string(ev.Data()), Extensions: ev.Extensions(),
-			Header: req.Header.Clone(), At: time.Now()})
+		s.requests++
+		for _, ev := range evs {
+			s.events = append(s.events, received{ID: ev.ID(), Type: ev.Type(), Source: ev.Source(), Subject: ev.Subject(),
+				ContentType: ev.DataContentType(), Data: string(ev.Data()), Extensions: ev.Extensions(),
+				Header: req.Header.Clone(), At: time.Now(), Request: s.requests})
+		}
 		status, block, reply, n := s.status(), s.block, s.reply, len(s.events)
 		s.mu.Unlock()
 		if reply != nil {

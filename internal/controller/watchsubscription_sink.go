@@ -76,6 +76,12 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 		return nil, &sinkError{field + ": no sink set"}
 	}
 	wh := &sink.Webhook{URL: url, Structured: opts.ContentMode == notifyv1.ContentModeStructured}
+	if opts.ContentMode == notifyv1.ContentModeBatched {
+		wh.Batch = notifyv1.DefaultMaxBatchSize
+		if opts.MaxBatchSize != nil {
+			wh.Batch = int(*opts.MaxBatchSize)
+		}
+	}
 	if opts.HeadersFrom != nil {
 		sec, err := r.secret(ctx, ws.Namespace, opts.HeadersFrom.SecretRef.Name, field+".headersFrom.secretRef", fp)
 		if err != nil {

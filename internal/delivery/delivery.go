@@ -96,6 +96,10 @@ type Pipeline struct {
 	// mu orders starting workers against Stop and Release (taken before a lane's mu).
 	mu            sync.Mutex
 	stopped, held bool
+
+	// batch is how many queued events of a lane go in one request: 1 unless the sink
+	// takes batches.
+	batch int
 }
 
 // lane is a FIFO worked by at most one goroutine, started when events arrive and ended
@@ -105,16 +109,23 @@ type lane struct {
 	mu      sync.Mutex
 	queue   []*event.Event
 	running bool
-	// current is the event being delivered, kept until it is finished with so a pipeline
-	// taking over after Stop can retry it.
-	current *event.Event
+	// current are the events being delivered, kept until they are finished with so a
+	// pipeline taking over after Stop can retry them.
+	current []*event.Event
+	// Scratch space of the lane's one worker, reused from delivery to delivery.
+	batchBuf []*event.Event
+	msgBuf   []sink.Message
 }
 
 // Start builds a pipeline and starts its workers.
 func Start(opts Options) *Pipeline {
 	opts = withDefaults(opts)
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Pipeline{opts: opts, slots: make(chan struct{}, opts.QueueSize), ctx: ctx, cancel: cancel, held: opts.Held}
+	p := &Pipeline{opts: opts, slots: make(chan struct{}, opts.QueueSize), ctx: ctx, cancel: cancel, held: opts.Held,
+		batch: 1}
+	if b, ok := opts.Sink.(sink.Batcher); ok {
+		p.batch = max(b.BatchSize(), 1)
+	}
 	p.lanes = make([]*lane, opts.Parallelism)
 	for i := range p.lanes {
 		p.lanes[i] = &lane{}
@@ -175,9 +186,7 @@ func (p *Pipeline) stopAndTake() []*event.Event {
 	var left []*event.Event
 	for _, l := range p.lanes {
 		l.mu.Lock()
-		if l.current != nil {
-			left = append(left, l.current)
-		}
+		left = append(left, l.current...)
 		left = append(left, l.queue...)
 		l.current, l.queue = nil, nil
 		l.mu.Unlock()
@@ -337,6 +346,8 @@ func (p *Pipeline) laneOf(ev *event.Event) int {
 	return int(h.Sum32() % uint32(len(p.lanes)))
 }
 
+// work delivers a lane's events in order. With a batching sink it takes what is already
+// queued, up to the batch size, so batches form only under backlog and add no latency.
 func (p *Pipeline) work(l *lane) {
 	for {
 		l.mu.Lock()
@@ -345,19 +356,24 @@ func (p *Pipeline) work(l *lane) {
 			l.mu.Unlock()
 			return
 		}
-		ev := l.queue[0]
-		l.queue[0] = nil
-		l.queue = l.queue[1:]
-		l.current = ev
+		n := min(len(l.queue), p.batch)
+		evs := append(l.batchBuf[:0], l.queue[:n]...)
+		clear(l.queue[:n])
+		l.queue = l.queue[n:]
+		l.current = evs
 		l.mu.Unlock()
-		if !p.deliver(ev) {
-			return // stopped: ev stays current
+		if !p.deliver(l, evs) {
+			return // stopped: evs stay current
 		}
 		l.mu.Lock()
 		l.current = nil
 		l.mu.Unlock()
-		p.opts.Done(ev)
-		<-p.slots
+		for _, ev := range evs {
+			p.opts.Done(ev)
+			<-p.slots
+		}
+		clear(evs) // let delivered events go
+		l.batchBuf = evs
 		p.opts.Metrics.QueueDepth(len(p.slots))
 		if p.ctx.Err() != nil {
 			return
@@ -365,32 +381,49 @@ func (p *Pipeline) work(l *lane) {
 	}
 }
 
-// deliver tries ev until it is delivered or fails for good (true), or the pipeline stops
-// first (false).
-func (p *Pipeline) deliver(ev *event.Event) bool {
-	msg := sink.Message{Event: ev, Source: p.opts.Source}
-	if p.opts.Shape != nil && ev.Type != event.Resync {
-		data, err := p.opts.Shape(ev)
-		if err != nil {
-			return p.giveUp(msg, err, 0)
+// deliver tries evs, as one request, until they are delivered or fail for good (true), or
+// the pipeline stops first (false).
+func (p *Pipeline) deliver(l *lane, evs []*event.Event) bool {
+	msgs := l.msgBuf[:0]
+	defer func() {
+		clear(msgs)
+		l.msgBuf = msgs[:0]
+	}()
+	for _, ev := range evs {
+		msg := sink.Message{Event: ev, Source: p.opts.Source}
+		if p.opts.Shape != nil && ev.Type != event.Resync {
+			data, err := p.opts.Shape(ev)
+			if err != nil {
+				if !p.giveUp(msg, err, 0) {
+					return false
+				}
+				continue
+			}
+			msg.Data = data
 		}
-		msg.Data = data
+		msgs = append(msgs, msg)
+	}
+	if len(msgs) == 0 {
+		return true
 	}
 	var err error
 	attempts := 0
 	for attempts < p.opts.Retry.MaxAttempts {
 		attempts++
 		start := time.Now()
-		err = p.attempt(p.opts.Sink, msg)
+		err = p.attempt(p.opts.Sink, msgs)
 		if p.ctx.Err() != nil {
 			return false // stopped mid-attempt: neither delivered nor failed
 		}
 		if err == nil {
-			p.opts.Metrics.Delivered(time.Since(start))
-			p.record(true, nil)
+			took := time.Since(start)
+			for range msgs {
+				p.opts.Metrics.Delivered(took)
+			}
+			p.record(len(msgs), nil)
 			return true
 		}
-		p.record(false, err)
+		p.record(0, err)
 		if !sink.Retryable(err) || attempts == p.opts.Retry.MaxAttempts {
 			break
 		}
@@ -398,13 +431,25 @@ func (p *Pipeline) deliver(ev *event.Event) bool {
 			return false
 		}
 	}
-	return p.giveUp(msg, err, attempts)
+	// Each event of a failed batch is dead-lettered on its own: the batch is this
+	// operator's packaging, not something a dead-letter receiver should have to know.
+	for _, msg := range msgs {
+		if !p.giveUp(msg, err, attempts) {
+			return false
+		}
+	}
+	return true
 }
 
-func (p *Pipeline) attempt(s sink.Sink, msg sink.Message) error {
+// attempt sends msgs to s: as one batch when there are several (the pipeline batches only
+// for a Batcher), else on its own.
+func (p *Pipeline) attempt(s sink.Sink, msgs []sink.Message) error {
 	ctx, cancel := context.WithTimeout(p.ctx, p.opts.Timeout)
 	defer cancel()
-	return s.Send(ctx, msg)
+	if len(msgs) > 1 {
+		return s.(sink.Batcher).SendBatch(ctx, msgs)
+	}
+	return s.Send(ctx, msgs[0])
 }
 
 // giveUp counts a final failure and hands the event to the dead-letter sink, if any; false
@@ -420,7 +465,7 @@ func (p *Pipeline) giveUp(msg sink.Message, cause error, attempts int) bool {
 	}
 	msg.Extensions = map[string]string{"deliveryerror": cause.Error(), "deliveryattempts": strconv.Itoa(attempts)}
 	for try := 1; try <= deadLetterAttempts; try++ {
-		err := p.attempt(p.opts.DeadLetter, msg)
+		err := p.attempt(p.opts.DeadLetter, []sink.Message{msg})
 		if err == nil {
 			p.opts.Stats.deadLetter()
 			p.opts.Metrics.DeadLettered()
@@ -465,15 +510,16 @@ func (p *Pipeline) sleep(d time.Duration) bool {
 	}
 }
 
-func (p *Pipeline) record(ok bool, err error) {
-	if flipped := p.opts.Stats.attempted(ok, err); flipped {
-		if !ok {
+// record counts an attempt that delivered n events, or failed with err.
+func (p *Pipeline) record(n int, err error) {
+	if flipped := p.opts.Stats.attempted(n, err); flipped {
+		if err != nil {
 			p.opts.Log.Info("Delivery failing", "error", err.Error())
 		}
 		p.opts.Notify(true)
 		return
 	}
-	if ok {
+	if err == nil {
 		p.opts.Notify(false)
 	}
 }

@@ -91,13 +91,14 @@ func (s *Stats) Resynced() {
 func (s *Stats) fail()       { s.failed.Add(1) }
 func (s *Stats) deadLetter() { s.deadLettered.Add(1) }
 
-// attempted records one attempt and tells whether the delivery health flipped.
-func (s *Stats) attempted(ok bool, err error) bool {
+// attempted records one attempt, which delivered n events or failed with err, and tells
+// whether the delivery health flipped.
+func (s *Stats) attempted(n int, err error) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	was := s.failing
-	if ok {
-		s.delivered.Add(1)
+	if err == nil {
+		s.delivered.Add(int64(n))
 		s.lastDeliveryTime = time.Now()
 		s.failing, s.lastError = false, ""
 	} else {

@@ -65,6 +65,21 @@ func BenchmarkStructuredBody(b *testing.B) {
 	}
 }
 
+// BenchmarkBatchBody50 encodes 50 queued deliveries as one batched-mode body.
+func BenchmarkBatchBody50(b *testing.B) {
+	msgs := make([]Message, 50)
+	for i := range msgs {
+		msgs[i] = benchMessage(b)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := batchBody(msgs); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkWebhookSend is one delivery over a kept-alive loopback connection to a sink that
 // drains the body and answers 204; the server's own cost is in the figures too.
 func BenchmarkWebhookSend(b *testing.B) {
@@ -84,6 +99,33 @@ func BenchmarkWebhookSend(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		if err := wh.Send(ctx, msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkWebhookSendBatch50 is 50 deliveries in one batched request, server included:
+// compare ns/op with 50 × WebhookSend.
+func BenchmarkWebhookSendBatch50(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	client, err := NewClients().For(nil, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	wh := &Webhook{URL: srv.URL, Client: client, Batch: 50}
+	msgs := make([]Message, 50)
+	for i := range msgs {
+		msgs[i] = benchMessage(b)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if err := wh.SendBatch(ctx, msgs); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -32,3 +32,23 @@ func FuzzCloudEvent(f *testing.F) {
 		}
 	})
 }
+
+// FuzzJSONString: the hand-written string encoder reads back as encoding/json reads its own.
+func FuzzJSONString(f *testing.F) {
+	for _, s := range []string{"", "plain", "quote\" back\\slash", "\x00\x1f\n\t\r", "\u2028\u2029", "\xff\xfe ok", "é中😀"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ours := appendJSONString(nil, s)
+		var got string
+		if err := json.Unmarshal(ours, &got); err != nil {
+			t.Fatalf("%q encodes as invalid JSON %s: %v", s, ours, err)
+		}
+		theirs, _ := json.Marshal(s)
+		var want string
+		_ = json.Unmarshal(theirs, &want)
+		if got != want {
+			t.Fatalf("%q reads back as %q, encoding/json's as %q", s, got, want)
+		}
+	})
+}

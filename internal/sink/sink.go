@@ -37,8 +37,15 @@ const ResyncType = "io.dynamicnotifier.resync"
 
 // CloudEventType is the CloudEvents type for a change, e.g. io.dynamicnotifier.resource.added.
 func CloudEventType(t event.Type) string {
-	if t == event.Resync {
+	switch t {
+	case event.Resync:
 		return ResyncType
+	case event.Added:
+		return TypePrefix + "added" // constant: no allocation per delivery
+	case event.Updated:
+		return TypePrefix + "updated"
+	case event.Deleted:
+		return TypePrefix + "deleted"
 	}
 	return TypePrefix + strings.ToLower(string(t))
 }

@@ -22,10 +22,22 @@ type Webhook struct {
 	Client *http.Client
 	// Structured sends application/cloudevents+json instead of binary mode.
 	Structured bool
+	// Batch, when above zero, sends application/cloudevents-batch+json arrays of up to
+	// Batch events; it takes precedence over Structured.
+	Batch int
 	// Header is added to every request (from the subscription's headersFrom Secret).
 	Header http.Header
 	// SigningKey, when set, signs every request (see Sign).
 	SigningKey []byte
+}
+
+// Batcher is a sink that takes several messages in one request.
+type Batcher interface {
+	Sink
+	// BatchSize is the most messages one SendBatch takes; 1 or less means no batching.
+	BatchSize() int
+	// SendBatch sends msgs, in order, all or none.
+	SendBatch(ctx context.Context, msgs []Message) error
 }
 
 // SignatureHeader carries "t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">".
@@ -41,24 +53,49 @@ func Sign(key, body []byte, t time.Time) string {
 	return "t=" + ts + ",v1=" + hex.EncodeToString(mac.Sum(nil))
 }
 
+// BatchSize is how many messages one request may carry.
+func (w *Webhook) BatchSize() int { return max(w.Batch, 1) }
+
 // Send posts msg. A response outside 2xx is an *HTTPError naming the URL and status.
 func (w *Webhook) Send(ctx context.Context, msg Message) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, nil)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errPermanent, err)
+	if w.Batch > 0 {
+		return w.SendBatch(ctx, []Message{msg})
 	}
-	maps.Copy(req.Header, w.Header)
+	header := http.Header{}
+	maps.Copy(header, w.Header)
 	var body []byte
+	var err error
 	if w.Structured {
 		body, err = structuredBody(msg)
-		req.Header["Content-Type"] = []string{"application/cloudevents+json"}
+		header["Content-Type"] = []string{StructuredContentType}
 	} else {
 		body, err = messageData(msg)
-		setBinaryHeaders(req.Header, msg)
+		setBinaryHeaders(header, msg)
 	}
 	if err != nil {
 		return fmt.Errorf("encoding %s: %w: %w", msg.Event.ObjectPath(), errPermanent, err)
 	}
+	return w.post(ctx, header, body)
+}
+
+// SendBatch posts msgs as one batched-mode request.
+func (w *Webhook) SendBatch(ctx context.Context, msgs []Message) error {
+	body, err := batchBody(msgs)
+	if err != nil {
+		return fmt.Errorf("encoding a batch of %d events: %w: %w", len(msgs), errPermanent, err)
+	}
+	header := http.Header{}
+	maps.Copy(header, w.Header)
+	header["Content-Type"] = []string{BatchContentType}
+	return w.post(ctx, header, body)
+}
+
+func (w *Webhook) post(ctx context.Context, header http.Header, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, nil)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errPermanent, err)
+	}
+	req.Header = header
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	req.ContentLength = int64(len(body))
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
@@ -105,12 +142,4 @@ func messageData(msg Message) ([]byte, error) {
 		return msg.Data, nil
 	}
 	return msg.Event.Data()
-}
-
-func structuredBody(msg Message) ([]byte, error) {
-	ce, err := CloudEvent(msg)
-	if err != nil {
-		return nil, err
-	}
-	return ce.MarshalJSON()
 }

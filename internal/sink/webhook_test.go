@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -226,4 +227,80 @@ func TestWebhookHonoursContext(t *testing.T) {
 	g.Expect(err).To(MatchError(context.DeadlineExceeded))
 	g.Expect(Retryable(err)).To(BeTrue())
 	g.Expect(FailureReason(err)).To(Equal("timeout"))
+}
+
+// expectSameCloudEvent reads a structured-mode CloudEvent with the CloudEvents SDK and checks
+// that it carries the same attributes and data as the SDK's own form of msg.
+func expectSameCloudEvent(g Gomega, raw []byte, msg Message) {
+	var got cloudevents.Event
+	g.Expect(json.Unmarshal(raw, &got)).To(Succeed(), "not a structured CloudEvent: %s", raw)
+	g.Expect(got.Validate()).To(Succeed())
+	want, err := CloudEvent(msg)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got.SpecVersion()).To(Equal(want.SpecVersion()))
+	g.Expect(got.ID()).To(Equal(want.ID()))
+	g.Expect(got.Source()).To(Equal(want.Source()))
+	g.Expect(got.Type()).To(Equal(want.Type()))
+	g.Expect(got.Subject()).To(Equal(want.Subject()))
+	g.Expect(got.DataContentType()).To(Equal(want.DataContentType()))
+	g.Expect(got.Time().Equal(want.Time())).To(BeTrue(), "time %s, want %s", got.Time(), want.Time())
+	g.Expect(got.Extensions()).To(Equal(want.Extensions()))
+	g.Expect(got.Data()).To(MatchJSON(want.Data()))
+	var fields map[string]json.RawMessage
+	g.Expect(json.Unmarshal(raw, &fields)).To(Succeed())
+	g.Expect(fields).NotTo(HaveKey("data_base64"))
+}
+
+func TestStructuredEncodingMatchesTheSDK(t *testing.T) {
+	g := NewWithT(t)
+	msg := testMessage()
+	msg.Extensions = map[string]string{"deliveryerror": "POST \"x\": 500\n\tline\u2028 \xff", "deliveryattempts": "12"}
+	msg.Data = []byte(`{"kind":"ConfigMap","metadata":{"name":"settings"}}`)
+	raw, err := appendStructured(nil, msg)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(json.Valid(raw)).To(BeTrue(), "invalid JSON: %s", raw)
+	expectSameCloudEvent(g, raw, Message{Event: msg.Event, Source: msg.Source, Data: msg.Data,
+		// The SDK keeps invalid UTF-8 bytes; JSON cannot carry them.
+		Extensions: map[string]string{"deliveryerror": "POST \"x\": 500\n\tline\u2028 \ufffd", "deliveryattempts": "12"}})
+}
+
+func TestWebhookBatchedMode(t *testing.T) {
+	g := NewWithT(t)
+	srv, reqs := recordingServer(t, http.StatusOK, nil)
+	key := []byte("signing-key")
+	w := &Webhook{URL: srv.URL, Client: srv.Client(), Batch: 10, Structured: true,
+		Header: http.Header{"X-Tenant": {"a"}}, SigningKey: key}
+	g.Expect(w.BatchSize()).To(Equal(10))
+	msgs := make([]Message, 0, 3)
+	for i, t := range []event.Type{event.Added, event.Updated, event.Deleted} {
+		obj := testObject()
+		obj.SetResourceVersion(strconv.Itoa(42 + i))
+		msgs = append(msgs, Message{Event: event.New(t, configMaps, obj), Source: testSource})
+	}
+
+	g.Expect(w.SendBatch(context.Background(), msgs)).To(Succeed())
+
+	var r received
+	g.Expect(reqs).To(Receive(&r))
+	g.Expect(r.header.Values("Content-Type")).To(Equal([]string{"application/cloudevents-batch+json"}))
+	g.Expect(r.header.Get("X-Tenant")).To(Equal("a"))
+	g.Expect(r.header.Get("ce-id")).To(BeEmpty())
+	ts, _, _ := strings.Cut(strings.TrimPrefix(r.header.Get(SignatureHeader), "t="), ",")
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(r.header.Get(SignatureHeader)).To(Equal(Sign(key, r.body, time.Unix(sec, 0))),
+		"the signature covers the whole batch body")
+	var batch []json.RawMessage
+	g.Expect(json.Unmarshal(r.body, &batch)).To(Succeed(), "not a JSON array: %s", r.body)
+	g.Expect(batch).To(HaveLen(3))
+	for i := range batch {
+		expectSameCloudEvent(g, batch[i], msgs[i])
+	}
+
+	By := "a single Send in batched mode is a batch of one"
+	g.Expect(w.Send(context.Background(), msgs[0])).To(Succeed(), By)
+	g.Expect(reqs).To(Receive(&r))
+	g.Expect(r.header.Get("Content-Type")).To(Equal("application/cloudevents-batch+json"), By)
+	g.Expect(json.Unmarshal(r.body, &batch)).To(Succeed())
+	g.Expect(batch).To(HaveLen(1), By)
 }

@@ -1,0 +1,177 @@
+package delivery
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+
+	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
+)
+
+// batchReceiver is a real HTTP sink on loopback that records, per request, the subjects
+// of the CloudEvents it carried: a batched-mode array, or one binary-mode event.
+type batchReceiver struct {
+	url string
+	// status answers request i (from 0); nil answers 204. It may block, e.g. until the
+	// request is cancelled.
+	status func(r *http.Request, i int) int
+
+	mu       sync.Mutex
+	requests int
+	accepted [][]string
+}
+
+func newBatchReceiver(t *testing.T, status func(r *http.Request, i int) int) *batchReceiver {
+	t.Helper()
+	rcv := &batchReceiver{status: status}
+	srv := httptest.NewServer(http.HandlerFunc(rcv.serve))
+	t.Cleanup(srv.Close)
+	rcv.url = srv.URL
+	return rcv
+}
+
+func (rcv *batchReceiver) serve(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	var subjects []string
+	if r.Header.Get("Content-Type") == sink.BatchContentType {
+		var batch []struct {
+			Subject string `json:"subject"`
+		}
+		if err := json.Unmarshal(body, &batch); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		for _, ce := range batch {
+			subjects = append(subjects, ce.Subject)
+		}
+	} else {
+		subjects = []string{r.Header.Get("Ce-Subject")}
+	}
+	rcv.mu.Lock()
+	i := rcv.requests
+	rcv.requests++
+	rcv.mu.Unlock()
+	code := http.StatusNoContent
+	if rcv.status != nil {
+		code = rcv.status(r, i)
+	}
+	if code/100 == 2 {
+		rcv.mu.Lock()
+		rcv.accepted = append(rcv.accepted, subjects)
+		rcv.mu.Unlock()
+	}
+	w.WriteHeader(code)
+}
+
+// batches are the accepted requests' subjects, request by request.
+func (rcv *batchReceiver) batches() [][]string {
+	rcv.mu.Lock()
+	defer rcv.mu.Unlock()
+	return append([][]string(nil), rcv.accepted...)
+}
+
+func (rcv *batchReceiver) requestCount() int {
+	rcv.mu.Lock()
+	defer rcv.mu.Unlock()
+	return rcv.requests
+}
+
+func (rcv *batchReceiver) webhook(batch int) *sink.Webhook {
+	return &sink.Webhook{URL: rcv.url, Client: &http.Client{}, Batch: batch}
+}
+
+func objName(i int) string { return fmt.Sprintf("c%02d", i) }
+
+// subjects of team-a's ConfigMaps objName(from)..objName(to-1), in order.
+func subjects(from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, newEvent(objName(i), 1).ObjectPath())
+	}
+	return out
+}
+
+func TestBatchingSinkTakesWhatIsQueuedInOrder(t *testing.T) {
+	g := newG(t)
+	rcv := newBatchReceiver(t, nil)
+	var done doneLog
+	stats := NewStats(0, 0, 0, 0)
+	metrics := &recordingMetrics{}
+	// Held, so all 12 are queued before the lane's worker starts.
+	p := Start(Options{Sink: rcv.webhook(5), Parallelism: 1, Held: true, Done: done.done, Stats: stats, Metrics: metrics})
+	defer p.Stop()
+	for i := range 12 {
+		g.Expect(p.Offer(newEvent(objName(i), 1))).To(BeTrue())
+	}
+	p.Release(nil)
+
+	g.Eventually(rcv.batches).Should(Equal([][]string{subjects(0, 5), subjects(5, 10), subjects(10, 12)}),
+		"queued events go in batches of at most 5, in queue order")
+	g.Eventually(done.get).Should(HaveLen(12))
+	g.Expect(stats.Snapshot().Delivered).To(Equal(int64(12)), "delivered counts events, not requests")
+	metrics.mu.Lock()
+	g.Expect(metrics.delivered).To(Equal(12))
+	metrics.mu.Unlock()
+	g.Eventually(func() int { return len(p.slots) }).Should(BeZero(), "every event's queue slot is given back")
+
+	// An event arriving alone is not held back to wait for company.
+	g.Expect(p.Offer(newEvent(objName(12), 1))).To(BeTrue())
+	g.Eventually(rcv.batches).Should(HaveLen(4))
+	g.Expect(rcv.batches()[3]).To(Equal(subjects(12, 13)))
+}
+
+func TestFailedBatchIsDeadLetteredEventByEvent(t *testing.T) {
+	g := newG(t)
+	down := newBatchReceiver(t, func(*http.Request, int) int { return http.StatusInternalServerError })
+	letters := newBatchReceiver(t, nil)
+	stats := NewStats(0, 0, 0, 0)
+	p := Start(Options{Sink: down.webhook(10), DeadLetter: &sink.Webhook{URL: letters.url, Client: &http.Client{}},
+		Parallelism: 1, Held: true, Stats: stats, Retry: Retry{MaxAttempts: 2, Backoff: time.Millisecond, MaxBackoff: time.Millisecond}})
+	defer p.Stop()
+	for i := range 3 {
+		g.Expect(p.Offer(newEvent(objName(i), 1))).To(BeTrue())
+	}
+	p.Release(nil)
+
+	g.Eventually(letters.batches).Should(Equal([][]string{subjects(0, 1), subjects(1, 2), subjects(2, 3)}),
+		"each event of the failed batch reaches the dead-letter sink on its own, in order")
+	g.Expect(down.requestCount()).To(Equal(2), "the batch was tried twice as a whole")
+	s := stats.Snapshot()
+	g.Expect(s.Failed).To(Equal(int64(3)))
+	g.Expect(s.DeadLettered).To(Equal(int64(3)))
+	g.Expect(s.Delivered).To(BeZero())
+}
+
+func TestReplacementRetriesABatchCutShort(t *testing.T) {
+	g := newG(t)
+	rcv := newBatchReceiver(t, func(r *http.Request, i int) int {
+		if i == 0 {
+			<-r.Context().Done() // the first attempt hangs until the old pipeline stops
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusNoContent
+	})
+	var done doneLog
+	old := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Done: done.done})
+	for i := range 3 {
+		g.Expect(old.Offer(newEvent(objName(i), 1))).To(BeTrue())
+	}
+	old.Release(nil)
+	g.Eventually(rcv.requestCount).Should(Equal(1), "the batch of 3 is in flight")
+
+	replacement := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Done: done.done})
+	defer replacement.Stop()
+	g.Expect(replacement.Offer(newEvent(objName(3), 1))).To(BeTrue())
+	replacement.Release(old)
+
+	g.Eventually(rcv.batches).Should(Equal([][]string{subjects(0, 4)}),
+		"the cut-short batch goes again, ahead of the new pipeline's own event")
+	g.Eventually(done.get).Should(HaveLen(4))
+}
