@@ -68,7 +68,7 @@ test: manifests generate helm-sync fmt vet envtest-assets ## Run vet, unit and e
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=$(FUZZ_TIME_SHORT)
 
 # Fuzz targets as package:Target; each runs for FUZZ_TIME.
-FUZZ_TARGETS = ./internal/filter:FuzzFilter ./internal/sink:FuzzCloudEvent ./internal/payload:FuzzShapes
+FUZZ_TARGETS = ./internal/filter:FuzzFilter ./internal/sink:FuzzCloudEvent ./internal/sink:FuzzJSONString ./internal/payload:FuzzShapes
 FUZZ_TIME ?= 2m
 # make test fuzzes for a number of executions, not a duration: a duration races Go 1.26's
 # fuzz coordinator at the deadline and can fail with "context deadline exceeded" without
@@ -76,7 +76,7 @@ FUZZ_TIME ?= 2m
 FUZZ_TIME_SHORT ?= 10000x
 
 .PHONY: fuzz
-fuzz: ## Fuzz spec handling, CloudEvent building and payload shaping (FUZZ_TIME each, default 2m).
+fuzz: ## Fuzz spec handling, CloudEvent building, JSON string encoding and payload shaping (FUZZ_TIME each, default 2m).
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		echo "fuzz $$name ($$pkg, $(FUZZ_TIME))"; \

@@ -11,7 +11,7 @@ import (
 )
 
 // FuzzCloudEvent builds CloudEvents from arbitrary objects: any object the API server
-// could send becomes a valid CloudEvent or a clean error, never a panic.
+// could send becomes a valid CloudEvent (and valid batch JSON) or a clean error, never a panic.
 func FuzzCloudEvent(f *testing.F) {
 	f.Add(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"b","uid":"u","resourceVersion":"1"}}`)
 	f.Add(`{"metadata":{"name":"","namespace":null,"labels":{"a":1}},"data":[1,2,{"x":null}]}`)
@@ -29,6 +29,13 @@ func FuzzCloudEvent(f *testing.F) {
 		}
 		if err := ce.Validate(); err != nil && ev.ID() != "::Updated" {
 			t.Fatalf("invalid CloudEvent for %s: %v", raw, err)
+		}
+		body, err := batchBody([]Message{{Event: ev, Source: "/apis/x"}})
+		if err != nil {
+			t.Fatalf("the SDK encodes %s but the batch encoder fails: %v", raw, err)
+		}
+		if !json.Valid(body) {
+			t.Fatalf("batch body for %s is not JSON: %s", raw, body)
 		}
 	})
 }
