@@ -112,10 +112,16 @@ func all(gvr schema.GroupVersionResource) gvrOf {
 }
 
 // createSubscriptions creates n subscriptions named sub-<i> in ns, gvr(i) their resource,
-// from several goroutines as a `kubectl apply` of many files would.
-func (h *harness) createSubscriptions(ctx context.Context, ns string, n int, gvr gvrOf) error {
+// from several goroutines as a `kubectl apply` of many files would; tweaks change each
+// spec before it is created.
+func (h *harness) createSubscriptions(ctx context.Context, ns string, n int, gvr gvrOf,
+	tweaks ...func(*notifyv1.WatchSubscription)) error {
 	return parallel(n, 16, func(i int) error {
-		return h.k8s.Create(ctx, subscription(ns, "sub-"+strconv.Itoa(i), gvr(i), h.sink.URL))
+		ws := subscription(ns, "sub-"+strconv.Itoa(i), gvr(i), h.sink.URL)
+		for _, tweak := range tweaks {
+			tweak(ws)
+		}
+		return h.k8s.Create(ctx, ws)
 	})
 }
 

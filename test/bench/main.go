@@ -106,6 +106,7 @@ var scenarios = []scenario{
 	{"sharing", runSharing},
 	{"latency", runLatency},
 	{"throughput", runThroughput},
+	{"drain", runDrain},
 	{"convergence", runConvergence},
 	{"crd", runCRD},
 	{"memory", runMemory},

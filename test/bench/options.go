@@ -112,7 +112,8 @@ func parseFlags(args []string) (options, error) {
 	quick := fs.Bool("quick", false, "small scales: a smoke run of every scenario")
 	out := fs.String("out", "", "where to write the raw figures as JSON (default bin/bench/results.json)")
 	md := fs.String("md", "", "where to write the Markdown table too (it is always printed on stdout)")
-	only := fs.String("only", "", "comma-separated scenarios to run: sharing,latency,throughput,memory,convergence,crd")
+	only := fs.String("only", "",
+		"comma-separated scenarios to run: sharing,latency,throughput,drain,memory,convergence,crd")
 	qps := fs.Float64("operator-qps", 0, "operator client QPS (default -1: unlimited, like the manager binary)")
 	shareSubs := fs.String("share-subs", "", "sharing: comma-separated subscription counts")
 	shareObjects := fs.Int("share-objects", 0, "sharing: ConfigMaps in the shared namespace")

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 )
 
 type latencyPhase struct {
@@ -103,10 +105,10 @@ func (h *harness) latency(ctx context.Context, subs int) (latencyPhase, error) {
 }
 
 // subscribedNamespace makes a namespace, starts an operator and waits until subs
-// subscriptions on the namespace's ConfigMaps are Ready. done stops the operator and
+// subscriptions on the namespace's ConfigMaps (changed by tweaks) are Ready. done stops the operator and
 // deletes the ConfigMaps; on error, what was started is already undone.
-func (h *harness) subscribedNamespace(ctx context.Context, prefix string, subs int) (
-	ns string, r *runningOperator, done func(), err error) {
+func (h *harness) subscribedNamespace(ctx context.Context, prefix string, subs int,
+	tweaks ...func(*notifyv1.WatchSubscription)) (ns string, r *runningOperator, done func(), err error) {
 	if ns, err = h.namespace(ctx, prefix); err != nil {
 		return "", nil, nil, err
 	}
@@ -119,7 +121,7 @@ func (h *harness) subscribedNamespace(ctx context.Context, prefix string, subs i
 		h.stopOperator(r)
 		deleteObjects()
 	}
-	if err = h.createSubscriptions(ctx, ns, subs, all(configMaps)); err == nil {
+	if err = h.createSubscriptions(ctx, ns, subs, all(configMaps), tweaks...); err == nil {
 		err = h.waitReady(ctx, ns, subs, readyTimeout(subs))
 	}
 	if err != nil {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 )
 
 // throughputPhase is one run of creates back to back, as fast as the API server takes them
@@ -17,8 +19,10 @@ import (
 // by one plain watch running at the same time.
 type throughputPhase struct {
 	Subscriptions int `json:"subscriptions"`
-	Writes        int `json:"writes"`
-	Writers       int `json:"writers"`
+	// ContentMode of the subscriptions' webhook: binary (one request per delivery) or batched.
+	ContentMode string `json:"contentMode"`
+	Writes      int    `json:"writes"`
+	Writers     int    `json:"writers"`
 	// WriteRate is what the API server accepted: writes per second from the first call to
 	// the last response.
 	WriteRate float64 `json:"writeRate"`
@@ -36,8 +40,10 @@ type throughputPhase struct {
 	Observed  int     `json:"observed"`
 	Dropped   float64 `json:"dropped"`
 	Failed    float64 `json:"failed"`
-	// SinkConnections is how many connections the sink accepted during the writes.
+	// SinkConnections is how many connections the sink accepted during the writes, and
+	// SinkRequests how many requests it served.
 	SinkConnections int64 `json:"sinkConnections"`
+	SinkRequests    int64 `json:"sinkRequests"`
 	// Lag is each delivery's arrival at the sink minus the raw watch's arrival of the same
 	// create. LagFirstTenth and LagLastTenth are its medians over the first and the last
 	// tenth of the writes: a pipeline that keeps up has the same lag at the end as at the start.
@@ -48,18 +54,24 @@ type throughputPhase struct {
 
 // runThroughput: first one subscription under a long run of creates (the sustained rate,
 // against the rate a plain watch observes), then the DESIGN fan-out: many subscriptions
-// on the same objects under a short burst.
+// on the same objects under a short burst, once with one request per delivery and once
+// with the batched content mode.
 func runThroughput(ctx context.Context, h *harness) ([]Row, any, error) {
 	var phases []throughputPhase
-	sustained, err := h.throughput(ctx, 1, h.opts.ThroughputWrites)
+	sustained, err := h.throughput(ctx, 1, h.opts.ThroughputWrites, notifyv1.ContentModeBinary)
 	phases = append(phases, sustained)
 	if err != nil {
 		return nil, phases, fmt.Errorf("1 subscription: %w", err)
 	}
-	fanOut, err := h.throughput(ctx, h.opts.FanOutSubs, h.opts.FanOutWrites)
+	fanOut, err := h.throughput(ctx, h.opts.FanOutSubs, h.opts.FanOutWrites, notifyv1.ContentModeBinary)
 	phases = append(phases, fanOut)
 	if err != nil {
 		return nil, phases, fmt.Errorf("%d subscriptions: %w", h.opts.FanOutSubs, err)
+	}
+	fanOutBatched, err := h.throughput(ctx, h.opts.FanOutSubs, h.opts.FanOutWrites, notifyv1.ContentModeBatched)
+	phases = append(phases, fanOutBatched)
+	if err != nil {
+		return nil, phases, fmt.Errorf("%d subscriptions, batched: %w", h.opts.FanOutSubs, err)
 	}
 
 	rate := newRow("throughput/rate", "Throughput, 1 sub", "events/s to the sink", "/s",
@@ -67,17 +79,26 @@ func runThroughput(ctx context.Context, h *harness) ([]Row, any, error) {
 		goal("≥ 0.95× raw, all delivered", sustained.complete() && sustained.OursRate >= 0.95*sustained.RawRate).
 		note("%s; lag %s", sustained.delivered(), sustained.lagNote())
 
-	label := fmt.Sprintf("Fan-out, %s × %d creates", subs(fanOut.Subscriptions), fanOut.Writes)
+	rows := append([]Row{rate}, fanOutRows("throughput/fanout", "", fanOut)...)
+	return append(rows, fanOutRows("throughput/fanout-batched", ", batched", fanOutBatched)...), phases, nil
+}
+
+// fanOutRows are the DESIGN fan-out targets for one phase.
+func fanOutRows(id, mode string, p throughputPhase) []Row {
+	label := fmt.Sprintf("Fan-out, %s × %d creates%s", subs(p.Subscriptions), p.Writes, mode)
 	// A fan-out that keeps up delivers what the raw watch observes once per subscription.
-	deliveries := newRow("throughput/fanout/rate", label, "deliveries/s to the sink", "/s",
-		fanOut.OursRate, fanOut.RawRate*float64(fanOut.Subscriptions), fmt.Sprintf("raw × %d", fanOut.Subscriptions)).
-		goal("≥ 20,000/s, all delivered", fanOut.complete() && fanOut.OursRate >= 20000).
-		note("%s; writes %.0f/s", fanOut.delivered(), fanOut.WriteRate)
-	took := newRow("throughput/fanout/time", label, "first write → last delivery", "s",
-		fanOut.OursSeconds, fanOut.RawSeconds, "raw (last create seen)").
-		goal("≤ 1.5× raw", fanOut.complete() && fanOut.OursSeconds <= 1.5*fanOut.RawSeconds).
-		note("lag %s", fanOut.lagNote())
-	return []Row{rate, deliveries, took}, phases, nil
+	// It cannot go faster than the API server takes the writes, so the 20,000/s target
+	// is measured on a backlog (runDrain).
+	deliveries := newRow(id+"/rate", label, "deliveries/s to the sink", "/s",
+		p.OursRate, p.RawRate*float64(p.Subscriptions), fmt.Sprintf("raw × %d", p.Subscriptions)).
+		goal("keeps up: ≥ 0.95× raw × 50, all delivered", p.complete() &&
+			p.OursRate >= 0.95*p.RawRate*float64(p.Subscriptions)).
+		note("%s; writes %.0f/s; %d requests", p.delivered(), p.WriteRate, p.SinkRequests)
+	took := newRow(id+"/time", label, "first write → last delivery", "s",
+		p.OursSeconds, p.RawSeconds, "raw (last create seen)").
+		goal("≤ 1.5× raw", p.complete() && p.OursSeconds <= 1.5*p.RawSeconds).
+		note("lag %s", p.lagNote())
+	return []Row{deliveries, took}
 }
 
 func (p throughputPhase) complete() bool { return p.Delivered == p.Expected && p.Observed == p.Writes }
@@ -95,9 +116,13 @@ func (p throughputPhase) lagNote() string {
 		trim(p.Lag.P99)+" ms", trim(p.LagFirstTenth)+" ms", trim(p.LagLastTenth)+" ms")
 }
 
-func (h *harness) throughput(ctx context.Context, nSubs, nWrites int) (throughputPhase, error) {
-	p := throughputPhase{Subscriptions: nSubs, Writes: nWrites, Writers: h.opts.Writers, Expected: nSubs * nWrites}
-	ns, r, done, err := h.subscribedNamespace(ctx, "throughput", nSubs)
+func (h *harness) throughput(ctx context.Context, nSubs, nWrites int, mode notifyv1.ContentMode) (
+	throughputPhase, error) {
+	p := throughputPhase{Subscriptions: nSubs, Writes: nWrites, Writers: h.opts.Writers, Expected: nSubs * nWrites,
+		ContentMode: string(mode)}
+	ns, r, done, err := h.subscribedNamespace(ctx, "throughput", nSubs, func(ws *notifyv1.WatchSubscription) {
+		ws.Spec.Sink.Webhook.ContentMode = mode
+	})
 	if err != nil {
 		return p, err
 	}
@@ -114,7 +139,7 @@ func (h *harness) throughput(ctx context.Context, nSubs, nWrites int) (throughpu
 	}
 	defer rw.stop()
 
-	connsBefore := h.sink.conns.Load()
+	connsBefore, requestsBefore := h.sink.conns.Load(), h.sink.requests.Load()
 	w, err := h.create(ctx, writes{ns: ns, prefix: "t", count: nWrites, workers: h.opts.Writers,
 		bytes: h.opts.ObjectBytes})
 	if err != nil {
@@ -123,6 +148,7 @@ func (h *harness) throughput(ctx context.Context, nSubs, nWrites int) (throughpu
 	waitCount(ctx, p.Expected+nWrites, 10*time.Second, func() int { o, r := log.counts(); return o + r })
 	h.sink.handle(nil)
 	p.SinkConnections = h.sink.conns.Load() - connsBefore
+	p.SinkRequests = h.sink.requests.Load() - requestsBefore
 
 	p.WriteRate = float64(nWrites) / (w.Last - w.First).Seconds()
 	log.summarize(&p, w.First)
@@ -139,8 +165,9 @@ func (h *harness) throughput(ctx context.Context, nSubs, nWrites int) (throughpu
 		p.Dropped += dropped
 		p.Failed += failed
 	}
-	h.logf("throughput %d × %d: writes %.0f/s; raw %.0f/s, last seen after %.2f s; "+
-		"ours %.0f/s, last after %.2f s; %s; lag %s; %d sink connections", nSubs, nWrites, p.WriteRate, p.RawRate,
+	h.logf("throughput %d × %d %s: %d requests; writes %.0f/s; raw %.0f/s, last seen after %.2f s; "+
+		"ours %.0f/s, last after %.2f s; %s; lag %s; %d sink connections", nSubs, nWrites, p.ContentMode,
+		p.SinkRequests, p.WriteRate, p.RawRate,
 		p.RawSeconds, p.OursRate, p.OursSeconds, p.delivered(), p.lagNote(), p.SinkConnections)
 
 	if err := h.deleteSubscriptions(ctx, ns); err != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -17,17 +18,21 @@ type delivery struct {
 	At              time.Duration
 }
 
-// sinkServer is a CloudEvents receiver on loopback. It reads only the binary-mode headers
-// and drains the body, so the sink costs as little CPU as possible: on two cores it
-// competes with the operator, the API server and etcd.
+// sinkServer is a CloudEvents receiver on loopback. In binary mode it reads only the
+// headers and drains the body, so the sink costs as little CPU as possible: on two cores it
+// competes with the operator, the API server and etcd. Batched requests are decoded.
 type sinkServer struct {
 	URL     string
 	srv     *http.Server
 	onEvent atomic.Pointer[func(delivery)]
-	// invalid counts requests that were not binary-mode CloudEvents.
+	// invalid counts requests (or batch entries) that were not CloudEvents.
 	invalid atomic.Int64
 	// conns counts the connections accepted: with keep-alive, a handful per sender.
 	conns atomic.Int64
+	// requests counts the requests served.
+	requests atomic.Int64
+	// gate, while set, holds every request until it is closed (see hold).
+	gate atomic.Pointer[chan struct{}]
 }
 
 func startSink() (*sinkServer, error) {
@@ -51,7 +56,19 @@ func startSink() (*sinkServer, error) {
 }
 
 func (s *sinkServer) serve(w http.ResponseWriter, r *http.Request) {
+	if gate := s.gate.Load(); gate != nil {
+		select {
+		case <-*gate:
+		case <-r.Context().Done():
+			return
+		}
+	}
 	at := now()
+	s.requests.Add(1)
+	if r.Header.Get("Content-Type") == "application/cloudevents-batch+json" {
+		s.serveBatch(w, r, at)
+		return
+	}
 	_, _ = io.Copy(io.Discard, r.Body)
 	subject, source := r.Header.Get("Ce-Subject"), r.Header.Get("Ce-Source")
 	if r.Header.Get("Ce-Id") == "" || subject == "" || !strings.HasPrefix(r.Header.Get("Ce-Type"), "io.dynamicnotifier.") {
@@ -63,6 +80,43 @@ func (s *sinkServer) serve(w http.ResponseWriter, r *http.Request) {
 		(*fn)(delivery{Subject: subject, Source: source, At: at})
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// serveBatch reads a batched-mode request: every event in it arrived at the same time.
+func (s *sinkServer) serveBatch(w http.ResponseWriter, r *http.Request, at time.Duration) {
+	var batch []struct {
+		ID      string `json:"id"`
+		Type    string `json:"type"`
+		Subject string `json:"subject"`
+		Source  string `json:"source"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&batch); err != nil {
+		s.invalid.Add(1)
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
+	fn := s.onEvent.Load()
+	for _, ce := range batch {
+		if ce.ID == "" || ce.Subject == "" || !strings.HasPrefix(ce.Type, "io.dynamicnotifier.") {
+			s.invalid.Add(1)
+			continue
+		}
+		if fn != nil {
+			(*fn)(delivery{Subject: ce.Subject, Source: ce.Source, At: at})
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// hold makes requests wait until the returned release is called: senders queue up
+// behind the requests they have in flight.
+func (s *sinkServer) hold() (release func()) {
+	gate := make(chan struct{})
+	s.gate.Store(&gate)
+	return func() {
+		s.gate.Store(nil)
+		close(gate)
+	}
 }
 
 // handle routes deliveries to fn until the next call; nil ignores them.
