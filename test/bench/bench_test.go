@@ -93,6 +93,7 @@ func wantRows(opts options) []string {
 	ids = append(ids, "throughput/rate", "throughput/fanout/rate", "throughput/fanout/time",
 		"throughput/fanout-batched/rate", "throughput/fanout-batched/time", "drain/binary", "drain/batched",
 		"convergence/ready", "convergence/watches", "convergence/idle-status-writes", "convergence/teardown",
+		"convergence/teardown-after-api",
 		"crd/ready")
 	for _, n := range opts.MemoryObjects {
 		ids = append(ids, fmt.Sprintf("memory/%d/heap", n), fmt.Sprintf("memory/%d/rss", n))
