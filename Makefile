@@ -98,6 +98,17 @@ bench: manifests envtest-assets ## End-to-end benchmarks against baselines (tabl
 	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -run '^$$' -bench . -benchmem $(GO_BENCH_FLAGS) $(GO_BENCH_PKGS) > bin/bench/gobench.txt; \
 		status=$$?; cat bin/bench/gobench.txt; exit $$status
 
+.PHONY: bench-profile
+bench-profile: manifests envtest-assets ## The scenarios behind missed targets with CPU and heap profiles, and a pprof summary of each CPU profile (bin/bench/profiles).
+	@rm -rf bin/bench/profiles && mkdir -p bin/bench/profiles
+	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go run ./test/bench -only $(PROFILE_SCENARIOS) -profile bin/bench/profiles \
+		-out bin/bench/profiles/results.json -md bin/bench/profiles/results.md $(BENCH_FLAGS)
+	@for f in bin/bench/profiles/*.cpu.pb.gz; do \
+		go tool pprof -top -cum -nodecount=60 "$$f" > "$${f%.pb.gz}.top.txt" 2>/dev/null || exit 1; \
+		echo "$${f%.pb.gz}.top.txt"; done
+
+PROFILE_SCENARIOS ?= latency,drain,convergence
+
 # BENCH_FLAGS go to test/bench: -quick for a smoke run, -memory-objects 10000,100000 for the
 # large memory figure, -only latency,... for single scenarios (go run ./test/bench -h).
 BENCH_FLAGS ?=
