@@ -111,8 +111,8 @@ type Registry struct {
 	saveFailing bool
 }
 
-// New returns a registry watching through client. onChange is called, without blocking,
-// whenever an informer's State changes.
+// New returns a registry watching through client, which NewClient builds as the informers
+// expect. onChange is called, without blocking, whenever an informer's State changes.
 func New(client dynamic.Interface, log logr.Logger, onChange func(Key)) *Registry {
 	ctx, cancel := context.WithCancel(context.Background())
 	if onChange == nil {

@@ -132,7 +132,7 @@ func (h *harness) crdRound(ctx context.Context, ns string, tracker *readyTracker
 	})
 	wg.Go(func() {
 		// Through a REST client that does not retry: client-go's clients honour the
-		// Retry-After of the 503 that the API server answers while it installs the new
+		// Retry-After of the 429 that the API server answers while it installs the new
 		// resource, which would add a second to the baseline that no watcher must wait.
 		path := fmt.Sprintf("/apis/%s/%s/namespaces/%s/%s", gadgets.Group, gadgets.Version, ns, gadgets.Resource)
 		errs[1] = poll(rctx, 2*time.Millisecond, time.Minute, "a watch on the new resource", func() (bool, error) {
