@@ -191,6 +191,30 @@ func (h *harness) cpuProfile(name string) (stop func()) {
 	}
 }
 
+// apiServerProfile, with -profile, has the API server profile its own CPU for the next
+// seconds (its /debug/pprof endpoint) into <name>.apiserver.cpu.pb.gz; wait returns when
+// the file is written.
+func (h *harness) apiServerProfile(ctx context.Context, name string, seconds int) (wait func()) {
+	if h.opts.ProfileDir == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		raw, err := h.admin.Discovery().RESTClient().Get().AbsPath("/debug/pprof/profile").
+			Param("seconds", strconv.Itoa(seconds)).DoRaw(ctx)
+		if err == nil {
+			if err = os.MkdirAll(h.opts.ProfileDir, 0o755); err == nil {
+				err = os.WriteFile(filepath.Join(h.opts.ProfileDir, name+".apiserver.cpu.pb.gz"), raw, 0o644)
+			}
+		}
+		if err != nil {
+			h.logf("API server profile %s: %v", name, err)
+		}
+	}()
+	return func() { <-done }
+}
+
 func (h *harness) heapProfile(name string) {
 	if h.opts.ProfileDir == "" {
 		return

@@ -29,9 +29,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	if opts.ProfileDir != "" {
-		// Finer sampling than the default 512 KiB, so small retained structures show up;
-		// it slows allocation, so a profiled run's figures are not comparable.
+	if opts.ProfileDir != "" && (opts.selected("sharing") || opts.selected("memory")) {
+		// Finer sampling than the default 512 KiB, so small retained structures show up in
+		// the heap readings; it slows allocation and fills CPU profiles with the sampling's
+		// own stack walks, so only the scenarios that read the heap get it.
 		runtime.MemProfileRate = 4096
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -127,6 +127,7 @@ func runConvergence(ctx context.Context, h *harness) ([]Row, any, error) {
 	}
 
 	start := time.Now()
+	apiServerProfiled := h.apiServerProfile(ctx, "convergence-create", 8)
 	if err := h.createSubscriptions(ctx, ns, n, func(i int) schema.GroupVersionResource {
 		return convergenceGVRs[i%len(convergenceGVRs)]
 	}); err != nil {
@@ -170,6 +171,8 @@ func runConvergence(ctx context.Context, h *harness) ([]Row, any, error) {
 	d.Idle = h.opts.Idle.String()
 	h.logf("convergence: %.0f status writes in %s idle", d.IdleStatusWrites, d.Idle)
 
+	apiServerProfiled()
+	apiServerProfiled = h.apiServerProfile(ctx, "convergence-delete", 5)
 	start = time.Now()
 	if err := h.deleteSubscriptions(ctx, ns); err != nil {
 		return nil, d, err
@@ -194,6 +197,7 @@ func runConvergence(ctx context.Context, h *harness) ([]Row, any, error) {
 		d.DeleteCall, d.InformersGone,
 		d.GoroutinesBefore, d.GoroutinesAtReady, d.GoroutinesAfter, d.GoroutinesBack)
 
+	apiServerProfiled()
 	naiveSynced, naiveDown, err := h.convergenceNaive(ctx, ns, d)
 	if err != nil {
 		return nil, d, err
