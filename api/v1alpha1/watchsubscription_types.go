@@ -284,8 +284,8 @@ type HTTPOptions struct {
 	// +optional
 	ContentMode ContentMode `json:"contentMode,omitempty"`
 
-	// maxBatchSize caps the events of one batched request (default 100). Only with
-	// contentMode batched.
+	// maxBatchSize caps the events of one batched request (default 100); a batch also
+	// stops growing before its event data passes 1 MiB. Only with contentMode batched.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000

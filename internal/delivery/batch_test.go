@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -174,4 +175,21 @@ func TestReplacementRetriesABatchCutShort(t *testing.T) {
 	g.Eventually(rcv.batches).Should(Equal([][]string{subjects(0, 4)}),
 		"the cut-short batch goes again, ahead of the new pipeline's own event")
 	g.Eventually(done.get).Should(HaveLen(4))
+}
+
+func TestBatchStopsGrowingAtMaxBatchBytes(t *testing.T) {
+	g := newG(t)
+	rcv := newBatchReceiver(t, nil)
+	p := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true})
+	defer p.Stop()
+	for i := range 5 {
+		ev := newEvent(objName(i), 1)
+		// About 40% of the limit each: two fit in a request, three do not.
+		ev.Object.Object["data"] = map[string]any{"payload": strings.Repeat("x", MaxBatchBytes*2/5)}
+		g.Expect(p.Offer(ev)).To(BeTrue())
+	}
+	p.Release(nil)
+
+	g.Eventually(rcv.batches).Should(Equal([][]string{subjects(0, 2), subjects(2, 4), subjects(4, 5)}),
+		"batches stop short of MaxBatchBytes, in order")
 }

@@ -31,6 +31,10 @@ const (
 	droppedRecentlyWait = time.Minute
 )
 
+// MaxBatchBytes bounds the event data of one batched request: a batch stops growing before
+// it passes 1 MiB, though an event larger than that still goes on its own.
+const MaxBatchBytes = 1 << 20
+
 // Retry is the retry policy.
 type Retry struct {
 	MaxAttempts         int
@@ -356,10 +360,14 @@ func (p *Pipeline) work(l *lane) {
 			l.mu.Unlock()
 			return
 		}
-		n := min(len(l.queue), p.batch)
-		evs := append(l.batchBuf[:0], l.queue[:n]...)
-		clear(l.queue[:n])
-		l.queue = l.queue[n:]
+		taken := append(l.batchBuf[:0], l.queue[:min(len(l.queue), p.batch)]...)
+		l.mu.Unlock()
+		// Only this worker takes from the lane, so what it read stays at the head while
+		// it sizes the batch (encoding, if needed, outside the lock).
+		evs := taken[:p.fitting(taken)]
+		l.mu.Lock()
+		clear(l.queue[:len(evs)])
+		l.queue = l.queue[len(evs):]
 		l.current = evs
 		l.mu.Unlock()
 		if !p.deliver(l, evs) {
@@ -372,13 +380,29 @@ func (p *Pipeline) work(l *lane) {
 			p.opts.Done(ev)
 			<-p.slots
 		}
-		clear(evs) // let delivered events go
-		l.batchBuf = evs
+		clear(taken) // let delivered events go
+		l.batchBuf = taken
 		p.opts.Metrics.QueueDepth(len(p.slots))
 		if p.ctx.Err() != nil {
 			return
 		}
 	}
+}
+
+// fitting is how many of evs, from the first, go in one request: all of them unless their
+// data passes MaxBatchBytes, and always at least one.
+func (p *Pipeline) fitting(evs []*event.Event) int {
+	if len(evs) <= 1 {
+		return len(evs)
+	}
+	size := 0
+	for i, ev := range evs {
+		data, _ := ev.Data() // encoded once per event, shared with every subscriber
+		if size += len(data); size > MaxBatchBytes && i > 0 {
+			return i
+		}
+	}
+	return len(evs)
 }
 
 // deliver tries evs, as one request, until they are delivered or fail for good (true), or
