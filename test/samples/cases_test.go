@@ -99,6 +99,24 @@ func sampleCases() map[string]sampleCase {
 			},
 			want: event{added, "/apis/cert-manager.io/v1/namespaces/samples/certificates/www"},
 		},
+
+		// A Normal and a Warning Event: only the Warning is delivered, in a batch.
+		"warning-events-batched": {
+			trigger: func(t *testing.T) {
+				create(t, coreEvent("pulled", corev1.EventTypeNormal, "Pulled"))
+				create(t, coreEvent("backoff", corev1.EventTypeWarning, "BackOff"))
+			},
+			want: event{added, "/api/v1/namespaces/samples/events/backoff"},
+		},
+	}
+}
+
+func coreEvent(name, eventType, reason string) *corev1.Event {
+	return &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Namespace: sampleNamespace, Name: name},
+		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: sampleNamespace, Name: "web-0", APIVersion: "v1"},
+		Type:           eventType, Reason: reason, Message: reason + " for the sample",
+		Source: corev1.EventSource{Component: "kubelet"},
 	}
 }
 

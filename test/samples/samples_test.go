@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -318,15 +319,16 @@ func source(ws *notifyv1.WatchSubscription) string {
 func waitReceived(t *testing.T, rcv *receiver, ws *notifyv1.WatchSubscription, want event) {
 	t.Helper()
 	var path string
+	var opts notifyv1.HTTPOptions
 	switch {
 	case ws.Spec.Sink.Webhook != nil:
 		u, err := url.Parse(ws.Spec.Sink.Webhook.URL)
 		if err != nil {
 			t.Fatal(err)
 		}
-		path = u.Path
+		path, opts = u.Path, ws.Spec.Sink.Webhook.HTTPOptions
 	case ws.Spec.Sink.Service != nil:
-		path = ws.Spec.Sink.Service.Path
+		path, opts = ws.Spec.Sink.Service.Path, ws.Spec.Sink.Service.HTTPOptions
 	}
 	var got received
 	NewWithT(t).Eventually(func(g Gomega) {
@@ -343,6 +345,12 @@ func waitReceived(t *testing.T, rcv *receiver, ws *notifyv1.WatchSubscription, w
 	}).WithTimeout(20 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
 	if got.Path != path {
 		t.Errorf("the event arrived at %s, the sample posts to %s", got.Path, path)
+	}
+	wantType := map[notifyv1.ContentMode]string{"": "application/json", notifyv1.ContentModeBinary: "application/json",
+		notifyv1.ContentModeStructured: "application/cloudevents+json",
+		notifyv1.ContentModeBatched:    "application/cloudevents-batch+json"}[opts.ContentMode]
+	if got.ContentType != wantType {
+		t.Errorf("the event arrived as %s; with contentMode %q it must be %s", got.ContentType, opts.ContentMode, wantType)
 	}
 }
 
@@ -402,6 +410,8 @@ func startOperator(t *testing.T) {
 // received is one CloudEvent as the receiver saw it.
 type received struct {
 	Path, Type, Source, Subject string
+	// ContentType of the request that carried the event.
+	ContentType string
 }
 
 // receiver is a CloudEvents receiver on loopback standing in for every HTTP sink.
@@ -416,16 +426,28 @@ func startReceiver(t *testing.T) *receiver {
 	t.Helper()
 	rcv := &receiver{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		ev, err := cehttp.NewEventFromHTTPRequest(req)
+		var evs []cloudevents.Event
+		var err error
+		if req.Header.Get("Content-Type") == "application/cloudevents-batch+json" {
+			evs, err = cehttp.NewEventsFromHTTPRequest(req)
+		} else {
+			var ev *cloudevents.Event
+			if ev, err = cehttp.NewEventFromHTTPRequest(req); err == nil {
+				evs = []cloudevents.Event{*ev}
+			}
+		}
 		if err != nil {
 			t.Errorf("the receiver got a request that is not a CloudEvent: %v", err)
 			w.WriteHeader(http.StatusBadRequest)
 			return
 		}
 		rcv.mu.Lock()
-		rcv.events = append(rcv.events, received{
-			Path: req.URL.Path, Type: ev.Type(), Source: ev.Source(), Subject: ev.Subject(),
-		})
+		for _, ev := range evs {
+			rcv.events = append(rcv.events, received{
+				Path: req.URL.Path, Type: ev.Type(), Source: ev.Source(), Subject: ev.Subject(),
+				ContentType: req.Header.Get("Content-Type"),
+			})
+		}
 		rcv.mu.Unlock()
 		w.WriteHeader(http.StatusAccepted)
 	}))
