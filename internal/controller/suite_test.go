@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	. "github.com/onsi/gomega"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
@@ -28,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/cetest"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/testenv"
 )
@@ -150,16 +149,7 @@ func serveSink(t *testing.T, srv *httptest.Server, s *sink, useTLS bool) *sink {
 	t.Helper()
 	srv.Config.Handler = (http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		// Binary, structured or batched: one request may carry several events.
-		var evs []cloudevents.Event
-		var err error
-		if req.Header.Get("Content-Type") == "application/cloudevents-batch+json" {
-			evs, err = cehttp.NewEventsFromHTTPRequest(req)
-		} else {
-			var ev *cloudevents.Event
-			if ev, err = cehttp.NewEventFromHTTPRequest(req); err == nil {
-				evs = []cloudevents.Event{*ev}
-			}
-		}
+		evs, err := cetest.Events(req)
 		if err != nil || len(evs) == 0 {
 			t.Errorf("sink got a request that is not a CloudEvent: %v", err)
 			w.WriteHeader(http.StatusBadRequest)

@@ -80,19 +80,25 @@ func BenchmarkBatchBody50(b *testing.B) {
 	}
 }
 
-// BenchmarkWebhookSend is one delivery over a kept-alive loopback connection to a sink that
-// drains the body and answers 204; the server's own cost is in the figures too.
-func BenchmarkWebhookSend(b *testing.B) {
+// drainingSink is a loopback sink that drains the body and answers 204, and a webhook on
+// the operator's pooled client posting to it in batches of batch (0: binary mode).
+func drainingSink(b *testing.B, batch int) *Webhook {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		w.WriteHeader(http.StatusNoContent)
 	}))
-	defer srv.Close()
+	b.Cleanup(srv.Close)
 	client, err := NewClients().For(nil, false)
 	if err != nil {
 		b.Fatal(err)
 	}
-	wh := &Webhook{URL: srv.URL, Client: client}
+	return &Webhook{URL: srv.URL, Client: client, Batch: batch}
+}
+
+// BenchmarkWebhookSend is one delivery over a kept-alive loopback connection to a sink that
+// drains the body and answers 204; the server's own cost is in the figures too.
+func BenchmarkWebhookSend(b *testing.B) {
+	wh := drainingSink(b, 0)
 	msg := benchMessage(b)
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -107,16 +113,7 @@ func BenchmarkWebhookSend(b *testing.B) {
 // BenchmarkWebhookSendBatch50 is 50 deliveries in one batched request, server included:
 // compare ns/op with 50 × WebhookSend.
 func BenchmarkWebhookSendBatch50(b *testing.B) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer srv.Close()
-	client, err := NewClients().For(nil, false)
-	if err != nil {
-		b.Fatal(err)
-	}
-	wh := &Webhook{URL: srv.URL, Client: client, Batch: 50}
+	wh := drainingSink(b, 50)
 	msgs := make([]Message, 50)
 	for i := range msgs {
 		msgs[i] = benchMessage(b)

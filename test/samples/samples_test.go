@@ -19,8 +19,6 @@ import (
 	"testing"
 	"time"
 
-	cloudevents "github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -39,6 +37,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/cetest"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/testenv"
 )
@@ -426,16 +425,7 @@ func startReceiver(t *testing.T) *receiver {
 	t.Helper()
 	rcv := &receiver{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		var evs []cloudevents.Event
-		var err error
-		if req.Header.Get("Content-Type") == "application/cloudevents-batch+json" {
-			evs, err = cehttp.NewEventsFromHTTPRequest(req)
-		} else {
-			var ev *cloudevents.Event
-			if ev, err = cehttp.NewEventFromHTTPRequest(req); err == nil {
-				evs = []cloudevents.Event{*ev}
-			}
-		}
+		evs, err := cetest.Events(req)
 		if err != nil {
 			t.Errorf("the receiver got a request that is not a CloudEvent: %v", err)
 			w.WriteHeader(http.StatusBadRequest)
