@@ -284,8 +284,9 @@ type HTTPOptions struct {
 	// +optional
 	ContentMode ContentMode `json:"contentMode,omitempty"`
 
-	// maxBatchSize caps the events of one batched request (default 100); a batch also
-	// stops growing before its event data passes 1 MiB. Only with contentMode batched.
+	// maxBatchSize caps the events of one batched request (default 100); a request also
+	// stays under about 1 MiB, and one the receiver refuses as too large (413) is split.
+	// Only with contentMode batched. Dead letters always go one at a time.
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000

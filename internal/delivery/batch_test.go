@@ -2,6 +2,7 @@ package delivery
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	. "github.com/onsi/gomega"
 
+	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 )
 
@@ -20,16 +22,16 @@ import (
 // of the CloudEvents it carried: a batched-mode array, or one binary-mode event.
 type batchReceiver struct {
 	url string
-	// status answers request i (from 0); nil answers 204. It may block, e.g. until the
-	// request is cancelled.
-	status func(r *http.Request, i int) int
+	// status answers request i (from 0), which carried events; nil answers 204. It may
+	// block, e.g. until the request is cancelled.
+	status func(r *http.Request, i, events int) int
 
 	mu       sync.Mutex
 	requests int
 	accepted [][]string
 }
 
-func newBatchReceiver(t *testing.T, status func(r *http.Request, i int) int) *batchReceiver {
+func newBatchReceiver(t *testing.T, status func(r *http.Request, i, events int) int) *batchReceiver {
 	t.Helper()
 	rcv := &batchReceiver{status: status}
 	srv := httptest.NewServer(http.HandlerFunc(rcv.serve))
@@ -61,7 +63,7 @@ func (rcv *batchReceiver) serve(w http.ResponseWriter, r *http.Request) {
 	rcv.mu.Unlock()
 	code := http.StatusNoContent
 	if rcv.status != nil {
-		code = rcv.status(r, i)
+		code = rcv.status(r, i, len(subjects))
 	}
 	if code/100 == 2 {
 		rcv.mu.Lock()
@@ -130,7 +132,7 @@ func TestBatchingSinkTakesWhatIsQueuedInOrder(t *testing.T) {
 
 func TestFailedBatchIsDeadLetteredEventByEvent(t *testing.T) {
 	g := newG(t)
-	down := newBatchReceiver(t, func(*http.Request, int) int { return http.StatusInternalServerError })
+	down := newBatchReceiver(t, func(*http.Request, int, int) int { return http.StatusInternalServerError })
 	letters := newBatchReceiver(t, nil)
 	stats := NewStats(0, 0, 0, 0)
 	p := Start(Options{Sink: down.webhook(10), DeadLetter: &sink.Webhook{URL: letters.url, Client: &http.Client{}},
@@ -152,7 +154,7 @@ func TestFailedBatchIsDeadLetteredEventByEvent(t *testing.T) {
 
 func TestReplacementRetriesABatchCutShort(t *testing.T) {
 	g := newG(t)
-	rcv := newBatchReceiver(t, func(r *http.Request, i int) int {
+	rcv := newBatchReceiver(t, func(r *http.Request, i, _ int) int {
 		if i == 0 {
 			<-r.Context().Done() // the first attempt hangs until the old pipeline stops
 			return http.StatusServiceUnavailable
@@ -192,4 +194,83 @@ func TestBatchStopsGrowingAtMaxBatchBytes(t *testing.T) {
 
 	g.Eventually(rcv.batches).Should(Equal([][]string{subjects(0, 2), subjects(2, 4), subjects(4, 5)}),
 		"batches stop short of MaxBatchBytes, in order")
+}
+
+func TestOneUnencodableEventFailsAloneInItsBatch(t *testing.T) {
+	g := newG(t)
+	rcv := newBatchReceiver(t, nil)
+	stats, metrics := NewStats(0, 0, 0, 0), &recordingMetrics{}
+	var done doneLog
+	shape := func(ev *event.Event) ([]byte, error) {
+		if ev.Object.GetName() == objName(1) {
+			return nil, errors.New("payload cannot be shaped")
+		}
+		return ev.Data()
+	}
+	p := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Shape: shape, Stats: stats, Metrics: metrics,
+		Done: done.done})
+	defer p.Stop()
+	for i := range 3 {
+		g.Expect(p.Offer(newEvent(objName(i), 1))).To(BeTrue())
+	}
+	p.Release(nil)
+
+	g.Eventually(rcv.batches).Should(Equal([][]string{{subjects(0, 1)[0], subjects(2, 3)[0]}}),
+		"the two good events still go, together")
+	g.Eventually(done.get).Should(HaveLen(3), "the failed event is finished with too")
+	g.Expect(stats.Snapshot().Failed).To(Equal(int64(1)))
+	g.Expect(stats.Snapshot().Delivered).To(Equal(int64(2)))
+	g.Expect(metrics.failures()).To(Equal([]string{sink.ReasonInvalid}))
+}
+
+func TestBatchTooLargeForTheSinkIsSplit(t *testing.T) {
+	g := newG(t)
+	rcv := newBatchReceiver(t, func(_ *http.Request, _, events int) int {
+		if events > 2 {
+			return http.StatusRequestEntityTooLarge
+		}
+		return http.StatusNoContent
+	})
+	stats := NewStats(0, 0, 0, 0)
+	p := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Stats: stats, Retry: fastRetry})
+	defer p.Stop()
+	for i := range 5 {
+		g.Expect(p.Offer(newEvent(objName(i), 1))).To(BeTrue())
+	}
+	p.Release(nil)
+
+	g.Eventually(rcv.batches).Should(Equal([][]string{subjects(0, 2), subjects(2, 3), subjects(3, 5)}),
+		"a 413 halves the batch until the halves pass, in order")
+	s := stats.Snapshot()
+	g.Expect(s.Delivered).To(Equal(int64(5)))
+	g.Expect(s.Failed).To(BeZero())
+	g.Expect(s.Failing).To(BeFalse(), "a split is not a failure")
+}
+
+func TestReplacementGetsOnlyWhatADeadLetteringPipelineLeft(t *testing.T) {
+	g := newG(t)
+	down := newBatchReceiver(t, func(*http.Request, int, int) int { return http.StatusInternalServerError })
+	letters := newBatchReceiver(t, func(r *http.Request, i, _ int) int {
+		if i == 1 {
+			<-r.Context().Done() // the second dead letter hangs until the pipeline stops
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusNoContent
+	})
+	old := Start(Options{Sink: down.webhook(10), DeadLetter: &sink.Webhook{URL: letters.url, Client: &http.Client{}},
+		Parallelism: 1, Held: true, Retry: Retry{MaxAttempts: 1}})
+	for i := range 3 {
+		g.Expect(old.Offer(newEvent(objName(i), 1))).To(BeTrue())
+	}
+	old.Release(nil)
+	g.Eventually(letters.requestCount).Should(Equal(2), "the first event is dead-lettered, the second on its way")
+
+	fixed := newBatchReceiver(t, nil)
+	replacement := Start(Options{Sink: fixed.webhook(10), Parallelism: 1, Held: true})
+	defer replacement.Stop()
+	replacement.Release(old)
+
+	g.Eventually(fixed.batches).Should(Equal([][]string{subjects(1, 3)}),
+		"the replacement retries the two events not settled, not the one already dead-lettered")
+	g.Expect(letters.batches()).To(Equal([][]string{subjects(0, 1)}))
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"hash/fnv"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -31,8 +32,8 @@ const (
 	droppedRecentlyWait = time.Minute
 )
 
-// MaxBatchBytes bounds the event data of one batched request: a batch stops growing before
-// it passes 1 MiB, though an event larger than that still goes on its own.
+// MaxBatchBytes bounds a batched request: the events of a batch go in requests of at most
+// about 1 MiB (their data and attributes), though an event larger than that goes on its own.
 const MaxBatchBytes = 1 << 20
 
 // Retry is the retry policy.
@@ -360,28 +361,20 @@ func (p *Pipeline) work(l *lane) {
 			l.mu.Unlock()
 			return
 		}
-		taken := append(l.batchBuf[:0], l.queue[:min(len(l.queue), p.batch)]...)
-		l.mu.Unlock()
-		// Only this worker takes from the lane, so what it read stays at the head while
-		// it sizes the batch (encoding, if needed, outside the lock).
-		evs := taken[:p.fitting(taken)]
-		l.mu.Lock()
-		clear(l.queue[:len(evs)])
-		l.queue = l.queue[len(evs):]
+		n := min(len(l.queue), p.batch)
+		evs := append(l.batchBuf[:0], l.queue[:n]...)
+		clear(l.queue[:n])
+		l.queue = l.queue[n:]
 		l.current = evs
 		l.mu.Unlock()
 		if !p.deliver(l, evs) {
-			return // stopped: evs stay current
+			return // stopped: the events not settled stay current
 		}
 		l.mu.Lock()
 		l.current = nil
 		l.mu.Unlock()
-		for _, ev := range evs {
-			p.opts.Done(ev)
-			<-p.slots
-		}
-		clear(taken) // let delivered events go
-		l.batchBuf = taken
+		clear(evs) // let delivered events go
+		l.batchBuf = evs
 		p.opts.Metrics.QueueDepth(len(p.slots))
 		if p.ctx.Err() != nil {
 			return
@@ -389,78 +382,142 @@ func (p *Pipeline) work(l *lane) {
 	}
 }
 
-// fitting is how many of evs, from the first, go in one request: all of them unless their
-// data passes MaxBatchBytes, and always at least one.
-func (p *Pipeline) fitting(evs []*event.Event) int {
-	if len(evs) <= 1 {
-		return len(evs)
+// keep makes events the lane's current ones: a pipeline stopping mid-delivery hands over
+// exactly the events it has not settled, so none is sent twice or lost.
+func (l *lane) keep(events []*event.Event) {
+	l.mu.Lock()
+	l.current = events
+	l.mu.Unlock()
+}
+
+// eventsOf lists the events of messages, in order, in a new slice.
+func eventsOf(parts ...[]sink.Message) []*event.Event {
+	var out []*event.Event
+	for _, msgs := range parts {
+		for _, m := range msgs {
+			out = append(out, m.Event)
+		}
 	}
+	return out
+}
+
+// finish is the end of an event's way: Done, and its queue slot given back.
+func (p *Pipeline) finish(ev *event.Event) {
+	p.opts.Done(ev)
+	<-p.slots
+}
+
+// batchAttributeBytes is room for one event's CloudEvents attributes in a batch body.
+const batchAttributeBytes = 512
+
+// fit is how many of msgs, from the first, go in one request: as many as stay within
+// MaxBatchBytes with their attributes, and always at least one.
+func fit(msgs []sink.Message) int {
 	size := 0
-	for i, ev := range evs {
-		data, _ := ev.Data() // encoded once per event, shared with every subscriber
-		if size += len(data); size > MaxBatchBytes && i > 0 {
+	for i, m := range msgs {
+		if size += len(m.Data) + batchAttributeBytes; size > MaxBatchBytes && i > 0 {
 			return i
 		}
 	}
-	return len(evs)
+	return len(msgs)
 }
 
-// deliver tries evs, as one request, until they are delivered or fail for good (true), or
-// the pipeline stops first (false).
+// deliver settles evs in order, each delivered or failed for good and then finished; with
+// a batching sink, as few requests as MaxBatchBytes allows. False when the pipeline
+// stopped first.
 func (p *Pipeline) deliver(l *lane, evs []*event.Event) bool {
 	msgs := l.msgBuf[:0]
 	defer func() {
 		clear(msgs)
 		l.msgBuf = msgs[:0]
 	}()
-	for _, ev := range evs {
+	for i, ev := range evs {
 		msg := sink.Message{Event: ev, Source: p.opts.Source}
-		if p.opts.Shape != nil && ev.Type != event.Resync {
-			data, err := p.opts.Shape(ev)
-			if err != nil {
-				if !p.giveUp(msg, err, 0) {
-					return false
-				}
-				continue
+		data, err := p.data(ev)
+		if err != nil {
+			// Only this event fails; it is dead-lettered ahead of the batch it left.
+			if !p.giveUp(msg, err, 0) {
+				l.keep(append(eventsOf(msgs), evs[i:]...))
+				return false
 			}
-			msg.Data = data
+			p.finish(ev)
+			continue
 		}
+		msg.Data = data
 		msgs = append(msgs, msg)
 	}
-	if len(msgs) == 0 {
-		return true
+	for rest := msgs; len(rest) > 0; {
+		n := fit(rest)
+		if !p.send(l, rest[:n], rest[n:]) {
+			return false
+		}
+		rest = rest[n:]
 	}
+	return true
+}
+
+// data is what an event's message carries: the subscription's shaped payload, or the
+// event's shared encoding. Resolved before sending, so an event that cannot be encoded
+// fails alone instead of failing the batch it would be in.
+func (p *Pipeline) data(ev *event.Event) ([]byte, error) {
+	var data []byte
+	var err error
+	if p.opts.Shape != nil && ev.Type != event.Resync {
+		data, err = p.opts.Shape(ev)
+	} else {
+		data, err = ev.Data()
+	}
+	if err != nil {
+		return nil, sink.Unencodable(ev, err)
+	}
+	return data, nil
+}
+
+// send delivers chunk as one request (one message: on its own), retrying it whole, and
+// settles its events; a chunk the sink finds too large (413) is split in two. False when
+// the pipeline stopped first, leaving what chunk and tail hold unsettled as current.
+func (p *Pipeline) send(l *lane, chunk, tail []sink.Message) bool {
 	var err error
 	attempts := 0
 	for attempts < p.opts.Retry.MaxAttempts {
 		attempts++
 		start := time.Now()
-		err = p.attempt(p.opts.Sink, msgs)
+		err = p.attempt(p.opts.Sink, chunk)
 		if p.ctx.Err() != nil {
-			return false // stopped mid-attempt: neither delivered nor failed
+			l.keep(eventsOf(chunk, tail)) // stopped mid-attempt: neither delivered nor failed
+			return false
 		}
 		if err == nil {
 			took := time.Since(start)
-			for range msgs {
+			for _, m := range chunk {
 				p.opts.Metrics.Delivered(took)
+				p.finish(m.Event)
 			}
-			p.record(len(msgs), nil)
+			p.record(len(chunk), nil)
 			return true
+		}
+		if len(chunk) > 1 && sink.TooLarge(err) {
+			half := len(chunk) / 2
+			return p.send(l, chunk[:half], append(slices.Clone(chunk[half:]), tail...)) &&
+				p.send(l, chunk[half:], tail)
 		}
 		p.record(0, err)
 		if !sink.Retryable(err) || attempts == p.opts.Retry.MaxAttempts {
 			break
 		}
 		if !p.sleep(p.backoff(attempts, sink.RetryAfter(err))) {
+			l.keep(eventsOf(chunk, tail))
 			return false
 		}
 	}
 	// Each event of a failed batch is dead-lettered on its own: the batch is this
 	// operator's packaging, not something a dead-letter receiver should have to know.
-	for _, msg := range msgs {
-		if !p.giveUp(msg, err, attempts) {
+	for i, m := range chunk {
+		if !p.giveUp(m, err, attempts) {
+			l.keep(eventsOf(chunk[i:], tail))
 			return false
 		}
+		p.finish(m.Event)
 	}
 	return true
 }

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 )
 
 // HTTPError is a response outside 2xx.
@@ -83,6 +85,18 @@ func FailureReason(err error) string {
 
 // errPermanent marks failures no retry can fix (an event that cannot be encoded).
 var errPermanent = errors.New("permanent")
+
+// Unencodable is the failure of an event whose data cannot be encoded: permanent.
+func Unencodable(ev *event.Event, err error) error {
+	return fmt.Errorf("encoding %s: %w: %w", ev.ObjectPath(), errPermanent, err)
+}
+
+// TooLarge tells whether the sink refused a request for its size (413): a smaller one may
+// pass.
+func TooLarge(err error) bool {
+	herr, ok := errors.AsType[*HTTPError](err)
+	return ok && herr.StatusCode == http.StatusRequestEntityTooLarge
+}
 
 // parseRetryAfter reads delay-seconds or an HTTP date.
 func parseRetryAfter(v string, now time.Time) time.Duration {

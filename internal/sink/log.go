@@ -2,7 +2,6 @@ package sink
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/go-logr/logr"
 )
@@ -21,7 +20,7 @@ func (l *Log) Send(_ context.Context, msg Message) error {
 		data, err = ev.Data()
 	}
 	if err != nil {
-		return fmt.Errorf("encoding %s: %w: %w", ev.ObjectPath(), errPermanent, err)
+		return Unencodable(ev, err)
 	}
 	l.Logger.Info("Event",
 		"id", ev.ID(),

@@ -36,7 +36,9 @@ type Batcher interface {
 	Sink
 	// BatchSize is the most messages one SendBatch takes; 1 or less means no batching.
 	BatchSize() int
-	// SendBatch sends msgs, in order, all or none.
+	// SendBatch sends msgs, in order, in one request: the operator counts them delivered
+	// or failed together (a receiver may have handled part of a failed batch; delivery is
+	// at least once, and event ids let receivers drop repeats).
 	SendBatch(ctx context.Context, msgs []Message) error
 }
 
@@ -73,7 +75,7 @@ func (w *Webhook) Send(ctx context.Context, msg Message) error {
 		setBinaryHeaders(header, msg)
 	}
 	if err != nil {
-		return fmt.Errorf("encoding %s: %w: %w", msg.Event.ObjectPath(), errPermanent, err)
+		return Unencodable(msg.Event, err)
 	}
 	return w.post(ctx, header, body)
 }

@@ -76,7 +76,7 @@ func TestClientReturnsRetryAfter(t *testing.T) {
 	}
 }
 
-func TestUntilStorageReady(t *testing.T) {
+func TestRetryBriefly(t *testing.T) {
 	cases := []struct {
 		name       string
 		refusals   int64
@@ -87,14 +87,14 @@ func TestUntilStorageReady(t *testing.T) {
 	}{
 		{"initializing, then ready", 2, initializing, 1, false, 3},
 		{"initializing with a cause, then ready", 1, initializing + ": etcd is slow", 1, false, 2},
-		{"initializing for too long: bounded", 100, initializing, 1, true, int64(storageInitRetry.Steps) + 1},
+		{"initializing for too long: bounded", 100, initializing, 1, true, int64(briefRetry.Steps) + 1},
 		{"down long enough to ask for more: the caller's backoff", 1, initializing, 5, true, 1},
 		{"throttled, not initializing: the caller's backoff", 1, "Too many requests, please try again later.", 1, true, 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			srv, requests := refusingServer(t, c.refusals, c.message, c.retryAfter)
-			_, err := untilStorageReady(context.Background(), gadgetsIn(t, srv))
+			_, err := retryBriefly(context.Background(), gadgetsIn(t, srv))
 			if (err != nil) != c.wantErr {
 				t.Fatalf("error: %v, want one: %v", err, c.wantErr)
 			}
@@ -106,15 +106,41 @@ func TestUntilStorageReady(t *testing.T) {
 }
 
 // A cancelled caller is not kept waiting for the next attempt.
-func TestUntilStorageReadyStopsWithContext(t *testing.T) {
+func TestRetryBrieflyStopsWithContext(t *testing.T) {
 	srv, requests := refusingServer(t, 100, initializing, 1)
 	list := gadgetsIn(t, srv)
 	ctx, cancel := context.WithCancel(t.Context())
-	_, err := untilStorageReady(ctx, func() (*unstructured.UnstructuredList, error) {
+	_, err := retryBriefly(ctx, func() (*unstructured.UnstructuredList, error) {
 		defer cancel()
 		return list()
 	})
 	if !apierrors.IsTooManyRequests(err) || requests.Load() != 1 {
 		t.Fatalf("got %v after %d requests, want the first 429", err, requests.Load())
+	}
+}
+
+// A GET whose connection breaks (as when the API server restarts) is tried again at once,
+// as client-go would have done before MaxRetries(0).
+func TestRetryBrieflyRetriesABrokenConnection(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if requests.Add(1) == 1 {
+			conn, _, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_ = conn.Close() // no response at all: the client reads EOF
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = fmt.Fprint(w, `{"kind":"GadgetList","apiVersion":"bench.example.com/v1","metadata":{"resourceVersion":"7"},"items":[]}`)
+	}))
+	t.Cleanup(srv.Close)
+	if _, err := retryBriefly(t.Context(), gadgetsIn(t, srv)); err != nil {
+		t.Fatalf("a broken connection was not retried: %v", err)
+	}
+	if n := requests.Load(); n != 2 {
+		t.Fatalf("%d requests, want 2", n)
 	}
 }

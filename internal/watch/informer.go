@@ -123,7 +123,7 @@ func (i *informer) start() {
 	ri := i.reg.client.Resource(i.key.GVR).Namespace(i.key.Namespace)
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			list, err := untilStorageReady(ctx, func() (*unstructured.UnstructuredList, error) {
+			list, err := retryBriefly(ctx, func() (*unstructured.UnstructuredList, error) {
 				return ri.List(ctx, opts)
 			})
 			i.observe(ctx, err)
@@ -131,7 +131,7 @@ func (i *informer) start() {
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (apiwatch.Interface, error) {
 			opts.ResourceVersion = i.watchFrom(opts.ResourceVersion)
-			w, err := untilStorageReady(ctx, func() (apiwatch.Interface, error) { return ri.Watch(ctx, opts) })
+			w, err := retryBriefly(ctx, func() (apiwatch.Interface, error) { return ri.Watch(ctx, opts) })
 			i.observe(ctx, err)
 			return w, err
 		},
@@ -567,7 +567,7 @@ func (i *informer) listInitial(s *subscriber) (uint64, error) {
 	}
 	var listRV uint64
 	for {
-		list, err := untilStorageReady(s.ctx, func() (*unstructured.UnstructuredList, error) {
+		list, err := retryBriefly(s.ctx, func() (*unstructured.UnstructuredList, error) {
 			return ri.List(s.ctx, opts)
 		})
 		if err != nil {
