@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -180,47 +181,76 @@ func TestReplacementRetriesABatchCutShort(t *testing.T) {
 }
 
 func TestBatchStopsGrowingAtMaxBatchBytes(t *testing.T) {
-	g := newG(t)
-	rcv := newBatchReceiver(t, nil)
-	p := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true})
-	defer p.Stop()
-	for i := range 5 {
-		ev := newEvent(objName(i), 1)
-		// About 40% of the limit each: two fit in a request, three do not.
-		ev.Object.Object["data"] = map[string]any{"payload": strings.Repeat("x", MaxBatchBytes*2/5)}
-		g.Expect(p.Offer(ev)).To(BeTrue())
-	}
-	p.Release(nil)
+	// About 40% of the limit each: two fit in a request, three do not.
+	big := strings.Repeat("x", MaxBatchBytes*2/5)
+	for _, tc := range []struct {
+		name    string
+		objects map[string]any // the objects' data
+		shape   func(*event.Event) ([]byte, error)
+	}{
+		{"large objects", map[string]any{"payload": big}, nil},
+		// Sized on what is sent: a small object can carry a large shaped payload.
+		{"large shaped payloads", map[string]any{"small": "x"}, func(*event.Event) ([]byte, error) {
+			return []byte(`{"payload":"` + big + `"}`), nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newG(t)
+			rcv := newBatchReceiver(t, nil)
+			p := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Shape: tc.shape})
+			defer p.Stop()
+			for i := range 5 {
+				ev := newEvent(objName(i), 1)
+				ev.Object.Object["data"] = tc.objects
+				g.Expect(p.Offer(ev)).To(BeTrue())
+			}
+			p.Release(nil)
 
-	g.Eventually(rcv.batches).Should(Equal([][]string{subjects(0, 2), subjects(2, 4), subjects(4, 5)}),
-		"batches stop short of MaxBatchBytes, in order")
+			g.Eventually(rcv.batches).Should(Equal([][]string{subjects(0, 2), subjects(2, 4), subjects(4, 5)}),
+				"requests stop short of MaxBatchBytes, in order")
+		})
+	}
 }
 
 func TestOneUnencodableEventFailsAloneInItsBatch(t *testing.T) {
-	g := newG(t)
-	rcv := newBatchReceiver(t, nil)
-	stats, metrics := NewStats(0, 0, 0, 0), &recordingMetrics{}
-	var done doneLog
-	shape := func(ev *event.Event) ([]byte, error) {
+	shapeFails := func(ev *event.Event) ([]byte, error) {
 		if ev.Object.GetName() == objName(1) {
 			return nil, errors.New("payload cannot be shaped")
 		}
 		return ev.Data()
 	}
-	p := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Shape: shape, Stats: stats, Metrics: metrics,
-		Done: done.done})
-	defer p.Stop()
-	for i := range 3 {
-		g.Expect(p.Offer(newEvent(objName(i), 1))).To(BeTrue())
-	}
-	p.Release(nil)
+	for _, tc := range []struct {
+		name  string
+		shape func(*event.Event) ([]byte, error)
+	}{
+		{"its payload cannot be shaped", shapeFails},
+		{"the object cannot be encoded", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newG(t)
+			rcv := newBatchReceiver(t, nil)
+			stats, metrics := NewStats(0, 0, 0, 0), &recordingMetrics{}
+			var done doneLog
+			p := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Shape: tc.shape, Stats: stats,
+				Metrics: metrics, Done: done.done})
+			defer p.Stop()
+			for i := range 3 {
+				ev := newEvent(objName(i), 1)
+				if i == 1 && tc.shape == nil {
+					ev.Object.Object["data"] = map[string]any{"ratio": math.NaN()} // JSON has no NaN
+				}
+				g.Expect(p.Offer(ev)).To(BeTrue())
+			}
+			p.Release(nil)
 
-	g.Eventually(rcv.batches).Should(Equal([][]string{{subjects(0, 1)[0], subjects(2, 3)[0]}}),
-		"the two good events still go, together")
-	g.Eventually(done.get).Should(HaveLen(3), "the failed event is finished with too")
-	g.Expect(stats.Snapshot().Failed).To(Equal(int64(1)))
-	g.Expect(stats.Snapshot().Delivered).To(Equal(int64(2)))
-	g.Expect(metrics.failures()).To(Equal([]string{sink.ReasonInvalid}))
+			g.Eventually(rcv.batches).Should(Equal([][]string{{subjects(0, 1)[0], subjects(2, 3)[0]}}),
+				"the two good events still go, together")
+			g.Eventually(done.get).Should(HaveLen(3), "the failed event is finished with too")
+			g.Expect(stats.Snapshot().Failed).To(Equal(int64(1)))
+			g.Expect(stats.Snapshot().Delivered).To(Equal(int64(2)))
+			g.Expect(metrics.failures()).To(Equal([]string{sink.ReasonInvalid}))
+		})
+	}
 }
 
 func TestBatchTooLargeForTheSinkIsSplit(t *testing.T) {
