@@ -89,7 +89,7 @@ func (i *informer) checkpoints(out map[string]Point) {
 			continue
 		}
 		if !i.synced || s.resumeFrom == notJoinedYet {
-			if s.resumed {
+			if s.resumed() {
 				out[s.Checkpoint] = s.point // not listed yet: what it came with still holds
 			}
 			continue

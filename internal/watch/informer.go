@@ -81,9 +81,11 @@ type subscriber struct {
 	// resumeFrom: replayed changes at or below it are not for this subscriber (its
 	// checkpoint, or where the stream was when it joined).
 	resumeFrom uint64
-	resumed    bool
-	point      Point
+	// point is the checkpoint it resumed from; zero when it did not resume.
+	point Point
 }
+
+func (s *subscriber) resumed() bool { return s.point.Stream != "" }
 
 func newInformer(reg *Registry, key Key) *informer {
 	stream := key.String()
@@ -93,9 +95,8 @@ func newInformer(reg *Registry, key Key) *informer {
 
 // group is subscribers with equal filters.
 type group struct {
-	signature string
-	filter    *filter.Filter
-	subs      []*subscriber
+	filter *filter.Filter
+	subs   []*subscriber
 }
 
 // regroup rebuilds the filter index. Called with mu held whenever subs changes.
@@ -106,7 +107,7 @@ func (i *informer) regroup() {
 		sig := s.Filter.Signature()
 		g := bySig[sig]
 		if g == nil || sig == "" {
-			g = &group{signature: sig, filter: s.Filter}
+			g = &group{filter: s.Filter}
 			groups = append(groups, g)
 			if sig != "" {
 				bySig[sig] = g
@@ -193,10 +194,10 @@ func (i *informer) add(sub Subscriber, stale *Point) *subscriber {
 	switch {
 	case point != nil:
 		// Its initial events went out in an earlier life; it resumes instead.
-		s.catchingUp, s.resumed, s.point = false, true, *point
+		s.catchingUp, s.point = false, *point
 		s.resumeFrom, _ = parseRV(point.ResourceVersion)
 	case stale != nil:
-		s.catchingUp, s.resumed, s.point = false, true, *stale
+		s.catchingUp, s.point = false, *stale
 		s.resumeFrom = max(i.listRV, i.seen)
 	case i.synced:
 		s.resumeFrom = max(i.listRV, i.seen)
@@ -209,7 +210,7 @@ func (i *informer) add(sub Subscriber, stale *Point) *subscriber {
 		i.reg.checkpointSoon()
 	}
 	if point != nil {
-		i.joinResume(s, *point)
+		i.joinResume(s)
 	} else if stale != nil {
 		i.offerResync(s, ResyncCheckpointUnavailable, stale.ResourceVersion)
 	}
@@ -321,10 +322,11 @@ func (i *informer) apply(t event.Type, obj any) {
 	if i.objects == nil { // stopped
 		return
 	}
-	if rv, ok := parseRV(u.GetResourceVersion()); i.replayed(rv, ok) {
+	rv, rvOK := parseRV(u.GetResourceVersion())
+	if i.replayed(rv, rvOK) {
 		// A change made while no operator was watching: the view (listed after it) is
 		// already newer, so it is only handed to subscribers whose checkpoint is older.
-		ev := i.newEvent(t, u)
+		ev := i.newEvent(t, u, rv)
 		ev.Replayed = true
 		i.fanOut(ev)
 		return
@@ -341,7 +343,7 @@ func (i *informer) apply(t event.Type, obj any) {
 	}
 	if t == event.Deleted {
 		delete(i.objects, key)
-		i.fanOut(i.newEvent(t, u))
+		i.fanOut(i.newEvent(t, u, rv))
 		return
 	}
 	if known && prev.rv == u.GetResourceVersion() && prev.uid == u.GetUID() {
@@ -352,11 +354,11 @@ func (i *informer) apply(t event.Type, obj any) {
 	if t == event.Updated && (!known || prev.uid != u.GetUID()) {
 		t = event.Added
 	}
-	ev := i.newEvent(t, u)
+	if t == event.Updated && rec.hash == prev.hash {
+		return // only resourceVersion or managedFields changed: nothing to see
+	}
+	ev := i.newEvent(t, u, rv)
 	if t == event.Updated {
-		if rec.hash == prev.hash {
-			return // only resourceVersion or managedFields changed: nothing to see
-		}
 		ev.OldObject = old
 		ev.MetadataUnchanged = rec.metaHash == prev.metaHash
 	}
@@ -398,9 +400,9 @@ func (i *informer) Replace(items []any, resourceVersion string) error {
 		}
 		switch prev, known := i.objects[key]; {
 		case !known || prev.uid != rec.uid:
-			i.fanOut(i.newEvent(event.Added, u))
+			i.fanOut(i.newEvent(event.Added, u, streamRV(rec.rv)))
 		case prev.rv != rec.rv && prev.hash != rec.hash:
-			ev := i.newEvent(event.Updated, u)
+			ev := i.newEvent(event.Updated, u, streamRV(rec.rv))
 			ev.MetadataUnchanged = rec.metaHash == prev.metaHash
 			if i.olds != nil {
 				ev.OldObject = i.olds[key]
@@ -411,7 +413,7 @@ func (i *informer) Replace(items []any, resourceVersion string) error {
 	if !first {
 		for key, prev := range i.objects {
 			if _, still := seen[key]; !still {
-				i.fanOut(i.newEvent(event.Deleted, i.tombstone(key, prev)))
+				i.fanOut(i.newEvent(event.Deleted, i.tombstone(key, prev), streamRV(prev.rv)))
 			}
 		}
 	}
@@ -471,10 +473,11 @@ func (i *informer) listed(listRV uint64) {
 	}
 }
 
-func (i *informer) newEvent(t event.Type, u *unstructured.Unstructured) *event.Event {
+// newEvent builds an event of the stream; rv is u's resourceVersion as a number (see
+// streamRV), passed in so apply parses it once per change.
+func (i *informer) newEvent(t event.Type, u *unstructured.Unstructured, rv uint64) *event.Event {
 	ev := event.New(t, i.key.GVR, u)
-	ev.Stream = i.stream
-	ev.StreamRV, _ = parseRV(u.GetResourceVersion())
+	ev.Stream, ev.StreamRV = i.stream, rv
 	return ev
 }
 
@@ -492,12 +495,9 @@ func (i *informer) fanOut(ev *event.Event) {
 	i.keepForWaiting(ev)
 }
 
-// deliverTo hands ev to s if s wants it; objLabels may be nil. Called with mu held.
-func (i *informer) deliverTo(s *subscriber, ev *event.Event, objLabels map[string]string) {
-	if objLabels == nil {
-		objLabels = filter.Labels(ev.Object)
-	}
-	if s.Filter != nil && !s.Filter.Match(ev, objLabels) {
+// deliverTo hands ev to s if s wants it. Called with mu held.
+func (i *informer) deliverTo(s *subscriber, ev *event.Event) {
+	if s.Filter != nil && !s.Filter.Match(ev, filter.Labels(ev.Object)) {
 		return
 	}
 	i.pass(s, ev)
@@ -631,6 +631,12 @@ func recordOf(u *unstructured.Unstructured) record {
 func parseRV(rv string) (uint64, bool) {
 	n, err := strconv.ParseUint(rv, 10, 64)
 	return n, err == nil
+}
+
+// streamRV is rv as event.Event.StreamRV holds it: 0 when not a number.
+func streamRV(rv string) uint64 {
+	n, _ := parseRV(rv)
+	return n
 }
 
 // reconnectBackoff paces an informer's retries after its watch fails: at most about 7.5s

@@ -12,7 +12,15 @@ import (
 // method is what the delivery pipeline calls. Safe for concurrent use.
 type Progress struct {
 	mu   sync.Mutex
-	open map[string]map[uint64]openEvent
+	open map[openKey]openEvent
+}
+
+// openKey is one tracked event. Events with StreamRV 0 (initial events from a LIST, Resync
+// events, non-numeric resourceVersions) are not tracked. One flat map, so an event finished
+// before the next arrives allocates nothing.
+type openKey struct {
+	stream string
+	rv     uint64
 }
 
 type openEvent struct {
@@ -21,56 +29,39 @@ type openEvent struct {
 }
 
 // NewProgress returns an empty tracker.
-func NewProgress() *Progress { return &Progress{open: map[string]map[uint64]openEvent{}} }
-
-// tracked is the resourceVersion of an event checkpoints account for; events without a
-// stream (initial events from a LIST), Resync events and non-numeric resourceVersions are
-// not tracked.
-func tracked(ev *event.Event) (uint64, bool) {
-	return ev.StreamRV, ev.StreamRV != 0
-}
+func NewProgress() *Progress { return &Progress{open: map[openKey]openEvent{}} }
 
 // offered records ev as open.
 func (p *Progress) offered(ev *event.Event) {
-	rv, ok := tracked(ev)
-	if !ok {
+	if ev.StreamRV == 0 {
 		return
 	}
+	k := openKey{ev.Stream, ev.StreamRV}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	stream := p.open[ev.Stream]
-	if stream == nil {
-		stream = map[uint64]openEvent{}
-		p.open[ev.Stream] = stream
-	}
-	o := stream[rv]
+	o := p.open[k]
 	o.count++
 	if o.observedAt.IsZero() {
 		o.observedAt = ev.ObservedAt
 	}
-	stream[rv] = o
+	p.open[k] = o
 }
 
 // Done marks ev as finished with (delivered, failed for good or dropped).
 func (p *Progress) Done(ev *event.Event) {
-	rv, ok := tracked(ev)
-	if !ok {
+	if ev.StreamRV == 0 {
 		return
 	}
+	k := openKey{ev.Stream, ev.StreamRV}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	stream := p.open[ev.Stream]
-	o, ok := stream[rv]
-	if !ok {
-		return
-	}
-	if o.count--; o.count > 0 {
-		stream[rv] = o
-		return
-	}
-	delete(stream, rv)
-	if len(stream) == 0 {
-		delete(p.open, ev.Stream)
+	switch o, ok := p.open[k]; {
+	case !ok:
+	case o.count > 1:
+		o.count--
+		p.open[k] = o
+	default:
+		delete(p.open, k)
 	}
 }
 
@@ -81,9 +72,9 @@ func (p *Progress) oldestOpen(stream string) (uint64, time.Time, bool) {
 	var oldest uint64
 	var at time.Time
 	found := false
-	for rv, o := range p.open[stream] {
-		if !found || rv < oldest {
-			oldest, at, found = rv, o.observedAt, true
+	for k, o := range p.open {
+		if k.stream == stream && (!found || k.rv < oldest) {
+			oldest, at, found = k.rv, o.observedAt, true
 		}
 	}
 	return oldest, at, found

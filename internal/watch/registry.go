@@ -212,12 +212,10 @@ func (r *Registry) Subscribers(key Key) int {
 func (r *Registry) Start(ctx context.Context) error {
 	if r.store == nil {
 		<-ctx.Done()
-		r.Stop()
-		return nil
+	} else {
+		r.load(ctx)
+		r.shutdown(r.saveLoop(ctx))
 	}
-	r.load(ctx)
-	last := r.saveLoop(ctx)
-	r.shutdown(last)
 	r.Stop()
 	return nil
 }

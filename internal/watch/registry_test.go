@@ -73,6 +73,11 @@ func newNamespace(t *testing.T, cs kubernetes.Interface) string {
 	return ns.Name
 }
 
+// synced polls whether the informer for key has had its first list.
+func synced(reg *watch.Registry, key watch.Key) func() bool {
+	return func() bool { st, _ := reg.State(key); return st.Synced }
+}
+
 func TestLateJoinerGetsEveryObjectExactlyOnceUnderConcurrentWrites(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
@@ -84,7 +89,7 @@ func TestLateJoinerGetsEveryObjectExactlyOnceUnderConcurrentWrites(t *testing.T)
 
 	first := &collector{}
 	reg.Subscribe(key, watch.Subscriber{ID: "first", Receiver: first})
-	g.Eventually(func() bool { st, _ := reg.State(key); return st.Synced }).WithTimeout(10 * time.Second).Should(BeTrue())
+	g.Eventually(synced(reg, key)).WithTimeout(10 * time.Second).Should(BeTrue())
 
 	const total = 150
 	create := func(i int) {

@@ -58,9 +58,8 @@ type resumeState struct {
 	// replaying is true until the stream passes the first list's resourceVersion.
 	replaying    bool
 	lastReplayed uint64
-	// gap is set when the replay could not be completed; resync is the event data.
-	gap    bool
-	resync event.ResyncInfo
+	// gap is set when the replay could not be completed (ResyncWatchExpired).
+	gap bool
 	// buffer keeps what was fanned out, for subscribers still waiting.
 	buffer   []*event.Event
 	overflow bool
@@ -129,32 +128,25 @@ func (i *informer) watchFrom(requested string) string {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	rs := i.resume
-	if rs == nil || !rs.replaying || rs.lastReplayed != 0 || requested != strconv.FormatUint(i.listRV, 10) {
+	if rs == nil || !rs.replaying || rs.lastReplayed != 0 || requested != formatRV(i.listRV) {
 		return requested
 	}
-	return strconv.FormatUint(rs.from, 10)
+	return formatRV(rs.from)
 }
 
-// joinResume hands a checkpointed subscriber what it missed. Called with mu held.
-func (i *informer) joinResume(s *subscriber, p Point) {
+// joinResume hands a subscriber waiting in the resume state (add found its checkpoint
+// there) what it missed. Called with mu held.
+func (i *informer) joinResume(s *subscriber) {
 	rs := i.resume
-	if rs == nil || rs.waiting == nil {
-		i.offerResync(s, ResyncCheckpointUnavailable, p.ResourceVersion)
-		return
-	}
-	if _, ok := rs.waiting[s.Checkpoint]; !ok {
-		i.offerResync(s, ResyncCheckpointUnavailable, p.ResourceVersion)
-		return
-	}
 	delete(rs.waiting, s.Checkpoint)
 	if rs.overflow {
-		i.offerResync(s, ResyncCheckpointUnavailable, p.ResourceVersion)
+		i.offerResync(s, ResyncCheckpointUnavailable, s.point.ResourceVersion)
 	} else {
 		for _, ev := range rs.buffer {
-			i.deliverTo(s, ev, nil)
+			i.deliverTo(s, ev)
 		}
 		if rs.gap {
-			i.offerResync(s, rs.resync.Reason, p.ResourceVersion)
+			i.offerResync(s, ResyncWatchExpired, s.point.ResourceVersion)
 		}
 	}
 	if len(rs.waiting) == 0 {
@@ -178,7 +170,7 @@ func (i *informer) keepForWaiting(ev *event.Event) {
 // offerResync tells s that changes or deletions since its checkpoint may be missing.
 func (i *informer) offerResync(s *subscriber, reason, checkpoint string) {
 	info := event.ResyncInfo{Reason: reason, Checkpoint: checkpoint, Namespace: i.key.Namespace,
-		ResourceVersion: strconv.FormatUint(max(i.listRV, i.seen), 10), DeletionsMayBeMissing: true}
+		ResourceVersion: formatRV(max(i.listRV, i.seen)), DeletionsMayBeMissing: true}
 	i.log.Info("Resyncing subscriber", "subscriber", s.ID, "reason", reason, "checkpoint", checkpoint)
 	if s.OnResync != nil {
 		s.OnResync(info)
@@ -223,15 +215,14 @@ func (i *informer) gapRelisted(items []any, listRV uint64) map[string]bool {
 		if !u.GetCreationTimestamp().Time.Before(rs.fromTime.Truncate(time.Second)) {
 			t = event.Added
 		}
-		ev := i.newEvent(t, u)
+		ev := i.newEvent(t, u, rv)
 		ev.Replayed = true
 		covered[objectKey(u)] = true
 		i.fanOut(ev)
 	}
 	rs.replaying, rs.gap = false, true
-	rs.resync = event.ResyncInfo{Reason: ResyncWatchExpired}
 	for _, s := range i.subs {
-		if s.resumed {
+		if s.resumed() {
 			i.offerResync(s, ResyncWatchExpired, s.point.ResourceVersion)
 		}
 	}

@@ -175,7 +175,7 @@ func TestRestartResumesFromCheckpointWithoutAddedStorm(t *testing.T) {
 	reg, stop := runningRegistry(t, store)
 	first := newDelivering()
 	reg.Subscribe(key, first.subscriber("sub"))
-	g.Eventually(func() bool { st, _ := reg.State(key); return st.Synced }).Should(BeTrue())
+	g.Eventually(synced(reg, key)).Should(BeTrue())
 	a1 := existing["a"].DeepCopy()
 	a1.Data = map[string]string{"v": "1"}
 	a1, err := cms.Update(ctx, a1, metav1.UpdateOptions{})
@@ -230,7 +230,7 @@ func TestLateJoinerResumesFromTheBuffer(t *testing.T) {
 	early, late := newDelivering(), newDelivering()
 	reg.Subscribe(key, early.subscriber("early"))
 	reg.Subscribe(key, late.subscriber("late"))
-	g.Eventually(func() bool { st, _ := reg.State(key); return st.Synced }).Should(BeTrue())
+	g.Eventually(synced(reg, key)).Should(BeTrue())
 	x, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Eventually(late.ids).Should(Equal([]string{id(x, event.Added)}))
@@ -262,7 +262,7 @@ func TestCheckpointNeverCoversEventsInFlight(t *testing.T) {
 	reg, _ := runningRegistry(t, store)
 	sub := newDelivering()
 	reg.Subscribe(key, sub.subscriber("sub"))
-	g.Eventually(func() bool { st, _ := reg.State(key); return st.Synced }).Should(BeTrue())
+	g.Eventually(synced(reg, key)).Should(BeTrue())
 	g.Eventually(func() bool { _, ok := store.sub(); return ok }).Should(BeTrue())
 	before, _ := store.sub()
 
