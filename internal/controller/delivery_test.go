@@ -360,7 +360,6 @@ func TestFixingTheSinkURLKeepsWhatWasQueued(t *testing.T) {
 
 func TestBatchedModeSendsWhatQueuedInOneRequest(t *testing.T) {
 	g := NewWithT(t)
-	ctx := context.Background()
 	startOperator(t)
 	ns := newNamespace(t)
 	sk := newSink(t)
@@ -377,9 +376,7 @@ func TestBatchedModeSendsWhatQueuedInOneRequest(t *testing.T) {
 		create(t, configMap(ns, fmt.Sprintf("cm-%02d", i), nil))
 	}
 	g.Eventually(func(g Gomega) {
-		got := &notifyv1.WatchSubscription{}
-		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ws), got)).To(Succeed())
-		g.Expect(got.Status.EventsObserved).To(BeEquivalentTo(n))
+		g.Expect(status(g, ws).EventsObserved).To(BeEquivalentTo(n))
 	}).WithTimeout(10*time.Second).Should(Succeed(), "all creates reach the queue while the sink hangs")
 	sk.mu.Lock()
 	close(sk.block)
@@ -397,8 +394,6 @@ func TestBatchedModeSendsWhatQueuedInOneRequest(t *testing.T) {
 	g.Expect(perRequest).To(Equal(map[int]int{1: 1, 2: 10, 3: 10}),
 		"the first event goes alone at once; the 20 that queued behind it go 10 to a request")
 	g.Eventually(func(g Gomega) {
-		got := &notifyv1.WatchSubscription{}
-		g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ws), got)).To(Succeed())
-		g.Expect(got.Status.EventsDelivered).To(BeEquivalentTo(n), "delivered counts events, not requests")
+		g.Expect(status(g, ws).EventsDelivered).To(BeEquivalentTo(n), "delivered counts events, not requests")
 	}).WithTimeout(5 * time.Second).Should(Succeed())
 }

@@ -66,9 +66,7 @@ type WatchSubscriptionReconciler struct {
 	StatusInterval time.Duration
 	// DeliveryTimeout bounds one delivery attempt.
 	DeliveryTimeout time.Duration
-	// Workers is how many subscriptions are reconciled at once (default 8).
-	Workers int
-	Log     logr.Logger
+	Log             logr.Logger
 
 	wiring  *wiring
 	trigger *trigger
@@ -115,12 +113,8 @@ func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	return result, err
 }
 
-func (r *WatchSubscriptionReconciler) workers() int {
-	if r.Workers > 0 {
-		return r.Workers
-	}
-	return 8
-}
+// reconcileWorkers is how many subscriptions are reconciled at once.
+const reconcileWorkers = 8
 
 // unavailableRetry is how soon a status write that found no API server is tried again.
 const unavailableRetry = 2 * time.Second
@@ -227,6 +221,7 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 	sinks builtSinks, old *wired) *wired {
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
 	queue, parallelism, timeout, retry := deliveryOptions(ws.Spec.Delivery, r.DeliveryTimeout)
+	shape := shapeFor(ws)
 	progress := watch.NewProgress()
 	var replaces *delivery.Pipeline
 	if old != nil && old.uid == ws.UID {
@@ -255,7 +250,7 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 		Held:        replaces != nil, // until replace() hands the old pipeline's events over
 		Metrics:     metrics.For(ws.Namespace, ws.Name),
 		Log:         r.Log.WithValues("watchsubscription", nn),
-		Shape:       shapeFunc(shapeFor(ws)),
+		Shape:       shapeFunc(shape),
 		Notify: func(urgent bool) {
 			if urgent {
 				r.trigger.Now(nn)
@@ -272,7 +267,7 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 			ID:                fmt.Sprintf("%s#%d", nn, ws.Generation),
 			Filter:            f,
 			SendInitialEvents: ws.Spec.SendInitialEvents && !alreadyWatched,
-			NeedsOldObject:    shapeFor(ws).NeedsOldObject(),
+			NeedsOldObject:    shape.NeedsOldObject(),
 			Receiver:          p,
 			Checkpoint:        checkpointName(nn, ws.UID),
 			Progress:          progress,
@@ -480,7 +475,7 @@ func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("watchsubscription").
 		// Subscriptions are independent; several workers let a burst of them (and one
 		// tenant's flood) converge without queueing behind each other's API writes.
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.workers()}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: reconcileWorkers}).
 		Complete(r)
 }
 

@@ -103,12 +103,13 @@ func (w *wiring) peekStats(nn types.NamespacedName, uid types.UID) (*delivery.St
 // change falls between the two; then c's held pipeline takes over what the old one had
 // not delivered yet, ahead of its own events, and starts.
 func (w *wiring) replace(nn types.NamespacedName, c *wired) {
-	w.teardownLocked(nn, false, c.replaces, func() {
+	w.teardownLocked(nn, false, func() {
 		w.subs[nn] = c
 		w.index(nn, c)
 	})
 	if c.replaces != nil {
 		c.pipeline.Release(c.replaces)
+		c.replaces = nil // handed over: let the old pipeline go
 	}
 }
 
@@ -124,13 +125,13 @@ func (w *wiring) index(nn types.NamespacedName, c *wired) {
 // teardown stops what runs for nn: after it returns nothing more is delivered.
 // forget also drops the counters (the subscription is gone).
 func (w *wiring) teardown(nn types.NamespacedName, forget bool) {
-	w.teardownLocked(nn, forget, nil, func() {})
+	w.teardownLocked(nn, forget, func() {})
 }
 
 // teardownLocked unlinks the wiring of nn, runs then under the same lock, and stops the
-// unlinked wiring outside it.
-// handedOver is a pipeline a new wiring took over: it stops it, not teardown.
-func (w *wiring) teardownLocked(nn types.NamespacedName, forget bool, handedOver *delivery.Pipeline, then func()) {
+// unlinked wiring outside it. A stopped pipeline keeps what it had not finished with, so a
+// new wiring's Release can still take it over.
+func (w *wiring) teardownLocked(nn types.NamespacedName, forget bool, then func()) {
 	w.mu.Lock()
 	c, ok := w.subs[nn]
 	delete(w.subs, nn)
@@ -153,9 +154,7 @@ func (w *wiring) teardownLocked(nn types.NamespacedName, forget bool, handedOver
 	for _, unsubscribe := range c.unsubscribe {
 		unsubscribe()
 	}
-	if c.pipeline != handedOver {
-		c.pipeline.Stop()
-	}
+	c.pipeline.Stop()
 }
 
 // subscribersOf lists the subscriptions using the informer for key.

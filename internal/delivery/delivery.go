@@ -8,7 +8,6 @@ import (
 	"context"
 	"hash/fnv"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -259,8 +258,9 @@ func withDefaults(o Options) Options {
 	return o
 }
 
-// Stop ends delivery at once: queued events are discarded, an attempt in flight is
-// cancelled, and Stop waits for the workers to end.
+// Stop ends delivery at once: an attempt in flight is cancelled, nothing more is sent, and
+// Stop waits for the workers to end. What was not finished with stays for a pipeline that
+// takes over (Release); calling Stop again does nothing more.
 func (p *Pipeline) Stop() {
 	p.mu.Lock()
 	p.stopped = true
@@ -346,8 +346,13 @@ func (p *Pipeline) laneOf(ev *event.Event) int {
 	if len(p.lanes) == 1 {
 		return 0
 	}
+	// The hash of ev.ObjectKey(), written in parts: no key string is built per delivery.
 	h := fnv.New32a()
-	_, _ = h.Write([]byte(ev.ObjectKey()))
+	if ns := ev.Object.GetNamespace(); ns != "" {
+		_, _ = h.Write([]byte(ns))
+		_, _ = h.Write([]byte{'/'})
+	}
+	_, _ = h.Write([]byte(ev.Object.GetName()))
 	return int(h.Sum32() % uint32(len(p.lanes)))
 }
 
@@ -356,6 +361,7 @@ func (p *Pipeline) laneOf(ev *event.Event) int {
 func (p *Pipeline) work(l *lane) {
 	for {
 		l.mu.Lock()
+		l.current = nil // the previous batch, if any, is settled
 		if len(l.queue) == 0 || p.ctx.Err() != nil {
 			l.running = false
 			l.mu.Unlock()
@@ -370,15 +376,11 @@ func (p *Pipeline) work(l *lane) {
 		if !p.deliver(l, evs) {
 			return // stopped: the events not settled stay current
 		}
-		l.mu.Lock()
-		l.current = nil
-		l.mu.Unlock()
+		// current, still evs, is reset at the next lock: only stopAndTake reads it, once
+		// the workers have ended.
 		clear(evs) // let delivered events go
 		l.batchBuf = evs
 		p.opts.Metrics.QueueDepth(len(p.slots))
-		if p.ctx.Err() != nil {
-			return
-		}
 	}
 }
 
@@ -390,13 +392,11 @@ func (l *lane) keep(events []*event.Event) {
 	l.mu.Unlock()
 }
 
-// eventsOf lists the events of messages, in order, in a new slice.
-func eventsOf(parts ...[]sink.Message) []*event.Event {
-	var out []*event.Event
-	for _, msgs := range parts {
-		for _, m := range msgs {
-			out = append(out, m.Event)
-		}
+// eventsOf lists the events of msgs, in order, in a new slice.
+func eventsOf(msgs []sink.Message) []*event.Event {
+	out := make([]*event.Event, len(msgs))
+	for i, m := range msgs {
+		out[i] = m.Event
 	}
 	return out
 }
@@ -407,15 +407,12 @@ func (p *Pipeline) finish(ev *event.Event) {
 	<-p.slots
 }
 
-// batchAttributeBytes is room for one event's CloudEvents attributes in a batch body.
-const batchAttributeBytes = 512
-
 // fit is how many of msgs, from the first, go in one request: as many as stay within
 // MaxBatchBytes with their attributes, and always at least one.
 func fit(msgs []sink.Message) int {
 	size := 0
 	for i, m := range msgs {
-		if size += len(m.Data) + batchAttributeBytes; size > MaxBatchBytes && i > 0 {
+		if size += len(m.Data) + sink.AttributesSize; size > MaxBatchBytes && i > 0 {
 			return i
 		}
 	}
@@ -448,7 +445,7 @@ func (p *Pipeline) deliver(l *lane, evs []*event.Event) bool {
 	}
 	for rest := msgs; len(rest) > 0; {
 		n := fit(rest)
-		if !p.send(l, rest[:n], rest[n:]) {
+		if !p.send(l, rest, n) {
 			return false
 		}
 		rest = rest[n:]
@@ -462,7 +459,7 @@ func (p *Pipeline) deliver(l *lane, evs []*event.Event) bool {
 func (p *Pipeline) data(ev *event.Event) ([]byte, error) {
 	var data []byte
 	var err error
-	if p.opts.Shape != nil && ev.Type != event.Resync {
+	if p.opts.Shape != nil {
 		data, err = p.opts.Shape(ev)
 	} else {
 		data, err = ev.Data()
@@ -473,10 +470,11 @@ func (p *Pipeline) data(ev *event.Event) ([]byte, error) {
 	return data, nil
 }
 
-// send delivers chunk as one request (one message: on its own), retrying it whole, and
-// settles its events; a chunk the sink finds too large (413) is split in two. False when
-// the pipeline stopped first, leaving what chunk and tail hold unsettled as current.
-func (p *Pipeline) send(l *lane, chunk, tail []sink.Message) bool {
+// send delivers the first n of msgs as one request (one message: on its own), retrying it
+// whole, and settles their events; a request the sink finds too large (413) is split in
+// two. False when the pipeline stopped first, leaving the unsettled of msgs as current.
+func (p *Pipeline) send(l *lane, msgs []sink.Message, n int) bool {
+	chunk := msgs[:n]
 	var err error
 	attempts := 0
 	for attempts < p.opts.Retry.MaxAttempts {
@@ -484,29 +482,30 @@ func (p *Pipeline) send(l *lane, chunk, tail []sink.Message) bool {
 		start := time.Now()
 		err = p.attempt(p.opts.Sink, chunk)
 		if p.ctx.Err() != nil {
-			l.keep(eventsOf(chunk, tail)) // stopped mid-attempt: neither delivered nor failed
+			l.keep(eventsOf(msgs)) // stopped mid-attempt: neither delivered nor failed
 			return false
 		}
 		if err == nil {
+			// Counted before the events are finished with, so whoever sees them Done
+			// sees them counted.
+			p.record(len(chunk), nil)
 			took := time.Since(start)
 			for _, m := range chunk {
 				p.opts.Metrics.Delivered(took)
 				p.finish(m.Event)
 			}
-			p.record(len(chunk), nil)
 			return true
 		}
-		if len(chunk) > 1 && sink.TooLarge(err) {
-			half := len(chunk) / 2
-			return p.send(l, chunk[:half], append(slices.Clone(chunk[half:]), tail...)) &&
-				p.send(l, chunk[half:], tail)
+		if n > 1 && sink.TooLarge(err) {
+			half := n / 2
+			return p.send(l, msgs, half) && p.send(l, msgs[half:], n-half)
 		}
 		p.record(0, err)
 		if !sink.Retryable(err) || attempts == p.opts.Retry.MaxAttempts {
 			break
 		}
 		if !p.sleep(p.backoff(attempts, sink.RetryAfter(err))) {
-			l.keep(eventsOf(chunk, tail))
+			l.keep(eventsOf(msgs))
 			return false
 		}
 	}
@@ -514,7 +513,7 @@ func (p *Pipeline) send(l *lane, chunk, tail []sink.Message) bool {
 	// operator's packaging, not something a dead-letter receiver should have to know.
 	for i, m := range chunk {
 		if !p.giveUp(m, err, attempts) {
-			l.keep(eventsOf(chunk[i:], tail))
+			l.keep(eventsOf(msgs[i:]))
 			return false
 		}
 		p.finish(m.Event)

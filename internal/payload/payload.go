@@ -45,9 +45,9 @@ func (s Shape) Plain() bool {
 // NeedsOldObject tells whether the shape carries anything about the old object.
 func (s Shape) NeedsOldObject() bool { return s.IncludeOldObject || s.IncludeChangedPaths }
 
-// Data encodes ev's data in this shape.
+// Data encodes ev's data in this shape; a Resync's data, which is no object, goes as it is.
 func (s Shape) Data(ev *event.Event) ([]byte, error) {
-	if s.Plain() {
+	if s.Plain() || ev.Type == event.Resync {
 		return ev.Data()
 	}
 	if !s.IncludeOldObject && !s.IncludeChangedPaths {

@@ -14,11 +14,7 @@ type Log struct {
 // Send logs ev at info level.
 func (l *Log) Send(_ context.Context, msg Message) error {
 	ev, source := msg.Event, msg.Source
-	data := msg.Data
-	var err error
-	if data == nil {
-		data, err = ev.Data()
-	}
+	data, err := messageData(msg)
 	if err != nil {
 		return Unencodable(ev, err)
 	}

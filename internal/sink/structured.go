@@ -45,8 +45,9 @@ func appendStructured(buf []byte, msg Message) ([]byte, error) {
 	return append(buf, '}'), nil
 }
 
-// attributesSize is room for the attributes of one event, so the buffer rarely grows.
-const attributesSize = 512
+// AttributesSize is room for the attributes of one event in a structured or batched body,
+// so the buffer rarely grows and batches can be sized before they are encoded.
+const AttributesSize = 512
 
 func sortedKeys(m map[string]string) []string {
 	if len(m) == 0 {
@@ -61,7 +62,7 @@ func structuredBody(msg Message) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return appendStructured(make([]byte, 0, attributesSize+len(data)), msg)
+	return appendStructured(make([]byte, 0, AttributesSize+len(data)), msg)
 }
 
 // batchBody encodes msgs as one application/cloudevents-batch+json array.
@@ -72,7 +73,7 @@ func batchBody(msgs []Message) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		size += attributesSize + len(data)
+		size += AttributesSize + len(data)
 	}
 	buf := make([]byte, 0, size)
 	buf = append(buf, '[')
