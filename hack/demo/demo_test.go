@@ -1,16 +1,16 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
+
+	"github.com/dynamic-notifier/dynamic-notifier/internal/testenv"
 )
 
 // TestDemoOnce runs the whole demo as `make demo` does, with -once and a random port, and
@@ -20,7 +20,7 @@ func TestDemoOnce(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	var out lockedBuffer
+	var out testenv.Buffer
 	err := run(ctx, options{Once: true, Port: 0}, &out)
 	text := out.String()
 	g.Expect(err).NotTo(HaveOccurred(), text)
@@ -42,22 +42,4 @@ func TestDemoOnce(t *testing.T) {
 	g.Expect(m).To(HaveLen(2), text)
 	_, statErr := os.Stat(m[1])
 	g.Expect(os.IsNotExist(statErr)).To(BeTrue(), "kubeconfig %s left behind", m[1])
-}
-
-// lockedBuffer is safe for goroutines (loggers) that may still write while the test reads.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -6,15 +6,14 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
-)
 
-// BatchContentType is the batched content mode of the CloudEvents HTTP binding.
-const BatchContentType = "application/cloudevents-batch+json"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
+)
 
 // Events reads the CloudEvents of one request in any content mode: binary and structured
 // carry one, batched any number.
 func Events(req *http.Request) ([]cloudevents.Event, error) {
-	if req.Header.Get("Content-Type") == BatchContentType {
+	if req.Header.Get("Content-Type") == sink.BatchContentType {
 		return cehttp.NewEventsFromHTTPRequest(req)
 	}
 	ev, err := cehttp.NewEventFromHTTPRequest(req)

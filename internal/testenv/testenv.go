@@ -1,14 +1,17 @@
 // Package testenv starts the envtest control plane (etcd and kube-apiserver built from
 // source by hack/controlplane.sh) with the project's CRDs installed. One per test package.
+// It also holds the few helpers that test packages and the demo share.
 package testenv
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"k8s.io/client-go/rest"
@@ -48,27 +51,55 @@ var UncachedPodTemplates = map[string]string{"watch-cache-sizes": "podtemplates#
 
 // StartWith is Start with extra kube-apiserver flags.
 func StartWith(apiServerFlags map[string]string, extraCRDDirs ...string) (*envtest.Environment, *rest.Config, error) {
-	assets, err := AssetsDir()
-	if err != nil {
-		return nil, nil, err
-	}
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     append([]string{filepath.Join(RepoRoot(), "config", "crd", "bases")}, extraCRDDirs...),
-		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: assets,
-	}
+	env := &envtest.Environment{CRDDirectoryPaths: extraCRDDirs}
 	args := env.ControlPlane.GetAPIServer().Configure()
 	for k, v := range apiServerFlags {
 		args.Set(k, v)
 	}
+	cfg, err := StartEnv(env)
+	if err != nil {
+		return nil, nil, err
+	}
+	return env, cfg, nil
+}
+
+// StartEnv starts a control plane the caller has set up (the API server's certificate
+// directory or output, say), adding the CRDs under config/crd/bases and the binaries of
+// AssetsDir.
+func StartEnv(env *envtest.Environment) (*rest.Config, error) {
+	assets, err := AssetsDir()
+	if err != nil {
+		return nil, err
+	}
+	env.CRDDirectoryPaths = append([]string{filepath.Join(RepoRoot(), "config", "crd", "bases")}, env.CRDDirectoryPaths...)
+	env.ErrorIfCRDPathMissing = true
+	env.BinaryAssetsDirectory = assets
 	cfg, err := env.Start()
 	if err != nil {
 		_ = env.Stop() // whatever did start (etcd, kube-apiserver) must not outlive us
-		return nil, nil, fmt.Errorf("starting envtest: %w", err)
+		return nil, fmt.Errorf("starting envtest: %w", err)
 	}
 	// Tests create many objects quickly; the default client limits would serialize them.
 	cfg.QPS, cfg.Burst = 500, 1000
-	return env, cfg, nil
+	return cfg, nil
+}
+
+// Buffer collects what goroutines (loggers) write while a test reads it.
+type Buffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // WriteKubeconfig writes an admin kubeconfig for env into dir and returns its path, so tests

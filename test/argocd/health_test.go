@@ -224,13 +224,14 @@ func TestHealthScriptOddObjects(t *testing.T) {
 			`conditions: [{type: Ready, status: "True", reason: Watching, message: ok}]}}`,
 			healthStatus{"Healthy", "ok"}},
 	}
+	src := script(t)
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			obj := map[string]any{}
 			if err := yaml.Unmarshal([]byte(tc.obj), &obj); err != nil {
 				t.Fatal(err)
 			}
-			got, err := runHealth(obj, script(t))
+			got, err := runHealth(obj, src)
 			if err != nil {
 				t.Fatal(err)
 			}

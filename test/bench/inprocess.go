@@ -73,10 +73,7 @@ func (h *harness) warmUp(ctx context.Context, r *runningOperator) error {
 	if err := h.waitReady(ctx, ns, 1, time.Minute); err != nil {
 		return err
 	}
-	if err := h.deleteSubscriptions(ctx, ns); err != nil {
-		return err
-	}
-	return r.waitNoInformers(ctx, time.Minute)
+	return h.unsubscribe(ctx, ns, r)
 }
 
 // waitNoInformers waits until the registry has stopped every informer.
@@ -123,6 +120,15 @@ func (h *harness) createSubscriptions(ctx context.Context, ns string, n int, gvr
 		}
 		return h.k8s.Create(ctx, ws)
 	})
+}
+
+// unsubscribe deletes the subscriptions of ns and waits until the operator has stopped
+// every informer.
+func (h *harness) unsubscribe(ctx context.Context, ns string, r *runningOperator) error {
+	if err := h.deleteSubscriptions(ctx, ns); err != nil {
+		return err
+	}
+	return r.waitNoInformers(ctx, time.Minute)
 }
 
 func (h *harness) deleteSubscriptions(ctx context.Context, ns string) error {
@@ -239,9 +245,9 @@ func (t *readyTracker) stop() {
 	t.wg.Wait()
 }
 
-// operatorCounter sums one of the operator's Prometheus counters for a subscription, read
-// in-process from the controller-runtime registry.
-func operatorCounter(name, namespace, subscription string) (float64, error) {
+// operatorCounter sums one of the operator's Prometheus counters over the subscriptions of
+// a namespace, read in-process from the controller-runtime registry.
+func operatorCounter(name, namespace string) (float64, error) {
 	families, err := ctrlmetrics.Registry.Gather()
 	if err != nil {
 		return 0, err
@@ -256,7 +262,7 @@ func operatorCounter(name, namespace, subscription string) (float64, error) {
 			for _, l := range m.GetLabel() {
 				labels[l.GetName()] = l.GetValue()
 			}
-			if labels["namespace"] == namespace && labels["subscription"] == subscription {
+			if labels["namespace"] == namespace {
 				total += m.GetCounter().GetValue()
 			}
 		}

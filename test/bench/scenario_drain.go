@@ -103,15 +103,8 @@ func (h *harness) drain(ctx context.Context, nSubs, nWrites int, mode notifyv1.C
 	}
 	queued := "every subscription to have queued every create"
 	if err := poll(ctx, 20*time.Millisecond, time.Minute, queued, func() (bool, error) {
-		total := 0.0
-		for i := range nSubs {
-			n, err := operatorCounter("dynamicnotifier_events_observed_total", ns, "sub-"+strconv.Itoa(i))
-			if err != nil {
-				return false, err
-			}
-			total += n
-		}
-		return int(total) == p.Expected, nil
+		observed, err := operatorCounter("dynamicnotifier_events_observed_total", ns)
+		return int(observed) == p.Expected, err
 	}); err != nil {
 		return p, err
 	}
@@ -131,10 +124,7 @@ func (h *harness) drain(ctx context.Context, nSubs, nWrites int, mode notifyv1.C
 	h.logf("drain %d × %d %s: %d of %d delivered in %.2f s (%.0f/s), %d requests", nSubs, nWrites, mode,
 		p.Delivered, p.Expected, p.Seconds, p.Rate, p.SinkRequests)
 
-	if err := h.deleteSubscriptions(ctx, ns); err != nil {
-		return p, err
-	}
-	return p, r.waitNoInformers(ctx, time.Minute)
+	return p, h.unsubscribe(ctx, ns, r)
 }
 
 // rawPosts sends n binary-mode CloudEvents of the benchmark's object size to the sink from

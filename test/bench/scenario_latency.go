@@ -103,10 +103,7 @@ func (h *harness) latency(ctx context.Context, subs int) (latencyPhase, error) {
 	rec.mu.Unlock()
 	p.OursFirst = summarize(rec.firstDeliveries())
 
-	if err := h.deleteSubscriptions(ctx, ns); err != nil {
-		return p, err
-	}
-	return p, r.waitNoInformers(ctx, time.Minute)
+	return p, h.unsubscribe(ctx, ns, r)
 }
 
 // subscribedNamespace makes a namespace, starts an operator and waits until subs

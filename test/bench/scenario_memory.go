@@ -124,8 +124,5 @@ func (h *harness) memoryOurs(ctx context.Context, ns string, d *memoryPhase) err
 	d.OursSetup = time.Since(start).Round(time.Millisecond).String()
 	d.OursAfter = h.settledHeap(ctx, fmt.Sprintf("memory-%d-ours-after", d.Objects))
 	d.Ours, d.OursRSS = heapDelta(d.OursBefore, d.OursAfter), rssDelta(d.OursBefore, d.OursAfter)
-	if err := h.deleteSubscriptions(ctx, ns); err != nil {
-		return err
-	}
-	return r.waitNoInformers(ctx, time.Minute)
+	return h.unsubscribe(ctx, ns, r)
 }

@@ -108,10 +108,7 @@ func (h *harness) shareOurs(ctx context.Context, ns string, n int) (sharePhase, 
 	p.After = h.settledHeap(ctx, fmt.Sprintf("sharing-%d-ours-after", n))
 	p.HeapDelta, p.RSSDelta = heapDelta(p.Before, p.After), rssDelta(p.Before, p.After)
 
-	if err := h.deleteSubscriptions(ctx, ns); err != nil {
-		return p, err
-	}
-	if err := r.waitNoInformers(ctx, time.Minute); err != nil {
+	if err := h.unsubscribe(ctx, ns, r); err != nil {
 		return p, err
 	}
 	_, err = h.waitWatches(ctx, watchesBefore, 10*time.Second, configMaps)

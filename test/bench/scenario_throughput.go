@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -152,28 +151,18 @@ func (h *harness) throughput(ctx context.Context, nSubs, nWrites int, mode notif
 
 	p.WriteRate = float64(nWrites) / (w.Last - w.First).Seconds()
 	log.summarize(&p, w.First)
-	for i := range nSubs {
-		sub := "sub-" + strconv.Itoa(i)
-		dropped, err := operatorCounter("dynamicnotifier_events_dropped_total", ns, sub)
-		if err != nil {
-			return p, err
-		}
-		failed, err := operatorCounter("dynamicnotifier_events_failed_total", ns, sub)
-		if err != nil {
-			return p, err
-		}
-		p.Dropped += dropped
-		p.Failed += failed
+	if p.Dropped, err = operatorCounter("dynamicnotifier_events_dropped_total", ns); err != nil {
+		return p, err
+	}
+	if p.Failed, err = operatorCounter("dynamicnotifier_events_failed_total", ns); err != nil {
+		return p, err
 	}
 	h.logf("throughput %d × %d %s: %d requests; writes %.0f/s; raw %.0f/s, last seen after %.2f s; "+
 		"ours %.0f/s, last after %.2f s; %s; lag %s; %d sink connections", nSubs, nWrites, p.ContentMode,
 		p.SinkRequests, p.WriteRate, p.RawRate,
 		p.RawSeconds, p.OursRate, p.OursSeconds, p.delivered(), p.lagNote(), p.SinkConnections)
 
-	if err := h.deleteSubscriptions(ctx, ns); err != nil {
-		return p, err
-	}
-	return p, r.waitNoInformers(ctx, time.Minute)
+	return p, h.unsubscribe(ctx, ns, r)
 }
 
 // arrivalLog records when each create reached the raw watch and each delivery the sink.

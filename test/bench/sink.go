@@ -9,13 +9,15 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 )
 
 // delivery is what the sink learns from one request: the CloudEvent's subject (the
-// object's API path) and source (the subscription's), and when it arrived.
+// object's API path) and when it arrived.
 type delivery struct {
-	Subject, Source string
-	At              time.Duration
+	Subject string
+	At      time.Duration
 }
 
 // sinkServer is a CloudEvents receiver on loopback. In binary mode it reads only the
@@ -25,8 +27,6 @@ type sinkServer struct {
 	URL     string
 	srv     *http.Server
 	onEvent atomic.Pointer[func(delivery)]
-	// invalid counts requests (or batch entries) that were not CloudEvents.
-	invalid atomic.Int64
 	// conns counts the connections accepted: with keep-alive, a handful per sender.
 	conns atomic.Int64
 	// requests counts the requests served.
@@ -65,19 +65,18 @@ func (s *sinkServer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	at := now()
 	s.requests.Add(1)
-	if r.Header.Get("Content-Type") == "application/cloudevents-batch+json" {
+	if r.Header.Get("Content-Type") == sink.BatchContentType {
 		s.serveBatch(w, r, at)
 		return
 	}
 	_, _ = io.Copy(io.Discard, r.Body)
-	subject, source := r.Header.Get("Ce-Subject"), r.Header.Get("Ce-Source")
+	subject := r.Header.Get("Ce-Subject")
 	if r.Header.Get("Ce-Id") == "" || subject == "" || !strings.HasPrefix(r.Header.Get("Ce-Type"), "io.dynamicnotifier.") {
-		s.invalid.Add(1)
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
 	if fn := s.onEvent.Load(); fn != nil {
-		(*fn)(delivery{Subject: subject, Source: source, At: at})
+		(*fn)(delivery{Subject: subject, At: at})
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -88,21 +87,18 @@ func (s *sinkServer) serveBatch(w http.ResponseWriter, r *http.Request, at time.
 		ID      string `json:"id"`
 		Type    string `json:"type"`
 		Subject string `json:"subject"`
-		Source  string `json:"source"`
 	}
 	if err := json.NewDecoder(r.Body).Decode(&batch); err != nil {
-		s.invalid.Add(1)
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
 	fn := s.onEvent.Load()
 	for _, ce := range batch {
 		if ce.ID == "" || ce.Subject == "" || !strings.HasPrefix(ce.Type, "io.dynamicnotifier.") {
-			s.invalid.Add(1)
-			continue
+			continue // not a CloudEvent of ours: not counted
 		}
 		if fn != nil {
-			(*fn)(delivery{Subject: ce.Subject, Source: ce.Source, At: at})
+			(*fn)(delivery{Subject: ce.Subject, At: at})
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)

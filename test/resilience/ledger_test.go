@@ -54,6 +54,22 @@ func (l *ledger) record(c change) {
 	l.changes = append(l.changes, c)
 }
 
+// recordWrite records a create or update of cm, whose event id it carries.
+func (l *ledger) recordWrite(cm *corev1.ConfigMap, typ, phase string) {
+	l.record(change{Name: cm.Name, UID: cm.UID, Type: typ, RV: cm.ResourceVersion,
+		ID: eventID(cm.UID, cm.ResourceVersion, typ), Phase: phase})
+}
+
+// liveObject is the object called name, which the ledger created and has not deleted.
+func (l *ledger) liveObject(op, name string) (*object, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if o := l.objects[name]; o != nil && !o.deleted {
+		return o, nil
+	}
+	return nil, fmt.Errorf("%s %s: not a live object of the ledger", op, name)
+}
+
 // create writes a new ConfigMap.
 func (l *ledger) create(ctx context.Context, name, phase string) error {
 	cm := &corev1.ConfigMap{
@@ -68,19 +84,16 @@ func (l *ledger) create(ctx context.Context, name, phase string) error {
 	l.objects[name] = o
 	l.byUID[cm.UID] = o
 	l.mu.Unlock()
-	l.record(change{Name: name, UID: cm.UID, Type: "Added", RV: cm.ResourceVersion,
-		ID: eventID(cm.UID, cm.ResourceVersion, "Added"), Phase: phase})
+	l.recordWrite(cm, "Added", phase)
 	return nil
 }
 
 // update changes the data of a ConfigMap the ledger created. Each object has one writer at
 // a time, so the update carries the last resourceVersion as a precondition.
 func (l *ledger) update(ctx context.Context, name, phase string) error {
-	l.mu.Lock()
-	o := l.objects[name]
-	l.mu.Unlock()
-	if o == nil || o.deleted {
-		return fmt.Errorf("update %s: not a live object of the ledger", name)
+	o, err := l.liveObject("update", name)
+	if err != nil {
+		return err
 	}
 	cm := o.cm.DeepCopy()
 	var n int
@@ -92,18 +105,15 @@ func (l *ledger) update(ctx context.Context, name, phase string) error {
 	l.mu.Lock()
 	o.cm = cm
 	l.mu.Unlock()
-	l.record(change{Name: name, UID: cm.UID, Type: "Updated", RV: cm.ResourceVersion,
-		ID: eventID(cm.UID, cm.ResourceVersion, "Updated"), Phase: phase})
+	l.recordWrite(cm, "Updated", phase)
 	return nil
 }
 
 // remove deletes a ConfigMap the ledger created, with its last resourceVersion as precondition.
 func (l *ledger) remove(ctx context.Context, name, phase string) error {
-	l.mu.Lock()
-	o := l.objects[name]
-	l.mu.Unlock()
-	if o == nil || o.deleted {
-		return fmt.Errorf("delete %s: not a live object of the ledger", name)
+	o, err := l.liveObject("delete", name)
+	if err != nil {
+		return err
 	}
 	rv := o.cm.ResourceVersion
 	if err := k8s.Delete(ctx, o.cm.DeepCopy(), client.Preconditions{ResourceVersion: &rv}); err != nil {
@@ -142,11 +152,18 @@ func (l *ledger) lastRV() string {
 	return ""
 }
 
-// since returns the changes from index i on (len of snapshot() marks a point in time).
+// since returns the changes from index i on (len() marks a point in time).
 func (l *ledger) since(i int) []change {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return slices.Clone(l.changes[i:])
+}
+
+// last is the newest change.
+func (l *ledger) last() change {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.changes[len(l.changes)-1]
 }
 
 func (l *ledger) len() int {

@@ -110,18 +110,11 @@ func build(done chan<- error) {
 // startControlPlane is testenv.Start with the API server's certificate directory set, so
 // that restartAPIServer keeps the port, the serving certificate and the client CA.
 func startControlPlane(certDir string) error {
-	assets, err := testenv.AssetsDir()
-	if err != nil {
-		return err
-	}
 	if err := os.MkdirAll(certDir, 0o700); err != nil {
 		return err
 	}
 	apiLog = &lineLog{}
 	env = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(testenv.RepoRoot(), "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
-		BinaryAssetsDirectory: assets,
 		ControlPlane: envtest.ControlPlane{
 			APIServer: &envtest.APIServer{CertDir: certDir, Out: apiLog, Err: apiLog},
 		},
@@ -129,10 +122,10 @@ func startControlPlane(certDir string) error {
 		// then kills it): a shorter grace keeps the restart test quick.
 		ControlPlaneStopTimeout: apiServerStopGrace,
 	}
-	if cfg, err = env.Start(); err != nil {
-		return fmt.Errorf("starting envtest: %w", err)
+	var err error
+	if cfg, err = testenv.StartEnv(env); err != nil {
+		return err
 	}
-	cfg.QPS, cfg.Burst = 500, 1000
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = apiextensionsv1.AddToScheme(scheme)

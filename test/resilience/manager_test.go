@@ -69,7 +69,8 @@ type manager struct {
 func startManager(t *testing.T, name string, opts managerOptions) *manager {
 	t.Helper()
 	m := &manager{name: name, log: &lineLog{}, done: make(chan struct{})}
-	m.cmd = exec.Command(managerBin, opts.args()...)
+	args := opts.args()
+	m.cmd = exec.Command(managerBin, args...)
 	m.cmd.Stdout = m.log
 	m.cmd.Stderr = m.log
 	// Its own process group: a signal to the test does not reach it, and ours reach only it.
@@ -83,7 +84,7 @@ func startManager(t *testing.T, name string, opts managerOptions) *manager {
 		m.exitedAt = time.Now()
 		close(m.done)
 	}()
-	t.Logf("%s started (pid %d): %s %s", name, m.cmd.Process.Pid, "manager", strings.Join(opts.args()[1:], " "))
+	t.Logf("%s started (pid %d): %s %s", name, m.cmd.Process.Pid, "manager", strings.Join(args[1:], " "))
 	t.Cleanup(func() {
 		if m.running() {
 			_ = m.cmd.Process.Kill()
@@ -123,10 +124,10 @@ func (m *manager) describeExit() string {
 	if m.running() {
 		return "still running"
 	}
+	if sig, ok := m.endedBySignal(); ok {
+		return "ended by signal: " + sig.String()
+	}
 	if exit, ok := errors.AsType[*exec.ExitError](m.exitErr); ok {
-		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return "ended by signal: " + ws.Signal().String()
-		}
 		return fmt.Sprintf("exit code %d", exit.ExitCode())
 	}
 	if m.exitErr != nil {
@@ -135,14 +136,14 @@ func (m *manager) describeExit() string {
 	return "exit code 0"
 }
 
-// exitedBySignal tells whether the process ended from a signal it did not handle.
-func (m *manager) exitedBySignal() bool {
+// endedBySignal is the signal that ended the process, if it did not handle one.
+func (m *manager) endedBySignal() (syscall.Signal, bool) {
 	if exit, ok := errors.AsType[*exec.ExitError](m.exitErr); ok {
-		if ws, ok := exit.Sys().(syscall.WaitStatus); ok {
-			return ws.Signaled()
+		if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return ws.Signal(), true
 		}
 	}
-	return false
+	return 0, false
 }
 
 // kill sends SIGKILL and waits for the process to be gone.

@@ -28,6 +28,8 @@ const (
 	killAfter       = 50 // deliveries of the stream before the manager dies
 )
 
+var streamReached = fmt.Sprintf("%d changes of the stream reach the sink", killAfter)
+
 // writeStream writes streamWriters*streamPerWriter changes to ConfigMaps named prefix-w<i>-<j>,
 // one goroutine per writer over disjoint objects.
 func writeStream(ctx context.Context, led *ledger, prefix, phase string) error {
@@ -107,13 +109,7 @@ func TestManagerKilledMidStream(t *testing.T) {
 	base := s.sink.count("sub")
 	written := make(chan error, 1)
 	go func() { written <- writeStream(s.ctx, s.led, "cm", "stream in flight at the kill") }()
-	reached := fmt.Sprintf("%d changes of the stream reach the sink", killAfter)
-	s.eventually(60*time.Second, []*manager{m1}, reached, func() error {
-		if n := s.sink.count("sub") - base; n < killAfter {
-			return fmt.Errorf("%d delivered", n)
-		}
-		return nil
-	})
+	s.waitDeliveries("sub", base, killAfter, streamReached, m1)
 	m1.kill(t)
 	requireNoError(t, <-written)
 	t.Logf("at the kill: %d of %d stream changes delivered", s.sink.count("sub")-base, streamWriters*streamPerWriter)
@@ -164,13 +160,7 @@ func TestLeaderKilledMidStream(t *testing.T) {
 	base := s.sink.count("sub")
 	written := make(chan error, 1)
 	go func() { written <- writeStream(s.ctx, s.led, "cm", "stream in flight at the failover") }()
-	reached := fmt.Sprintf("%d changes of the stream reach the sink", killAfter)
-	s.eventually(60*time.Second, []*manager{a, b}, reached, func() error {
-		if n := s.sink.count("sub") - base; n < killAfter {
-			return fmt.Errorf("%d delivered", n)
-		}
-		return nil
-	})
+	s.waitDeliveries("sub", base, killAfter, streamReached, a, b)
 	holders, err := s.leaseHolders()
 	requireNoError(t, err)
 	if holders[lease] != holderA {
@@ -234,13 +224,7 @@ func TestAPIServerRestart(t *testing.T) {
 			requireNoError(t, s.led.update(s.ctx, fmt.Sprintf("cm-%d", i), "before the outage"))
 		}
 	}
-	before := s.expectAll()
-	s.eventually(60*time.Second, []*manager{m}, "changes before the outage reach the sink", func() error {
-		if missing, _ := before.diff(s.sink.deliveries("sub")); len(missing) > 0 {
-			return fmt.Errorf("%d missing", len(missing))
-		}
-		return nil
-	})
+	s.waitReceived(60*time.Second, []*manager{m}, "sub", s.expectAll(), "changes before the outage reach the sink")
 
 	logFrom := m.log.count()
 	outage := restartAPIServer(t, func() {
@@ -344,12 +328,7 @@ func TestCheckpointBeyondWatchWindow(t *testing.T) {
 	}
 	before := s.expectAll()
 	for _, sub := range s.subs {
-		s.eventually(60*time.Second, []*manager{m1}, "changes before the checkpoint reach "+sub, func() error {
-			if missing, _ := before.diff(s.sink.deliveries(sub)); len(missing) > 0 {
-				return fmt.Errorf("%d missing", len(missing))
-			}
-			return nil
-		})
+		s.waitReceived(60*time.Second, []*manager{m1}, sub, before, "changes before the checkpoint reach "+sub)
 	}
 	s.waitCheckpoint(m1)
 	// Stopped gracefully, the manager saves a checkpoint covering everything delivered.
@@ -480,19 +459,14 @@ func TestGracefulShutdownWithSlowSink(t *testing.T) {
 		}
 	}
 	written := s.led.len() - stream
-	s.eventually(60*time.Second, []*manager{m1}, "the slow sink receives 10 events", func() error {
-		if n := s.sink.count("sub") - base; n < 10 {
-			return fmt.Errorf("%d delivered", n)
-		}
-		return nil
-	})
+	s.waitDeliveries("sub", base, 10, "the slow sink receives 10 events", m1)
 	atTerm := s.sink.count("sub") - base
 	took := m1.terminate(t, shutdownGrace+30*time.Second)
 	if limit := shutdownGrace + 2*time.Second; took > limit {
 		t.Errorf("the manager took %s to exit after SIGTERM; want within its grace period %s (+2s)",
 			took.Round(time.Millisecond), shutdownGrace)
 	}
-	if m1.exitedBySignal() {
+	if _, bySignal := m1.endedBySignal(); bySignal {
 		t.Errorf("the manager did not handle SIGTERM: %s", m1.describeExit())
 	}
 	atExit := s.sink.count("sub") - base

@@ -139,7 +139,7 @@ func (s *scenario) probe(timeout time.Duration, running ...*manager) {
 			if err := s.led.create(s.ctx, fmt.Sprintf("probe-%d", s.probes), "probe"); err != nil {
 				return err
 			}
-			current, written = s.led.since(s.led.len() - 1)[0].ID, time.Now()
+			current, written = s.led.last().ID, time.Now()
 		}
 		return fmt.Errorf("probe %s not delivered to every subscription yet", current)
 	})
@@ -165,7 +165,7 @@ func (s *scenario) barrier(running ...*manager) {
 	s.t.Helper()
 	s.probes++
 	requireNoError(s.t, s.led.create(s.ctx, fmt.Sprintf("barrier-%d", s.probes), "barrier after the last change"))
-	id := s.led.since(s.led.len() - 1)[0].ID
+	id := s.led.last().ID
 	s.eventually(30*time.Second, running, "barrier ConfigMap reaches every subscription", func() error {
 		if !s.receivedByAll(id) {
 			return fmt.Errorf("barrier %s not delivered to every subscription yet", id)
@@ -198,23 +198,41 @@ func (s *scenario) expect(changes []change) *expectation {
 	return e
 }
 
+// waitDeliveries waits until sub has received n deliveries more than base.
+func (s *scenario) waitDeliveries(sub string, base, n int, what string, running ...*manager) {
+	s.t.Helper()
+	s.eventually(60*time.Second, running, what, func() error {
+		if got := s.sink.count(sub) - base; got < n {
+			return fmt.Errorf("%d delivered", got)
+		}
+		return nil
+	})
+}
+
+// waitReceived waits until sub has received every id exp requires; ids it does not expect
+// are left to a later check.
+func (s *scenario) waitReceived(timeout time.Duration, running []*manager, sub string, exp *expectation,
+	what string) {
+	s.t.Helper()
+	s.eventually(timeout, running, what, func() error {
+		got := s.sink.deliveries(sub)
+		if missing, _ := exp.diff(got); len(missing) > 0 {
+			return errors.New(exp.check(got))
+		}
+		return nil
+	})
+}
+
 // awaitExpected waits until no required id is missing at any subscription, then writes a
 // barrier and compares the exact sets. exps is the expectation per subscription.
 func (s *scenario) awaitExpected(timeout time.Duration, running []*manager, exps map[string]*expectation) {
 	s.t.Helper()
 	for _, sub := range s.subs {
-		exp := exps[sub]
-		s.eventually(timeout, running, "every expected change reaches "+sub, func() error {
-			missing, _ := exp.diff(s.sink.deliveries(sub))
-			if len(missing) > 0 {
-				return errors.New(exp.check(s.sink.deliveries(sub)))
-			}
-			return nil
-		})
+		s.waitReceived(timeout, running, sub, exps[sub], "every expected change reaches "+sub)
 	}
 	s.barrier(running...)
 	for _, sub := range s.subs {
-		exps[sub].requireAll(s.led.since(s.led.len() - 1)) // the barrier itself
+		exps[sub].requireAll([]change{s.led.last()}) // the barrier itself
 		got := s.sink.deliveries(sub)
 		if report := exps[sub].check(got); report != "" {
 			s.t.Errorf("subscription %s: the ids received differ from the changes written:\n%s", sub, report)

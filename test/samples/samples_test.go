@@ -46,7 +46,7 @@ var (
 	cfg *rest.Config
 	k8s client.Client
 	// logs holds the operator's log (JSON lines): the log sink writes events there.
-	logs = &logBuffer{}
+	logs = &testenv.Buffer{}
 )
 
 func TestMain(m *testing.M) {
@@ -357,7 +357,7 @@ func waitReceived(t *testing.T, rcv *receiver, ws *notifyv1.WatchSubscription, w
 func waitLogged(t *testing.T, ws *notifyv1.WatchSubscription, want event) {
 	t.Helper()
 	NewWithT(t).Eventually(func(g Gomega) {
-		found := slices.ContainsFunc(logs.lines(), func(line string) bool {
+		found := slices.ContainsFunc(strings.Split(logs.String(), "\n"), func(line string) bool {
 			entry := map[string]any{}
 			if yaml.Unmarshal([]byte(line), &entry) != nil {
 				return false
@@ -468,24 +468,6 @@ func (r *receiver) summary() []string {
 		out = append(out, fmt.Sprintf("%s: %s %s", e.Source, e.Type, e.Subject))
 	}
 	return out
-}
-
-// logBuffer collects log lines; the logger writes from many goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) lines() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Split(b.buf.String(), "\n")
 }
 
 // create creates obj and deletes it when the test ends.
