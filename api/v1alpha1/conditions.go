@@ -18,6 +18,11 @@ const (
 	ReasonWatchFailing     = "WatchFailing"
 	// ReasonInvalidSink: a Secret the sink needs (headers, CA) is missing or unusable.
 	ReasonInvalidSink = "InvalidSink"
+	// ReasonCheckFailing (Unknown): a check the operator must make before it starts a
+	// subscription (authorization, the sink's Secrets, discovery) got no answer from the
+	// API server; it is retried with backoff. A subscription already running keeps running
+	// on the last answer and says so in its message instead.
+	ReasonCheckFailing = "CheckFailing"
 	// ReasonEventsDropped: the delivery queue overflowed recently; the sink is slower than
 	// the changes.
 	ReasonEventsDropped = "EventsDropped"

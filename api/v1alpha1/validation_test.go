@@ -135,6 +135,16 @@ func TestInvalidSpecsAreRejectedNamingTheField(t *testing.T) {
 		{"bad timeout", okResource + okSink + "delivery: {timeout: soon}\n", "spec.delivery.timeout"},
 		{"zero timeout", okResource + okSink + "delivery: {timeout: 0s}\n", "spec.delivery.timeout"},
 		{"backoff above max", okResource + okSink + "delivery: {retry: {backoff: 2m, maxBackoff: 1m}}\n", "spec.delivery.retry.backoff"},
+		// Durations Go cannot parse must never be stored: they would fail the decoding of
+		// every subscription list.
+		{"overflowing backoff", okResource + okSink + "delivery: {retry: {backoff: 9999999h}}\n", "spec.delivery.retry.backoff"},
+		{"overflowing max backoff alone", okResource + okSink + "delivery: {retry: {maxBackoff: 9999999h}}\n", "spec.delivery.retry.maxBackoff"},
+		{"overflowing timeout", okResource + okSink + "delivery: {timeout: 99999999999999999999s}\n", "spec.delivery.timeout"},
+		{"overflowing by parts", okResource + okSink + "delivery: {retry: {maxBackoff: 999999h999999h999999h}}\n", "spec.delivery.retry.maxBackoff"},
+		{"zero backoff", okResource + okSink + "delivery: {retry: {backoff: 0s}}\n", "spec.delivery.retry.backoff"},
+		{"zero max backoff", okResource + okSink + "delivery: {retry: {maxBackoff: 0ms}}\n", "spec.delivery.retry.maxBackoff"},
+		{"long timeout", okResource + okSink + "delivery: {timeout: 2h}\n", "spec.delivery.timeout"},
+		{"backoff without unit", okResource + okSink + "delivery: {retry: {backoff: '5'}}\n", "spec.delivery.retry.backoff"},
 		{"zero attempts", okResource + okSink + "delivery: {retry: {maxAttempts: 0}}\n", "spec.delivery.retry.maxAttempts"},
 		{"queue too small", okResource + okSink + "delivery: {maxQueueSize: 0}\n", "spec.delivery.maxQueueSize"},
 		{"too parallel", okResource + okSink + "delivery: {parallelism: 65}\n", "spec.delivery.parallelism"},

@@ -272,9 +272,6 @@ const (
 	ContentModeBatched ContentMode = "batched"
 )
 
-// DefaultMaxBatchSize is how many events a batched request carries at most by default.
-const DefaultMaxBatchSize = 100
-
 // HTTPOptions are the settings shared by HTTP sinks.
 type HTTPOptions struct {
 	// contentMode is binary (the default), structured, or batched. Batched sends, in one
@@ -375,13 +372,11 @@ type LogSink struct{}
 
 // DeliverySpec tunes how events reach the sink. Every field is optional; the defaults ride
 // out a sink outage of about seven minutes without losing events.
-// +kubebuilder:validation:XValidation:rule="!has(self.timeout) || duration(self.timeout) > duration('0s')",message="delivery.timeout must be positive",fieldPath=".timeout"
 type DeliverySpec struct {
-	// timeout of one delivery attempt, such as "10s" (the default).
+	// timeout of one delivery attempt, such as "10s" (the default); at most "1h".
 	// +optional
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
-	Timeout *metav1.Duration `json:"timeout,omitempty"`
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('1h')",message="delivery.timeout must be above 0s and at most 1h"
+	Timeout *Duration `json:"timeout,omitempty"`
 
 	// retry says how often and how patiently a failed delivery is tried again.
 	// +optional
@@ -417,18 +412,17 @@ type RetryPolicy struct {
 	// +kubebuilder:validation:Maximum=100
 	MaxAttempts *int32 `json:"maxAttempts,omitempty"`
 
-	// backoff before the second attempt (default "1s"); it doubles for each attempt after.
+	// backoff before the second attempt (default "1s", or maxBackoff when that is
+	// shorter); it doubles for each attempt after. From "1ms" to "1h".
 	// +optional
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
-	Backoff *metav1.Duration `json:"backoff,omitempty"`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1ms') && duration(self) <= duration('1h')",message="retry.backoff must be from 1ms to 1h"
+	Backoff *Duration `json:"backoff,omitempty"`
 
 	// maxBackoff caps the wait between attempts (default "60s"). A Retry-After header
-	// from the sink is honoured up to this cap.
+	// from the sink is honoured up to this cap. From "1ms" to "24h".
 	// +optional
-	// +kubebuilder:validation:Type=string
-	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$`
-	MaxBackoff *metav1.Duration `json:"maxBackoff,omitempty"`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1ms') && duration(self) <= duration('24h')",message="retry.maxBackoff must be from 1ms to 24h"
+	MaxBackoff *Duration `json:"maxBackoff,omitempty"`
 }
 
 // WatchSubscriptionStatus is what the operator observed and did for a subscription.

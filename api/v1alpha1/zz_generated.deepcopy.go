@@ -30,7 +30,7 @@ func (in *DeliverySpec) DeepCopyInto(out *DeliverySpec) {
 	*out = *in
 	if in.Timeout != nil {
 		in, out := &in.Timeout, &out.Timeout
-		*out = new(v1.Duration)
+		*out = new(Duration)
 		**out = **in
 	}
 	if in.Retry != nil {
@@ -201,12 +201,12 @@ func (in *RetryPolicy) DeepCopyInto(out *RetryPolicy) {
 	}
 	if in.Backoff != nil {
 		in, out := &in.Backoff, &out.Backoff
-		*out = new(v1.Duration)
+		*out = new(Duration)
 		**out = **in
 	}
 	if in.MaxBackoff != nil {
 		in, out := &in.MaxBackoff, &out.MaxBackoff
-		*out = new(v1.Duration)
+		*out = new(Duration)
 		**out = **in
 	}
 }

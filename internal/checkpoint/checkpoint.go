@@ -1,95 +1,215 @@
-// Package checkpoint keeps the watch registry's checkpoints in a ConfigMap the operator owns,
-// so a restarted or newly elected operator resumes every subscriber where it stopped.
+// Package checkpoint keeps the watch registry's checkpoints across restarts: a store in
+// ConfigMaps the operator owns, and a Keeper that restores them at start, saves them while
+// the operator runs and a last time, after draining, when it stops. A restarted or newly
+// elected operator resumes every subscriber where it stopped.
 package checkpoint
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"hash/fnv"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
 
 const (
-	// DefaultName is the ConfigMap's name.
+	// DefaultName is the prefix of the ConfigMaps' names: <name>-00 ... <name>-31. A
+	// ConfigMap of exactly this name is the single document of format version 1, read once
+	// and removed after the first save.
 	DefaultName = "dynamic-notifier-checkpoints"
+	// DefaultShards spreads checkpoints over this many ConfigMaps, so their 1 MiB limit is
+	// far away: about 6,000 points fit in each (a point is about 170 bytes).
+	DefaultShards = 32
 	// dataKey holds the JSON document.
 	dataKey = "checkpoints.json"
 	// formatVersion changes when the document's shape does.
-	formatVersion = 1
+	formatVersion = 2
+	legacyVersion = 1
 )
 
-// document is what the ConfigMap holds: one point per subscription.
+// labels mark the ConfigMaps as the operator's checkpoints; Load finds them by these.
+var labels = map[string]string{
+	"app.kubernetes.io/name":       "dynamic-notifier",
+	"app.kubernetes.io/component":  "checkpoints",
+	"app.kubernetes.io/managed-by": "dynamic-notifier",
+}
+
+// Store keeps checkpoints across restarts.
+type Store interface {
+	Load(ctx context.Context) (map[watch.PointKey]watch.Point, error)
+	Save(ctx context.Context, points map[watch.PointKey]watch.Point) error
+}
+
+// document is what one ConfigMap holds: the points of the subscribers hashed to it.
 type document struct {
+	Version int      `json:"version"`
+	Points  []stored `json:"points"`
+}
+
+type stored struct {
+	watch.PointKey
+	ResourceVersion string    `json:"resourceVersion"`
+	Time            time.Time `json:"time"`
+}
+
+// legacyDocument is format version 1: one point per subscription, keyed by its name.
+type legacyDocument struct {
 	Version       int                    `json:"version"`
 	Subscriptions map[string]watch.Point `json:"subscriptions"`
 }
 
-// ConfigMap stores checkpoints in one ConfigMap. Reads go to the API server, not a cache,
-// so the operator needs no ConfigMap informer.
-type ConfigMap struct {
-	Reader    client.Reader
-	Writer    client.Writer
+// ConfigMaps stores checkpoints in ConfigMaps of one namespace, a subscriber's points always
+// in the same one, and writes only those whose content changed. Reads go to the API server,
+// not a cache, so the operator needs no ConfigMap informer. Only the leader writes, so
+// last-writer-wins needs no resourceVersion precondition.
+type ConfigMaps struct {
+	Client    client.Client
 	Namespace string
-	Name      string
+	// Name prefixes the ConfigMaps' names; DefaultName when empty.
+	Name string
+	// Shards is how many ConfigMaps to spread over; DefaultShards when zero.
+	Shards int
+
+	mu sync.Mutex
+	// written is each shard's content as last stored: unchanged shards are not written.
+	written map[string]string
+	// legacy is true while a version 1 document may still exist.
+	legacy bool
 }
 
-func (c *ConfigMap) key() types.NamespacedName {
-	name := c.Name
-	if name == "" {
-		name = DefaultName
-	}
-	return types.NamespacedName{Namespace: c.Namespace, Name: name}
+func (c *ConfigMaps) prefix() string { return cmp.Or(c.Name, DefaultName) }
+
+func (c *ConfigMaps) shardName(subscriber string) string {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(subscriber))
+	return fmt.Sprintf("%s-%02d", c.prefix(), h.Sum32()%uint32(cmp.Or(c.Shards, DefaultShards)))
 }
 
-// Load returns the stored checkpoints; none when the ConfigMap does not exist. A document
-// of another format version is ignored rather than misread.
-func (c *ConfigMap) Load(ctx context.Context) (map[string]watch.Point, error) {
-	var cm corev1.ConfigMap
-	if err := c.Reader.Get(ctx, c.key(), &cm); err != nil {
-		if apierrors.IsNotFound(err) {
-			return map[string]watch.Point{}, nil
-		}
+// Load returns the stored checkpoints; none when there are no ConfigMaps. A document of an
+// unknown format version is ignored rather than misread.
+func (c *ConfigMaps) Load(ctx context.Context) (map[watch.PointKey]watch.Point, error) {
+	var list corev1.ConfigMapList
+	if err := c.Client.List(ctx, &list, client.InNamespace(c.Namespace), client.MatchingLabels(labels)); err != nil {
 		return nil, err
 	}
-	var doc document
-	if err := json.Unmarshal([]byte(cm.Data[dataKey]), &doc); err != nil || doc.Version != formatVersion {
-		return map[string]watch.Point{}, nil //nolint:nilerr // unreadable checkpoints mean starting fresh
+	out := map[watch.PointKey]watch.Point{}
+	written := map[string]string{}
+	legacy := false
+	for _, cm := range list.Items {
+		data := cm.Data[dataKey]
+		if cm.Name == c.prefix() {
+			legacy = true
+			readLegacy(data, out)
+			continue
+		}
+		if !strings.HasPrefix(cm.Name, c.prefix()+"-") {
+			continue
+		}
+		written[cm.Name] = data
+		var doc document
+		if err := json.Unmarshal([]byte(data), &doc); err != nil || doc.Version != formatVersion {
+			continue // unreadable: those subscribers start fresh
+		}
+		for _, p := range doc.Points {
+			out[p.PointKey] = watch.Point{Stream: p.Stream, ResourceVersion: p.ResourceVersion, Time: p.Time.UTC()}
+		}
 	}
-	if doc.Subscriptions == nil {
-		doc.Subscriptions = map[string]watch.Point{}
-	}
-	return doc.Subscriptions, nil
+	c.mu.Lock()
+	c.written, c.legacy = written, legacy
+	c.mu.Unlock()
+	return out, nil
 }
 
-// Save replaces the stored checkpoints, creating the ConfigMap on first use.
-func (c *ConfigMap) Save(ctx context.Context, points map[string]watch.Point) error {
-	data, err := json.Marshal(document{Version: formatVersion, Subscriptions: points})
-	if err != nil {
-		return err
+func readLegacy(data string, out map[watch.PointKey]watch.Point) {
+	var doc legacyDocument
+	if err := json.Unmarshal([]byte(data), &doc); err != nil || doc.Version != legacyVersion {
+		return
 	}
-	key := c.key()
+	for name, p := range doc.Subscriptions {
+		p.Time = p.Time.UTC()
+		out[watch.PointKey{Subscriber: name, Stream: p.Stream}] = p
+	}
+}
+
+// Save stores points: every ConfigMap whose share of them changed is written, one that has
+// none left is emptied. It goes on past a failed write and returns every failure.
+func (c *ConfigMaps) Save(ctx context.Context, points map[watch.PointKey]watch.Point) error {
+	shards := map[string][]stored{}
+	for k, p := range points {
+		name := c.shardName(k.Subscriber)
+		shards[name] = append(shards[name], stored{PointKey: k, ResourceVersion: p.ResourceVersion,
+			Time: p.Time.UTC().Round(0)})
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.written == nil {
+		c.written = map[string]string{}
+	}
+	for name := range c.written {
+		if _, ok := shards[name]; !ok {
+			shards[name] = nil
+		}
+	}
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(shards)) {
+		data, err := encode(shards[name])
+		if err != nil {
+			return err
+		}
+		if prev, ok := c.written[name]; ok && prev == data {
+			continue
+		}
+		if err := c.write(ctx, name, data); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c.written[name] = data
+	}
+	if len(errs) == 0 && c.legacy {
+		err := c.Client.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: c.prefix()}})
+		if err == nil || apierrors.IsNotFound(err) {
+			c.legacy = false
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// encode writes a shard's points in a stable order, so equal content compares equal.
+func encode(points []stored) (string, error) {
+	slices.SortFunc(points, func(a, b stored) int {
+		return cmp.Or(strings.Compare(a.Subscriber, b.Subscriber), strings.Compare(a.Stream, b.Stream))
+	})
+	if points == nil {
+		points = []stored{}
+	}
+	data, err := json.Marshal(document{Version: formatVersion, Points: points})
+	return string(data), err
+}
+
+func (c *ConfigMaps) write(ctx context.Context, name, data string) error {
 	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{
-			"app.kubernetes.io/name":       "dynamic-notifier",
-			"app.kubernetes.io/component":  "checkpoints",
-			"app.kubernetes.io/managed-by": "dynamic-notifier",
-		}},
-		Data: map[string]string{dataKey: string(data)},
+		ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: name, Labels: labels},
+		Data:       map[string]string{dataKey: data},
 	}
-	// Only the leader writes, so last-writer-wins needs no resourceVersion precondition.
-	err = c.Writer.Update(ctx, cm)
+	err := c.Client.Update(ctx, cm)
 	if apierrors.IsNotFound(err) {
-		err = c.Writer.Create(ctx, cm)
+		err = c.Client.Create(ctx, cm)
 	}
 	if err != nil {
-		return fmt.Errorf("save checkpoints to ConfigMap %s: %w", key, err)
+		return fmt.Errorf("save checkpoints to ConfigMap %s/%s: %w", c.Namespace, name, err)
 	}
 	return nil
 }

@@ -2,11 +2,14 @@ package checkpoint_test
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -36,44 +39,138 @@ func newNamespace(t *testing.T) string {
 	return ns.Name
 }
 
+func key(sub, stream string) watch.PointKey { return watch.PointKey{Subscriber: sub, Stream: stream} }
+
 func TestSaveAndLoadRoundTrip(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	store := &checkpoint.ConfigMap{Reader: k8s, Writer: k8s, Namespace: newNamespace(t)}
+	store := &checkpoint.ConfigMaps{Client: k8s, Namespace: newNamespace(t)}
 
 	points, err := store.Load(ctx)
 	g.Expect(err).NotTo(HaveOccurred(), "no ConfigMap yet is not an error")
 	g.Expect(points).To(BeEmpty())
 
 	at := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
-	first := map[string]watch.Point{"ns/a/uid-a": {Stream: "configmaps./v1@ns", ResourceVersion: "10", Time: at}}
+	first := map[watch.PointKey]watch.Point{key("ns/a/uid-a", "configmaps./v1@ns"): {Stream: "configmaps./v1@ns", ResourceVersion: "10", Time: at}}
 	g.Expect(store.Save(ctx, first)).To(Succeed(), "the first save creates the ConfigMap")
-	second := map[string]watch.Point{
-		"ns/a/uid-a": {Stream: "configmaps./v1@ns", ResourceVersion: "12", Time: at},
-		"ns/b/uid-b": {Stream: "secrets./v1@*", ResourceVersion: "11", Time: at},
+	second := map[watch.PointKey]watch.Point{
+		key("ns/a/uid-a", "configmaps./v1@ns"):    {Stream: "configmaps./v1@ns", ResourceVersion: "12", Time: at},
+		key("ns/a/uid-a", "configmaps./v1@other"): {Stream: "configmaps./v1@other", ResourceVersion: "9", Time: at},
+		key("ns/b/uid-b", "secrets./v1@*"):        {Stream: "secrets./v1@*", ResourceVersion: "11", Time: at},
 	}
 	g.Expect(store.Save(ctx, second)).To(Succeed(), "later saves replace it")
 
+	got, err := (&checkpoint.ConfigMaps{Client: k8s, Namespace: store.Namespace}).Load(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got).To(Equal(second), "one point per subscriber and stream: a subscription over two namespaces keeps both")
+
+	var list corev1.ConfigMapList
+	g.Expect(k8s.List(ctx, &list, client.InNamespace(store.Namespace))).To(Succeed())
+	g.Expect(list.Items).NotTo(BeEmpty())
+	for _, cm := range list.Items {
+		g.Expect(cm.Labels).To(HaveKeyWithValue("app.kubernetes.io/managed-by", "dynamic-notifier"))
+	}
+}
+
+// TestTenThousandSubscriptionsSaveAndOnlyChangesAreWritten: one ConfigMap overflowed its 1 MiB
+// at about 5,800 subscriptions; spread over several, 10,000 subscriptions with two streams
+// each fit, and a change to one subscription rewrites one ConfigMap.
+func TestTenThousandSubscriptionsSaveAndOnlyChangesAreWritten(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	counting := &countingWriter{Client: k8s}
+	store := &checkpoint.ConfigMaps{Client: counting, Namespace: ns}
+	at := time.Now().UTC().Truncate(time.Second)
+	points := map[watch.PointKey]watch.Point{}
+	for i := range 10000 {
+		sub := fmt.Sprintf("namespace-%04d/subscription-%04d/%08d-1111-2222-3333-444444444444", i%500, i, i)
+		for _, stream := range []string{"deployments.apps/v1@namespace-a", "deployments.apps/v1@namespace-b"} {
+			points[key(sub, stream)] = watch.Point{Stream: stream, ResourceVersion: fmt.Sprint(1000000 + i), Time: at}
+		}
+	}
+	g.Expect(store.Save(ctx, points)).To(Succeed())
+	g.Expect(counting.writes()).To(Equal(checkpoint.DefaultShards), "every shard written once")
+
+	got, err := (&checkpoint.ConfigMaps{Client: k8s, Namespace: ns}).Load(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got).To(HaveLen(len(points)))
+	g.Expect(got).To(Equal(points))
+
+	for k, p := range points {
+		p.ResourceVersion = "2000000"
+		points[k] = p
+		break
+	}
+	g.Expect(store.Save(ctx, points)).To(Succeed())
+	g.Expect(counting.writes()).To(Equal(checkpoint.DefaultShards+1), "a change to one point rewrites one ConfigMap")
+	g.Expect(store.Save(ctx, points)).To(Succeed())
+	g.Expect(counting.writes()).To(Equal(checkpoint.DefaultShards+1), "nothing changed, nothing written")
+}
+
+func TestVersionOneDocumentIsReadAndRemoved(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	legacy := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: checkpoint.DefaultName, Labels: map[string]string{
+		"app.kubernetes.io/name": "dynamic-notifier", "app.kubernetes.io/component": "checkpoints",
+		"app.kubernetes.io/managed-by": "dynamic-notifier"}},
+		Data: map[string]string{"checkpoints.json": `{"version": 1, "subscriptions": {"ns/a/u": ` +
+			`{"stream": "configmaps./v1@ns", "resourceVersion": "7", "time": "2026-11-26T09:00:00Z"}}}`}}
+	g.Expect(k8s.Create(ctx, legacy)).To(Succeed())
+	store := &checkpoint.ConfigMaps{Client: k8s, Namespace: ns}
 	got, err := store.Load(ctx)
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(got).To(Equal(second))
-
-	var cm corev1.ConfigMap
-	g.Expect(k8s.Get(ctx, client.ObjectKey{Namespace: store.Namespace, Name: checkpoint.DefaultName}, &cm)).To(Succeed())
-	g.Expect(cm.Labels).To(HaveKeyWithValue("app.kubernetes.io/managed-by", "dynamic-notifier"))
+	g.Expect(got).To(HaveKeyWithValue(key("ns/a/u", "configmaps./v1@ns"), HaveField("ResourceVersion", "7")))
+	g.Expect(store.Save(ctx, got)).To(Succeed())
+	err = k8s.Get(ctx, client.ObjectKeyFromObject(legacy), &corev1.ConfigMap{})
+	g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "the version 1 document is removed once saved anew: %v", err)
+	again, err := (&checkpoint.ConfigMaps{Client: k8s, Namespace: ns}).Load(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(again).To(Equal(got))
 }
 
 func TestUnreadableCheckpointsMeanStartingFresh(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
-	for _, data := range []string{`not json`, `{"version": 99, "subscriptions": {"x": {"stream": "s", "resourceVersion": "1"}}}`} {
-		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: checkpoint.DefaultName},
+	for _, data := range []string{`not json`, `{"version": 99, "points": [{"subscriber": "x", "stream": "s", "resourceVersion": "1"}]}`} {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: checkpoint.DefaultName + "-00",
+			Labels: map[string]string{"app.kubernetes.io/name": "dynamic-notifier", "app.kubernetes.io/component": "checkpoints",
+				"app.kubernetes.io/managed-by": "dynamic-notifier"}},
 			Data: map[string]string{"checkpoints.json": data}}
 		_ = k8s.Delete(ctx, cm)
 		g.Eventually(func() error { return k8s.Create(ctx, cm.DeepCopy()) }).Should(Succeed())
-		points, err := (&checkpoint.ConfigMap{Reader: k8s, Writer: k8s, Namespace: ns}).Load(ctx)
+		points, err := (&checkpoint.ConfigMaps{Client: k8s, Namespace: ns}).Load(ctx)
 		g.Expect(err).NotTo(HaveOccurred(), data)
 		g.Expect(points).To(BeEmpty(), data)
 	}
+}
+
+// countingWriter counts the ConfigMap writes that reach the API server.
+type countingWriter struct {
+	client.Client
+	mu sync.Mutex
+	n  int
+}
+
+func (c *countingWriter) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	c.count()
+	return c.Client.Update(ctx, obj, opts...)
+}
+
+func (c *countingWriter) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	return c.Client.Create(ctx, obj, opts...) // follows a failed Update: already counted
+}
+
+func (c *countingWriter) count() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n++
+}
+
+func (c *countingWriter) writes() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
 }

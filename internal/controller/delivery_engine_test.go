@@ -26,8 +26,8 @@ import (
 func fastRetry(maxAttempts int32) *notifyv1.DeliverySpec {
 	return &notifyv1.DeliverySpec{Retry: &notifyv1.RetryPolicy{
 		MaxAttempts: &maxAttempts,
-		Backoff:     &metav1.Duration{Duration: 20 * time.Millisecond},
-		MaxBackoff:  &metav1.Duration{Duration: 200 * time.Millisecond},
+		Backoff:     notifyv1.DurationOf(20 * time.Millisecond),
+		MaxBackoff:  notifyv1.DurationOf(200 * time.Millisecond),
 	}}
 }
 
@@ -51,7 +51,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 	}
 	ws := subscription(ns, "throttled", sk.URL)
 	ws.Spec.Delivery = fastRetry(5)
-	ws.Spec.Delivery.Retry.MaxBackoff = &metav1.Duration{Duration: 5 * time.Second}
+	ws.Spec.Delivery.Retry.MaxBackoff = notifyv1.DurationOf(5 * time.Second)
 	create(t, ws)
 	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
 
@@ -78,7 +78,7 @@ func TestSinkDownForTwentySecondsLosesNothingAndKeepsOrder(t *testing.T) {
 
 	ws := subscription(ns, "outage", "http://"+addr+"/events")
 	ws.Spec.Delivery = fastRetry(100)
-	ws.Spec.Delivery.Retry.MaxBackoff = &metav1.Duration{Duration: time.Second}
+	ws.Spec.Delivery.Retry.MaxBackoff = notifyv1.DurationOf(time.Second)
 	create(t, ws)
 	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
 
@@ -145,7 +145,7 @@ func TestSinkSlowerThanTheTimeoutIsRetried(t *testing.T) {
 	}
 	ws := subscription(ns, "slow", sk.URL)
 	ws.Spec.Delivery = fastRetry(3)
-	ws.Spec.Delivery.Timeout = &metav1.Duration{Duration: 300 * time.Millisecond}
+	ws.Spec.Delivery.Timeout = notifyv1.DurationOf(300 * time.Millisecond)
 	create(t, ws)
 	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
 

@@ -287,7 +287,7 @@ func TestDeliveryFailingIsReportedAndClears(t *testing.T) {
 	sk.status = func() int { return http.StatusServiceUnavailable }
 	ws := subscription(ns, "flaky", sk.URL)
 	ws.Spec.Delivery = &notifyv1.DeliverySpec{Retry: &notifyv1.RetryPolicy{
-		Backoff: &metav1.Duration{Duration: 100 * time.Millisecond}, MaxBackoff: &metav1.Duration{Duration: 200 * time.Millisecond}}}
+		Backoff: notifyv1.DurationOf(100 * time.Millisecond), MaxBackoff: notifyv1.DurationOf(200 * time.Millisecond)}}
 	create(t, ws)
 	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
 
@@ -334,7 +334,7 @@ func TestFixingTheSinkURLKeepsWhatWasQueued(t *testing.T) {
 	broken.status = func() int { return http.StatusServiceUnavailable }
 	ws := subscription(ns, "moving", broken.URL)
 	ws.Spec.Delivery = &notifyv1.DeliverySpec{Retry: &notifyv1.RetryPolicy{
-		Backoff: &metav1.Duration{Duration: time.Second}, MaxBackoff: &metav1.Duration{Duration: time.Minute}}}
+		Backoff: notifyv1.DurationOf(time.Second), MaxBackoff: notifyv1.DurationOf(time.Minute)}}
 	create(t, ws)
 	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
 

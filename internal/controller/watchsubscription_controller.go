@@ -34,7 +34,6 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/authz"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
-	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/metrics"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/payload"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
@@ -70,6 +69,7 @@ type WatchSubscriptionReconciler struct {
 
 	wiring  *wiring
 	trigger *trigger
+	retries checkRetry
 }
 
 // +kubebuilder:rbac:groups=notify.dynamicnotifier.io,resources=watchsubscriptions,verbs=get;list;watch
@@ -79,7 +79,7 @@ type WatchSubscriptionReconciler struct {
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 // +kubebuilder:rbac:groups=*,resources=*,verbs=list;watch
-// +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=get;create;update
+// +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=get;list;create;update;delete
 
 // Reconcile brings what runs for one subscription in line with its spec and reports it.
 func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -133,11 +133,17 @@ func (r *WatchSubscriptionReconciler) forget(nn types.NamespacedName) {
 		r.Registry.Forget(checkpointName(nn, uid))
 	}
 	r.wiring.teardown(nn, true)
+	r.retries.reset(nn)
 	metrics.Forget(nn.Namespace, nn.Name)
 }
 
 // wire starts, changes or stops the subscription's informers and delivery, and gathers
 // what its Ready condition depends on.
+//
+// A definite answer (the spec is wrong, a Secret or the resource does not exist, the
+// ServiceAccount may not) stops the subscription. Failing to get an answer (the API server
+// unreachable or overloaded, the reconcile cancelled by a shutdown) never does: what runs
+// keeps running on the last answer, and the check is retried with backoff.
 func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.WatchSubscription) (readiness, *resolve.Resource, ctrl.Result) {
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
 	gvr := gvrOf(ws)
@@ -146,36 +152,53 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 		r.wiring.teardown(nn, false)
 		return in, nil, ctrl.Result{}
 	}
-	f, err := r.compileFilter(ws)
+	p, err := planFor(ws, planOptions{DeliveryTimeout: r.DeliveryTimeout, OnFilterError: r.filterErrorHook(nn)})
 	if err != nil {
 		in.SpecErr = err
 		r.wiring.teardown(nn, false)
 		return in, nil, ctrl.Result{} // terminal until the spec changes
 	}
+	// keepRunning is the answer to a check that could not be made.
+	keepRunning := func(check string, err error, res *resolve.Resource) (readiness, *resolve.Resource, ctrl.Result) {
+		metrics.CheckFailed(nn.Namespace, nn.Name, check)
+		in.CheckErr = fmt.Errorf("%s: %w", check, err)
+		if c := r.wiring.running(nn, ws.UID); c != nil {
+			r.observe(&in, ws, c)
+		}
+		return in, res, ctrl.Result{RequeueAfter: r.retries.next(nn)}
+	}
 	sinks, err := r.buildSinks(ctx, ws)
 	if err != nil {
+		if sinkCouldNotAsk(err) {
+			return keepRunning(metrics.CheckSecrets, err, nil)
+		}
 		in.SinkErr = err
 		r.wiring.teardown(nn, false)
 		return in, nil, ctrl.Result{} // waits for the spec or the Secret to change
 	}
 	res, err := r.Resolver.Resolve(gvr)
 	if err != nil {
-		in.ResolveErr = err
-		r.wiring.teardown(nn, false)
 		switch {
 		case meta.IsNoMatchError(err):
+			in.ResolveErr = err
+			r.wiring.teardown(nn, false)
 			return in, nil, r.waitForCRD(ctx, gvr, &in)
-		case resolve.IsNotWatchable(err):
+		case resolve.IsNotWatchable(err), !couldNotAsk(err):
+			in.ResolveErr = err
+			r.wiring.teardown(nn, false)
 			return in, nil, ctrl.Result{}
 		default:
-			return in, nil, ctrl.Result{RequeueAfter: 10 * time.Second}
+			return keepRunning(metrics.CheckDiscovery, err, nil)
 		}
 	}
 
-	keys := keysFor(gvr, scopeNamespaces(ws, res.Namespaced))
+	keys := p.streams(res.Namespaced)
 	var result ctrl.Result
 	if r.Authorizer != nil {
-		if err := r.authorize(ctx, ws, keys); err != nil {
+		if err := r.authorize(ctx, p.ServiceAccount, keys); err != nil {
+			if _, denied := errors.AsType[*authz.DeniedError](err); !denied {
+				return keepRunning(metrics.CheckAuthorization, err, &res)
+			}
 			in.AuthzErr = err
 			r.wiring.teardown(nn, false)
 			return in, &res, ctrl.Result{RequeueAfter: r.authzInterval()}
@@ -183,49 +206,56 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 		// Look again within the interval: a revoked grant stops the subscription.
 		result.RequeueAfter = r.authzInterval()
 	}
+	r.retries.reset(nn)
 	c, same := r.wiring.current(nn, ws.UID, ws.Generation, keys, sinks.fingerprint)
 	if !same {
-		c = r.start(ws, f, keys, sinks, c)
-		r.wiring.replace(nn, c)
+		c = r.start(ws, p, keys, sinks, c)
 	}
-	in.SyncingFor = time.Since(c.started)
-
-	for _, k := range keys {
-		st, _ := r.Registry.State(k)
-		in.Scopes = append(in.Scopes, scopeState{Namespace: k.Namespace, Synced: st.Synced, Err: st.Err})
-		if apierrors.IsNotFound(st.Err) {
+	r.observe(&in, ws, c)
+	for _, s := range in.Scopes {
+		if apierrors.IsNotFound(s.Err) {
 			// The resource went away under a running watch: look again rather than retry it.
 			r.Resolver.Invalidate(gvr.Group)
 			result.RequeueAfter = min(nonZero(result.RequeueAfter), time.Second)
 		}
 	}
-	if stats, ok := r.wiring.peekStats(nn, ws.UID); ok {
-		in.Delivery = stats.Snapshot()
-		if recent, left := in.Delivery.DroppedRecently(time.Now()); recent {
-			in.DroppedRecently = true
-			// Look again when the drops stop being recent, to clear the condition.
-			result.RequeueAfter = min(nonZero(result.RequeueAfter), left+100*time.Millisecond)
-		}
-		if ws.Spec.Delivery != nil && ws.Spec.Delivery.MaxQueueSize != nil {
-			in.QueueSize = int(*ws.Spec.Delivery.MaxQueueSize)
-		} else {
-			in.QueueSize = delivery.DefaultQueueSize
-		}
+	if in.DroppedRecently {
+		// Look again when the drops stop being recent, to clear the condition.
+		_, left := in.Delivery.DroppedRecently(time.Now())
+		result.RequeueAfter = min(nonZero(result.RequeueAfter), left+100*time.Millisecond)
 	}
 	return in, &res, result
 }
 
-// start builds a delivery pipeline and subscribes it to every scope. Scopes the previous
-// wiring already watched get no initial events again.
-func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *filter.Filter, keys []watch.Key,
+// observe adds what runs for the subscription to in: its informers and its deliveries.
+func (r *WatchSubscriptionReconciler) observe(in *readiness, ws *notifyv1.WatchSubscription, c *wired) {
+	in.SyncingFor = time.Since(c.started)
+	in.QueueSize = c.queueSize
+	for _, k := range c.keys {
+		st, _ := r.Registry.State(k)
+		in.Scopes = append(in.Scopes, scopeState{Namespace: k.Namespace, Synced: st.Synced, Err: st.Err})
+	}
+	if stats, ok := r.wiring.peekStats(types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}, ws.UID); ok {
+		in.Delivery = stats.Snapshot()
+		in.DroppedRecently, _ = in.Delivery.DroppedRecently(time.Now())
+	}
+}
+
+// start builds a delivery pipeline and puts it in the place of what ran before: in the
+// streams both watch, the new subscriber takes the old one's place in one step, so no
+// change goes to both or to neither, and the new pipeline takes over what the old one had
+// not delivered yet, ahead of its own events. Streams the previous wiring already watched
+// get no initial events again.
+func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p plan, keys []watch.Key,
 	sinks builtSinks, old *wired) *wired {
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
-	queue, parallelism, timeout, retry := deliveryOptions(ws.Spec.Delivery, r.DeliveryTimeout)
-	shape := shapeFor(ws)
+	if old != nil && old.uid != ws.UID {
+		r.wiring.teardown(nn, false) // another subscription of the same name: nothing to take over
+		old = nil
+	}
 	progress := watch.NewProgress()
-	var replaces *delivery.Pipeline
-	if old != nil && old.uid == ws.UID {
-		progress, replaces = old.progress, old.pipeline
+	if old != nil {
+		progress = old.progress
 	}
 	stats := r.wiring.statsFor(ws)
 	regarding := ws.DeepCopy()
@@ -237,20 +267,20 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 			info.Checkpoint, info.Reason)
 		r.trigger.Now(nn)
 	}
-	p := delivery.Start(delivery.Options{
+	pipeline := delivery.Start(delivery.Options{
 		Sink:        sinks.sink,
 		DeadLetter:  sinks.deadLetter,
 		Source:      event.ResourcePath(notifyv1.GroupVersion.WithResource("watchsubscriptions"), ws.Namespace, ws.Name),
-		QueueSize:   queue,
-		Parallelism: parallelism,
-		Timeout:     timeout,
-		Retry:       retry,
+		QueueSize:   p.Delivery.QueueSize,
+		Parallelism: p.Delivery.Parallelism,
+		Timeout:     p.Delivery.Timeout,
+		Retry:       p.Delivery.Retry,
 		Stats:       stats,
 		Done:        progress.Done,
-		Held:        replaces != nil, // until replace() hands the old pipeline's events over
+		Held:        old != nil, // until the old pipeline's events are handed over
 		Metrics:     metrics.For(ws.Namespace, ws.Name),
 		Log:         r.Log.WithValues("watchsubscription", nn),
-		Shape:       shapeFunc(shape),
+		Shape:       shapeFunc(p.Shape),
 		Notify: func(urgent bool) {
 			if urgent {
 				r.trigger.Now(nn)
@@ -260,69 +290,45 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, f *f
 		},
 	})
 	c := &wired{uid: ws.UID, generation: ws.Generation, keys: keys, sinkFingerprint: sinks.fingerprint,
-		pipeline: p, progress: progress, replaces: replaces, started: time.Now()}
+		pipeline: pipeline, progress: progress, started: time.Now(), queueSize: p.Delivery.QueueSize,
+		handles: make(map[watch.Key]*watch.Handle, len(keys))}
 	for _, k := range keys {
-		alreadyWatched := old != nil && old.uid == ws.UID && slices.Contains(old.keys, k)
-		c.unsubscribe = append(c.unsubscribe, r.Registry.Subscribe(k, watch.Subscriber{
+		sub := watch.Subscriber{
 			ID:                fmt.Sprintf("%s#%d", nn, ws.Generation),
-			Filter:            f,
-			SendInitialEvents: ws.Spec.SendInitialEvents && !alreadyWatched,
-			NeedsOldObject:    shape.NeedsOldObject(),
-			Receiver:          p,
-			Checkpoint:        checkpointName(nn, ws.UID),
+			Filter:            p.Filter,
+			SendInitialEvents: p.SendInitialEvents,
+			NeedsOldObject:    p.Shape.NeedsOldObject(),
+			Receiver:          pipeline,
+			Checkpoint:        p.Checkpoint,
 			Progress:          progress,
 			OnResync:          onResync,
-		}))
+		}
+		if prev := old.handle(k); prev != nil {
+			// Initial events went out in the old wiring, unless it was still sending them.
+			sub.SendInitialEvents = sub.SendInitialEvents && !prev.CaughtUp()
+			c.handles[k] = r.Registry.Resubscribe(prev, sub)
+		} else {
+			c.handles[k] = r.Registry.Subscribe(k, sub)
+		}
 	}
+	r.wiring.replace(nn, c, old)
 	return c
 }
 
-// checkpointName identifies a subscription's checkpoints across restarts and spec changes;
-// the uid keeps a re-created subscription of the same name from inheriting them.
-func checkpointName(nn types.NamespacedName, uid types.UID) string {
-	return nn.String() + "/" + string(uid)
-}
-
-// compileFilter builds the subscription's filter. CEL evaluation errors count as "not
-// matched": they are counted in a metric and logged at most once a minute.
-func (r *WatchSubscriptionReconciler) compileFilter(ws *notifyv1.WatchSubscription) (*filter.Filter, error) {
-	opts := filter.Options{
-		Types:           eventTypes(ws.Spec.EventTypes),
-		Selector:        ws.Spec.Selector,
-		FieldSelector:   ws.Spec.FieldSelector,
-		CEL:             ws.Spec.Filter,
-		MetadataPayload: shapeFor(ws).Mode == payload.Metadata,
-	}
-	if ig := ws.Spec.Ignore; ig != nil {
-		opts.IgnoreStatusOnly, opts.IgnoreMetadataOnly = ig.StatusOnly, ig.MetadataOnly
-	}
-	if opts.CEL != "" {
-		errs := metrics.FilterErrors(ws.Namespace, ws.Name)
-		log := r.Log.WithValues("watchsubscription", types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name})
-		var lastLog atomic.Int64
-		opts.OnEvalError = func(err error) {
-			errs.Inc()
-			now := time.Now().UnixNano()
-			if last := lastLog.Load(); now-last > int64(time.Minute) && lastLog.CompareAndSwap(last, now) {
-				log.Info("Filter evaluation failed; the change does not match (logged at most once a minute)",
-					"error", err.Error())
-			}
+// filterErrorHook counts CEL evaluation errors (the change then does not match) and logs
+// them at most once a minute.
+func (r *WatchSubscriptionReconciler) filterErrorHook(nn types.NamespacedName) func(error) {
+	errs := metrics.FilterErrors(nn.Namespace, nn.Name)
+	log := r.Log.WithValues("watchsubscription", nn)
+	var lastLog atomic.Int64
+	return func(err error) {
+		errs.Inc()
+		now := time.Now().UnixNano()
+		if last := lastLog.Load(); now-last > int64(time.Minute) && lastLog.CompareAndSwap(last, now) {
+			log.Info("Filter evaluation failed; the change does not match (logged at most once a minute)",
+				"error", err.Error())
 		}
 	}
-	return filter.New(opts)
-}
-
-// shapeFor is the subscription's payload shape. Secret values are redacted unless the
-// subscription opted in.
-func shapeFor(ws *notifyv1.WatchSubscription) payload.Shape {
-	var shape payload.Shape
-	if p := ws.Spec.Payload; p != nil {
-		shape = payload.Shape{Mode: payload.Mode(p.Mode), IncludeOldObject: p.IncludeOldObject,
-			IncludeChangedPaths: p.IncludeChangedPaths}
-	}
-	isSecrets := ws.Spec.Resource.Group == "" && ws.Spec.Resource.Resource == "secrets"
-	shape.RedactSecrets = isSecrets && (ws.Spec.Payload == nil || !ws.Spec.Payload.IncludeSecretData)
-	return shape
 }
 
 // shapeFunc is nil for plain payloads, so they keep the encoding shared by all subscribers.
@@ -333,14 +339,12 @@ func shapeFunc(shape payload.Shape) func(*event.Event) ([]byte, error) {
 	return nil
 }
 
-// authorize checks the subscription's ServiceAccount against every scope it covers.
-func (r *WatchSubscriptionReconciler) authorize(ctx context.Context, ws *notifyv1.WatchSubscription, keys []watch.Key) error {
-	sa := ws.Spec.ServiceAccountName
-	if sa == "" {
-		sa = "default"
-	}
+// authorize checks the subscription's ServiceAccount (namespace/name) against every scope
+// it covers.
+func (r *WatchSubscriptionReconciler) authorize(ctx context.Context, serviceAccount string, keys []watch.Key) error {
+	saNamespace, saName, _ := strings.Cut(serviceAccount, "/")
 	for _, k := range keys {
-		if err := r.Authorizer.Check(ctx, ws.Namespace, sa, k.GVR, k.Namespace); err != nil {
+		if err := r.Authorizer.Check(ctx, saNamespace, saName, k.GVR, k.Namespace); err != nil {
 			return err
 		}
 	}
@@ -479,6 +483,15 @@ func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
+// Drain waits until every running pipeline has finished with what it holds, or ctx ends.
+// Stop the watches first, or new events keep arriving.
+func (r *WatchSubscriptionReconciler) Drain(ctx context.Context) (pipelines, drained int) {
+	if r.wiring == nil {
+		return 0, 0
+	}
+	return r.wiring.drain(ctx)
+}
+
 // InformerChanged is the registry's callback: the subscriptions on that informer need a
 // fresh look at once.
 func (r *WatchSubscriptionReconciler) InformerChanged(key watch.Key) {
@@ -516,23 +529,10 @@ func (r *WatchSubscriptionReconciler) subscriptionsBy(ctx context.Context, index
 	return reqs
 }
 
-func gvrOf(ws *notifyv1.WatchSubscription) schema.GroupVersionResource {
-	return schema.GroupVersionResource{Group: ws.Spec.Resource.Group, Version: ws.Spec.Resource.Version,
-		Resource: ws.Spec.Resource.Resource}
-}
-
 // crdName is the name a CRD serving gvr has: plural.group.
 func crdName(gvr schema.GroupVersionResource) string {
 	plural, _, _ := strings.Cut(gvr.Resource, "/")
 	return plural + "." + gvr.Group
-}
-
-func eventTypes(in []notifyv1.EventType) []event.Type {
-	out := make([]event.Type, len(in))
-	for i, t := range in {
-		out[i] = event.Type(t)
-	}
-	return out
 }
 
 func sinkKind(s notifyv1.Sink) string {
@@ -547,29 +547,3 @@ func sinkKind(s notifyv1.Sink) string {
 	return ""
 }
 
-// scopeNamespaces is the namespaces a subscription watches: "" means all namespaces (or
-// the whole cluster for cluster-scoped resources).
-func scopeNamespaces(ws *notifyv1.WatchSubscription, namespaced bool) []string {
-	switch {
-	case !namespaced:
-		return []string{""}
-	case len(ws.Spec.Namespaces) == 0:
-		return []string{ws.Namespace}
-	case slices.Contains(ws.Spec.Namespaces, notifyv1.AllNamespaces):
-		return []string{""}
-	}
-	out := make([]string, 0, len(ws.Spec.Namespaces))
-	for _, ns := range ws.Spec.Namespaces {
-		out = append(out, string(ns))
-	}
-	slices.Sort(out)
-	return slices.Compact(out)
-}
-
-func keysFor(gvr schema.GroupVersionResource, namespaces []string) []watch.Key {
-	keys := make([]watch.Key, len(namespaces))
-	for i, ns := range namespaces {
-		keys[i] = watch.Key{GVR: gvr, Namespace: ns}
-	}
-	return keys
-}

@@ -2,13 +2,13 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -16,7 +16,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
-	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 )
 
@@ -26,15 +25,26 @@ const secretIndex = "spec.sink.secretRefs"
 
 // Keys read from Secrets when a reference names none.
 const (
-	defaultCAKey      = "ca.crt"
-	defaultSigningKey = "key"
+	defaultCAKey      = notifyv1.DefaultCAKey
+	defaultSigningKey = notifyv1.DefaultSigningKey
 )
 
 // sinkError is a sink that cannot be built from its spec and Secrets. Its message names
-// Secrets and keys, never their values.
-type sinkError struct{ msg string }
+// Secrets and keys, never their values. cause, when set, is the API error of a Secret read.
+type sinkError struct {
+	msg   string
+	cause error
+}
 
 func (e *sinkError) Error() string { return e.msg }
+func (e *sinkError) Unwrap() error { return e.cause }
+
+// sinkCouldNotAsk tells a Secret that could not be read (see couldNotAsk) from a sink that
+// is wrong: a Secret that does not exist, a key it lacks, a CA that does not parse.
+func sinkCouldNotAsk(err error) bool {
+	se, ok := errors.AsType[*sinkError](err)
+	return ok && se.cause != nil && couldNotAsk(se.cause)
+}
 
 // builtSinks is what a subscription delivers to, and a fingerprint of the Secrets read to
 // build it: a changed fingerprint rebuilds the pipeline.
@@ -73,7 +83,7 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 	case s.Service != nil:
 		url, opts = serviceURL(ws.Namespace, s.Service), s.Service.HTTPOptions
 	default:
-		return nil, &sinkError{field + ": no sink set"}
+		return nil, &sinkError{msg: field + ": no sink set"}
 	}
 	wh := &sink.Webhook{URL: url, Structured: opts.ContentMode == notifyv1.ContentModeStructured}
 	if opts.ContentMode == notifyv1.ContentModeBatched {
@@ -90,7 +100,7 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 		wh.Header = http.Header{}
 		for k, v := range sec.Data {
 			if reservedHeader(k) {
-				return nil, &sinkError{fmt.Sprintf("%s.headersFrom.secretRef: Secret %s sets header %q, which the "+
+				return nil, &sinkError{msg: fmt.Sprintf("%s.headersFrom.secretRef: Secret %s sets header %q, which the "+
 					"CloudEvents encoding owns", field, sec.Name, k)}
 			}
 			wh.Header.Set(k, strings.TrimSpace(string(v)))
@@ -106,7 +116,7 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 			key = defaultSigningKey
 		}
 		if wh.SigningKey = sec.Data[key]; len(wh.SigningKey) == 0 {
-			return nil, &sinkError{fmt.Sprintf("%s.signingSecretRef: Secret %s has no key %q", field, ref.Name, key)}
+			return nil, &sinkError{msg: fmt.Sprintf("%s.signingSecretRef: Secret %s has no key %q", field, ref.Name, key)}
 		}
 	}
 	var caPEM []byte
@@ -123,13 +133,13 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 				key = defaultCAKey
 			}
 			if caPEM = sec.Data[key]; len(caPEM) == 0 {
-				return nil, &sinkError{fmt.Sprintf("%s.tls.caSecretRef: Secret %s has no key %q", field, ref.Name, key)}
+				return nil, &sinkError{msg: fmt.Sprintf("%s.tls.caSecretRef: Secret %s has no key %q", field, ref.Name, key)}
 			}
 		}
 	}
 	httpClient, err := r.HTTPClients.For(caPEM, insecure)
 	if err != nil {
-		return nil, &sinkError{fmt.Sprintf("%s.tls.caSecretRef: %v", field, err)}
+		return nil, &sinkError{msg: fmt.Sprintf("%s.tls.caSecretRef: %v", field, err)}
 	}
 	wh.Client = httpClient
 	return wh, nil
@@ -142,9 +152,9 @@ func (r *WatchSubscriptionReconciler) secret(ctx context.Context, namespace, nam
 	sec := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, sec); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, &sinkError{fmt.Sprintf("%s: Secret %s not found in namespace %s", field, name, namespace)}
+			return nil, &sinkError{msg: fmt.Sprintf("%s: Secret %s not found in namespace %s", field, name, namespace)}
 		}
-		return nil, &sinkError{fmt.Sprintf("%s: reading Secret %s: %v", field, name, apierrors.ReasonForError(err))}
+		return nil, &sinkError{msg: fmt.Sprintf("%s: reading Secret %s: %v", field, name, err), cause: err}
 	}
 	_, _ = fp.Write([]byte(sec.Name + "@" + sec.ResourceVersion + ";"))
 	return sec, nil
@@ -212,31 +222,3 @@ func secretRefs(ws *notifyv1.WatchSubscription) []string {
 	return out
 }
 
-// deliveryOptions turns spec.delivery into pipeline settings; zero means the default.
-func deliveryOptions(d *notifyv1.DeliverySpec, fallbackTimeout time.Duration) (queue, parallelism int, timeout time.Duration, retry delivery.Retry) {
-	timeout = fallbackTimeout
-	if d == nil {
-		return 0, 0, timeout, retry
-	}
-	if d.MaxQueueSize != nil {
-		queue = int(*d.MaxQueueSize)
-	}
-	if d.Parallelism != nil {
-		parallelism = int(*d.Parallelism)
-	}
-	if d.Timeout != nil {
-		timeout = d.Timeout.Duration
-	}
-	if rp := d.Retry; rp != nil {
-		if rp.MaxAttempts != nil {
-			retry.MaxAttempts = int(*rp.MaxAttempts)
-		}
-		if rp.Backoff != nil {
-			retry.Backoff = rp.Backoff.Duration
-		}
-		if rp.MaxBackoff != nil {
-			retry.MaxBackoff = rp.MaxBackoff.Duration
-		}
-	}
-	return queue, parallelism, timeout, retry
-}

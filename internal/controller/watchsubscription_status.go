@@ -30,6 +30,9 @@ type readiness struct {
 	AuthzErr error
 	// ResolveErr is why the resource could not be resolved.
 	ResolveErr error
+	// CheckErr is a check that could not be made (no answer from the API server); what
+	// runs, if anything, goes on with the last answer. Scopes are empty when nothing runs.
+	CheckErr error
 	// Scopes are the informers the subscription uses, one per namespace scope.
 	Scopes []scopeState
 	// Delivery is the state of the subscription's deliveries.
@@ -71,6 +74,22 @@ func readyCondition(r readiness) metav1.Condition {
 			return cond(metav1.ConditionFalse, notifyv1.ReasonForbidden, denied.Error())
 		}
 		return cond(metav1.ConditionFalse, notifyv1.ReasonWatchFailing, "Checking authorization: "+r.AuthzErr.Error())
+	}
+	if r.CheckErr != nil && len(r.Scopes) == 0 {
+		return cond(metav1.ConditionUnknown, notifyv1.ReasonCheckFailing,
+			fmt.Sprintf("Could not check %s, retrying", r.CheckErr.Error()))
+	}
+	c := runningCondition(r)
+	if r.CheckErr != nil {
+		c.Message += fmt.Sprintf(" (could not re-check %s; running on the last answer, retrying)", r.CheckErr.Error())
+	}
+	return c
+}
+
+// runningCondition is the Ready condition of a subscription whose watches and delivery run.
+func runningCondition(r readiness) metav1.Condition {
+	cond := func(status metav1.ConditionStatus, reason, msg string) metav1.Condition {
+		return metav1.Condition{Type: notifyv1.ConditionReady, Status: status, Reason: reason, Message: msg}
 	}
 	for _, s := range r.Scopes {
 		if s.Err != nil {

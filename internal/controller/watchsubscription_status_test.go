@@ -104,39 +104,6 @@ func TestKeepWatchingDuringRestartGrace(t *testing.T) {
 	}
 }
 
-func TestScopeNamespaces(t *testing.T) {
-	ws := func(namespaces ...notifyv1.NamespaceName) *notifyv1.WatchSubscription {
-		w := &notifyv1.WatchSubscription{ObjectMeta: metav1.ObjectMeta{Namespace: "home"}}
-		w.Spec.Namespaces = namespaces
-		return w
-	}
-	cases := []struct {
-		name       string
-		ws         *notifyv1.WatchSubscription
-		namespaced bool
-		want       []string
-	}{
-		{"own namespace by default", ws(), true, []string{"home"}},
-		{"all namespaces", ws("*"), true, []string{""}},
-		{"listed, sorted, unique", ws("b", "a"), true, []string{"a", "b"}},
-		{"cluster-scoped ignores the list", ws("a", "b"), false, []string{""}},
-		{"cluster-scoped default", ws(), false, []string{""}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			got := scopeNamespaces(tc.ws, tc.namespaced)
-			if len(got) != len(tc.want) {
-				t.Fatalf("got %q, want %q", got, tc.want)
-			}
-			for i := range got {
-				if got[i] != tc.want[i] {
-					t.Fatalf("got %q, want %q", got, tc.want)
-				}
-			}
-		})
-	}
-}
-
 func TestCRDName(t *testing.T) {
 	for gvr, want := range map[schema.GroupVersionResource]string{
 		{Group: "example.com", Version: "v1", Resource: "widgets"}:        "widgets.example.com",

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"slices"
 	"sync"
 	"time"
@@ -21,13 +22,20 @@ type wired struct {
 	// sinkFingerprint changes when a Secret the sinks read changes.
 	sinkFingerprint string
 	pipeline        *delivery.Pipeline
+	queueSize       int
 	// progress outlives a rewiring, so events the replaced pipeline still delivers keep
 	// holding the checkpoint back.
 	progress *watch.Progress
-	// replaces is the pipeline this wiring's pipeline took over; nil for a fresh start.
-	replaces    *delivery.Pipeline
-	unsubscribe []func()
-	started     time.Time
+	handles  map[watch.Key]*watch.Handle
+	started  time.Time
+}
+
+// handle is the subscriber's place in the stream of key; nil when it has none.
+func (c *wired) handle(key watch.Key) *watch.Handle {
+	if c == nil {
+		return nil
+	}
+	return c.handles[key]
 }
 
 // wiring tracks every subscription's running parts, its counters, and which informers it
@@ -59,6 +67,16 @@ func (w *wiring) current(nn types.NamespacedName, uid types.UID, generation int6
 	}
 	return c, c.uid == uid && c.generation == generation && slices.Equal(c.keys, keys) &&
 		c.sinkFingerprint == sinkFingerprint
+}
+
+// running returns what runs for nn if it belongs to the subscription of this uid.
+func (w *wiring) running(nn types.NamespacedName, uid types.UID) *wired {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if c, ok := w.subs[nn]; ok && c.uid == uid {
+		return c
+	}
+	return nil
 }
 
 // uidOf is the uid of the subscription wired or counted under nn.
@@ -98,19 +116,27 @@ func (w *wiring) peekStats(nn types.NamespacedName, uid types.UID) (*delivery.St
 	return e.stats, true
 }
 
-// replace records c as what runs for nn and unsubscribes what ran before. The new wiring
-// is subscribed before the old one leaves, so a shared informer is not restarted and no
-// change falls between the two; then c's held pipeline takes over what the old one had
-// not delivered yet, ahead of its own events, and starts.
-func (w *wiring) replace(nn types.NamespacedName, c *wired) {
-	w.teardownLocked(nn, false, func() {
-		w.subs[nn] = c
-		w.index(nn, c)
-	})
-	if c.replaces != nil {
-		c.pipeline.Release(c.replaces)
-		c.replaces = nil // handed over: let the old pipeline go
+// replace records c as what runs for nn in the place of old, whose subscribers c has
+// already taken over where both watch the same stream. It removes old's subscribers from
+// the streams c does not watch, then c's held pipeline takes over what old's had not
+// delivered yet, ahead of its own events, and starts.
+func (w *wiring) replace(nn types.NamespacedName, c, old *wired) {
+	w.mu.Lock()
+	if prev, ok := w.subs[nn]; ok {
+		w.unindex(nn, prev)
 	}
+	w.subs[nn] = c
+	w.index(nn, c)
+	w.mu.Unlock()
+	if old == nil {
+		return
+	}
+	for k, h := range old.handles {
+		if _, kept := c.handles[k]; !kept {
+			h.Unsubscribe()
+		}
+	}
+	c.pipeline.Release(old.pipeline)
 }
 
 func (w *wiring) index(nn types.NamespacedName, c *wired) {
@@ -125,36 +151,53 @@ func (w *wiring) index(nn types.NamespacedName, c *wired) {
 // teardown stops what runs for nn: after it returns nothing more is delivered.
 // forget also drops the counters (the subscription is gone).
 func (w *wiring) teardown(nn types.NamespacedName, forget bool) {
-	w.teardownLocked(nn, forget, func() {})
-}
-
-// teardownLocked unlinks the wiring of nn, runs then under the same lock, and stops the
-// unlinked wiring outside it. A stopped pipeline keeps what it had not finished with, so a
-// new wiring's Release can still take it over.
-func (w *wiring) teardownLocked(nn types.NamespacedName, forget bool, then func()) {
 	w.mu.Lock()
 	c, ok := w.subs[nn]
-	delete(w.subs, nn)
 	if ok {
-		for _, k := range c.keys {
-			delete(w.byKey[k], nn)
-			if len(w.byKey[k]) == 0 {
-				delete(w.byKey, k)
-			}
-		}
+		delete(w.subs, nn)
+		w.unindex(nn, c)
 	}
 	if forget {
 		delete(w.stats, nn)
 	}
-	then()
 	w.mu.Unlock()
 	if !ok {
 		return
 	}
-	for _, unsubscribe := range c.unsubscribe {
-		unsubscribe()
+	for _, h := range c.handles {
+		h.Unsubscribe()
 	}
 	c.pipeline.Stop()
+}
+
+func (w *wiring) unindex(nn types.NamespacedName, c *wired) {
+	for _, k := range c.keys {
+		delete(w.byKey[k], nn)
+		if len(w.byKey[k]) == 0 {
+			delete(w.byKey, k)
+		}
+	}
+}
+
+// drain waits, for every running pipeline at once, until it has finished with what it
+// holds or ctx ends.
+func (w *wiring) drain(ctx context.Context) (pipelines, drained int) {
+	w.mu.Lock()
+	running := make([]*delivery.Pipeline, 0, len(w.subs))
+	for _, c := range w.subs {
+		running = append(running, c.pipeline)
+	}
+	w.mu.Unlock()
+	results := make(chan bool, len(running))
+	for _, p := range running {
+		go func() { results <- p.Drain(ctx) }()
+	}
+	for range running {
+		if <-results {
+			drained++
+		}
+	}
+	return len(running), drained
 }
 
 // subscribersOf lists the subscriptions using the informer for key.

@@ -14,19 +14,19 @@ import (
 
 	"github.com/go-logr/logr"
 
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 )
 
-// Defaults, chosen to ride out a sink outage of about seven minutes
-// (1+2+4+8+16+32 s, then 60 s waits: 12 attempts span ~7 min).
+// Defaults of zero Options, the API's (see notifyv1).
 const (
-	DefaultTimeout      = 10 * time.Second
-	DefaultMaxAttempts  = 12
-	DefaultBackoff      = time.Second
-	DefaultMaxBackoff   = 60 * time.Second
-	DefaultQueueSize    = 1000
-	DefaultParallelism  = 4
+	DefaultTimeout      = notifyv1.DefaultTimeout
+	DefaultMaxAttempts  = notifyv1.DefaultMaxAttempts
+	DefaultBackoff      = notifyv1.DefaultBackoff
+	DefaultMaxBackoff   = notifyv1.DefaultMaxBackoff
+	DefaultQueueSize    = notifyv1.DefaultMaxQueueSize
+	DefaultParallelism  = notifyv1.DefaultParallelism
 	deadLetterAttempts  = 3
 	droppedRecentlyWait = time.Minute
 )

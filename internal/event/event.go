@@ -48,6 +48,9 @@ type Event struct {
 	// Replayed marks a change from before the informer (re)started: caught up from a
 	// checkpoint, and due only to subscribers whose checkpoint is older than it.
 	Replayed bool
+	// Initial marks an Added from a subscriber's initial list: an object that existed when
+	// it joined, not a change.
+	Initial bool
 
 	// id and path are computed once for all subscribers.
 	id       string

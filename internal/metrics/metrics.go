@@ -38,6 +38,10 @@ var (
 	resyncs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "resyncs_total",
 		Help: "Times a subscription could not resume from its checkpoint and was resynced (by reason)."},
 		append(slices.Clip(subLabels), "reason"))
+	checkFailures = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "check_failures_total",
+		Help: "Checks of a subscription that could not be made (the API server unreachable or overloaded): " +
+			"the subscription keeps running on the last answer and the check is retried."},
+		append(slices.Clip(subLabels), "check"))
 	queueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "delivery_queue_depth",
 		Help: "Events queued or in flight."}, subLabels)
 
@@ -51,7 +55,7 @@ var (
 
 func init() {
 	ctrlmetrics.Registry.MustRegister(observed, delivered, failed, dropped, deadLettered, duration, queueDepth, filterErrors,
-		resyncs, registryCollector{})
+		resyncs, checkFailures, registryCollector{})
 }
 
 // Subscription is one subscription's handles; it implements delivery.Metrics.
@@ -94,6 +98,20 @@ func FilterErrors(namespace, name string) prometheus.Counter {
 // Resynced counts a resync of a subscription.
 func Resynced(namespace, name, reason string) { resyncs.WithLabelValues(namespace, name, reason).Inc() }
 
+// Checks that may fail without an answer, the values of check_failures_total's check label.
+const (
+	CheckAuthorization = "authorization"
+	CheckSecrets       = "secrets"
+	CheckDiscovery     = "discovery"
+)
+
+var checks = []string{CheckAuthorization, CheckSecrets, CheckDiscovery}
+
+// CheckFailed counts a check of a subscription that could not be made.
+func CheckFailed(namespace, name, check string) {
+	checkFailures.WithLabelValues(namespace, name, check).Inc()
+}
+
 // Forget removes a deleted subscription's series.
 func Forget(namespace, name string) {
 	// Exact label values: DeletePartialMatch scans every series, which made deleting many
@@ -106,6 +124,9 @@ func Forget(namespace, name string) {
 	}
 	for _, reason := range watch.ResyncReasons {
 		resyncs.DeleteLabelValues(namespace, name, reason)
+	}
+	for _, check := range checks {
+		checkFailures.DeleteLabelValues(namespace, name, check)
 	}
 	duration.DeleteLabelValues(namespace, name)
 	queueDepth.DeleteLabelValues(namespace, name)

@@ -15,7 +15,9 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
@@ -138,13 +140,22 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		r.Authorizer = &authz.Checker{Client: mgr.GetClient(), Interval: opts.AuthorizationInterval}
 	}
 	r.Registry = watch.New(dyn, ctrl.Log.WithName("watch"), r.InformerChanged)
+	// The registry ends with the manager: through the keeper, after the last checkpoint,
+	// when there are checkpoints.
+	var owner manager.Runnable = r.Registry
 	if opts.CheckpointNamespace != "" {
-		store := &checkpoint.ConfigMap{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Namespace: opts.CheckpointNamespace}
-		r.Registry.Checkpointing(store, orDefault(opts.CheckpointInterval, 5*time.Second),
-			orDefault(opts.ShutdownGrace, 20*time.Second))
+		uncached, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme(), HTTPClient: mgr.GetHTTPClient()})
+		if err != nil {
+			return nil, fmt.Errorf("checkpoint client: %w", err)
+		}
+		store := &checkpoint.ConfigMaps{Client: uncached, Namespace: opts.CheckpointNamespace}
+		keeper := checkpoint.NewKeeper(r.Registry, store, orDefault(opts.CheckpointInterval, 5*time.Second),
+			orDefault(opts.ShutdownGrace, 20*time.Second), ctrl.Log.WithName("checkpoint"))
+		keeper.Drain = r.Drain
+		owner = keeper
 	}
 	metrics.Track(r.Registry)
-	if err := mgr.Add(r.Registry); err != nil {
+	if err := mgr.Add(owner); err != nil {
 		return nil, err
 	}
 	if err := r.SetupWithManager(mgr); err != nil {

@@ -58,9 +58,18 @@ type informer struct {
 	synced  bool
 	err     error
 	// olds holds full objects only while some subscriber needs the object before an
-	// update (keepOld of them); nil otherwise.
-	olds    map[string]*unstructured.Unstructured
-	keepOld int
+	// update (keepOld of them); nil otherwise. oldsComplete is true once it holds every
+	// object in scope; oldsFilling is closed when a fill in progress ends, and oldsChanged
+	// has the keys changed since that fill's list (see fillOlds).
+	olds         map[string]*unstructured.Unstructured
+	keepOld      int
+	oldsComplete bool
+	oldsFilling  chan struct{}
+	oldsChanged  map[string]bool
+	// viewRV is the resourceVersion the view is at: the last change applied to it.
+	viewRV uint64
+	// relists counts the lists after the first (watch gaps).
+	relists int
 	// listRV is the resourceVersion of the last list; seen is how far the stream has been
 	// handed to subscribers (the checkpoint when nothing is open), seenAt about when.
 	listRV, seen uint64
@@ -215,9 +224,47 @@ func (i *informer) add(sub Subscriber, stale *Point) *subscriber {
 		i.offerResync(s, ResyncCheckpointUnavailable, stale.ResourceVersion)
 	}
 	if s.needsOld() {
-		if i.keepOld++; i.olds == nil {
-			i.olds = map[string]*unstructured.Unstructured{}
+		i.holdOld()
+	}
+	i.mu.Unlock()
+	if sub.SendInitialEvents {
+		i.reg.wg.Go(func() { i.catchUp(s) })
+	}
+	return s
+}
+
+// replace puts sub in old's place in one step: it goes on from old's position in the
+// stream (and resume state), and no change goes to both. Initial events are sent only if
+// sub asks for them. Called with the registry lock held.
+func (i *informer) replace(old *subscriber, sub Subscriber) *subscriber {
+	ctx, cancel := context.WithCancel(i.reg.ctx)
+	s := &subscriber{Subscriber: sub, ctx: ctx, cancel: cancel, catchingUp: sub.SendInitialEvents}
+	i.mu.Lock()
+	if i.subs[old.ID] == old {
+		delete(i.subs, old.ID)
+		s.resumeFrom, s.floor, s.point = old.resumeFrom, old.floor, old.point
+		if !sub.SendInitialEvents && old.catchingUp {
+			// Its live events waited for an initial list that is no longer wanted.
+			for _, ev := range old.buffer {
+				s.offer(ev)
+			}
 		}
+		i.forgetOld(old)
+	} else {
+		s.resumeFrom = max(i.listRV, i.seen)
+		if !i.synced {
+			s.resumeFrom = notJoinedYet
+		}
+	}
+	old.cancel()
+	if prev, ok := i.subs[sub.ID]; ok && prev != old {
+		prev.cancel()
+		i.forgetOld(prev)
+	}
+	i.subs[sub.ID] = s
+	i.regroup()
+	if s.needsOld() {
+		i.holdOld()
 	}
 	i.mu.Unlock()
 	if sub.SendInitialEvents {
@@ -241,14 +288,8 @@ func (i *informer) remove(s *subscriber) int {
 // forgetOld stops keeping old objects when the last subscriber needing them leaves.
 func (i *informer) forgetOld(s *subscriber) {
 	if s.needsOld() {
-		if i.keepOld--; i.keepOld == 0 {
-			i.olds = nil
-		}
+		i.releaseOld()
 	}
-}
-
-func (s *subscriber) needsOld() bool {
-	return s.NeedsOldObject || s.Filter != nil && s.Filter.NeedsOldObject()
 }
 
 func (i *informer) subscriberCount() int {
@@ -330,6 +371,12 @@ func (i *informer) apply(t event.Type, obj any) {
 		ev.Replayed = true
 		i.fanOut(ev)
 		return
+	}
+	if rvOK && rv > i.viewRV {
+		i.viewRV = rv
+	}
+	if i.oldsChanged != nil {
+		i.oldsChanged[key] = true
 	}
 	prev, known := i.objects[key]
 	var old *unstructured.Unstructured
@@ -420,10 +467,12 @@ func (i *informer) Replace(items []any, resourceVersion string) error {
 	i.objects = seen
 	if !first {
 		i.listRV = listRV
+		i.relists++
 		if listRV > i.seen {
 			i.seen, i.seenAt = listRV, time.Now()
 		}
 	}
+	i.viewRV = max(i.viewRV, listRV)
 	if i.olds != nil {
 		i.olds = make(map[string]*unstructured.Unstructured, len(items))
 		for _, item := range items {
@@ -431,6 +480,7 @@ func (i *informer) Replace(items []any, resourceVersion string) error {
 				i.olds[objectKey(u)] = u
 			}
 		}
+		i.oldsComplete = true
 	}
 	changed := !i.synced || i.err != nil
 	i.synced, i.err = true, nil
@@ -559,6 +609,10 @@ func (i *informer) catchUp(s *subscriber) {
 	}
 }
 
+// listInitial sends s an Added for every object in scope that its filter matches. It lists
+// every page first, one right after the other, and only then hands the objects over:
+// waiting for a slow sink between pages would hold the list's continue token until it
+// expired and the list had to start over.
 func (i *informer) listInitial(s *subscriber) (uint64, error) {
 	ri := i.reg.client.Resource(i.key.GVR).Namespace(i.key.Namespace)
 	opts := metav1.ListOptions{Limit: 500}
@@ -566,6 +620,7 @@ func (i *informer) listInitial(s *subscriber) (uint64, error) {
 		opts.LabelSelector = s.Filter.LabelSelector().String()
 	}
 	var listRV uint64
+	var matched []*unstructured.Unstructured
 	for {
 		list, err := retryBriefly(s.ctx, func() (*unstructured.UnstructuredList, error) {
 			return ri.List(s.ctx, opts)
@@ -579,17 +634,29 @@ func (i *informer) listInitial(s *subscriber) (uint64, error) {
 		for idx := range list.Items {
 			u := &list.Items[idx]
 			u.SetManagedFields(nil)
-			if s.Filter != nil && !s.Filter.Matches(event.Added, u) {
-				continue
-			}
-			if err := s.Receiver.Put(s.ctx, event.New(event.Added, i.key.GVR, u)); err != nil {
-				return 0, err
+			if s.Filter == nil || s.Filter.Matches(event.Added, u) {
+				matched = append(matched, u)
 			}
 		}
 		if opts.Continue = list.GetContinue(); opts.Continue == "" {
-			return listRV, nil
+			break
 		}
 	}
+	for idx, u := range matched {
+		ev := event.New(event.Added, i.key.GVR, u)
+		ev.Stream, ev.Initial = i.stream, true
+		if s.Progress != nil {
+			s.Progress.offered(ev)
+		}
+		if err := s.Receiver.Put(s.ctx, ev); err != nil {
+			if s.Progress != nil {
+				s.Progress.Done(ev)
+			}
+			return 0, err
+		}
+		matched[idx] = nil // handed over: let the pipeline own it
+	}
+	return listRV, nil
 }
 
 // finishCatchUp switches s to live events; false when its buffer overflowed and the LIST

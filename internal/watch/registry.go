@@ -11,7 +11,6 @@ import (
 	"maps"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -67,15 +66,13 @@ type Subscriber struct {
 	OnResync func(event.ResyncInfo)
 }
 
-// CheckpointStore keeps checkpoints across restarts.
-type CheckpointStore interface {
-	Load(ctx context.Context) (map[string]Point, error)
-	Save(ctx context.Context, points map[string]Point) error
-}
-
-// Drainer is a Receiver that can wait for what it holds to be finished with.
-type Drainer interface {
-	Drain(ctx context.Context) bool
+// PointKey names a checkpoint: one subscriber's position in one stream. A subscription over
+// several namespaces has one per namespace scope.
+type PointKey struct {
+	// Subscriber is Subscriber.Checkpoint.
+	Subscriber string `json:"subscriber"`
+	// Stream is the informer key (Key.String()).
+	Stream string `json:"stream"`
 }
 
 // State is what an informer can tell about itself.
@@ -98,17 +95,13 @@ type Registry struct {
 
 	mu        sync.Mutex
 	informers map[Key]*informer
-	// points are loaded checkpoints not yet taken by an informer, by checkpoint name.
-	points map[string]Point
-	// loaded is closed once points are known; Subscribe waits for it.
-	loaded chan struct{}
-	store  CheckpointStore
-	// Options for checkpoints and shutdown; see Checkpointing.
-	checkpointInterval, shutdownGrace time.Duration
+	// points are restored checkpoints not yet taken by an informer.
+	points map[PointKey]Point
+	// restored is closed once points are known; Subscribe waits for it.
+	restored     chan struct{}
+	restoredOnce sync.Once
 	// saveSoon asks for a save before the interval: a subscriber got its first checkpoint.
 	saveSoon chan struct{}
-	// saveFailing is owned by the save loop.
-	saveFailing bool
 }
 
 // New returns a registry watching through client, which NewClient builds as the informers
@@ -118,14 +111,36 @@ func New(client dynamic.Interface, log logr.Logger, onChange func(Key)) *Registr
 	if onChange == nil {
 		onChange = func(Key) {}
 	}
-	loaded := make(chan struct{})
-	close(loaded)
+	restored := make(chan struct{})
+	close(restored)
 	return &Registry{client: client, log: log, onChange: onChange, ctx: ctx, cancel: cancel,
-		informers: map[Key]*informer{}, points: map[string]Point{}, loaded: loaded, saveSoon: make(chan struct{}, 1)}
+		informers: map[Key]*informer{}, points: map[PointKey]Point{}, restored: restored, saveSoon: make(chan struct{}, 1)}
 }
 
-// checkpointSoon asks the save loop to save now rather than at the next interval, so a
-// subscriber that just started has a checkpoint before a crash could find it without one.
+// ExpectCheckpoints makes Subscribe wait until Restore (or Stop): subscribers must find the
+// checkpoints of an earlier run. Call before any Subscribe.
+func (r *Registry) ExpectCheckpoints() {
+	r.restored = make(chan struct{})
+}
+
+// Restore hands over the checkpoints of an earlier run and lets Subscribe go on.
+func (r *Registry) Restore(points map[PointKey]Point) {
+	r.mu.Lock()
+	maps.Copy(r.points, points)
+	r.mu.Unlock()
+	r.restoredOnce.Do(func() {
+		select {
+		case <-r.restored:
+		default:
+			close(r.restored)
+		}
+	})
+}
+
+// SaveSoon signals when checkpoints should be saved before the next interval: a subscriber
+// got its first one, and a crash must not find it without.
+func (r *Registry) SaveSoon() <-chan struct{} { return r.saveSoon }
+
 func (r *Registry) checkpointSoon() {
 	select {
 	case r.saveSoon <- struct{}{}:
@@ -133,33 +148,92 @@ func (r *Registry) checkpointSoon() {
 	}
 }
 
-// Subscribe adds sub to the informer for key, starting it if needed. The returned function
-// removes the subscriber; the informer stops when its last subscriber leaves.
+// Handle is a subscriber's place in one informer.
+type Handle struct {
+	reg  *Registry
+	inf  *informer
+	s    *subscriber
+	once sync.Once
+}
+
+// Unsubscribe removes the subscriber; the informer stops when its last subscriber leaves.
+// Calling it again, or after Resubscribe took the place over, does nothing.
+func (h *Handle) Unsubscribe() { h.once.Do(func() { h.reg.unsubscribe(h.inf, h.s) }) }
+
+// CaughtUp tells whether the subscriber has been handed its initial events, or asked for
+// none.
+func (h *Handle) CaughtUp() bool {
+	h.inf.mu.Lock()
+	defer h.inf.mu.Unlock()
+	return !h.s.catchingUp
+}
+
+// Subscribe adds sub to the informer for key, starting it if needed.
 //
-// With checkpoints, Subscribe first waits (until the registry stops) for them to be loaded,
-// so a restarted informer resumes every subscriber it had.
-func (r *Registry) Subscribe(key Key, sub Subscriber) (unsubscribe func()) {
+// With checkpoints, Subscribe first waits (until the registry stops) for them to be
+// restored, so a restarted informer resumes every subscriber it had. A subscriber that
+// needs old objects joins once the informer keeps them for every object in scope.
+func (r *Registry) Subscribe(key Key, sub Subscriber) *Handle {
+	return r.join(key, sub, nil)
+}
+
+// Resubscribe puts sub in the place of h's subscriber in one step (a subscription's spec
+// changed): every change goes to exactly one of the two, and sub goes on from where the old
+// one was in the stream. Its initial events are sent only when sub asks for them.
+func (r *Registry) Resubscribe(h *Handle, sub Subscriber) *Handle {
+	nh := r.join(h.inf.key, sub, h)
+	h.once.Do(func() {}) // the old handle's place is taken: it unsubscribes nothing
+	return nh
+}
+
+func (r *Registry) join(key Key, sub Subscriber, replacing *Handle) *Handle {
 	select {
-	case <-r.loaded:
+	case <-r.restored:
 	case <-r.ctx.Done():
 	}
-	r.mu.Lock()
-	inf, ok := r.informers[key]
-	var stale *Point
-	if !ok {
-		inf = newInformer(r, key)
-		r.informers[key] = inf
-		inf.startResume(r.takePoints(key.String()))
-		inf.start()
-	} else if p, found := r.points[sub.Checkpoint]; found && sub.Checkpoint != "" && p.Stream == key.String() {
-		delete(r.points, sub.Checkpoint)
-		stale = &p
+	for {
+		r.mu.Lock()
+		inf, ok := r.informers[key]
+		var stale *Point
+		pk := PointKey{Subscriber: sub.Checkpoint, Stream: key.String()}
+		if !ok {
+			inf = newInformer(r, key)
+			r.informers[key] = inf
+			inf.startResume(r.takePoints(key.String()))
+			inf.start()
+		} else if p, found := r.points[pk]; found && sub.Checkpoint != "" {
+			delete(r.points, pk)
+			stale = &p
+		}
+		var release func()
+		if sub.needsOld() {
+			release = inf.keepOlds()
+			if !inf.hasOlds() {
+				r.mu.Unlock()
+				inf.fillOlds()
+				r.mu.Lock()
+				if r.informers[key] != inf { // stopped while filling: start over
+					if stale != nil {
+						r.points[pk] = *stale
+					}
+					r.mu.Unlock()
+					release()
+					continue
+				}
+			}
+		}
+		var s *subscriber
+		if replacing != nil && replacing.inf == inf {
+			s = inf.replace(replacing.s, sub)
+		} else {
+			s = inf.add(sub, stale)
+		}
+		r.mu.Unlock()
+		if release != nil {
+			release()
+		}
+		return &Handle{reg: r, inf: inf, s: s}
 	}
-	s := inf.add(sub, stale)
-	r.mu.Unlock()
-
-	var once sync.Once
-	return func() { once.Do(func() { r.unsubscribe(inf, s) }) }
 }
 
 func (r *Registry) unsubscribe(inf *informer, s *subscriber) {
@@ -208,16 +282,33 @@ func (r *Registry) Subscribers(key Key) int {
 }
 
 // Start blocks until ctx ends, then stops every informer and waits for their goroutines.
-// It lets the registry run as a manager Runnable.
+// It lets the registry run as a manager Runnable when nothing else (a checkpoint keeper)
+// owns its end.
 func (r *Registry) Start(ctx context.Context) error {
-	if r.store == nil {
-		<-ctx.Done()
-	} else {
-		r.load(ctx)
-		r.shutdown(r.saveLoop(ctx))
-	}
+	<-ctx.Done()
 	r.Stop()
 	return nil
+}
+
+// StopWatching ends every reflector, so no more events reach the subscribers, and waits
+// for them until ctx ends; false if some had not ended. Subscribers stay in place, so
+// their checkpoints can still be read.
+func (r *Registry) StopWatching(ctx context.Context) bool {
+	r.mu.Lock()
+	infs := make([]*informer, 0, len(r.informers))
+	for _, inf := range r.informers {
+		inf.cancel()
+		infs = append(infs, inf)
+	}
+	r.mu.Unlock()
+	for _, inf := range infs {
+		select {
+		case <-inf.done:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
 }
 
 // Stop stops every informer and waits for their goroutines to end.
@@ -229,6 +320,7 @@ func (r *Registry) Stop() {
 	}
 	r.mu.Unlock()
 	r.cancel()
+	r.Restore(nil) // nobody waits for checkpoints that will not come
 	r.wg.Wait()
 }
 

@@ -140,13 +140,13 @@ func TestLastUnsubscribeStopsTheInformer(t *testing.T) {
 	g.Expect(reg.Keys()).To(ConsistOf(key, other), "one informer per distinct scope")
 	g.Expect(reg.Subscribers(key)).To(Equal(2))
 
-	a()
-	a() // idempotent
+	a.Unsubscribe()
+	a.Unsubscribe() // idempotent
 	g.Expect(reg.Keys()).To(ConsistOf(key, other))
-	b()
+	b.Unsubscribe()
 	g.Expect(reg.Keys()).To(Equal([]watch.Key{other}))
 	_, running := reg.State(key)
 	g.Expect(running).To(BeFalse())
-	c()
+	c.Unsubscribe()
 	g.Expect(reg.Keys()).To(BeEmpty())
 }

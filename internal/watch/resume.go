@@ -95,7 +95,7 @@ func (i *informer) endResumeWindow() {
 	i.closeResume()
 	i.mu.Unlock()
 	if waiting != nil {
-		i.reg.returnPoints(waiting)
+		i.reg.returnPoints(i.stream, waiting)
 	}
 }
 
@@ -175,7 +175,7 @@ func (i *informer) offerResync(s *subscriber, reason, checkpoint string) {
 	if s.OnResync != nil {
 		s.OnResync(info)
 	}
-	s.Receiver.Offer(event.NewResync(i.key.GVR, i.stream, s.Checkpoint, info))
+	s.offer(event.NewResync(i.key.GVR, i.stream, s.Checkpoint, info))
 }
 
 // replayed reports whether a watch event is part of the replay (at or below the first

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 
+	"github.com/dynamic-notifier/dynamic-notifier/internal/checkpoint"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
@@ -25,29 +26,38 @@ import (
 // memStore keeps checkpoints in memory; the ConfigMap store has its own test.
 type memStore struct {
 	mu     sync.Mutex
-	points map[string]watch.Point
+	points map[watch.PointKey]watch.Point
 	saves  int
 }
 
-func (m *memStore) Load(context.Context) (map[string]watch.Point, error) {
+func (m *memStore) Load(context.Context) (map[watch.PointKey]watch.Point, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return maps.Clone(m.points), nil
 }
 
-func (m *memStore) Save(_ context.Context, p map[string]watch.Point) error {
+func (m *memStore) Save(_ context.Context, p map[watch.PointKey]watch.Point) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.points, m.saves = maps.Clone(p), m.saves+1
 	return nil
 }
 
-// sub is the point of the subscriber every test here calls "sub".
+// sub is the point of the subscriber every test here calls "sub" (in its one stream).
 func (m *memStore) sub() (watch.Point, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p, ok := m.points["sub"]
-	return p, ok
+	return pointOf(m.points, "sub")
+}
+
+// pointOf finds the point of a subscriber that has one stream.
+func pointOf(points map[watch.PointKey]watch.Point, subscriber string) (watch.Point, bool) {
+	for k, p := range points {
+		if k.Subscriber == subscriber {
+			return p, true
+		}
+	}
+	return watch.Point{}, false
 }
 
 // delivering is a Receiver that finishes every event at once, like a sink that answers
@@ -99,15 +109,16 @@ func newDelivering() *delivering { return &delivering{progress: watch.NewProgres
 
 // runningRegistry starts a registry with checkpoints the way the manager runs it; stop
 // shuts it down (drain, last save) and waits.
-func runningRegistry(t *testing.T, store watch.CheckpointStore) (*watch.Registry, func()) {
+func runningRegistry(t *testing.T, store checkpoint.Store) (*watch.Registry, func()) {
 	t.Helper()
-	reg := watch.New(dynamic.NewForConfigOrDie(cfg), testr.NewWithOptions(t, testr.Options{Verbosity: 1}), nil)
-	reg.Checkpointing(store, 50*time.Millisecond, 5*time.Second)
+	log := testr.NewWithOptions(t, testr.Options{Verbosity: 1})
+	reg := watch.New(dynamic.NewForConfigOrDie(cfg), log, nil)
+	keeper := checkpoint.NewKeeper(reg, store, 50*time.Millisecond, 5*time.Second, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = reg.Start(ctx)
+		_ = keeper.Start(ctx)
 	}()
 	var once sync.Once
 	stop := func() {
@@ -276,7 +287,7 @@ func TestCheckpointNeverCoversEventsInFlight(t *testing.T) {
 		created = append(created, cm)
 	}
 	g.Eventually(sub.ids).Should(HaveLen(2))
-	g.Consistently(func() string { return reg.Checkpoints()["sub"].ResourceVersion }, "300ms").
+	g.Consistently(func() string { p, _ := pointOf(reg.Checkpoints(), "sub"); return p.ResourceVersion }, "300ms").
 		Should(Equal(before.ResourceVersion), "held events keep the checkpoint where it was")
 
 	sub.release()
@@ -302,8 +313,8 @@ func TestCheckpointOutsideTheWatchWindowResyncs(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	compactEtcd(t)
 	// A checkpoint from before the compaction: the API server can no longer watch from it.
-	store := &memStore{points: map[string]watch.Point{
-		"sub": {Stream: key.String(), ResourceVersion: "2", Time: time.Now().Add(time.Hour)},
+	store := &memStore{points: map[watch.PointKey]watch.Point{
+		{Subscriber: "sub", Stream: key.String()}: {Stream: key.String(), ResourceVersion: "2", Time: time.Now().Add(time.Hour)},
 	}}
 	var resyncs []event.ResyncInfo
 	var mu sync.Mutex

@@ -1,0 +1,196 @@
+package controller
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/payload"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
+)
+
+// plan is what a subscription's spec asks the operator to run, with every default applied.
+// It is compiled once per reconcile from the spec alone, without the API server, so a spec
+// error is found before anything is read or started.
+type plan struct {
+	GVR schema.GroupVersionResource
+	// namespaces are the scopes asked for: "" is all namespaces; see streams.
+	namespaces []string
+	Filter     *filter.Filter
+	Shape      payload.Shape
+	Delivery   deliverySettings
+	// ServiceAccount is the namespace/name the subscription acts as.
+	ServiceAccount    string
+	SendInitialEvents bool
+	// Checkpoint names the subscription's checkpoints across restarts and spec changes.
+	Checkpoint string
+}
+
+// deliverySettings are a pipeline's options that come from the spec.
+type deliverySettings struct {
+	QueueSize, Parallelism int
+	Timeout                time.Duration
+	Retry                  delivery.Retry
+}
+
+// planOptions are what the operator adds to a spec: its own defaults and hooks.
+type planOptions struct {
+	// DeliveryTimeout is the timeout when the spec sets none.
+	DeliveryTimeout time.Duration
+	// OnFilterError hears about CEL evaluation errors.
+	OnFilterError func(error)
+}
+
+// planFor compiles ws. Its errors name the field at fault; filter errors wrap
+// filter.ErrInvalidFilter.
+func planFor(ws *notifyv1.WatchSubscription, opts planOptions) (plan, error) {
+	p := plan{
+		GVR:               gvrOf(ws),
+		namespaces:        requestedNamespaces(ws),
+		Shape:             shapeFor(ws),
+		ServiceAccount:    ws.Namespace + "/" + cmp.Or(ws.Spec.ServiceAccountName, notifyv1.DefaultServiceAccountName),
+		SendInitialEvents: ws.Spec.SendInitialEvents,
+		Checkpoint:        checkpointName(types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}, ws.UID),
+	}
+	var err error
+	if p.Delivery, err = deliveryFor(ws.Spec.Delivery, cmp.Or(opts.DeliveryTimeout, notifyv1.DefaultTimeout)); err != nil {
+		return plan{}, err
+	}
+	fo := filter.Options{
+		Types:           eventTypes(ws.Spec.EventTypes),
+		Selector:        ws.Spec.Selector,
+		FieldSelector:   ws.Spec.FieldSelector,
+		CEL:             ws.Spec.Filter,
+		MetadataPayload: p.Shape.Mode == payload.Metadata,
+		OnEvalError:     opts.OnFilterError,
+	}
+	if ig := ws.Spec.Ignore; ig != nil {
+		fo.IgnoreStatusOnly, fo.IgnoreMetadataOnly = ig.StatusOnly, ig.MetadataOnly
+	}
+	if p.Filter, err = filter.New(fo); err != nil {
+		return plan{}, err
+	}
+	return p, nil
+}
+
+// streams are the watch keys of the plan: one per namespace scope, or one for the whole
+// cluster when the resource is cluster-scoped.
+func (p plan) streams(namespaced bool) []watch.Key {
+	namespaces := p.namespaces
+	if !namespaced {
+		namespaces = []string{""}
+	}
+	keys := make([]watch.Key, len(namespaces))
+	for i, ns := range namespaces {
+		keys[i] = watch.Key{GVR: p.GVR, Namespace: ns}
+	}
+	return keys
+}
+
+// requestedNamespaces is the namespaces a subscription watches when its resource is
+// namespaced, sorted: "" means all namespaces.
+func requestedNamespaces(ws *notifyv1.WatchSubscription) []string {
+	switch {
+	case len(ws.Spec.Namespaces) == 0:
+		return []string{ws.Namespace}
+	case slices.Contains(ws.Spec.Namespaces, notifyv1.AllNamespaces):
+		return []string{""}
+	}
+	out := make([]string, 0, len(ws.Spec.Namespaces))
+	for _, ns := range ws.Spec.Namespaces {
+		out = append(out, string(ns))
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// deliveryFor applies the defaults to spec.delivery. A duration that does not parse (an
+// object stored under an older, looser schema) is a spec error.
+func deliveryFor(d *notifyv1.DeliverySpec, timeout time.Duration) (deliverySettings, error) {
+	out := deliverySettings{QueueSize: notifyv1.DefaultMaxQueueSize, Parallelism: notifyv1.DefaultParallelism,
+		Timeout: timeout, Retry: delivery.Retry{MaxAttempts: notifyv1.DefaultMaxAttempts,
+			Backoff: notifyv1.DefaultBackoff, MaxBackoff: notifyv1.DefaultMaxBackoff}}
+	if d == nil {
+		return out, nil
+	}
+	if d.MaxQueueSize != nil {
+		out.QueueSize = int(*d.MaxQueueSize)
+	}
+	if d.Parallelism != nil {
+		out.Parallelism = int(*d.Parallelism)
+	}
+	var err error
+	if out.Timeout, err = parseDuration(d.Timeout, "spec.delivery.timeout", out.Timeout); err != nil {
+		return deliverySettings{}, err
+	}
+	rp := d.Retry
+	if rp == nil {
+		return out, nil
+	}
+	if rp.MaxAttempts != nil {
+		out.Retry.MaxAttempts = int(*rp.MaxAttempts)
+	}
+	if out.Retry.MaxBackoff, err = parseDuration(rp.MaxBackoff, "spec.delivery.retry.maxBackoff", out.Retry.MaxBackoff); err != nil {
+		return deliverySettings{}, err
+	}
+	// A cap below the default first wait lowers that wait too, rather than being raised.
+	fallback := min(notifyv1.DefaultBackoff, out.Retry.MaxBackoff)
+	if out.Retry.Backoff, err = parseDuration(rp.Backoff, "spec.delivery.retry.backoff", fallback); err != nil {
+		return deliverySettings{}, err
+	}
+	return out, nil
+}
+
+func parseDuration(d *notifyv1.Duration, field string, fallback time.Duration) (time.Duration, error) {
+	if d == nil {
+		return fallback, nil
+	}
+	v, err := d.Parse()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", field, err)
+	}
+	if v <= 0 {
+		return 0, fmt.Errorf("%s: %q must be positive", field, string(*d))
+	}
+	return v, nil
+}
+
+// shapeFor is the subscription's payload shape. Secret values are redacted unless the
+// subscription opted in.
+func shapeFor(ws *notifyv1.WatchSubscription) payload.Shape {
+	var shape payload.Shape
+	if p := ws.Spec.Payload; p != nil {
+		shape = payload.Shape{Mode: payload.Mode(p.Mode), IncludeOldObject: p.IncludeOldObject,
+			IncludeChangedPaths: p.IncludeChangedPaths}
+	}
+	isSecrets := ws.Spec.Resource.Group == "" && ws.Spec.Resource.Resource == "secrets"
+	shape.RedactSecrets = isSecrets && (ws.Spec.Payload == nil || !ws.Spec.Payload.IncludeSecretData)
+	return shape
+}
+
+// checkpointName identifies a subscription's checkpoints across restarts and spec changes;
+// the uid keeps a re-created subscription of the same name from inheriting them.
+func checkpointName(nn types.NamespacedName, uid types.UID) string {
+	return nn.String() + "/" + string(uid)
+}
+
+func gvrOf(ws *notifyv1.WatchSubscription) schema.GroupVersionResource {
+	return schema.GroupVersionResource{Group: ws.Spec.Resource.Group, Version: ws.Spec.Resource.Version,
+		Resource: ws.Spec.Resource.Resource}
+}
+
+func eventTypes(in []notifyv1.EventType) []event.Type {
+	out := make([]event.Type, len(in))
+	for i, t := range in {
+		out[i] = event.Type(t)
+	}
+	return out
+}
