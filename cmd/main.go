@@ -17,9 +17,12 @@ limitations under the License.
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"flag"
+	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	// Import all Kubernetes client auth plugins (e.g. Azure, GCP, OIDC, etc.)
@@ -34,11 +37,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
-	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	notifyv1alpha1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/checkpoint"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 	// +kubebuilder:scaffold:imports
 )
 
@@ -54,21 +57,17 @@ func init() {
 	// +kubebuilder:scaffold:scheme
 }
 
-// nolint:gocyclo
 func main() {
 	var metricsAddr string
 	var metricsCertPath, metricsCertName, metricsCertKey string
-	var webhookCertPath, webhookCertName, webhookCertKey string
-	var webhookPort int
 	var enableLeaderElection bool
 	var probeAddr string
 	var secureMetrics bool
 	var enableHTTP2 bool
 	var sinkDenyCIDRs, subscriptionAuthz string
 	var checkpointNamespace string
-	var checkpointInterval, shutdownGrace time.Duration
+	var authzInterval, checkpointInterval, shutdownGrace time.Duration
 	var leaseDuration, renewDeadline, retryPeriod time.Duration
-	var tlsOpts []func(*tls.Config)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
 		"Use :8443 for HTTPS or :8080 for HTTP, or leave as 0 to disable the metrics service.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the probe endpoint binds to.")
@@ -77,107 +76,61 @@ func main() {
 			"Enabling this will ensure there is only one active controller manager.")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true,
 		"If set, the metrics endpoint is served securely via HTTPS. Use --metrics-secure=false to use HTTP instead.")
-	flag.StringVar(&webhookCertPath, "webhook-cert-path", "", "The directory that contains the webhook certificate.")
-	flag.StringVar(&webhookCertName, "webhook-cert-name", "tls.crt", "The name of the webhook certificate file.")
-	flag.StringVar(&webhookCertKey, "webhook-cert-key", "tls.key", "The name of the webhook key file.")
-	flag.IntVar(&webhookPort, "webhook-port", 9443, "Port the webhook server listens on. "+
-		"Defaults to 9443. Set -1 to disable the webhook server.")
 	flag.StringVar(&metricsCertPath, "metrics-cert-path", "",
 		"The directory that contains the metrics server certificate.")
 	flag.StringVar(&metricsCertName, "metrics-cert-name", "tls.crt", "The name of the metrics server certificate file.")
 	flag.StringVar(&metricsCertKey, "metrics-cert-key", "tls.key", "The name of the metrics server key file.")
-	flag.StringVar(&sinkDenyCIDRs, "sink-deny-cidrs", "169.254.0.0/16,fe80::/10",
+	flag.StringVar(&sinkDenyCIDRs, "sink-deny-cidrs", formatCIDRs(sink.DefaultDeny),
 		"Comma-separated address ranges sinks may never reach, checked after DNS resolution when dialing. "+
 			"Empty denies nothing.")
-	flag.StringVar(&subscriptionAuthz, "subscription-authorization", string(operator.AuthorizationSubjectAccessReview),
+	flag.StringVar(&subscriptionAuthz, "subscription-authorization", string(operator.DefaultAuthorization),
 		"How a subscription's right to watch is checked: SubjectAccessReview (its spec.serviceAccountName must "+
 			"be allowed to list and watch what it subscribes to) or None (single-tenant clusters).")
+	flag.DurationVar(&authzInterval, "subscription-authorization-interval", operator.DefaultAuthorizationInterval,
+		"How long an answer of the subscription authorization check is trusted: a grant or a revocation takes "+
+			"effect within it.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false,
-		"If set, HTTP/2 will be enabled for the metrics and webhook servers")
-	opts := zap.Options{
-		Development: true,
-	}
+		"If set, HTTP/2 will be enabled for the metrics server")
 	flag.StringVar(&checkpointNamespace, "checkpoint-namespace", os.Getenv("POD_NAMESPACE"),
-		"Namespace of the ConfigMap "+checkpoint.DefaultName+" that keeps where each subscription's delivery "+
+		"Namespace of the ConfigMaps "+checkpoint.DefaultName+"-* that keep where each subscription's delivery "+
 			"has come to, and of the leader-election Lease. Defaults to $POD_NAMESPACE; empty disables checkpoints.")
-	flag.DurationVar(&checkpointInterval, "checkpoint-interval", 5*time.Second,
+	flag.DurationVar(&checkpointInterval, "checkpoint-interval", operator.DefaultCheckpointInterval,
 		"How often checkpoints are saved while they change.")
-	flag.DurationVar(&shutdownGrace, "shutdown-grace", 20*time.Second,
-		"On SIGTERM, how long queued and in-flight deliveries may take before the last checkpoint is saved.")
+	flag.DurationVar(&shutdownGrace, "shutdown-grace", operator.DefaultShutdownGrace,
+		"On SIGTERM, how long stopping the watches and finishing queued and in-flight deliveries may take "+
+			"before the last checkpoint is saved. The process exits at most "+operator.ShutdownSlack.String()+
+			" after it.")
 	flag.DurationVar(&leaseDuration, "leader-elect-lease-duration", 15*time.Second,
 		"How long a standby waits before taking over a leader that stopped renewing.")
 	flag.DurationVar(&renewDeadline, "leader-elect-renew-deadline", 10*time.Second,
 		"How long the leader keeps trying to renew before it steps down.")
 	flag.DurationVar(&retryPeriod, "leader-elect-retry-period", 2*time.Second,
 		"How often leader election is attempted.")
+	// Production logging: JSON at info level; the --zap-* flags change it.
+	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 
-	// if the enable-http2 flag is false (the default), http/2 should be disabled
-	// due to its vulnerabilities. More specifically, disabling http/2 will
-	// prevent from being vulnerable to the HTTP/2 Stream Cancellation and
-	// Rapid Reset CVEs. For more information see:
-	// - https://github.com/advisories/GHSA-qppj-fm5r-hxr3
-	// - https://github.com/advisories/GHSA-4374-p667-p6c8
-	disableHTTP2 := func(c *tls.Config) {
-		setupLog.Info("Disabling HTTP/2")
-		c.NextProtos = []string{"http/1.1"}
-	}
-
+	// HTTP/2 stays off unless asked for: it exposes the metrics server to the HTTP/2 Stream
+	// Cancellation and Rapid Reset CVEs (GHSA-qppj-fm5r-hxr3, GHSA-4374-p667-p6c8).
+	var tlsOpts []func(*tls.Config)
 	if !enableHTTP2 {
-		tlsOpts = append(tlsOpts, disableHTTP2)
+		tlsOpts = append(tlsOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
 	}
-
-	// Initial webhook TLS options
-	webhookTLSOpts := tlsOpts
-	webhookServerOptions := webhook.Options{
-		TLSOpts: webhookTLSOpts,
-		Port:    webhookPort,
-	}
-
-	if len(webhookCertPath) > 0 {
-		setupLog.Info("Initializing webhook certificate watcher using provided certificates",
-			"webhook-cert-path", webhookCertPath, "webhook-cert-name", webhookCertName, "webhook-cert-key", webhookCertKey)
-
-		webhookServerOptions.CertDir = webhookCertPath
-		webhookServerOptions.CertName = webhookCertName
-		webhookServerOptions.KeyName = webhookCertKey
-	}
-
-	webhookServer := webhook.NewServer(webhookServerOptions)
-
-	// Metrics endpoint is enabled in 'config/default/kustomization.yaml'. The Metrics options configure the server.
-	// More info:
-	// - https://pkg.go.dev/sigs.k8s.io/controller-runtime@v0.25.0/pkg/metrics/server
-	// - https://book.kubebuilder.io/reference/metrics.html
 	metricsServerOptions := metricsserver.Options{
 		BindAddress:   metricsAddr,
 		SecureServing: secureMetrics,
 		TLSOpts:       tlsOpts,
 	}
-
 	if secureMetrics {
-		// FilterProvider is used to protect the metrics endpoint with authn/authz.
-		// These configurations ensure that only authorized users and service accounts
-		// can access the metrics endpoint. The RBAC are configured in 'config/rbac/kustomization.yaml'. More info:
-		// https://pkg.go.dev/sigs.k8s.io/controller-runtime@v0.25.0/pkg/metrics/filters#WithAuthenticationAndAuthorization
+		// Only callers allowed to get /metrics (a TokenReview and SubjectAccessReview per
+		// scrape) may read the metrics.
 		metricsServerOptions.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
-
-	// If the certificate is not specified, controller-runtime will automatically
-	// generate self-signed certificates for the metrics server. While convenient for development and testing,
-	// this setup is not recommended for production.
-	//
-	// TODO(user): If you enable certManager, uncomment the following lines:
-	// - [METRICS-WITH-CERTS] at config/default/kustomization.yaml to generate and use certificates
-	// managed by cert-manager for the metrics server.
-	// - [PROMETHEUS-WITH-CERTS] at config/prometheus/kustomization.yaml for TLS certification.
+	// Without a certificate, controller-runtime serves a self-signed one.
 	if len(metricsCertPath) > 0 {
-		setupLog.Info("Initializing metrics certificate watcher using provided certificates",
-			"metrics-cert-path", metricsCertPath, "metrics-cert-name", metricsCertName, "metrics-cert-key", metricsCertKey)
-
 		metricsServerOptions.CertDir = metricsCertPath
 		metricsServerOptions.CertName = metricsCertName
 		metricsServerOptions.KeyName = metricsCertKey
@@ -187,7 +140,6 @@ func main() {
 		Cache:                   operator.CacheOptions(),
 		Scheme:                  scheme,
 		Metrics:                 metricsServerOptions,
-		WebhookServer:           webhookServer,
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          enableLeaderElection,
 		LeaderElectionID:        "5b45345f.dynamicnotifier.io",
@@ -195,11 +147,11 @@ func main() {
 		LeaseDuration:           &leaseDuration,
 		RenewDeadline:           &renewDeadline,
 		RetryPeriod:             &retryPeriod,
-		// The process ends right after the manager, and the registry has drained and saved
-		// its checkpoints by then: stepping down at once lets the standby start sooner.
+		// The process ends right after the manager, and the checkpoints are drained and
+		// saved by then: stepping down at once lets the standby start sooner.
 		LeaderElectionReleaseOnCancel: true,
-		// The registry's drain and last checkpoint must fit.
-		GracefulShutdownTimeout: new(shutdownGrace + 10*time.Second),
+		// The drain and the last checkpoint must fit.
+		GracefulShutdownTimeout: new(shutdownGrace + operator.ShutdownSlack/2),
 	})
 	if err != nil {
 		setupLog.Error(err, "Failed to start manager")
@@ -211,19 +163,12 @@ func main() {
 		setupLog.Error(err, "Invalid --sink-deny-cidrs")
 		os.Exit(1)
 	}
-	authz := operator.Authorization(subscriptionAuthz)
-	if authz != operator.AuthorizationSubjectAccessReview && authz != operator.AuthorizationNone {
-		setupLog.Error(nil, "Invalid --subscription-authorization: want SubjectAccessReview or None",
-			"value", subscriptionAuthz)
-		os.Exit(1)
-	}
-	if _, err := operator.Setup(mgr, operator.Options{SinkDeny: deny, Authorization: authz,
-		CheckpointNamespace: checkpointNamespace, CheckpointInterval: checkpointInterval,
-		ShutdownGrace: shutdownGrace}); err != nil {
+	if _, err := operator.Setup(mgr, operator.Options{SinkDeny: deny, Authorization: operator.Authorization(subscriptionAuthz),
+		AuthorizationInterval: authzInterval, CheckpointNamespace: checkpointNamespace,
+		CheckpointInterval: checkpointInterval, ShutdownGrace: shutdownGrace}); err != nil {
 		setupLog.Error(err, "Failed to set up the operator")
 		os.Exit(1)
 	}
-	// +kubebuilder:scaffold:builder
 
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		setupLog.Error(err, "Failed to set up health check")
@@ -234,9 +179,29 @@ func main() {
 		os.Exit(1)
 	}
 
+	ctx := ctrl.SetupSignalHandler()
+	go exitIfShutdownHangs(ctx, shutdownGrace+operator.ShutdownSlack)
 	setupLog.Info("Starting manager")
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "Failed to run manager")
 		os.Exit(1)
 	}
+}
+
+// exitIfShutdownHangs ends the process when it is still running limit after ctx ended: a
+// step that waits on an API server that no longer answers (its etcd gone) must not keep a
+// terminating pod alive until the kubelet kills it.
+func exitIfShutdownHangs(ctx context.Context, limit time.Duration) {
+	<-ctx.Done()
+	time.Sleep(limit)
+	setupLog.Info("Shutdown did not finish in time; exiting now", "limit", limit)
+	os.Exit(1)
+}
+
+func formatCIDRs(prefixes []netip.Prefix) string {
+	out := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		out[i] = p.String()
+	}
+	return strings.Join(out, ",")
 }

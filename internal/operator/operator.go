@@ -3,6 +3,7 @@
 package operator
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -57,26 +58,42 @@ func ParseCIDRs(list string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// Defaults of the operator's settings, in one place: the binary's flags, the Helm chart's
+// values (checked by test/install) and the operator that tests and the demo embed all
+// start from these.
+const (
+	DefaultAuthorization         = AuthorizationSubjectAccessReview
+	DefaultAuthorizationInterval = authz.DefaultInterval
+	DefaultStatusInterval        = 2 * time.Second
+	DefaultCheckpointInterval    = 5 * time.Second
+	// DefaultShutdownGrace bounds the whole shutdown: stopping the watches, draining
+	// deliveries and saving checkpoints.
+	DefaultShutdownGrace = 20 * time.Second
+	// ShutdownSlack is what the process takes beyond the grace period at most: the last
+	// checkpoint save and releasing the Lease. After it, the process exits regardless.
+	ShutdownSlack = 10 * time.Second
+)
+
 // Options tune the operator; zero values take the defaults.
 type Options struct {
-	// StatusInterval bounds how often counters alone cause a status write (default 2s).
+	// StatusInterval bounds how often counters alone cause a status write.
 	StatusInterval time.Duration
-	// DeliveryTimeout bounds one delivery attempt (default 10s).
+	// DeliveryTimeout bounds one delivery attempt when a subscription sets none.
 	DeliveryTimeout time.Duration
 	// SinkDeny are address ranges sinks may not reach, checked when dialing. Nil means
 	// sink.DefaultDeny; an empty, non-nil slice denies nothing.
 	SinkDeny []netip.Prefix
-	// Authorization of subscriptions; empty means None (tests and embedded use), the
-	// binary passes SubjectAccessReview unless told otherwise.
+	// Authorization of subscriptions; empty means DefaultAuthorization.
 	Authorization Authorization
-	// AuthorizationInterval is how long an authorization answer is trusted (default 1m).
+	// AuthorizationInterval is how long an authorization answer is trusted.
 	AuthorizationInterval time.Duration
 	// CheckpointNamespace holds the checkpoints ConfigMap; empty disables checkpoints (a
 	// restart then delivers only changes made after it).
 	CheckpointNamespace string
-	// CheckpointInterval is how often changed checkpoints are saved (default 5s).
+	// CheckpointInterval is how often changed checkpoints are saved.
 	CheckpointInterval time.Duration
-	// ShutdownGrace bounds the drain of deliveries on shutdown (default 20s).
+	// ShutdownGrace bounds the shutdown: watches stopped, deliveries drained, checkpoints
+	// saved.
 	ShutdownGrace time.Duration
 }
 
@@ -132,12 +149,18 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		Recorder:        mgr.GetEventRecorder("dynamic-notifier"),
 		Resolver:        resolve.New(disco, 250*time.Millisecond),
 		HTTPClients:     sink.NewClients(sinkDeny(opts.SinkDeny)...),
-		StatusInterval:  opts.StatusInterval,
+		StatusInterval:  cmp.Or(opts.StatusInterval, DefaultStatusInterval),
 		DeliveryTimeout: opts.DeliveryTimeout,
 		Log:             log,
 	}
-	if opts.Authorization == AuthorizationSubjectAccessReview {
-		r.Authorizer = &authz.Checker{Client: mgr.GetClient(), Interval: opts.AuthorizationInterval}
+	switch cmp.Or(opts.Authorization, DefaultAuthorization) {
+	case AuthorizationSubjectAccessReview:
+		r.Authorizer = &authz.Checker{Client: mgr.GetClient(),
+			Interval: cmp.Or(opts.AuthorizationInterval, DefaultAuthorizationInterval)}
+	case AuthorizationNone:
+	default:
+		return nil, fmt.Errorf("authorization %q: want %s or %s", opts.Authorization,
+			AuthorizationSubjectAccessReview, AuthorizationNone)
 	}
 	r.Registry = watch.New(dyn, ctrl.Log.WithName("watch"), r.InformerChanged)
 	// The registry ends with the manager: through the keeper, after the last checkpoint,
@@ -149,8 +172,8 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 			return nil, fmt.Errorf("checkpoint client: %w", err)
 		}
 		store := &checkpoint.ConfigMaps{Client: uncached, Namespace: opts.CheckpointNamespace}
-		keeper := checkpoint.NewKeeper(r.Registry, store, orDefault(opts.CheckpointInterval, 5*time.Second),
-			orDefault(opts.ShutdownGrace, 20*time.Second), ctrl.Log.WithName("checkpoint"))
+		keeper := checkpoint.NewKeeper(r.Registry, store, cmp.Or(opts.CheckpointInterval, DefaultCheckpointInterval),
+			cmp.Or(opts.ShutdownGrace, DefaultShutdownGrace), ctrl.Log.WithName("checkpoint"))
 		keeper.Drain = r.Drain
 		owner = keeper
 	}
@@ -162,13 +185,6 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		return nil, err
 	}
 	return &Operator{Registry: r.Registry}, nil
-}
-
-func orDefault(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
-	}
-	return d
 }
 
 func sinkDeny(deny []netip.Prefix) []netip.Prefix {
