@@ -13,6 +13,10 @@ import (
 // looser schema may hold a value that does not parse ("9999999h"), and metav1.Duration fails
 // to decode it, which fails the list of every WatchSubscription and stops the operator for
 // everyone. A string always decodes; Parse then reports the one bad subscription.
+//
+// The CEL rules on each Duration field match the pattern before they call duration(): a
+// value that does not parse then fails the rule instead of making it error, which the API
+// server can ratchet, so an object stored before keeps accepting status writes.
 // +kubebuilder:validation:MinLength=2
 // +kubebuilder:validation:MaxLength=20
 // +kubebuilder:validation:Pattern=`^([0-9]{1,6}(\.[0-9]{1,9})?(ms|s|m|h))+$`

@@ -375,7 +375,7 @@ type LogSink struct{}
 type DeliverySpec struct {
 	// timeout of one delivery attempt, such as "10s" (the default); at most "1h".
 	// +optional
-	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('1h')",message="delivery.timeout must be above 0s and at most 1h"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]{1,6}([.][0-9]{1,9})?(ms|s|m|h))+$') && duration(self) > duration('0s') && duration(self) <= duration('1h')",message="delivery.timeout must be above 0s and at most 1h"
 	Timeout *Duration `json:"timeout,omitempty"`
 
 	// retry says how often and how patiently a failed delivery is tried again.
@@ -404,7 +404,7 @@ type DeliverySpec struct {
 }
 
 // RetryPolicy is exponential backoff with jitter.
-// +kubebuilder:validation:XValidation:rule="!has(self.backoff) || !has(self.maxBackoff) || duration(self.backoff) <= duration(self.maxBackoff)",message="retry.backoff must not exceed retry.maxBackoff",fieldPath=".backoff"
+// +kubebuilder:validation:XValidation:rule="!has(self.backoff) || !has(self.maxBackoff) || !self.backoff.matches('^([0-9]{1,6}([.][0-9]{1,9})?(ms|s|m|h))+$') || !self.maxBackoff.matches('^([0-9]{1,6}([.][0-9]{1,9})?(ms|s|m|h))+$') || duration(self.backoff) <= duration(self.maxBackoff)",message="retry.backoff must not exceed retry.maxBackoff",fieldPath=".backoff"
 type RetryPolicy struct {
 	// maxAttempts counts the first attempt too (default 12); 1 disables retries.
 	// +optional
@@ -415,13 +415,13 @@ type RetryPolicy struct {
 	// backoff before the second attempt (default "1s", or maxBackoff when that is
 	// shorter); it doubles for each attempt after. From "1ms" to "1h".
 	// +optional
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1ms') && duration(self) <= duration('1h')",message="retry.backoff must be from 1ms to 1h"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]{1,6}([.][0-9]{1,9})?(ms|s|m|h))+$') && duration(self) >= duration('1ms') && duration(self) <= duration('1h')",message="retry.backoff must be from 1ms to 1h"
 	Backoff *Duration `json:"backoff,omitempty"`
 
 	// maxBackoff caps the wait between attempts (default "60s"). A Retry-After header
 	// from the sink is honoured up to this cap. From "1ms" to "24h".
 	// +optional
-	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1ms') && duration(self) <= duration('24h')",message="retry.maxBackoff must be from 1ms to 24h"
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]{1,6}([.][0-9]{1,9})?(ms|s|m|h))+$') && duration(self) >= duration('1ms') && duration(self) <= duration('24h')",message="retry.maxBackoff must be from 1ms to 24h"
 	MaxBackoff *Duration `json:"maxBackoff,omitempty"`
 }
 

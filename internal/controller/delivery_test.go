@@ -120,6 +120,11 @@ func TestNamespaceScopes(t *testing.T) {
 	ctx := context.Background()
 	startOperator(t)
 	home, other, third := newNamespace(t), newNamespace(t), newNamespace(t)
+	// The owners of the other namespaces let home's default ServiceAccount read there; the
+	// cluster admin lets its watch-all account read everywhere.
+	grant(t, home, other)
+	grant(t, home, third)
+	grantClusterWide(t, home, "watch-all")
 
 	own, listed, everywhere := newSink(t), newSink(t), newSink(t)
 	wsOwn := subscription(home, "own", own.URL)
@@ -127,6 +132,7 @@ func TestNamespaceScopes(t *testing.T) {
 	wsListed.Spec.Namespaces = []notifyv1.NamespaceName{notifyv1.NamespaceName(other), notifyv1.NamespaceName(third)}
 	wsAll := subscription(home, "everywhere", everywhere.URL)
 	wsAll.Spec.Namespaces = []notifyv1.NamespaceName{notifyv1.AllNamespaces}
+	wsAll.Spec.ServiceAccountName = "watch-all"
 	wsAll.Spec.FieldSelector = "metadata.name=scoped" // other tests' ConfigMaps stay out
 	for _, ws := range []*notifyv1.WatchSubscription{wsOwn, wsListed, wsAll} {
 		create(t, ws)
@@ -154,6 +160,7 @@ func TestClusterScopedResource(t *testing.T) {
 	g := NewWithT(t)
 	startOperator(t)
 	home := newNamespace(t)
+	grantClusterWide(t, home, "default")
 	sk := newSink(t)
 	ws := subscription(home, "namespaces", sk.URL)
 	ws.Spec.Resource = notifyv1.ResourceRef{Version: "v1", Resource: "namespaces"}

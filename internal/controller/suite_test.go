@@ -13,6 +13,7 @@ import (
 	. "github.com/onsi/gomega"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,6 +33,7 @@ import (
 )
 
 var (
+	env    *envtest.Environment
 	cfg    *rest.Config
 	k8s    client.Client
 	scheme = runtime.NewScheme()
@@ -42,11 +44,37 @@ func TestMain(m *testing.M) {
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = notifyv1.AddToScheme(scheme)
 	_ = apiextensionsv1.AddToScheme(scheme)
-	testenv.Main(m, func(_ *envtest.Environment, c *rest.Config) (err error) {
-		cfg = c
-		k8s, err = client.New(cfg, client.Options{Scheme: scheme})
-		return err
+	testenv.Main(m, func(e *envtest.Environment, c *rest.Config) (err error) {
+		env, cfg = e, c
+		if k8s, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+			return err
+		}
+		return k8s.Create(context.Background(), &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: readerRole},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{"*"}, Resources: []string{"*"}, Verbs: []string{"list", "watch"}}}})
 	})
+}
+
+// readerRole may list and watch everything. The tests run the operator's default
+// authorization (each subscription's ServiceAccount must be allowed what it watches), and
+// grant it, as a platform team would: in the subscription's own namespace by newNamespace,
+// elsewhere by grant and grantClusterWide.
+const readerRole = "test-subscription-reader"
+
+// grant lets the default ServiceAccount of saNamespace list and watch everything in namespace.
+func grant(t *testing.T, saNamespace, namespace string) {
+	t.Helper()
+	create(t, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, GenerateName: "read-"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: readerRole},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: saNamespace, Name: "default"}}})
+}
+
+// grantClusterWide lets the ServiceAccount saNamespace/saName list and watch everything in
+// every namespace and every cluster-scoped resource.
+func grantClusterWide(t *testing.T, saNamespace, saName string) {
+	t.Helper()
+	create(t, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{GenerateName: "read-all-"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: readerRole},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: saNamespace, Name: saName}}})
 }
 
 // running is an operator started for one test.
@@ -204,7 +232,8 @@ func (s *sink) summary() []string {
 	return out
 }
 
-// newNamespace creates a namespace for one test.
+// newNamespace creates a namespace for one test, where its default ServiceAccount may list
+// and watch everything.
 func newNamespace(t *testing.T) string {
 	t.Helper()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "t-" + rand.String(8)}}
@@ -212,6 +241,7 @@ func newNamespace(t *testing.T) string {
 		t.Fatalf("namespace: %v", err)
 	}
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), ns) })
+	grant(t, ns.Name, ns.Name)
 	return ns.Name
 }
 

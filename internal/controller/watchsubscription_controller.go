@@ -107,6 +107,13 @@ func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		logf.FromContext(ctx).V(1).Info("API server unavailable; retrying the status write", "error", err.Error())
 		return ctrl.Result{RequeueAfter: unavailableRetry}, nil
 	}
+	if err != nil && apierrors.IsInvalid(err) {
+		// Not worth a hot retry with stack traces: the object itself is refused (a spec
+		// stored under an older schema, say). Look again later, as a user fixes it.
+		logf.FromContext(ctx).Info("The API server refuses this subscription's status; retrying in a minute",
+			"error", boundMessage(err.Error()))
+		return ctrl.Result{RequeueAfter: time.Minute}, nil
+	}
 	if recheck > 0 && (result.RequeueAfter == 0 || recheck < result.RequeueAfter) {
 		result.RequeueAfter = recheck
 	}
@@ -418,6 +425,7 @@ func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notif
 	oldReady := meta.FindStatusCondition(before.Status.Conditions, notifyv1.ConditionReady)
 	cond := readyCondition(in)
 	cond.ObservedGeneration = ws.Generation
+	cond.Message = boundMessage(cond.Message)
 	keep, recheck := keepWatching(oldReady, cond, ws.Generation, in.SyncingFor)
 	if keep {
 		cond = *oldReady
@@ -546,4 +554,3 @@ func sinkKind(s notifyv1.Sink) string {
 	}
 	return ""
 }
-

@@ -2,9 +2,9 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -221,4 +221,3 @@ func secretRefs(ws *notifyv1.WatchSubscription) []string {
 	}
 	return out
 }
-

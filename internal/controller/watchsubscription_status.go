@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -209,4 +210,21 @@ func keepWatching(old *metav1.Condition, updated metav1.Condition, generation in
 		return false, 0
 	}
 	return true, restartGrace - syncingFor
+}
+
+// maxMessage bounds condition and Event messages: an error can be as long as a sink makes
+// it, and a message over the API's limit would fail every status write.
+const maxMessage = 1024
+
+// boundMessage cuts msg to maxMessage bytes, on a rune boundary, ending with an ellipsis.
+func boundMessage(msg string) string {
+	if len(msg) <= maxMessage {
+		return msg
+	}
+	const ellipsis = "…"
+	cut := maxMessage - len(ellipsis)
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut--
+	}
+	return msg[:cut] + ellipsis
 }

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -179,5 +180,18 @@ func TestReadyEvent(t *testing.T) {
 		if (tc.want != "") != ok || got != tc.want {
 			t.Errorf("%s: readyEvent = %q, %v; want %q", tc.name, got, ok, tc.want)
 		}
+	}
+}
+
+func TestBoundMessage(t *testing.T) {
+	short := strings.Repeat("a", maxMessage)
+	if got := boundMessage(short); got != short {
+		t.Errorf("a message at the limit is kept whole")
+	}
+	long := strings.Repeat("é", maxMessage) // two bytes each
+	got := boundMessage(long)
+	if len(got) > maxMessage || !strings.HasSuffix(got, "…") || !utf8.ValidString(got) {
+		t.Errorf("boundMessage(%d bytes) = %d bytes, suffix %q, valid UTF-8 %v", len(long), len(got),
+			got[len(got)-3:], utf8.ValidString(got))
 	}
 }

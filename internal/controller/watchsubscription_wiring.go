@@ -136,7 +136,9 @@ func (w *wiring) replace(nn types.NamespacedName, c, old *wired) {
 			h.Unsubscribe()
 		}
 	}
-	c.pipeline.Release(old.pipeline)
+	// The old pipeline's attempt in flight may take a moment to answer: hand over aside,
+	// the new pipeline holds its events meanwhile.
+	go c.pipeline.Release(old.pipeline)
 }
 
 func (w *wiring) index(nn types.NamespacedName, c *wired) {

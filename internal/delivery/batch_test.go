@@ -169,7 +169,8 @@ func TestReplacementRetriesABatchCutShort(t *testing.T) {
 		return http.StatusNoContent
 	})
 	var done doneLog
-	old := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Done: done.done})
+	old := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Done: done.done,
+		HandOverWait: 50 * time.Millisecond})
 	offerHeld(g, old, 3)
 	g.Eventually(rcv.requestCount).Should(Equal(1), "the batch of 3 is in flight")
 
@@ -288,7 +289,7 @@ func TestReplacementGetsOnlyWhatADeadLetteringPipelineLeft(t *testing.T) {
 		return http.StatusNoContent
 	})
 	old := Start(Options{Sink: down.webhook(10), DeadLetter: letters.webhook(0),
-		Parallelism: 1, Held: true, Retry: Retry{MaxAttempts: 1}})
+		Parallelism: 1, Held: true, Retry: Retry{MaxAttempts: 1}, HandOverWait: 50 * time.Millisecond})
 	offerHeld(g, old, 3)
 	g.Eventually(letters.requestCount).Should(Equal(2), "the first event is dead-lettered, the second on its way")
 

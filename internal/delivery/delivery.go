@@ -66,7 +66,14 @@ type Options struct {
 	Done func(*event.Event)
 	// Held keeps the workers from starting until Release: events offered meanwhile wait.
 	Held bool
+	// HandOverWait is how long an attempt in flight may go on when a successor takes over
+	// (default 5s): its answer may be on the way, and cutting it short could deliver the
+	// event twice. A sink that hangs longer is cut short.
+	HandOverWait time.Duration
 }
+
+// DefaultHandOverWait is HandOverWait's default.
+const DefaultHandOverWait = 5 * time.Second
 
 // Metrics receives what a pipeline does, for Prometheus. Implementations are bound to one
 // subscription and must be cheap: they are called per event.
@@ -100,6 +107,10 @@ type Pipeline struct {
 	// mu orders starting workers against Stop and Release (taken before a lane's mu).
 	mu            sync.Mutex
 	stopped, held bool
+	// stopping is closed when the pipeline stops taking events and waiting between
+	// retries; released when Release has handed a predecessor's events over.
+	stopping, released chan struct{}
+	stopOnce           sync.Once
 
 	// batch is how many queued events of a lane go in one request: 1 unless the sink
 	// takes batches.
@@ -126,7 +137,10 @@ func Start(opts Options) *Pipeline {
 	opts = withDefaults(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pipeline{opts: opts, slots: make(chan struct{}, opts.QueueSize), ctx: ctx, cancel: cancel, held: opts.Held,
-		batch: 1}
+		batch: 1, stopping: make(chan struct{}), released: make(chan struct{})}
+	if !opts.Held {
+		close(p.released)
+	}
 	if b, ok := opts.Sink.(sink.Batcher); ok {
 		p.batch = max(b.BatchSize(), 1)
 	}
@@ -167,13 +181,14 @@ func (p *Pipeline) startWorkers() {
 }
 
 // Release starts a held pipeline's workers. With the pipeline it replaces (the
-// subscription's spec or sink changed), it first stops that one and puts what it still
-// held, an attempt cut short included, ahead of its own events: nothing queued is thrown
-// away and an object's events keep their order across the change. Call it once the
-// replaced pipeline gets no more events.
+// subscription's spec or sink changed), it first stops that one (see handOver) and puts
+// what it had not settled ahead of its own events: nothing queued is thrown away and an
+// object's events keep their order across the change. Call it once the replaced pipeline
+// gets no more events; it may take up to the replaced pipeline's HandOverWait.
 func (p *Pipeline) Release(replaced *Pipeline) {
+	defer p.markReleased()
 	if replaced != nil {
-		p.prepend(replaced.stopAndTake())
+		p.prepend(replaced.handOver())
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -183,9 +198,34 @@ func (p *Pipeline) Release(replaced *Pipeline) {
 	}
 }
 
-// stopAndTake stops the pipeline and returns the events it had not finished with, in
-// order per lane.
-func (p *Pipeline) stopAndTake() []*event.Event {
+func (p *Pipeline) markReleased() {
+	select {
+	case <-p.released:
+	default:
+		close(p.released)
+	}
+}
+
+// handOver stops the pipeline for a successor and returns the events it had not settled,
+// in order per lane. A pipeline still held hands over its predecessor's events too. Waits
+// between retries end at once; an attempt in flight gets up to HandOverWait to finish.
+func (p *Pipeline) handOver() []*event.Event {
+	<-p.released
+	p.mu.Lock()
+	p.stopped = true
+	p.mu.Unlock()
+	p.stopTaking()
+	finished := make(chan struct{})
+	go func() {
+		p.wg.Wait()
+		close(finished)
+	}()
+	wait := time.NewTimer(p.opts.HandOverWait)
+	defer wait.Stop()
+	select {
+	case <-finished:
+	case <-wait.C:
+	}
 	p.Stop()
 	var left []*event.Event
 	for _, l := range p.lanes {
@@ -242,6 +282,9 @@ func withDefaults(o Options) Options {
 	if o.Retry.MaxBackoff <= 0 {
 		o.Retry.MaxBackoff = DefaultMaxBackoff
 	}
+	if o.HandOverWait <= 0 {
+		o.HandOverWait = DefaultHandOverWait
+	}
 	o.Retry.MaxBackoff = max(o.Retry.MaxBackoff, o.Retry.Backoff)
 	if o.Stats == nil {
 		o.Stats = NewStats(0, 0, 0, 0)
@@ -265,9 +308,22 @@ func (p *Pipeline) Stop() {
 	p.mu.Lock()
 	p.stopped = true
 	p.mu.Unlock()
+	p.stopTaking()
 	p.cancel()
 	p.wg.Wait()
 	p.opts.Metrics.QueueDepth(0)
+}
+
+func (p *Pipeline) stopTaking() { p.stopOnce.Do(func() { close(p.stopping) }) }
+
+// halted tells whether the pipeline stopped taking events (or was stopped).
+func (p *Pipeline) halted() bool {
+	select {
+	case <-p.stopping:
+		return true
+	default:
+		return p.ctx.Err() != nil
+	}
 }
 
 // Drain waits until every queued event is finished with, or ctx ends; false if events
@@ -362,7 +418,7 @@ func (p *Pipeline) work(l *lane) {
 	for {
 		l.mu.Lock()
 		l.current = nil // the previous batch, if any, is settled
-		if len(l.queue) == 0 || p.ctx.Err() != nil {
+		if len(l.queue) == 0 || p.halted() {
 			l.running = false
 			l.mu.Unlock()
 			return
@@ -555,7 +611,7 @@ func (p *Pipeline) giveUp(msg sink.Message, cause error, attempts int) bool {
 			return false // stopped: not a dead-letter failure
 		}
 		if !sink.Retryable(err) || try == deadLetterAttempts || !p.sleep(p.backoff(try, sink.RetryAfter(err))) {
-			if p.ctx.Err() != nil {
+			if p.halted() {
 				return false
 			}
 			p.opts.Log.Info("Dead-letter delivery failed", "id", msg.Event.ID(), "error", err.Error())
@@ -586,6 +642,8 @@ func (p *Pipeline) sleep(d time.Duration) bool {
 	case <-t.C:
 		return true
 	case <-p.ctx.Done():
+		return false
+	case <-p.stopping:
 		return false
 	}
 }

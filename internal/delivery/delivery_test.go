@@ -747,3 +747,44 @@ func TestReplacementTakesOverWhatTheOldPipelineHeld(t *testing.T) {
 	g.Expect(done.get()).To(ConsistOf("1", "2", "3", "4"))
 	g.Expect(old.Offer(newEvent("a", 5))).To(BeFalse(), "the replaced pipeline is stopped")
 }
+
+// TestHandOverLetsTheAttemptInFlightFinish: the sink is answering when the spec changes; its
+// answer is awaited rather than cut short, so the event is not sent again.
+func TestHandOverLetsTheAttemptInFlightFinish(t *testing.T) {
+	g := NewWithT(t)
+	answer := make(chan struct{})
+	var mu sync.Mutex
+	var sent []string
+	s := &fakeSink{send: func(ctx context.Context, msg sink.Message, n int) error {
+		mu.Lock()
+		sent = append(sent, msg.Event.ResourceVersion())
+		mu.Unlock()
+		if n == 1 {
+			select { // the first answer takes a while
+			case <-answer:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}}
+	var done doneLog
+	old := Start(Options{Sink: s, Parallelism: 1, Done: done.done})
+	g.Expect(old.Offer(newEvent("a", 1))).To(BeTrue())
+	g.Expect(old.Offer(newEvent("a", 2))).To(BeTrue())
+	g.Eventually(s.attempts).Should(Equal(1), "event 1 is in flight")
+
+	replacement := Start(Options{Sink: s, Parallelism: 1, Held: true, Done: done.done})
+	defer replacement.Stop()
+	released := make(chan struct{})
+	go func() {
+		replacement.Release(old)
+		close(released)
+	}()
+	close(answer)
+	<-released
+	g.Eventually(done.get).Should(ConsistOf("1", "2"))
+	mu.Lock()
+	defer mu.Unlock()
+	g.Expect(sent).To(Equal([]string{"1", "2"}), "event 1 was answered: it is not sent again")
+}

@@ -105,4 +105,3 @@ func (i *informer) checkpoints(out map[PointKey]Point) {
 		out[pk] = Point{Stream: stream, ResourceVersion: formatRV(rv), Time: at}
 	}
 }
-

@@ -10,7 +10,6 @@ import (
 
 	"github.com/go-logr/logr/testr"
 	. "github.com/onsi/gomega"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/dynamic-notifier/dynamic-notifier/internal/checkpoint"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/testenv"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
 
@@ -138,18 +138,7 @@ func runningRegistry(t *testing.T, store checkpoint.Store) (*watch.Registry, fun
 // compactEtcd drops etcd's history up to now, as its periodic compaction does.
 func compactEtcd(t *testing.T) {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{env.ControlPlane.Etcd.URL.String()}, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cli.Close() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := cli.Get(ctx, "compact-probe")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Compact(ctx, resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+	if err := testenv.CompactEtcd(env); err != nil {
 		t.Fatal(err)
 	}
 }
