@@ -100,7 +100,7 @@ func (g *specGen) edge(valid, invalid []any) any {
 	}
 	return valid[g.r.IntN(len(valid))]
 }
-func (g *specGen) chance(p float64) bool  { return g.r.Float64() < p }
+func (g *specGen) chance(p float64) bool { return g.r.Float64() < p }
 
 func (g *specGen) spec() map[string]any {
 	spec := map[string]any{}
