@@ -181,10 +181,12 @@ build-installer: manifests generate kustomize helm-sync ## Generate a consolidat
 CHART ?= charts/dynamic-notifier
 
 .PHONY: helm-sync
-helm-sync: manifests ## Copy the generated CRDs and RBAC (ClusterRole and namespaced Roles) into the Helm chart (test/install fails when they differ).
+helm-sync: manifests ## Copy the generated CRDs and RBAC (ClusterRole and namespaced Roles) and the admission policy into the Helm chart (test/install fails when they differ).
 	rm -f $(CHART)/files/crds/*.yaml
 	cp config/crd/bases/*.yaml $(CHART)/files/crds/
 	cp config/rbac/role.yaml $(CHART)/files/rbac/role.yaml
+	mkdir -p $(CHART)/files/admission
+	cp config/admission/policy.yaml config/admission/binding.yaml $(CHART)/files/admission/
 
 .PHONY: helm-lint
 helm-lint: helm ## Lint the Helm chart with its default values.

@@ -29,16 +29,23 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/testenv"
 )
 
-var k8s client.Client
+var (
+	k8s client.Client
+	// testEnv adds users without system:masters, for tests of what they may do.
+	testEnv *envtest.Environment
+)
 
 func TestMain(m *testing.M) {
-	testenv.Main(m, func(_ *envtest.Environment, cfg *rest.Config) (err error) {
+	testenv.Main(m, func(env *envtest.Environment, cfg *rest.Config) (err error) {
+		testEnv = env
 		scheme := runtime.NewScheme()
 		_ = clientgoscheme.AddToScheme(scheme)
 		_ = apiextensionsv1.AddToScheme(scheme)
+		_ = notifyv1.AddToScheme(scheme)
 		k8s, err = client.New(cfg, client.Options{Scheme: scheme})
 		return err
 	})

@@ -295,7 +295,9 @@ func TestHelmChartRejectsBadValues(t *testing.T) {
 // The chart carries copies of generated files (make helm-sync); they must not drift.
 func TestHelmChartCopiesAreCurrent(t *testing.T) {
 	pairs := map[string]string{
-		repo("config", "rbac", "role.yaml"): filepath.Join(chartDir(), "files", "rbac", "role.yaml"),
+		repo("config", "rbac", "role.yaml"):         filepath.Join(chartDir(), "files", "rbac", "role.yaml"),
+		repo("config", "admission", "policy.yaml"):  filepath.Join(chartDir(), "files", "admission", "policy.yaml"),
+		repo("config", "admission", "binding.yaml"): filepath.Join(chartDir(), "files", "admission", "binding.yaml"),
 	}
 	generated, _ := filepath.Glob(repo("config", "crd", "bases", "*.yaml"))
 	for _, f := range generated {
