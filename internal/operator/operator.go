@@ -61,8 +61,8 @@ type Options struct {
 	StatusInterval time.Duration
 	// DeliveryTimeout bounds one delivery attempt (default 10s).
 	DeliveryTimeout time.Duration
-	// SinkDeny are address ranges sinks may not reach, checked when dialing. Nil means
-	// sink.DefaultDeny; an empty, non-nil slice denies nothing.
+	// SinkDeny are address ranges sinks may not reach, checked on the URL's host and when
+	// dialing. Nil means sink.DefaultDeny; an empty, non-nil slice denies nothing.
 	SinkDeny []netip.Prefix
 	// Authorization of subscriptions; empty means None (tests and embedded use), the
 	// binary passes SubjectAccessReview unless told otherwise.
@@ -129,7 +129,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		APIReader:       mgr.GetAPIReader(),
 		Recorder:        mgr.GetEventRecorder("dynamic-notifier"),
 		Resolver:        resolve.New(disco, 250*time.Millisecond),
-		HTTPClients:     sink.NewClients(sinkDeny(opts.SinkDeny)...),
+		HTTPClients:     sink.NewClients(sink.ClientOptions{Deny: opts.SinkDeny}),
 		StatusInterval:  opts.StatusInterval,
 		DeliveryTimeout: opts.DeliveryTimeout,
 		Log:             log,
@@ -158,11 +158,4 @@ func orDefault(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
-}
-
-func sinkDeny(deny []netip.Prefix) []netip.Prefix {
-	if deny == nil {
-		return sink.DefaultDeny
-	}
-	return deny
 }

@@ -5,50 +5,37 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
 )
+
+// ClientOptions are the operator-wide rules of sink connections; the zero value is the
+// safe default.
+type ClientOptions struct {
+	// Deny are address ranges sinks may never reach. Nil means DefaultDeny; an empty,
+	// non-nil slice denies nothing.
+	Deny []netip.Prefix
+}
 
 // Clients hands out HTTP clients: one shared, pooled client per distinct TLS setting, so
 // connections are kept alive and reused across subscriptions posting to the same host.
 // Every client refuses to connect to addresses in the deny list.
 type Clients struct {
-	deny    []netip.Prefix
+	deny    denyList
 	mu      sync.Mutex
 	clients map[[32]byte]*http.Client
 }
 
-// ErrDeniedAddress is a sink address in a denied range: a policy decision, not retried.
-var ErrDeniedAddress = errors.New("address denied by the operator's sink policy")
-
-// DefaultDeny are the ranges sinks may never reach unless the operator is told otherwise:
-// link-local, where cloud metadata services live.
-var DefaultDeny = []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("fe80::/10")}
-
-// NewClients returns an empty client cache refusing the deny ranges.
-func NewClients(deny ...netip.Prefix) *Clients {
-	return &Clients{deny: deny, clients: map[[32]byte]*http.Client{}}
-}
-
-// checkDial runs after DNS resolution, on the address actually dialled, so DNS rebinding
-// or a redirect cannot reach a denied range.
-func (c *Clients) checkDial(_, address string, _ syscall.RawConn) error {
-	ap, err := netip.ParseAddrPort(address)
-	if err != nil {
-		return fmt.Errorf("%w: cannot read %q", ErrDeniedAddress, address)
+// NewClients returns an empty client cache following opts.
+func NewClients(opts ClientOptions) *Clients {
+	deny := opts.Deny
+	if deny == nil {
+		deny = DefaultDeny
 	}
-	ip := ap.Addr().Unmap()
-	for _, p := range c.deny {
-		if p.Contains(ip) {
-			return fmt.Errorf("%s is in %s: %w", ip, p, ErrDeniedAddress)
-		}
-	}
-	return nil
+	return &Clients{deny: newDenyList(deny), clients: map[[32]byte]*http.Client{}}
 }
 
 // For returns the client for a CA bundle (PEM, may be empty) and verification setting.
@@ -66,7 +53,7 @@ func (c *Clients) For(caPEM []byte, insecureSkipVerify bool) (*http.Client, erro
 		return cl, nil
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: c.checkDial}).DialContext
+	t.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: c.deny.checkDial}).DialContext
 	// Every delivery lane of every subscription on a host may hold a connection; a smaller
 	// idle pool makes lanes beyond it dial again for each request.
 	t.MaxIdleConns = 4096
@@ -86,12 +73,30 @@ func (c *Clients) For(caPEM []byte, insecureSkipVerify bool) (*http.Client, erro
 		}
 		t.TLSClientConfig = cfg
 	}
-	cl := &http.Client{Transport: t, CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if len(via) >= 3 {
-			return errors.New("stopped after 3 redirects")
-		}
-		return nil
-	}}
+	cl := &http.Client{Transport: &guardedTransport{Transport: t, deny: c.deny},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 3 {
+				return errors.New("stopped after 3 redirects")
+			}
+			return nil
+		}}
 	c.clients[key] = cl
 	return cl, nil
+}
+
+// guardedTransport checks the host of every request, redirects included, before the
+// transport resolves it, dials it or hands it to a proxy.
+type guardedTransport struct {
+	*http.Transport
+	deny denyList
+}
+
+func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := t.deny.checkHost(req.URL.Hostname()); err != nil {
+		if req.Body != nil {
+			_ = req.Body.Close() // a RoundTripper closes the body, even on error
+		}
+		return nil, err
+	}
+	return t.Transport.RoundTrip(req)
 }
