@@ -39,6 +39,7 @@ import (
 	notifyv1alpha1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/checkpoint"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 	// +kubebuilder:scaffold:imports
 )
 
@@ -86,8 +87,9 @@ func main() {
 		"The directory that contains the metrics server certificate.")
 	flag.StringVar(&metricsCertName, "metrics-cert-name", "tls.crt", "The name of the metrics server certificate file.")
 	flag.StringVar(&metricsCertKey, "metrics-cert-key", "tls.key", "The name of the metrics server key file.")
-	flag.StringVar(&sinkDenyCIDRs, "sink-deny-cidrs", "169.254.0.0/16,fe80::/10",
-		"Comma-separated address ranges sinks may never reach, checked after DNS resolution when dialing. "+
+	flag.StringVar(&sinkDenyCIDRs, "sink-deny-cidrs", operator.FormatCIDRs(sink.DefaultDeny),
+		"Comma-separated address ranges sinks may never reach (the default: cloud metadata services, "+
+			"link-local and unspecified addresses), checked on the URL and after DNS resolution when dialing. "+
 			"Empty denies nothing.")
 	flag.StringVar(&subscriptionAuthz, "subscription-authorization", string(operator.AuthorizationSubjectAccessReview),
 		"How a subscription's right to watch is checked: SubjectAccessReview (its spec.serviceAccountName must "+

@@ -55,6 +55,15 @@ func ParseCIDRs(list string) ([]netip.Prefix, error) {
 	return out, nil
 }
 
+// FormatCIDRs writes ranges as ParseCIDRs reads them.
+func FormatCIDRs(prefixes []netip.Prefix) string {
+	parts := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ",")
+}
+
 // Options tune the operator; zero values take the defaults.
 type Options struct {
 	// StatusInterval bounds how often counters alone cause a status write (default 2s).
