@@ -66,6 +66,7 @@ func main() {
 	var secureMetrics bool
 	var enableHTTP2 bool
 	var sinkDenyCIDRs, subscriptionAuthz string
+	var sinkUseProxy bool
 	var checkpointNamespace string
 	var checkpointInterval, shutdownGrace time.Duration
 	var leaseDuration, renewDeadline, retryPeriod time.Duration
@@ -91,6 +92,9 @@ func main() {
 		"Comma-separated address ranges sinks may never reach (the default: cloud metadata services, "+
 			"link-local and unspecified addresses), checked on the URL and after DNS resolution when dialing. "+
 			"Empty denies nothing.")
+	flag.BoolVar(&sinkUseProxy, "sink-use-proxy", false,
+		"Send sink requests through the proxy in HTTP_PROXY, HTTPS_PROXY and NO_PROXY. The deny list then "+
+			"checks only addresses written in sink URLs and the proxy's own address, not where the proxy connects.")
 	flag.StringVar(&subscriptionAuthz, "subscription-authorization", string(operator.AuthorizationSubjectAccessReview),
 		"How a subscription's right to watch is checked: SubjectAccessReview (its spec.serviceAccountName must "+
 			"be allowed to list and watch what it subscribes to) or None (single-tenant clusters).")
@@ -219,7 +223,7 @@ func main() {
 			"value", subscriptionAuthz)
 		os.Exit(1)
 	}
-	if _, err := operator.Setup(mgr, operator.Options{SinkDeny: deny, Authorization: authz,
+	if _, err := operator.Setup(mgr, operator.Options{SinkDeny: deny, SinkUseProxy: sinkUseProxy, Authorization: authz,
 		CheckpointNamespace: checkpointNamespace, CheckpointInterval: checkpointInterval,
 		ShutdownGrace: shutdownGrace}); err != nil {
 		setupLog.Error(err, "Failed to set up the operator")

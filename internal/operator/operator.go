@@ -4,6 +4,7 @@ package operator
 
 import (
 	"fmt"
+	"net/http"
 	"net/netip"
 	"strings"
 	"time"
@@ -73,6 +74,9 @@ type Options struct {
 	// SinkDeny are address ranges sinks may not reach, checked on the URL's host and when
 	// dialing. Nil means sink.DefaultDeny; an empty, non-nil slice denies nothing.
 	SinkDeny []netip.Prefix
+	// SinkUseProxy sends sink requests through HTTP_PROXY and HTTPS_PROXY. Off by default:
+	// the deny list then sees only the proxy's address and addresses written in URLs.
+	SinkUseProxy bool
 	// Authorization of subscriptions; empty means None (tests and embedded use), the
 	// binary passes SubjectAccessReview unless told otherwise.
 	Authorization Authorization
@@ -138,7 +142,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		APIReader:       mgr.GetAPIReader(),
 		Recorder:        mgr.GetEventRecorder("dynamic-notifier"),
 		Resolver:        resolve.New(disco, 250*time.Millisecond),
-		HTTPClients:     sink.NewClients(sink.ClientOptions{Deny: opts.SinkDeny}),
+		HTTPClients:     sink.NewClients(sinkClientOptions(opts)),
 		StatusInterval:  opts.StatusInterval,
 		DeliveryTimeout: opts.DeliveryTimeout,
 		Log:             log,
@@ -167,4 +171,12 @@ func orDefault(d, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+func sinkClientOptions(opts Options) sink.ClientOptions {
+	out := sink.ClientOptions{Deny: opts.SinkDeny}
+	if opts.SinkUseProxy {
+		out.Proxy = http.ProxyFromEnvironment
+	}
+	return out
 }

@@ -44,3 +44,18 @@ func TestParseEmptyCIDRs(t *testing.T) {
 		t.Errorf("ParseCIDRs(10.1.2.3/8) = %v, %v; want 10.0.0.0/8", got, err)
 	}
 }
+
+// The zero Options give the safe sink defaults; the switches reach the sink clients.
+func TestSinkClientOptions(t *testing.T) {
+	safe := sinkClientOptions(Options{})
+	if safe.Deny != nil || safe.Proxy != nil {
+		t.Errorf("zero Options give %+v, want the default deny list and no proxy", safe)
+	}
+	if sinkClientOptions(Options{SinkUseProxy: true}).Proxy == nil {
+		t.Errorf("SinkUseProxy does not set a proxy")
+	}
+	deny := []netip.Prefix{}
+	if got := sinkClientOptions(Options{SinkDeny: deny}).Deny; got == nil {
+		t.Errorf("an empty SinkDeny became nil, which means the default list")
+	}
+}

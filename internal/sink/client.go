@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"sync"
 	"time"
 )
@@ -18,6 +19,9 @@ type ClientOptions struct {
 	// Deny are address ranges sinks may never reach. Nil means DefaultDeny; an empty,
 	// non-nil slice denies nothing.
 	Deny []netip.Prefix
+	// Proxy picks the proxy of a request, as http.Transport.Proxy does. Nil, the default,
+	// connects directly: through a proxy, the dial check would see the proxy, not the sink.
+	Proxy func(*http.Request) (*url.URL, error)
 }
 
 // Clients hands out HTTP clients: one shared, pooled client per distinct TLS setting, so
@@ -25,6 +29,7 @@ type ClientOptions struct {
 // Every client refuses to connect to addresses in the deny list.
 type Clients struct {
 	deny    denyList
+	proxy   func(*http.Request) (*url.URL, error)
 	mu      sync.Mutex
 	clients map[[32]byte]*http.Client
 }
@@ -35,7 +40,7 @@ func NewClients(opts ClientOptions) *Clients {
 	if deny == nil {
 		deny = DefaultDeny
 	}
-	return &Clients{deny: newDenyList(deny), clients: map[[32]byte]*http.Client{}}
+	return &Clients{deny: newDenyList(deny), proxy: opts.Proxy, clients: map[[32]byte]*http.Client{}}
 }
 
 // For returns the client for a CA bundle (PEM, may be empty) and verification setting.
@@ -53,6 +58,7 @@ func (c *Clients) For(caPEM []byte, insecureSkipVerify bool) (*http.Client, erro
 		return cl, nil
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = c.proxy
 	t.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: c.deny.checkDial}).DialContext
 	// Every delivery lane of every subscription on a host may hold a connection; a smaller
 	// idle pool makes lanes beyond it dial again for each request.
