@@ -66,7 +66,7 @@ func main() {
 	var secureMetrics bool
 	var enableHTTP2 bool
 	var sinkDenyCIDRs, subscriptionAuthz string
-	var sinkUseProxy bool
+	var sinkUseProxy, sinkFollowRedirects bool
 	var checkpointNamespace string
 	var checkpointInterval, shutdownGrace time.Duration
 	var leaseDuration, renewDeadline, retryPeriod time.Duration
@@ -95,6 +95,9 @@ func main() {
 	flag.BoolVar(&sinkUseProxy, "sink-use-proxy", false,
 		"Send sink requests through the proxy in HTTP_PROXY, HTTPS_PROXY and NO_PROXY. The deny list then "+
 			"checks only addresses written in sink URLs and the proxy's own address, not where the proxy connects.")
+	flag.BoolVar(&sinkFollowRedirects, "sink-follow-redirects", false,
+		"Follow up to 3 redirects a sink answers, only those keeping the method (307, 308) and the scheme, host "+
+			"and port, without headersFrom or signature headers. Off, a redirect fails the delivery.")
 	flag.StringVar(&subscriptionAuthz, "subscription-authorization", string(operator.AuthorizationSubjectAccessReview),
 		"How a subscription's right to watch is checked: SubjectAccessReview (its spec.serviceAccountName must "+
 			"be allowed to list and watch what it subscribes to) or None (single-tenant clusters).")
@@ -223,7 +226,8 @@ func main() {
 			"value", subscriptionAuthz)
 		os.Exit(1)
 	}
-	if _, err := operator.Setup(mgr, operator.Options{SinkDeny: deny, SinkUseProxy: sinkUseProxy, Authorization: authz,
+	if _, err := operator.Setup(mgr, operator.Options{SinkDeny: deny, SinkUseProxy: sinkUseProxy,
+		SinkFollowRedirects: sinkFollowRedirects, Authorization: authz,
 		CheckpointNamespace: checkpointNamespace, CheckpointInterval: checkpointInterval,
 		ShutdownGrace: shutdownGrace}); err != nil {
 		setupLog.Error(err, "Failed to set up the operator")

@@ -120,7 +120,7 @@ func TestSignedDeliveries(t *testing.T) {
 	g.Expect(parts["v1"]).To(Equal(hex.EncodeToString(mac.Sum(nil))))
 }
 
-func TestDeniedSinkAddressesAreRefusedEvenThroughRedirects(t *testing.T) {
+func TestDeniedSinkAddressesAndRedirectsAreRefused(t *testing.T) {
 	g := NewWithT(t)
 	opts := testOptions()
 	opts.SinkDeny = []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}
@@ -138,21 +138,29 @@ func TestDeniedSinkAddressesAreRefusedEvenThroughRedirects(t *testing.T) {
 		http.Redirect(w, r, denied.URL, http.StatusTemporaryRedirect)
 	}))
 	t.Cleanup(redirect.Close)
+	_, port, err := net.SplitHostPort(ln.Addr().String())
+	g.Expect(err).NotTo(HaveOccurred())
 
-	direct := subscription(ns, "direct", denied.URL)
-	direct.Spec.Delivery = fastRetry(3)
-	redirected := subscription(ns, "redirected", redirect.URL)
-	redirected.Spec.Delivery = fastRetry(3)
-	for _, ws := range []*notifyv1.WatchSubscription{direct, redirected} {
+	want := map[string]string{
+		"direct":     "127.0.0.2 is in 127.0.0.2/32: address denied by the operator's sink policy",
+		"decimal":    "2130706434 (127.0.0.2) is in 127.0.0.2/32: address denied by the operator's sink policy",
+		"redirected": "the sink answered 307 Temporary Redirect, a redirect to " + denied.URL + ": redirects are not followed",
+	}
+	urls := map[string]string{"direct": denied.URL, "decimal": "http://2130706434:" + port, "redirected": redirect.URL}
+	var subs []*notifyv1.WatchSubscription
+	for name, url := range urls {
+		ws := subscription(ns, name, url)
+		ws.Spec.Delivery = fastRetry(3)
 		create(t, ws)
 		waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+		subs = append(subs, ws)
 	}
 	create(t, configMap(ns, "c", nil))
-	for _, ws := range []*notifyv1.WatchSubscription{direct, redirected} {
+	for _, ws := range subs {
 		cond := waitReason(t, ws, notifyv1.ReasonDeliveryFailing, 10*time.Second)
-		g.Expect(cond.Message).To(ContainSubstring("127.0.0.2 is in 127.0.0.2/32: address denied by the operator's sink policy"))
+		g.Expect(cond.Message).To(ContainSubstring(want[ws.Name]), ws.Name)
 		g.Eventually(func(g Gomega) { g.Expect(status(g, ws).EventsFailed).To(BeEquivalentTo(1)) }).Should(Succeed(),
-			"denied is final: no retries")
+			"%s is final: no retries", ws.Name)
 	}
 	g.Expect(denied.Events()).To(BeEmpty())
 }

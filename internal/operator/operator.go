@@ -77,6 +77,9 @@ type Options struct {
 	// SinkUseProxy sends sink requests through HTTP_PROXY and HTTPS_PROXY. Off by default:
 	// the deny list then sees only the proxy's address and addresses written in URLs.
 	SinkUseProxy bool
+	// SinkFollowRedirects follows up to 3 redirects to the same scheme, host and port,
+	// without custom or signature headers. Off by default: a redirect fails the delivery.
+	SinkFollowRedirects bool
 	// Authorization of subscriptions; empty means None (tests and embedded use), the
 	// binary passes SubjectAccessReview unless told otherwise.
 	Authorization Authorization
@@ -174,7 +177,7 @@ func orDefault(d, def time.Duration) time.Duration {
 }
 
 func sinkClientOptions(opts Options) sink.ClientOptions {
-	out := sink.ClientOptions{Deny: opts.SinkDeny}
+	out := sink.ClientOptions{Deny: opts.SinkDeny, FollowRedirects: opts.SinkFollowRedirects}
 	if opts.SinkUseProxy {
 		out.Proxy = http.ProxyFromEnvironment
 	}

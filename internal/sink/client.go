@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 )
@@ -22,7 +23,15 @@ type ClientOptions struct {
 	// Proxy picks the proxy of a request, as http.Transport.Proxy does. Nil, the default,
 	// connects directly: through a proxy, the dial check would see the proxy, not the sink.
 	Proxy func(*http.Request) (*url.URL, error)
+	// FollowRedirects follows up to 3 redirects that keep the method and stay on the same
+	// scheme, host and port, without the request's other headers (credentials from
+	// headersFrom, the signature). Off, the default, a redirect fails the delivery: it may
+	// lead a sink's requests anywhere its author could not send them directly.
+	FollowRedirects bool
 }
+
+// maxRedirects is how many redirects one request may follow when they are followed.
+const maxRedirects = 3
 
 // Clients hands out HTTP clients: one shared, pooled client per distinct TLS setting, so
 // connections are kept alive and reused across subscriptions posting to the same host.
@@ -30,6 +39,7 @@ type ClientOptions struct {
 type Clients struct {
 	deny    denyList
 	proxy   func(*http.Request) (*url.URL, error)
+	follow  bool
 	mu      sync.Mutex
 	clients map[[32]byte]*http.Client
 }
@@ -40,7 +50,7 @@ func NewClients(opts ClientOptions) *Clients {
 	if deny == nil {
 		deny = DefaultDeny
 	}
-	return &Clients{deny: newDenyList(deny), proxy: opts.Proxy, clients: map[[32]byte]*http.Client{}}
+	return &Clients{deny: newDenyList(deny), proxy: opts.Proxy, follow: opts.FollowRedirects, clients: map[[32]byte]*http.Client{}}
 }
 
 // For returns the client for a CA bundle (PEM, may be empty) and verification setting.
@@ -79,13 +89,7 @@ func (c *Clients) For(caPEM []byte, insecureSkipVerify bool) (*http.Client, erro
 		}
 		t.TLSClientConfig = cfg
 	}
-	cl := &http.Client{Transport: &guardedTransport{Transport: t, deny: c.deny},
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= 3 {
-				return errors.New("stopped after 3 redirects")
-			}
-			return nil
-		}}
+	cl := &http.Client{Transport: &guardedTransport{Transport: t, deny: c.deny}, CheckRedirect: c.checkRedirect}
 	c.clients[key] = cl
 	return cl, nil
 }
@@ -105,4 +109,47 @@ func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		return nil, err
 	}
 	return t.Transport.RoundTrip(req)
+}
+
+// checkRedirect decides on a redirect the sink answered; req is the request that would
+// follow it, via the requests made so far.
+func (c *Clients) checkRedirect(req *http.Request, via []*http.Request) error {
+	refuse := func(rule string) error {
+		return &RedirectError{Status: req.Response.Status, Location: req.URL.String(), Rule: rule}
+	}
+	first := via[0]
+	switch {
+	case !c.follow:
+		return refuse("redirects are not followed")
+	case len(via) > maxRedirects:
+		return refuse("at most 3 redirects are followed")
+	case !sameOrigin(first.URL, req.URL):
+		return refuse("only redirects to the same host are followed")
+	case req.Method != first.Method:
+		// 301, 302 and 303 turn a POST into a body-less GET: the event would be lost and
+		// counted as delivered.
+		return refuse("a redirect that turns the POST into a GET is not followed")
+	}
+	// The client copied every header; keep only those describing the event.
+	for k := range req.Header {
+		if k != "Content-Type" && !strings.HasPrefix(k, "Ce-") {
+			delete(req.Header, k)
+		}
+	}
+	return nil
+}
+
+// sameOrigin compares scheme, host and port, default ports included.
+func sameOrigin(a, b *url.URL) bool {
+	return a.Scheme == b.Scheme && strings.EqualFold(a.Hostname(), b.Hostname()) && port(a) == port(b)
+}
+
+func port(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "https" {
+		return "443"
+	}
+	return "80"
 }

@@ -114,6 +114,14 @@ func (w *Webhook) post(ctx context.Context, header http.Header, body []byte) err
 	// Drain so the connection goes back to the pool.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
+	// A 3xx the client did not try to follow: 300, 304, or one without a Location.
+	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+		rerr := &RedirectError{Status: resp.Status, Rule: "this redirect is not followed"}
+		if loc, err := resp.Location(); err == nil {
+			rerr.Location = loc.String()
+		}
+		return fmt.Errorf("POST %s: %w", w.URL, rerr)
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return &HTTPError{Method: http.MethodPost, URL: w.URL, StatusCode: resp.StatusCode, Status: resp.Status,
 			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
