@@ -2,12 +2,10 @@ package controller_test
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -97,27 +96,54 @@ func TestSignedDeliveries(t *testing.T) {
 	g := NewWithT(t)
 	startOperator(t)
 	ns := newNamespace(t)
-	key := []byte("shared-signing-key")
-	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "signing"}, Data: map[string][]byte{"key": key}})
-	sk := newSink(t)
-	ws := subscription(ns, "signed", sk.URL)
-	ws.Spec.Sink.Webhook.SigningSecretRef = &notifyv1.SigningKeyReference{Name: "signing"}
-	create(t, ws)
-	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("shared-signing-key-of-team-a"))
+	// As kubectl create secret --from-file leaves it: with a newline.
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "signing"},
+		Data: map[string][]byte{"key": []byte(secret + "\n")}})
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "garbled"},
+		Data: map[string][]byte{"key": []byte("whsec_s3cr3t!")}})
+	verifier, err := standardwebhooks.NewWebhook(secret)
+	g.Expect(err).NotTo(HaveOccurred())
 
-	create(t, configMap(ns, "c", nil))
-	g.Eventually(func() int { return len(sk.Events()) }).WithTimeout(10 * time.Second).Should(Equal(1))
-	got := sk.Events()[0]
-	// What a receiver does: split t and v1, recompute the HMAC over "<t>.<body>".
-	parts := map[string]string{}
-	for kv := range strings.SplitSeq(got.Header.Get("Dynamic-Notifier-Signature"), ",") {
-		k, v, _ := strings.Cut(kv, "=")
-		parts[k] = v
+	// A receiver as the README describes it: verify, then read the event from the body.
+	type delivery struct {
+		verified             error
+		contentType, ceType  string
+		typ, subject, hookID string
 	}
-	g.Expect(parts).To(HaveKey("t"))
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(parts["t"] + "." + got.Data))
-	g.Expect(parts["v1"]).To(Equal(hex.EncodeToString(mac.Sum(nil))))
+	deliveries := make(chan delivery, 10)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		d := delivery{verified: verifier.Verify(body, r.Header), contentType: r.Header.Get("Content-Type"),
+			ceType: r.Header.Get("Ce-Type"), hookID: r.Header.Get("webhook-id")}
+		var ev struct{ Type, Subject string }
+		_ = json.Unmarshal(body, &ev)
+		d.typ, d.subject = ev.Type, ev.Subject
+		deliveries <- d
+	}))
+	t.Cleanup(receiver.Close)
+
+	signed := subscription(ns, "signed", receiver.URL) // contentMode binary, the default
+	signed.Spec.Sink.Webhook.SigningSecretRef = &notifyv1.SigningKeyReference{Name: "signing"}
+	garbled := subscription(ns, "garbled", receiver.URL)
+	garbled.Spec.Sink.Webhook.SigningSecretRef = &notifyv1.SigningKeyReference{Name: "garbled"}
+	create(t, signed)
+	create(t, garbled)
+	waitReason(t, signed, notifyv1.ReasonWatching, 10*time.Second)
+	cond := waitReason(t, garbled, notifyv1.ReasonInvalidSink, 10*time.Second)
+	g.Expect(cond.Message).To(Equal(`spec.sink.signingSecretRef: Secret garbled, key "key": ` +
+		"the signing key starts with whsec_ but the rest is not base64"))
+
+	cm := configMap(ns, "c", nil)
+	create(t, cm)
+	var d delivery
+	g.Eventually(deliveries).WithTimeout(10 * time.Second).Should(Receive(&d))
+	g.Expect(d.verified).NotTo(HaveOccurred())
+	g.Expect(d.contentType).To(Equal("application/cloudevents+json"), "signed binary goes structured")
+	g.Expect(d.ceType).To(BeEmpty())
+	g.Expect(d.typ).To(Equal("io.dynamicnotifier.resource.added"))
+	g.Expect(d.subject).To(Equal("/api/v1/namespaces/" + ns + "/configmaps/c"))
+	g.Expect(d.hookID).To(Equal(string(cm.UID) + ":" + cm.ResourceVersion + ":Added"))
 }
 
 func TestDeniedSinkAddressesAndRedirectsAreRefused(t *testing.T) {
