@@ -173,7 +173,7 @@ func TestDeniedSinkAddressesAndRedirectsAreRefused(t *testing.T) {
 		"redirected": "the sink answered 307 Temporary Redirect, a redirect to " + denied.URL + ": redirects are not followed",
 	}
 	urls := map[string]string{"direct": denied.URL, "decimal": "http://2130706434:" + port, "redirected": redirect.URL}
-	var subs []*notifyv1.WatchSubscription
+	subs := make([]*notifyv1.WatchSubscription, 0, len(urls))
 	for name, url := range urls {
 		ws := subscription(ns, name, url)
 		ws.Spec.Delivery = fastRetry(3)
