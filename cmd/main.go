@@ -20,9 +20,7 @@ import (
 	"context"
 	"crypto/tls"
 	"flag"
-	"net/netip"
 	"os"
-	"strings"
 	"time"
 
 	// Import all Kubernetes client auth plugins (e.g. Azure, GCP, OIDC, etc.)
@@ -65,6 +63,7 @@ func main() {
 	var secureMetrics bool
 	var enableHTTP2 bool
 	var sinkDenyCIDRs, subscriptionAuthz string
+	var sinkUseProxy, sinkFollowRedirects bool
 	var checkpointNamespace string
 	var authzInterval, checkpointInterval, shutdownGrace time.Duration
 	var leaseDuration, renewDeadline, retryPeriod time.Duration
@@ -80,9 +79,16 @@ func main() {
 		"The directory that contains the metrics server certificate.")
 	flag.StringVar(&metricsCertName, "metrics-cert-name", "tls.crt", "The name of the metrics server certificate file.")
 	flag.StringVar(&metricsCertKey, "metrics-cert-key", "tls.key", "The name of the metrics server key file.")
-	flag.StringVar(&sinkDenyCIDRs, "sink-deny-cidrs", formatCIDRs(sink.DefaultDeny),
-		"Comma-separated address ranges sinks may never reach, checked after DNS resolution when dialing. "+
+	flag.StringVar(&sinkDenyCIDRs, "sink-deny-cidrs", operator.FormatCIDRs(sink.DefaultDeny),
+		"Comma-separated address ranges sinks may never reach (the default: cloud metadata services, "+
+			"link-local and unspecified addresses), checked on the URL and after DNS resolution when dialing. "+
 			"Empty denies nothing.")
+	flag.BoolVar(&sinkUseProxy, "sink-use-proxy", false,
+		"Send sink requests through the proxy in HTTP_PROXY, HTTPS_PROXY and NO_PROXY. The deny list then "+
+			"checks only addresses written in sink URLs and the proxy's own address, not where the proxy connects.")
+	flag.BoolVar(&sinkFollowRedirects, "sink-follow-redirects", false,
+		"Follow up to 3 redirects a sink answers, only those keeping the method (307, 308) and the scheme, host "+
+			"and port, without headersFrom or signature headers. Off, a redirect fails the delivery.")
 	flag.StringVar(&subscriptionAuthz, "subscription-authorization", string(operator.DefaultAuthorization),
 		"How a subscription's right to watch is checked: SubjectAccessReview (its spec.serviceAccountName must "+
 			"be allowed to list and watch what it subscribes to) or None (single-tenant clusters).")
@@ -163,7 +169,8 @@ func main() {
 		setupLog.Error(err, "Invalid --sink-deny-cidrs")
 		os.Exit(1)
 	}
-	if _, err := operator.Setup(mgr, operator.Options{SinkDeny: deny, Authorization: operator.Authorization(subscriptionAuthz),
+	if _, err := operator.Setup(mgr, operator.Options{SinkDeny: deny, SinkUseProxy: sinkUseProxy,
+		SinkFollowRedirects: sinkFollowRedirects, Authorization: operator.Authorization(subscriptionAuthz),
 		AuthorizationInterval: authzInterval, CheckpointNamespace: checkpointNamespace,
 		CheckpointInterval: checkpointInterval, ShutdownGrace: shutdownGrace}); err != nil {
 		setupLog.Error(err, "Failed to set up the operator")
@@ -196,12 +203,4 @@ func exitIfShutdownHangs(ctx context.Context, limit time.Duration) {
 	time.Sleep(limit)
 	setupLog.Info("Shutdown did not finish in time; exiting now", "limit", limit)
 	os.Exit(1)
-}
-
-func formatCIDRs(prefixes []netip.Prefix) string {
-	out := make([]string, len(prefixes))
-	for i, p := range prefixes {
-		out[i] = p.String()
-	}
-	return strings.Join(out, ",")
 }

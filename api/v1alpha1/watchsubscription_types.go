@@ -298,9 +298,15 @@ type HTTPOptions struct {
 	// +optional
 	TLS *TLSConfig `json:"tls,omitempty"`
 
-	// signingSecretRef signs every request with HMAC-SHA256: the header
-	// Dynamic-Notifier-Signature carries "t=<unix seconds>,v1=<hex HMAC of "<t>.<body>">",
-	// keyed with the Secret's key (default "key"). Receivers recompute it and compare.
+	// signingSecretRef signs every request by the Standard Webhooks scheme
+	// (www.standardwebhooks.com), which its libraries verify: headers webhook-id (the event
+	// id; for a batch, "batch:" and the hex SHA-256 of its event ids joined by newlines),
+	// webhook-timestamp (Unix seconds) and webhook-signature ("v1," and the base64
+	// HMAC-SHA256 of "<id>.<timestamp>.<body>"). The key is the Secret's key (default
+	// "key"): a "whsec_<base64>" value is decoded, any other value is the key itself.
+	// Signed requests go in structured mode even when contentMode is binary: the scheme
+	// signs only id, timestamp and body, so type, subject and the other attributes must be
+	// in the body, not in ce-* headers.
 	// +optional
 	SigningSecretRef *SigningKeyReference `json:"signingSecretRef,omitempty"`
 }

@@ -2,12 +2,10 @@ package controller_test
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -97,30 +96,57 @@ func TestSignedDeliveries(t *testing.T) {
 	g := NewWithT(t)
 	startOperator(t)
 	ns := newNamespace(t)
-	key := []byte("shared-signing-key")
-	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "signing"}, Data: map[string][]byte{"key": key}})
-	sk := newSink(t)
-	ws := subscription(ns, "signed", sk.URL)
-	ws.Spec.Sink.Webhook.SigningSecretRef = &notifyv1.SigningKeyReference{Name: "signing"}
-	create(t, ws)
-	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+	secret := "whsec_" + base64.StdEncoding.EncodeToString([]byte("shared-signing-key-of-team-a"))
+	// As kubectl create secret --from-file leaves it: with a newline.
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "signing"},
+		Data: map[string][]byte{"key": []byte(secret + "\n")}})
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "garbled"},
+		Data: map[string][]byte{"key": []byte("whsec_s3cr3t!")}})
+	verifier, err := standardwebhooks.NewWebhook(secret)
+	g.Expect(err).NotTo(HaveOccurred())
 
-	create(t, configMap(ns, "c", nil))
-	g.Eventually(func() int { return len(sk.Events()) }).WithTimeout(10 * time.Second).Should(Equal(1))
-	got := sk.Events()[0]
-	// What a receiver does: split t and v1, recompute the HMAC over "<t>.<body>".
-	parts := map[string]string{}
-	for kv := range strings.SplitSeq(got.Header.Get("Dynamic-Notifier-Signature"), ",") {
-		k, v, _ := strings.Cut(kv, "=")
-		parts[k] = v
+	// A receiver as the README describes it: verify, then read the event from the body.
+	type delivery struct {
+		verified             error
+		contentType, ceType  string
+		typ, subject, hookID string
 	}
-	g.Expect(parts).To(HaveKey("t"))
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(parts["t"] + "." + got.Data))
-	g.Expect(parts["v1"]).To(Equal(hex.EncodeToString(mac.Sum(nil))))
+	deliveries := make(chan delivery, 10)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		d := delivery{verified: verifier.Verify(body, r.Header), contentType: r.Header.Get("Content-Type"),
+			ceType: r.Header.Get("Ce-Type"), hookID: r.Header.Get("webhook-id")}
+		var ev struct{ Type, Subject string }
+		_ = json.Unmarshal(body, &ev)
+		d.typ, d.subject = ev.Type, ev.Subject
+		deliveries <- d
+	}))
+	t.Cleanup(receiver.Close)
+
+	signed := subscription(ns, "signed", receiver.URL) // contentMode binary, the default
+	signed.Spec.Sink.Webhook.SigningSecretRef = &notifyv1.SigningKeyReference{Name: "signing"}
+	garbled := subscription(ns, "garbled", receiver.URL)
+	garbled.Spec.Sink.Webhook.SigningSecretRef = &notifyv1.SigningKeyReference{Name: "garbled"}
+	create(t, signed)
+	create(t, garbled)
+	waitReason(t, signed, notifyv1.ReasonWatching, 10*time.Second)
+	cond := waitReason(t, garbled, notifyv1.ReasonInvalidSink, 10*time.Second)
+	g.Expect(cond.Message).To(Equal(`spec.sink.signingSecretRef: Secret garbled, key "key": ` +
+		"the signing key starts with whsec_ but the rest is not base64"))
+
+	cm := configMap(ns, "c", nil)
+	create(t, cm)
+	var d delivery
+	g.Eventually(deliveries).WithTimeout(10 * time.Second).Should(Receive(&d))
+	g.Expect(d.verified).NotTo(HaveOccurred())
+	g.Expect(d.contentType).To(Equal("application/cloudevents+json"), "signed binary goes structured")
+	g.Expect(d.ceType).To(BeEmpty())
+	g.Expect(d.typ).To(Equal("io.dynamicnotifier.resource.added"))
+	g.Expect(d.subject).To(Equal("/api/v1/namespaces/" + ns + "/configmaps/c"))
+	g.Expect(d.hookID).To(Equal(string(cm.UID) + ":" + cm.ResourceVersion + ":Added"))
 }
 
-func TestDeniedSinkAddressesAreRefusedEvenThroughRedirects(t *testing.T) {
+func TestDeniedSinkAddressesAndRedirectsAreRefused(t *testing.T) {
 	g := NewWithT(t)
 	opts := testOptions()
 	opts.SinkDeny = []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}
@@ -138,21 +164,29 @@ func TestDeniedSinkAddressesAreRefusedEvenThroughRedirects(t *testing.T) {
 		http.Redirect(w, r, denied.URL, http.StatusTemporaryRedirect)
 	}))
 	t.Cleanup(redirect.Close)
+	_, port, err := net.SplitHostPort(ln.Addr().String())
+	g.Expect(err).NotTo(HaveOccurred())
 
-	direct := subscription(ns, "direct", denied.URL)
-	direct.Spec.Delivery = fastRetry(3)
-	redirected := subscription(ns, "redirected", redirect.URL)
-	redirected.Spec.Delivery = fastRetry(3)
-	for _, ws := range []*notifyv1.WatchSubscription{direct, redirected} {
+	want := map[string]string{
+		"direct":     "127.0.0.2 is in 127.0.0.2/32: address denied by the operator's sink policy",
+		"decimal":    "2130706434 (127.0.0.2) is in 127.0.0.2/32: address denied by the operator's sink policy",
+		"redirected": "the sink answered 307 Temporary Redirect, a redirect to " + denied.URL + ": redirects are not followed",
+	}
+	urls := map[string]string{"direct": denied.URL, "decimal": "http://2130706434:" + port, "redirected": redirect.URL}
+	subs := make([]*notifyv1.WatchSubscription, 0, len(urls))
+	for name, url := range urls {
+		ws := subscription(ns, name, url)
+		ws.Spec.Delivery = fastRetry(3)
 		create(t, ws)
 		waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+		subs = append(subs, ws)
 	}
 	create(t, configMap(ns, "c", nil))
-	for _, ws := range []*notifyv1.WatchSubscription{direct, redirected} {
+	for _, ws := range subs {
 		cond := waitReason(t, ws, notifyv1.ReasonDeliveryFailing, 10*time.Second)
-		g.Expect(cond.Message).To(ContainSubstring("127.0.0.2 is in 127.0.0.2/32: address denied by the operator's sink policy"))
+		g.Expect(cond.Message).To(ContainSubstring(want[ws.Name]), ws.Name)
 		g.Eventually(func(g Gomega) { g.Expect(status(g, ws).EventsFailed).To(BeEquivalentTo(1)) }).Should(Succeed(),
-			"denied is final: no retries")
+			"%s is final: no retries", ws.Name)
 	}
 	g.Expect(denied.Events()).To(BeEmpty())
 }

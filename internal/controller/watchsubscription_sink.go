@@ -101,7 +101,7 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 		for k, v := range sec.Data {
 			if reservedHeader(k) {
 				return nil, &sinkError{msg: fmt.Sprintf("%s.headersFrom.secretRef: Secret %s sets header %q, which the "+
-					"CloudEvents encoding owns", field, sec.Name, k)}
+					"operator sets itself", field, sec.Name, k)}
 			}
 			wh.Header.Set(k, strings.TrimSpace(string(v)))
 		}
@@ -115,8 +115,11 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 		if key == "" {
 			key = defaultSigningKey
 		}
-		if wh.SigningKey = sec.Data[key]; len(wh.SigningKey) == 0 {
+		if len(sec.Data[key]) == 0 {
 			return nil, &sinkError{msg: fmt.Sprintf("%s.signingSecretRef: Secret %s has no key %q", field, ref.Name, key)}
+		}
+		if wh.SigningKey, err = sink.ParseSigningKey(sec.Data[key]); err != nil {
+			return nil, &sinkError{msg: fmt.Sprintf("%s.signingSecretRef: Secret %s, key %q: %v", field, ref.Name, key, err)}
 		}
 	}
 	var caPEM []byte
@@ -160,11 +163,15 @@ func (r *WatchSubscriptionReconciler) secret(ctx context.Context, namespace, nam
 	return sec, nil
 }
 
-// reservedHeader tells whether a header belongs to the CloudEvents HTTP binding: a user
-// value would be sent next to ours and could win at the receiver.
+// reservedHeader tells whether a header belongs to the CloudEvents HTTP binding or the
+// signature: a user value would be sent next to ours and could win at the receiver.
 func reservedHeader(name string) bool {
-	name = http.CanonicalHeaderKey(name)
-	return strings.HasPrefix(name, "Ce-") || name == "Content-Type" || name == "Content-Length" || name == "Host"
+	switch name = http.CanonicalHeaderKey(name); name {
+	case "Content-Type", "Content-Length", "Host",
+		sink.HeaderWebhookID, sink.HeaderWebhookTimestamp, sink.HeaderWebhookSignature:
+		return true
+	}
+	return strings.HasPrefix(name, "Ce-")
 }
 
 func serviceURL(subNamespace string, s *notifyv1.ServiceSink) string {

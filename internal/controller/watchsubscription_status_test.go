@@ -120,6 +120,7 @@ func TestReservedHeaders(t *testing.T) {
 	for name, want := range map[string]bool{
 		"Authorization": false, "X-Api-Key": false, "ce-id": true, "Ce-Type": true,
 		"content-type": true, "Content-Length": true, "host": true,
+		"webhook-id": true, "Webhook-Timestamp": true, "WEBHOOK-SIGNATURE": true, "Webhook-Other": false,
 	} {
 		if got := reservedHeader(name); got != want {
 			t.Errorf("reservedHeader(%q) = %v, want %v", name, got, want)

@@ -5,6 +5,7 @@ package operator
 import (
 	"cmp"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"strings"
 	"time"
@@ -74,15 +75,30 @@ const (
 	ShutdownSlack = 10 * time.Second
 )
 
+// FormatCIDRs writes ranges as ParseCIDRs reads them.
+func FormatCIDRs(prefixes []netip.Prefix) string {
+	parts := make([]string, len(prefixes))
+	for i, p := range prefixes {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ",")
+}
+
 // Options tune the operator; zero values take the defaults.
 type Options struct {
 	// StatusInterval bounds how often counters alone cause a status write.
 	StatusInterval time.Duration
 	// DeliveryTimeout bounds one delivery attempt when a subscription sets none.
 	DeliveryTimeout time.Duration
-	// SinkDeny are address ranges sinks may not reach, checked when dialing. Nil means
-	// sink.DefaultDeny; an empty, non-nil slice denies nothing.
+	// SinkDeny are address ranges sinks may not reach, checked on the URL's host and when
+	// dialing. Nil means sink.DefaultDeny; an empty, non-nil slice denies nothing.
 	SinkDeny []netip.Prefix
+	// SinkUseProxy sends sink requests through HTTP_PROXY and HTTPS_PROXY. Off by default:
+	// the deny list then sees only the proxy's address and addresses written in URLs.
+	SinkUseProxy bool
+	// SinkFollowRedirects follows up to 3 redirects to the same scheme, host and port,
+	// without custom or signature headers. Off by default: a redirect fails the delivery.
+	SinkFollowRedirects bool
 	// Authorization of subscriptions; empty means DefaultAuthorization.
 	Authorization Authorization
 	// AuthorizationInterval is how long an authorization answer is trusted.
@@ -148,7 +164,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		APIReader:       mgr.GetAPIReader(),
 		Recorder:        mgr.GetEventRecorder("dynamic-notifier"),
 		Resolver:        resolve.New(disco, 250*time.Millisecond),
-		HTTPClients:     sink.NewClients(sinkDeny(opts.SinkDeny)...),
+		HTTPClients:     sink.NewClients(sinkClientOptions(opts)),
 		StatusInterval:  cmp.Or(opts.StatusInterval, DefaultStatusInterval),
 		DeliveryTimeout: opts.DeliveryTimeout,
 		Log:             log,
@@ -187,9 +203,10 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 	return &Operator{Registry: r.Registry}, nil
 }
 
-func sinkDeny(deny []netip.Prefix) []netip.Prefix {
-	if deny == nil {
-		return sink.DefaultDeny
+func sinkClientOptions(opts Options) sink.ClientOptions {
+	out := sink.ClientOptions{Deny: opts.SinkDeny, FollowRedirects: opts.SinkFollowRedirects}
+	if opts.SinkUseProxy {
+		out.Proxy = http.ProxyFromEnvironment
 	}
-	return deny
+	return out
 }

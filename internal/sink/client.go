@@ -5,50 +5,52 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
+
+// ClientOptions are the operator-wide rules of sink connections; the zero value is the
+// safe default.
+type ClientOptions struct {
+	// Deny are address ranges sinks may never reach. Nil means DefaultDeny; an empty,
+	// non-nil slice denies nothing.
+	Deny []netip.Prefix
+	// Proxy picks the proxy of a request, as http.Transport.Proxy does. Nil, the default,
+	// connects directly: through a proxy, the dial check would see the proxy, not the sink.
+	Proxy func(*http.Request) (*url.URL, error)
+	// FollowRedirects follows up to 3 redirects that keep the method and stay on the same
+	// scheme, host and port, without the request's other headers (credentials from
+	// headersFrom, the signature). Off, the default, a redirect fails the delivery: it may
+	// lead a sink's requests anywhere its author could not send them directly.
+	FollowRedirects bool
+}
+
+// maxRedirects is how many redirects one request may follow when they are followed.
+const maxRedirects = 3
 
 // Clients hands out HTTP clients: one shared, pooled client per distinct TLS setting, so
 // connections are kept alive and reused across subscriptions posting to the same host.
 // Every client refuses to connect to addresses in the deny list.
 type Clients struct {
-	deny    []netip.Prefix
+	deny    denyList
+	proxy   func(*http.Request) (*url.URL, error)
+	follow  bool
 	mu      sync.Mutex
 	clients map[[32]byte]*http.Client
 }
 
-// ErrDeniedAddress is a sink address in a denied range: a policy decision, not retried.
-var ErrDeniedAddress = errors.New("address denied by the operator's sink policy")
-
-// DefaultDeny are the ranges sinks may never reach unless the operator is told otherwise:
-// link-local, where cloud metadata services live.
-var DefaultDeny = []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16"), netip.MustParsePrefix("fe80::/10")}
-
-// NewClients returns an empty client cache refusing the deny ranges.
-func NewClients(deny ...netip.Prefix) *Clients {
-	return &Clients{deny: deny, clients: map[[32]byte]*http.Client{}}
-}
-
-// checkDial runs after DNS resolution, on the address actually dialled, so DNS rebinding
-// or a redirect cannot reach a denied range.
-func (c *Clients) checkDial(_, address string, _ syscall.RawConn) error {
-	ap, err := netip.ParseAddrPort(address)
-	if err != nil {
-		return fmt.Errorf("%w: cannot read %q", ErrDeniedAddress, address)
+// NewClients returns an empty client cache following opts.
+func NewClients(opts ClientOptions) *Clients {
+	deny := opts.Deny
+	if deny == nil {
+		deny = DefaultDeny
 	}
-	ip := ap.Addr().Unmap()
-	for _, p := range c.deny {
-		if p.Contains(ip) {
-			return fmt.Errorf("%s is in %s: %w", ip, p, ErrDeniedAddress)
-		}
-	}
-	return nil
+	return &Clients{deny: newDenyList(deny), proxy: opts.Proxy, follow: opts.FollowRedirects, clients: map[[32]byte]*http.Client{}}
 }
 
 // For returns the client for a CA bundle (PEM, may be empty) and verification setting.
@@ -66,7 +68,8 @@ func (c *Clients) For(caPEM []byte, insecureSkipVerify bool) (*http.Client, erro
 		return cl, nil
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: c.checkDial}).DialContext
+	t.Proxy = c.proxy
+	t.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: c.deny.checkDial}).DialContext
 	// Every delivery lane of every subscription on a host may hold a connection; a smaller
 	// idle pool makes lanes beyond it dial again for each request.
 	t.MaxIdleConns = 4096
@@ -86,12 +89,67 @@ func (c *Clients) For(caPEM []byte, insecureSkipVerify bool) (*http.Client, erro
 		}
 		t.TLSClientConfig = cfg
 	}
-	cl := &http.Client{Transport: t, CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if len(via) >= 3 {
-			return errors.New("stopped after 3 redirects")
-		}
-		return nil
-	}}
+	cl := &http.Client{Transport: &guardedTransport{Transport: t, deny: c.deny}, CheckRedirect: c.checkRedirect}
 	c.clients[key] = cl
 	return cl, nil
+}
+
+// guardedTransport checks the host of every request, redirects included, before the
+// transport resolves it, dials it or hands it to a proxy.
+type guardedTransport struct {
+	*http.Transport
+	deny denyList
+}
+
+func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if err := t.deny.checkHost(req.URL.Hostname()); err != nil {
+		if req.Body != nil {
+			_ = req.Body.Close() // a RoundTripper closes the body, even on error
+		}
+		return nil, err
+	}
+	return t.Transport.RoundTrip(req)
+}
+
+// checkRedirect decides on a redirect the sink answered; req is the request that would
+// follow it, via the requests made so far.
+func (c *Clients) checkRedirect(req *http.Request, via []*http.Request) error {
+	refuse := func(rule string) error {
+		return &RedirectError{Status: req.Response.Status, Location: req.URL.String(), Rule: rule}
+	}
+	first := via[0]
+	switch {
+	case !c.follow:
+		return refuse("redirects are not followed")
+	case len(via) > maxRedirects:
+		return refuse("at most 3 redirects are followed")
+	case !sameOrigin(first.URL, req.URL):
+		return refuse("only redirects to the same host are followed")
+	case req.Method != first.Method:
+		// 301, 302 and 303 turn a POST into a body-less GET: the event would be lost and
+		// counted as delivered.
+		return refuse("a redirect that turns the POST into a GET is not followed")
+	}
+	// The client copied every header; keep only those describing the event.
+	for k := range req.Header {
+		if k != "Content-Type" && !strings.HasPrefix(k, "Ce-") {
+			delete(req.Header, k)
+		}
+	}
+	return nil
+}
+
+// sameOrigin compares scheme, host and port, default ports included.
+func sameOrigin(a, b *url.URL) bool {
+	return a.Scheme == b.Scheme && strings.EqualFold(a.Hostname(), b.Hostname()) && port(a) == port(b)
+}
+
+func port(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "https" {
+		return "443"
+	}
+	return "80"
 }

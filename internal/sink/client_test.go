@@ -14,7 +14,7 @@ func TestClientsShareOnePerSetting(t *testing.T) {
 	srv := httptest.NewTLSServer(http.NotFoundHandler())
 	defer srv.Close()
 	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
-	c := NewClients()
+	c := NewClients(ClientOptions{})
 
 	plain1, err := c.For(nil, false)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -46,7 +46,7 @@ func TestClientsRejectBadPEM(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			c := NewClients()
+			c := NewClients(ClientOptions{})
 			cl, err := c.For(tc.pem, false)
 			g.Expect(err).To(HaveOccurred())
 			g.Expect(cl).To(BeNil())
@@ -76,7 +76,7 @@ func TestClientsTLSTrust(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			cl, err := NewClients().For(tc.ca, tc.insecure)
+			cl, err := NewClients(ClientOptions{}).For(tc.ca, tc.insecure)
 			g.Expect(err).NotTo(HaveOccurred())
 			w := &Webhook{URL: srv.URL, Client: cl}
 			err = w.Send(t.Context(), testMessage())

@@ -23,12 +23,33 @@ type HTTPError struct {
 
 func (e *HTTPError) Error() string { return fmt.Sprintf("%s %s: %s", e.Method, e.URL, e.Status) }
 
+// RedirectError is a redirect the operator did not follow: a policy decision, not retried.
+type RedirectError struct {
+	// Status of the sink's answer, such as "307 Temporary Redirect".
+	Status string
+	// Location is where the sink sent the request, resolved against its URL; empty when the
+	// answer named none.
+	Location string
+	// Rule says why the redirect was not followed.
+	Rule string
+}
+
+func (e *RedirectError) Error() string {
+	if e.Location == "" {
+		return "the sink answered " + e.Status + ", a redirect without a Location"
+	}
+	return "the sink answered " + e.Status + ", a redirect to " + e.Location + ": " + e.Rule
+}
+
 // Retryable tells whether a failed delivery may succeed when tried again: connection
 // errors, timeouts, 408, 429 and 5xx. Other 4xx will fail the same way every time.
 func Retryable(err error) bool {
 	if herr, ok := errors.AsType[*HTTPError](err); ok {
 		c := herr.StatusCode
 		return c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500
+	}
+	if _, ok := errors.AsType[*RedirectError](err); ok {
+		return false
 	}
 	return !errors.Is(err, errPermanent) && !errors.Is(err, ErrDeniedAddress)
 }
@@ -50,14 +71,18 @@ const (
 	ReasonInvalid     = "invalid"
 	ReasonDenied      = "denied"
 	ReasonConnection  = "connection"
+	ReasonRedirect    = "redirect"
 )
 
 // FailureReasons are every value FailureReason returns.
 var FailureReasons = []string{ReasonThrottled, ReasonServerError, ReasonClientError, ReasonTimeout, ReasonInvalid,
-	ReasonDenied, ReasonConnection}
+	ReasonDenied, ReasonConnection, ReasonRedirect}
 
 // FailureReason sorts an error into a few stable values, for metric labels.
 func FailureReason(err error) string {
+	if _, ok := errors.AsType[*RedirectError](err); ok {
+		return ReasonRedirect
+	}
 	if herr, ok := errors.AsType[*HTTPError](err); ok {
 		switch c := herr.StatusCode; {
 		case c == http.StatusTooManyRequests:

@@ -42,6 +42,9 @@ func TestRetryableAndFailureReason(t *testing.T) {
 		{"net timeout", fmt.Errorf("POST http://sink: %w", timeoutError{}), true, "timeout"},
 		{"other", errors.New("connection reset by peer"), true, "connection"},
 		{"permanent", fmt.Errorf("encoding: %w", errPermanent), false, "invalid"},
+		{"denied", fmt.Errorf("POST http://sink: %w", ErrDeniedAddress), false, "denied"},
+		{"redirect", fmt.Errorf("POST http://sink: %w", &RedirectError{Status: "307 Temporary Redirect",
+			Location: "http://elsewhere", Rule: "redirects are not followed"}), false, "redirect"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

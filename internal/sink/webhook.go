@@ -3,9 +3,6 @@ package sink
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -27,7 +24,9 @@ type Webhook struct {
 	Batch int
 	// Header is added to every request (from the subscription's headersFrom Secret).
 	Header http.Header
-	// SigningKey, when set, signs every request (see Sign).
+	// SigningKey, when set, signs every request by the Standard Webhooks scheme. Signed
+	// requests are never binary: binary mode carries type, subject and the other attributes
+	// in ce-* headers, which the scheme does not sign, so they go structured instead.
 	SigningKey []byte
 }
 
@@ -42,19 +41,6 @@ type Batcher interface {
 	SendBatch(ctx context.Context, msgs []Message) error
 }
 
-// SignatureHeader carries "t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">".
-const SignatureHeader = "Dynamic-Notifier-Signature"
-
-// Sign computes the signature header value for a body sent at t.
-func Sign(key, body []byte, t time.Time) string {
-	ts := strconv.FormatInt(t.Unix(), 10)
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(ts))
-	mac.Write([]byte("."))
-	mac.Write(body)
-	return "t=" + ts + ",v1=" + hex.EncodeToString(mac.Sum(nil))
-}
-
 // BatchSize is how many messages one request may carry.
 func (w *Webhook) BatchSize() int { return max(w.Batch, 1) }
 
@@ -67,7 +53,7 @@ func (w *Webhook) Send(ctx context.Context, msg Message) error {
 	maps.Copy(header, w.Header)
 	var body []byte
 	var err error
-	if w.Structured {
+	if w.Structured || len(w.SigningKey) > 0 {
 		body, err = structuredBody(msg)
 		header["Content-Type"] = []string{StructuredContentType}
 	} else {
@@ -77,7 +63,7 @@ func (w *Webhook) Send(ctx context.Context, msg Message) error {
 	if err != nil {
 		return Unencodable(msg.Event, err)
 	}
-	return w.post(ctx, header, body)
+	return w.post(ctx, header, body, msg.Event.ID)
 }
 
 // SendBatch posts msgs as one batched-mode request.
@@ -89,10 +75,11 @@ func (w *Webhook) SendBatch(ctx context.Context, msgs []Message) error {
 	header := http.Header{}
 	maps.Copy(header, w.Header)
 	header["Content-Type"] = []string{BatchContentType}
-	return w.post(ctx, header, body)
+	return w.post(ctx, header, body, func() string { return batchID(msgs) })
 }
 
-func (w *Webhook) post(ctx context.Context, header http.Header, body []byte) error {
+// post sends body; id names the request for the signature, computed only when signing.
+func (w *Webhook) post(ctx context.Context, header http.Header, body []byte, id func() string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, nil)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errPermanent, err)
@@ -102,7 +89,10 @@ func (w *Webhook) post(ctx context.Context, header http.Header, body []byte) err
 	req.ContentLength = int64(len(body))
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	if len(w.SigningKey) > 0 {
-		req.Header.Set(SignatureHeader, Sign(w.SigningKey, body, time.Now()))
+		id, now := id(), time.Now()
+		req.Header[HeaderWebhookID] = []string{id}
+		req.Header[HeaderWebhookTimestamp] = []string{strconv.FormatInt(now.Unix(), 10)}
+		req.Header[HeaderWebhookSignature] = []string{sign(w.SigningKey, id, now, body)}
 	}
 	resp, err := w.Client.Do(req)
 	if err != nil {
@@ -114,6 +104,14 @@ func (w *Webhook) post(ctx context.Context, header http.Header, body []byte) err
 	// Drain so the connection goes back to the pool.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
+	// A 3xx the client did not try to follow: 300, 304, or one without a Location.
+	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
+		rerr := &RedirectError{Status: resp.Status, Rule: "this redirect is not followed"}
+		if loc, err := resp.Location(); err == nil {
+			rerr.Location = loc.String()
+		}
+		return fmt.Errorf("POST %s: %w", w.URL, rerr)
+	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return &HTTPError{Method: http.MethodPost, URL: w.URL, StatusCode: resp.StatusCode, Status: resp.Status,
 			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}

@@ -252,8 +252,22 @@ subscriptions: {authorization: None, sinkDenyCIDRs: []}
 			authorization: "SubjectAccessReview"},
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			dep := convert[appsv1.Deployment](t, only(objs, "Deployment")[0])
-			if args := managerContainer(t, dep).Args; !slices.Contains(args, "--sink-deny-cidrs=169.254.0.0/16,fe80::/10") {
-				t.Errorf("the default sink deny list is not passed on: %q", args)
+			// The operator's own default applies: the chart keeps no copy of it.
+			for _, arg := range managerContainer(t, dep).Args {
+				if strings.HasPrefix(arg, "--sink-deny-cidrs") {
+					t.Errorf("the chart passes %s without subscriptions.sinkDenyCIDRs set", arg)
+				}
+			}
+		},
+	}, {
+		name:   "own sink deny list",
+		values: `{subscriptions: {sinkDenyCIDRs: [169.254.0.0/16, "fd00:ec2::254/128", 10.0.0.0/8]}}`,
+		want:   chartDefaults,
+		check: func(t *testing.T, objs []*unstructured.Unstructured) {
+			dep := convert[appsv1.Deployment](t, only(objs, "Deployment")[0])
+			want := "--sink-deny-cidrs=169.254.0.0/16,fd00:ec2::254/128,10.0.0.0/8"
+			if args := managerContainer(t, dep).Args; !slices.Contains(args, want) {
+				t.Errorf("the chart does not pass %s: %q", want, args)
 			}
 		},
 	}}
