@@ -2,7 +2,7 @@
 --
 -- Suspended   spec.suspend is true, or Ready=False with reason Suspended.
 -- Progressing no status yet, status older than the spec (observedGeneration behind
---             metadata.generation), no Ready condition yet, or Ready=Unknown (Starting).
+--             metadata.generation), no Ready condition yet, or Ready=Unknown (Starting, CheckFailing).
 -- Healthy     Ready=True for the current generation: events are flowing.
 -- Degraded    Ready=False: the condition's message says why (ResourceNotFound, Forbidden,
 --             DeliveryFailing, ...).

@@ -63,7 +63,7 @@ func readyStatus(reason string) string {
 	switch reason {
 	case notifyv1.ReasonWatching:
 		return "True"
-	case notifyv1.ReasonStarting:
+	case notifyv1.ReasonStarting, notifyv1.ReasonCheckFailing:
 		return "Unknown"
 	}
 	return "False"
@@ -78,7 +78,7 @@ func TestHealthForEveryReason(t *testing.T) {
 			switch reason {
 			case notifyv1.ReasonWatching:
 				want.Status = "Healthy"
-			case notifyv1.ReasonStarting:
+			case notifyv1.ReasonStarting, notifyv1.ReasonCheckFailing:
 				want.Status = "Progressing"
 			case notifyv1.ReasonSuspended:
 				want.Status = "Suspended"
