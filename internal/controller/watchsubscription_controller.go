@@ -67,7 +67,7 @@ type WatchSubscriptionReconciler struct {
 	DeliveryTimeout time.Duration
 	Log             logr.Logger
 
-	wiring  *wiring
+	running *runningSubscriptions
 	trigger *trigger
 	retries checkRetry
 }
@@ -136,10 +136,10 @@ func apiServerUnavailable(err error) bool {
 
 // forget stops a deleted subscription and drops its counters and metrics.
 func (r *WatchSubscriptionReconciler) forget(nn types.NamespacedName) {
-	if uid, ok := r.wiring.uidOf(nn); ok {
+	if uid, ok := r.running.uidOf(nn); ok {
 		r.Registry.Forget(checkpointName(nn, uid))
 	}
-	r.wiring.teardown(nn, true)
+	r.running.teardown(nn, true)
 	r.retries.reset(nn)
 	metrics.Forget(nn.Namespace, nn.Name)
 }
@@ -156,20 +156,20 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 	gvr := gvrOf(ws)
 	in := readiness{Resource: resolve.Describe(gvr), Suspended: ws.Spec.Suspend}
 	if in.Suspended {
-		r.wiring.teardown(nn, false)
+		r.running.teardown(nn, false)
 		return in, nil, ctrl.Result{}
 	}
 	p, err := planFor(ws, planOptions{DeliveryTimeout: r.DeliveryTimeout, OnFilterError: r.filterErrorHook(nn)})
 	if err != nil {
 		in.SpecErr = err
-		r.wiring.teardown(nn, false)
+		r.running.teardown(nn, false)
 		return in, nil, ctrl.Result{} // terminal until the spec changes
 	}
 	// keepRunning is the answer to a check that could not be made.
 	keepRunning := func(check string, err error, res *resolve.Resource) (readiness, *resolve.Resource, ctrl.Result) {
 		metrics.CheckFailed(nn.Namespace, nn.Name, check)
 		in.CheckErr = fmt.Errorf("%s: %w", check, err)
-		if c := r.wiring.running(nn, ws.UID); c != nil {
+		if c := r.running.get(nn, ws.UID); c != nil {
 			r.observe(&in, ws, c)
 		}
 		return in, res, ctrl.Result{RequeueAfter: r.retries.next(nn)}
@@ -180,7 +180,7 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 			return keepRunning(metrics.CheckSecrets, err, nil)
 		}
 		in.SinkErr = err
-		r.wiring.teardown(nn, false)
+		r.running.teardown(nn, false)
 		return in, nil, ctrl.Result{} // waits for the spec or the Secret to change
 	}
 	res, err := r.Resolver.Resolve(gvr)
@@ -188,11 +188,11 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 		switch {
 		case meta.IsNoMatchError(err):
 			in.ResolveErr = err
-			r.wiring.teardown(nn, false)
+			r.running.teardown(nn, false)
 			return in, nil, r.waitForCRD(ctx, gvr, &in)
 		case resolve.IsNotWatchable(err), !couldNotAsk(err):
 			in.ResolveErr = err
-			r.wiring.teardown(nn, false)
+			r.running.teardown(nn, false)
 			return in, nil, ctrl.Result{}
 		default:
 			return keepRunning(metrics.CheckDiscovery, err, nil)
@@ -207,14 +207,14 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 				return keepRunning(metrics.CheckAuthorization, err, &res)
 			}
 			in.AuthzErr = err
-			r.wiring.teardown(nn, false)
+			r.running.teardown(nn, false)
 			return in, &res, ctrl.Result{RequeueAfter: r.authzInterval()}
 		}
 		// Look again within the interval: a revoked grant stops the subscription.
 		result.RequeueAfter = r.authzInterval()
 	}
 	r.retries.reset(nn)
-	c, same := r.wiring.current(nn, ws.UID, ws.Generation, keys, sinks.fingerprint)
+	c, same := r.running.current(nn, ws.UID, ws.Generation, keys, sinks.fingerprint)
 	if !same {
 		c = r.start(ws, p, keys, sinks, c)
 	}
@@ -235,14 +235,14 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 }
 
 // observe adds what runs for the subscription to in: its informers and its deliveries.
-func (r *WatchSubscriptionReconciler) observe(in *readiness, ws *notifyv1.WatchSubscription, c *wired) {
+func (r *WatchSubscriptionReconciler) observe(in *readiness, ws *notifyv1.WatchSubscription, c *runningSubscription) {
 	in.SyncingFor = time.Since(c.started)
 	in.QueueSize = c.queueSize
 	for _, k := range c.keys {
 		st, _ := r.Registry.State(k)
 		in.Scopes = append(in.Scopes, scopeState{Namespace: k.Namespace, Synced: st.Synced, Err: st.Err})
 	}
-	if stats, ok := r.wiring.peekStats(types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}, ws.UID); ok {
+	if stats, ok := r.running.peekStats(types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}, ws.UID); ok {
 		in.Delivery = stats.Snapshot()
 		in.DroppedRecently, _ = in.Delivery.DroppedRecently(time.Now())
 	}
@@ -251,20 +251,20 @@ func (r *WatchSubscriptionReconciler) observe(in *readiness, ws *notifyv1.WatchS
 // start builds a delivery pipeline and puts it in the place of what ran before: in the
 // streams both watch, the new subscriber takes the old one's place in one step, so no
 // change goes to both or to neither, and the new pipeline takes over what the old one had
-// not delivered yet, ahead of its own events. Streams the previous wiring already watched
+// not delivered yet, ahead of its own events. Streams what ran before already watched
 // get no initial events again.
 func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p plan, keys []watch.Key,
-	sinks builtSinks, old *wired) *wired {
+	sinks builtSinks, old *runningSubscription) *runningSubscription {
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
 	if old != nil && old.uid != ws.UID {
-		r.wiring.teardown(nn, false) // another subscription of the same name: nothing to take over
+		r.running.teardown(nn, false) // another subscription of the same name: nothing to take over
 		old = nil
 	}
 	progress := watch.NewProgress()
 	if old != nil {
 		progress = old.progress
 	}
-	stats := r.wiring.statsFor(ws)
+	stats := r.running.statsFor(ws)
 	regarding := ws.DeepCopy()
 	onResync := func(info event.ResyncInfo) {
 		stats.Resynced()
@@ -296,7 +296,7 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 			}
 		},
 	})
-	c := &wired{uid: ws.UID, generation: ws.Generation, keys: keys, sinkFingerprint: sinks.fingerprint,
+	c := &runningSubscription{uid: ws.UID, generation: ws.Generation, keys: keys, sinkFingerprint: sinks.fingerprint,
 		pipeline: pipeline, progress: progress, started: time.Now(), queueSize: p.Delivery.QueueSize,
 		handles: make(map[watch.Key]*watch.Handle, len(keys))}
 	for _, k := range keys {
@@ -311,14 +311,14 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 			OnResync:          onResync,
 		}
 		if prev := old.handle(k); prev != nil {
-			// Initial events went out in the old wiring, unless it was still sending them.
+			// Initial events went out before the spec changed, unless it was still sending them.
 			sub.SendInitialEvents = sub.SendInitialEvents && !prev.CaughtUp()
 			c.handles[k] = r.Registry.Resubscribe(prev, sub)
 		} else {
 			c.handles[k] = r.Registry.Subscribe(k, sub)
 		}
 	}
-	r.wiring.replace(nn, c, old)
+	r.running.replace(nn, c, old)
 	return c
 }
 
@@ -415,7 +415,7 @@ func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notif
 		st.Namespaced = &res.Namespaced
 	}
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
-	if stats, ok := r.wiring.peekStats(nn, ws.UID); ok {
+	if stats, ok := r.running.peekStats(nn, ws.UID); ok {
 		s := stats.Snapshot()
 		st.EventsObserved, st.EventsDelivered, st.EventsFailed, st.EventsDropped = s.Observed, s.Delivered, s.Failed, s.Dropped
 		st.LastEventTime = optionalTime(s.LastEventTime, st.LastEventTime)
@@ -463,7 +463,7 @@ func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.StatusInterval <= 0 {
 		r.StatusInterval = 2 * time.Second
 	}
-	r.wiring = newWiring()
+	r.running = newRunningSubscriptions()
 	r.trigger = newTrigger(r.StatusInterval)
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &notifyv1.WatchSubscription{}, crdIndex,
 		func(o client.Object) []string {
@@ -494,19 +494,19 @@ func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // Drain waits until every running pipeline has finished with what it holds, or ctx ends.
 // Stop the watches first, or new events keep arriving.
 func (r *WatchSubscriptionReconciler) Drain(ctx context.Context) (pipelines, drained int) {
-	if r.wiring == nil {
+	if r.running == nil {
 		return 0, 0
 	}
-	return r.wiring.drain(ctx)
+	return r.running.drain(ctx)
 }
 
 // InformerChanged is the registry's callback: the subscriptions on that informer need a
 // fresh look at once.
 func (r *WatchSubscriptionReconciler) InformerChanged(key watch.Key) {
-	if r.wiring == nil {
+	if r.running == nil {
 		return
 	}
-	for _, nn := range r.wiring.subscribersOf(key) {
+	for _, nn := range r.running.subscribersOf(key) {
 		r.trigger.Now(nn)
 	}
 }

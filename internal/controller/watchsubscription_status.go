@@ -42,7 +42,7 @@ type readiness struct {
 	DroppedRecently bool
 	// QueueSize is the subscription's queue bound, for messages.
 	QueueSize int
-	// SyncingFor is how long the current wiring has been running.
+	// SyncingFor is how long what runs now has been running.
 	SyncingFor time.Duration
 }
 
@@ -197,7 +197,7 @@ func readyEvent(old *metav1.Condition, updated metav1.Condition) (string, bool) 
 }
 
 // restartGrace is how long a subscription that was Watching keeps saying so while its
-// informer syncs again after an operator restart or a spec-neutral rewiring. Without it
+// informer syncs again after an operator restart or a spec-neutral restart of its watches. Without it
 // every restart would flip every subscription to Starting and back: two status writes and
 // two Events each, for a watch that is usually back within a second.
 const restartGrace = 10 * time.Second

@@ -108,7 +108,7 @@ func offerHeld(g *WithT, p *Pipeline, n int) {
 	for i := range n {
 		g.Expect(p.Offer(newEvent(objName(i), 1))).To(BeTrue())
 	}
-	p.Release(nil)
+	p.TakeOver(nil)
 }
 
 func TestBatchingSinkTakesWhatIsQueuedInOrder(t *testing.T) {
@@ -177,7 +177,7 @@ func TestReplacementRetriesABatchCutShort(t *testing.T) {
 	replacement := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Done: done.done})
 	defer replacement.Stop()
 	g.Expect(replacement.Offer(newEvent(objName(3), 1))).To(BeTrue())
-	replacement.Release(old)
+	replacement.TakeOver(old)
 
 	g.Eventually(rcv.batches).Should(Equal([][]string{subjects(0, 4)}),
 		"the cut-short batch goes again, ahead of the new pipeline's own event")
@@ -208,7 +208,7 @@ func TestBatchStopsGrowingAtMaxBatchBytes(t *testing.T) {
 				ev.Object.Object["data"] = tc.objects
 				g.Expect(p.Offer(ev)).To(BeTrue())
 			}
-			p.Release(nil)
+			p.TakeOver(nil)
 
 			g.Eventually(rcv.batches).Should(Equal([][]string{subjects(0, 2), subjects(2, 4), subjects(4, 5)}),
 				"requests stop short of MaxBatchBytes, in order")
@@ -245,7 +245,7 @@ func TestOneUnencodableEventFailsAloneInItsBatch(t *testing.T) {
 				}
 				g.Expect(p.Offer(ev)).To(BeTrue())
 			}
-			p.Release(nil)
+			p.TakeOver(nil)
 
 			g.Eventually(rcv.batches).Should(Equal([][]string{{subjects(0, 1)[0], subjects(2, 3)[0]}}),
 				"the two good events still go, together")
@@ -296,7 +296,7 @@ func TestReplacementGetsOnlyWhatADeadLetteringPipelineLeft(t *testing.T) {
 	fixed := newBatchReceiver(t, nil)
 	replacement := Start(Options{Sink: fixed.webhook(10), Parallelism: 1, Held: true})
 	defer replacement.Stop()
-	replacement.Release(old)
+	replacement.TakeOver(old)
 
 	g.Eventually(fixed.batches).Should(Equal([][]string{subjects(1, 3)}),
 		"the replacement retries the two events not settled, not the one already dead-lettered")

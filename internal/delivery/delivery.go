@@ -64,7 +64,7 @@ type Options struct {
 	// An event still queued or in flight when the pipeline stops is never Done, so a
 	// checkpoint built from Done never covers it.
 	Done func(*event.Event)
-	// Held keeps the workers from starting until Release: events offered meanwhile wait.
+	// Held keeps the workers from starting until TakeOver: events offered meanwhile wait.
 	Held bool
 	// HandOverWait is how long an attempt in flight may go on when a successor takes over
 	// (default 5s): its answer may be on the way, and cutting it short could deliver the
@@ -104,7 +104,7 @@ type Pipeline struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	// mu orders starting workers against Stop and Release (taken before a lane's mu).
+	// mu orders starting workers against Stop and TakeOver (taken before a lane's mu).
 	mu            sync.Mutex
 	stopped, held bool
 	// stopping is closed when the pipeline stops taking events and waiting between
@@ -152,7 +152,7 @@ func Start(opts Options) *Pipeline {
 }
 
 // spawn starts the worker of a lane marked running, unless the pipeline is held or
-// stopped; then the lane is unmarked, and Release starts it later.
+// stopped; then the lane is unmarked, and TakeOver starts it later.
 func (p *Pipeline) spawn(l *lane) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -180,12 +180,12 @@ func (p *Pipeline) startWorkers() {
 	}
 }
 
-// Release starts a held pipeline's workers. With the pipeline it replaces (the
+// TakeOver starts a held pipeline's workers. With the pipeline it replaces (the
 // subscription's spec or sink changed), it first stops that one (see handOver) and puts
 // what it had not settled ahead of its own events: nothing queued is thrown away and an
 // object's events keep their order across the change. Call it once the replaced pipeline
 // gets no more events; it may take up to the replaced pipeline's HandOverWait.
-func (p *Pipeline) Release(replaced *Pipeline) {
+func (p *Pipeline) TakeOver(replaced *Pipeline) {
 	defer p.markReleased()
 	if replaced != nil {
 		p.prepend(replaced.handOver())
@@ -303,7 +303,7 @@ func withDefaults(o Options) Options {
 
 // Stop ends delivery at once: an attempt in flight is cancelled, nothing more is sent, and
 // Stop waits for the workers to end. What was not finished with stays for a pipeline that
-// takes over (Release); calling Stop again does nothing more.
+// takes over (TakeOver); calling Stop again does nothing more.
 func (p *Pipeline) Stop() {
 	p.mu.Lock()
 	p.stopped = true

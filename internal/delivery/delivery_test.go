@@ -737,7 +737,7 @@ func TestReplacementTakesOverWhatTheOldPipelineHeld(t *testing.T) {
 	mu.Lock()
 	failing = false // the new spec points at a working sink
 	mu.Unlock()
-	replacement.Release(old)
+	replacement.TakeOver(old)
 	g.Eventually(delivered).Should(HaveLen(4))
 	got := delivered()
 	g.Expect(got).To(ContainElements("1", "2", "3", "4"), "nothing the old pipeline held is lost")
@@ -778,7 +778,7 @@ func TestHandOverLetsTheAttemptInFlightFinish(t *testing.T) {
 	defer replacement.Stop()
 	released := make(chan struct{})
 	go func() {
-		replacement.Release(old)
+		replacement.TakeOver(old)
 		close(released)
 	}()
 	close(answer)

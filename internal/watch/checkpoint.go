@@ -1,6 +1,49 @@
 package watch
 
-import "time"
+import (
+	"maps"
+	"time"
+)
+
+// PointKey names a checkpoint: one subscriber's position in one stream. A subscription over
+// several namespaces has one per namespace scope.
+type PointKey struct {
+	// Subscriber is Subscriber.Checkpoint.
+	Subscriber string `json:"subscriber"`
+	// Stream is the informer key (Key.String()).
+	Stream string `json:"stream"`
+}
+
+// ExpectCheckpoints makes Subscribe wait until Restore (or Stop): subscribers must find the
+// checkpoints of an earlier run. Call before any Subscribe.
+func (r *Registry) ExpectCheckpoints() {
+	r.restored = make(chan struct{})
+}
+
+// Restore hands over the checkpoints of an earlier run and lets Subscribe go on.
+func (r *Registry) Restore(points map[PointKey]Point) {
+	r.mu.Lock()
+	maps.Copy(r.points, points)
+	r.mu.Unlock()
+	r.restoredOnce.Do(func() {
+		select {
+		case <-r.restored:
+		default:
+			close(r.restored)
+		}
+	})
+}
+
+// SaveSoon signals when checkpoints should be saved before the next interval: a subscriber
+// got its first one, and a crash must not find it without.
+func (r *Registry) SaveSoon() <-chan struct{} { return r.saveSoon }
+
+func (r *Registry) checkpointSoon() {
+	select {
+	case r.saveSoon <- struct{}{}:
+	default:
+	}
+}
 
 // pointMaxAge bounds how long a loaded checkpoint nobody takes is kept (its subscription
 // may have been deleted while no operator ran).

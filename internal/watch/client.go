@@ -41,12 +41,12 @@ func (c noRetryAfter) Get() *rest.Request { return c.Interface.Get().MaxRetries(
 var briefRetry = wait.Backoff{Duration: 25 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 5}
 
 // retryBriefly calls call again, with briefRetry, while it fails in a way that passes
-// within a moment (see passing); any other outcome is returned at once.
+// within a moment (see transient); any other outcome is returned at once.
 func retryBriefly[T any](ctx context.Context, call func() (T, error)) (T, error) {
 	b := briefRetry
 	for {
 		v, err := call()
-		if err == nil || b.Steps == 0 || !passing(err) {
+		if err == nil || b.Steps == 0 || !transient(err) {
 			return v, err
 		}
 		select {
@@ -57,10 +57,10 @@ func retryBriefly[T any](ctx context.Context, call func() (T, error)) (T, error)
 	}
 }
 
-// passing tells the failures retryBriefly retries: a watch cache initializing, and the
+// transient tells the failures retryBriefly retries: a watch cache initializing, and the
 // broken connections client-go itself retries a GET on (reset, EOF, a lost HTTP/2
 // connection), as when an API server restarts.
-func passing(err error) bool {
+func transient(err error) bool {
 	return storageInitializing(err) ||
 		utilnet.IsConnectionReset(err) || utilnet.IsProbableEOF(err) || utilnet.IsHTTP2ConnectionLost(err)
 }

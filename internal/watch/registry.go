@@ -1,8 +1,3 @@
-// Package watch is the registry of shared watches. It runs one informer per distinct
-// (resource, namespace scope) among the active subscriptions, fans each change out to the
-// subscribers whose filters match, starts an informer with its first subscriber and stops it
-// with its last. It knows nothing about sinks: subscribers receive events through a Receiver
-// that must not block.
 package watch
 
 import (
@@ -66,15 +61,6 @@ type Subscriber struct {
 	OnResync func(event.ResyncInfo)
 }
 
-// PointKey names a checkpoint: one subscriber's position in one stream. A subscription over
-// several namespaces has one per namespace scope.
-type PointKey struct {
-	// Subscriber is Subscriber.Checkpoint.
-	Subscriber string `json:"subscriber"`
-	// Stream is the informer key (Key.String()).
-	Stream string `json:"stream"`
-}
-
 // State is what an informer can tell about itself.
 type State struct {
 	// Synced is true once the first list has been received.
@@ -115,37 +101,6 @@ func New(client dynamic.Interface, log logr.Logger, onChange func(Key)) *Registr
 	close(restored)
 	return &Registry{client: client, log: log, onChange: onChange, ctx: ctx, cancel: cancel,
 		informers: map[Key]*informer{}, points: map[PointKey]Point{}, restored: restored, saveSoon: make(chan struct{}, 1)}
-}
-
-// ExpectCheckpoints makes Subscribe wait until Restore (or Stop): subscribers must find the
-// checkpoints of an earlier run. Call before any Subscribe.
-func (r *Registry) ExpectCheckpoints() {
-	r.restored = make(chan struct{})
-}
-
-// Restore hands over the checkpoints of an earlier run and lets Subscribe go on.
-func (r *Registry) Restore(points map[PointKey]Point) {
-	r.mu.Lock()
-	maps.Copy(r.points, points)
-	r.mu.Unlock()
-	r.restoredOnce.Do(func() {
-		select {
-		case <-r.restored:
-		default:
-			close(r.restored)
-		}
-	})
-}
-
-// SaveSoon signals when checkpoints should be saved before the next interval: a subscriber
-// got its first one, and a crash must not find it without.
-func (r *Registry) SaveSoon() <-chan struct{} { return r.saveSoon }
-
-func (r *Registry) checkpointSoon() {
-	select {
-	case r.saveSoon <- struct{}{}:
-	default:
-	}
 }
 
 // Handle is a subscriber's place in one informer.

@@ -61,9 +61,8 @@ type resumeState struct {
 	// gap is set when the replay could not be completed (ResyncWatchExpired).
 	gap bool
 	// buffer keeps what was fanned out, for subscribers still waiting.
-	buffer   []*event.Event
-	overflow bool
-	timer    *time.Timer
+	buffer overflowBuffer
+	timer  *time.Timer
 }
 
 // startResume prepares the informer to resume from the points of its waiting subscribers.
@@ -72,7 +71,7 @@ func (i *informer) startResume(points map[string]Point) {
 	if len(points) == 0 {
 		return
 	}
-	rs := &resumeState{from: math.MaxUint64, waiting: points}
+	rs := &resumeState{from: math.MaxUint64, waiting: points, buffer: newOverflowBuffer(resumeBufferLimit)}
 	for _, p := range points {
 		rv, _ := parseRV(p.ResourceVersion)
 		if rv < rs.from {
@@ -108,7 +107,8 @@ func (i *informer) closeResume() {
 	if i.resume.timer != nil {
 		i.resume.timer.Stop()
 	}
-	i.resume.waiting, i.resume.buffer = nil, nil
+	i.resume.waiting = nil
+	i.resume.buffer.reset()
 	i.settleResume()
 }
 
@@ -139,11 +139,11 @@ func (i *informer) watchFrom(requested string) string {
 func (i *informer) joinResume(s *subscriber) {
 	rs := i.resume
 	delete(rs.waiting, s.Checkpoint)
-	if rs.overflow {
+	if rs.buffer.overflowed {
 		i.offerResync(s, ResyncCheckpointUnavailable, s.point.ResourceVersion)
 	} else {
-		for _, ev := range rs.buffer {
-			i.deliverTo(s, ev)
+		for _, ev := range rs.buffer.events {
+			i.offerIfMatching(s, ev)
 		}
 		if rs.gap {
 			i.offerResync(s, ResyncWatchExpired, s.point.ResourceVersion)
@@ -157,14 +157,10 @@ func (i *informer) joinResume(s *subscriber) {
 // keepForWaiting buffers ev for subscribers that have not joined yet. Called with mu held.
 func (i *informer) keepForWaiting(ev *event.Event) {
 	rs := i.resume
-	if rs == nil || len(rs.waiting) == 0 || rs.overflow {
+	if rs == nil || len(rs.waiting) == 0 {
 		return
 	}
-	if len(rs.buffer) >= resumeBufferLimit {
-		rs.overflow, rs.buffer = true, nil
-		return
-	}
-	rs.buffer = append(rs.buffer, ev)
+	rs.buffer.add(ev)
 }
 
 // offerResync tells s that changes or deletions since its checkpoint may be missing.
@@ -175,12 +171,12 @@ func (i *informer) offerResync(s *subscriber, reason, checkpoint string) {
 	if s.OnResync != nil {
 		s.OnResync(info)
 	}
-	s.offer(event.NewResync(i.key.GVR, i.stream, s.Checkpoint, info))
+	s.receive(event.NewResync(i.key.GVR, i.stream, s.Checkpoint, info))
 }
 
 // replayed reports whether a watch event is part of the replay (at or below the first
 // list). Called with mu held.
-func (i *informer) replayed(rv uint64, ok bool) bool {
+func (i *informer) advanceReplay(rv uint64, ok bool) bool {
 	rs := i.resume
 	if rs == nil || !rs.replaying {
 		return false

@@ -13,9 +13,9 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
 
-// wired is what one subscription has running: its delivery pipeline and its places in the
+// runningSubscription is what one subscription has running: its delivery pipeline and its places in the
 // shared informers' fan-outs.
-type wired struct {
+type runningSubscription struct {
 	uid        types.UID
 	generation int64
 	keys       []watch.Key
@@ -23,7 +23,7 @@ type wired struct {
 	sinkFingerprint string
 	pipeline        *delivery.Pipeline
 	queueSize       int
-	// progress outlives a rewiring, so events the replaced pipeline still delivers keep
+	// progress outlives a spec change, so events the replaced pipeline still delivers keep
 	// holding the checkpoint back.
 	progress *watch.Progress
 	handles  map[watch.Key]*watch.Handle
@@ -31,18 +31,18 @@ type wired struct {
 }
 
 // handle is the subscriber's place in the stream of key; nil when it has none.
-func (c *wired) handle(key watch.Key) *watch.Handle {
+func (c *runningSubscription) handle(key watch.Key) *watch.Handle {
 	if c == nil {
 		return nil
 	}
 	return c.handles[key]
 }
 
-// wiring tracks every subscription's running parts, its counters, and which informers it
+// runningSubscriptions tracks every subscription's running parts, its counters, and which informers it
 // uses so informer state changes reach the right subscriptions.
-type wiring struct {
+type runningSubscriptions struct {
 	mu    sync.Mutex
-	subs  map[types.NamespacedName]*wired
+	subs  map[types.NamespacedName]*runningSubscription
 	stats map[types.NamespacedName]*statsEntry
 	byKey map[watch.Key]map[types.NamespacedName]bool
 }
@@ -52,13 +52,13 @@ type statsEntry struct {
 	stats *delivery.Stats
 }
 
-func newWiring() *wiring {
-	return &wiring{subs: map[types.NamespacedName]*wired{}, stats: map[types.NamespacedName]*statsEntry{},
+func newRunningSubscriptions() *runningSubscriptions {
+	return &runningSubscriptions{subs: map[types.NamespacedName]*runningSubscription{}, stats: map[types.NamespacedName]*statsEntry{},
 		byKey: map[watch.Key]map[types.NamespacedName]bool{}}
 }
 
 // current returns what runs for nn, and whether it matches this uid, generation and keys.
-func (w *wiring) current(nn types.NamespacedName, uid types.UID, generation int64, keys []watch.Key, sinkFingerprint string) (*wired, bool) {
+func (w *runningSubscriptions) current(nn types.NamespacedName, uid types.UID, generation int64, keys []watch.Key, sinkFingerprint string) (*runningSubscription, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	c, ok := w.subs[nn]
@@ -70,7 +70,7 @@ func (w *wiring) current(nn types.NamespacedName, uid types.UID, generation int6
 }
 
 // running returns what runs for nn if it belongs to the subscription of this uid.
-func (w *wiring) running(nn types.NamespacedName, uid types.UID) *wired {
+func (w *runningSubscriptions) get(nn types.NamespacedName, uid types.UID) *runningSubscription {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if c, ok := w.subs[nn]; ok && c.uid == uid {
@@ -79,8 +79,8 @@ func (w *wiring) running(nn types.NamespacedName, uid types.UID) *wired {
 	return nil
 }
 
-// uidOf is the uid of the subscription wired or counted under nn.
-func (w *wiring) uidOf(nn types.NamespacedName) (types.UID, bool) {
+// uidOf is the uid of the subscription running or counted under nn.
+func (w *runningSubscriptions) uidOf(nn types.NamespacedName) (types.UID, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if c, ok := w.subs[nn]; ok {
@@ -93,7 +93,7 @@ func (w *wiring) uidOf(nn types.NamespacedName) (types.UID, bool) {
 }
 
 // statsFor returns the counters of a subscription, starting from its status after a restart.
-func (w *wiring) statsFor(ws *notifyv1.WatchSubscription) *delivery.Stats {
+func (w *runningSubscriptions) statsFor(ws *notifyv1.WatchSubscription) *delivery.Stats {
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -106,7 +106,7 @@ func (w *wiring) statsFor(ws *notifyv1.WatchSubscription) *delivery.Stats {
 }
 
 // peekStats returns the counters if the subscription has any running or kept.
-func (w *wiring) peekStats(nn types.NamespacedName, uid types.UID) (*delivery.Stats, bool) {
+func (w *runningSubscriptions) peekStats(nn types.NamespacedName, uid types.UID) (*delivery.Stats, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	e, ok := w.stats[nn]
@@ -120,7 +120,7 @@ func (w *wiring) peekStats(nn types.NamespacedName, uid types.UID) (*delivery.St
 // already taken over where both watch the same stream. It removes old's subscribers from
 // the streams c does not watch, then c's held pipeline takes over what old's had not
 // delivered yet, ahead of its own events, and starts.
-func (w *wiring) replace(nn types.NamespacedName, c, old *wired) {
+func (w *runningSubscriptions) replace(nn types.NamespacedName, c, old *runningSubscription) {
 	w.mu.Lock()
 	if prev, ok := w.subs[nn]; ok {
 		w.unindex(nn, prev)
@@ -138,10 +138,10 @@ func (w *wiring) replace(nn types.NamespacedName, c, old *wired) {
 	}
 	// The old pipeline's attempt in flight may take a moment to answer: hand over aside,
 	// the new pipeline holds its events meanwhile.
-	go c.pipeline.Release(old.pipeline)
+	go c.pipeline.TakeOver(old.pipeline)
 }
 
-func (w *wiring) index(nn types.NamespacedName, c *wired) {
+func (w *runningSubscriptions) index(nn types.NamespacedName, c *runningSubscription) {
 	for _, k := range c.keys {
 		if w.byKey[k] == nil {
 			w.byKey[k] = map[types.NamespacedName]bool{}
@@ -152,7 +152,7 @@ func (w *wiring) index(nn types.NamespacedName, c *wired) {
 
 // teardown stops what runs for nn: after it returns nothing more is delivered.
 // forget also drops the counters (the subscription is gone).
-func (w *wiring) teardown(nn types.NamespacedName, forget bool) {
+func (w *runningSubscriptions) teardown(nn types.NamespacedName, forget bool) {
 	w.mu.Lock()
 	c, ok := w.subs[nn]
 	if ok {
@@ -172,7 +172,7 @@ func (w *wiring) teardown(nn types.NamespacedName, forget bool) {
 	c.pipeline.Stop()
 }
 
-func (w *wiring) unindex(nn types.NamespacedName, c *wired) {
+func (w *runningSubscriptions) unindex(nn types.NamespacedName, c *runningSubscription) {
 	for _, k := range c.keys {
 		delete(w.byKey[k], nn)
 		if len(w.byKey[k]) == 0 {
@@ -183,7 +183,7 @@ func (w *wiring) unindex(nn types.NamespacedName, c *wired) {
 
 // drain waits, for every running pipeline at once, until it has finished with what it
 // holds or ctx ends.
-func (w *wiring) drain(ctx context.Context) (pipelines, drained int) {
+func (w *runningSubscriptions) drain(ctx context.Context) (pipelines, drained int) {
 	w.mu.Lock()
 	running := make([]*delivery.Pipeline, 0, len(w.subs))
 	for _, c := range w.subs {
@@ -203,7 +203,7 @@ func (w *wiring) drain(ctx context.Context) (pipelines, drained int) {
 }
 
 // subscribersOf lists the subscriptions using the informer for key.
-func (w *wiring) subscribersOf(key watch.Key) []types.NamespacedName {
+func (w *runningSubscriptions) subscribersOf(key watch.Key) []types.NamespacedName {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	out := make([]types.NamespacedName, 0, len(w.byKey[key]))

@@ -1,0 +1,86 @@
+package watch
+
+import (
+	"context"
+	"time"
+
+	apiwatch "k8s.io/apimachinery/pkg/watch"
+
+	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+)
+
+func (i *informer) start() {
+	ctx, cancel := context.WithCancel(i.reg.ctx)
+	i.cancel = cancel
+	ri := i.reg.client.Resource(i.key.GVR).Namespace(i.key.Namespace)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			list, err := retryBriefly(ctx, func() (*unstructured.UnstructuredList, error) {
+				return ri.List(ctx, opts)
+			})
+			i.observe(ctx, err)
+			return list, err
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (apiwatch.Interface, error) {
+			opts.ResourceVersion = i.watchFrom(opts.ResourceVersion)
+			w, err := retryBriefly(ctx, func() (apiwatch.Interface, error) { return ri.Watch(ctx, opts) })
+			i.observe(ctx, err)
+			return w, err
+		},
+	}
+	var lister cache.ListerWatcher = lw
+	if i.resume != nil {
+		// Resuming needs a list, then a watch from the checkpoint: the streaming list
+		// (WatchList) would carry on from the present instead.
+		lister = listThenWatch{lw}
+	}
+	reflector := cache.NewReflectorWithOptions(lister, &unstructured.Unstructured{}, i,
+		cache.ReflectorOptions{Name: i.stream, Backoff: &reconnectBackoff})
+	// The reflector retries failures with backoff and reports each through klog. Those
+	// failures are already in the subscription's status, so keep them out of error logs.
+	quietLog := logr.Discard()
+	if sink := i.log.GetSink(); sink != nil {
+		quietLog = logr.New(demoteErrors{sink})
+	}
+	quiet := klog.NewContext(ctx, quietLog)
+	i.reg.wg.Go(func() {
+		defer close(i.done)
+		reflector.RunWithContext(quiet)
+	})
+}
+
+// reconnectBackoff paces an informer's retries after its watch fails: at most about 7.5s
+// (5s plus jitter) rather than client-go's 30s plus as much again, so changes flow again
+// soon after an API server outage; the jitter keeps many informers from retrying in step.
+var reconnectBackoff = wait.Backoff{Duration: 500 * time.Millisecond, Cap: 5 * time.Second, Steps: 100,
+	Factor: 2, Jitter: 0.5}
+
+// listThenWatch opts out of the streaming list, so the reflector lists and then watches.
+type listThenWatch struct{ *cache.ListWatch }
+
+func (listThenWatch) IsWatchListSemanticsUnSupported() bool { return true }
+
+// demoteErrors turns the reflector's error logs into debug lines: its failures are reported
+// through State and status instead, and a CRD deleted under a running watch must not fill
+// the log with 404s.
+type demoteErrors struct{ logr.LogSink }
+
+func (d demoteErrors) Error(err error, msg string, kv ...any) {
+	if d.Enabled(1) {
+		d.Info(1, msg, append(kv, "error", err)...)
+	}
+}
+
+func (d demoteErrors) WithValues(kv ...any) logr.LogSink {
+	return demoteErrors{d.LogSink.WithValues(kv...)}
+}
+
+func (d demoteErrors) WithName(name string) logr.LogSink {
+	return demoteErrors{d.LogSink.WithName(name)}
+}
