@@ -15,6 +15,8 @@ import (
 	"k8s.io/klog/v2"
 )
 
+// start runs a reflector that lists and watches the informer's scope into its view (see
+// view.go), until the informer stops.
 func (i *informer) start() {
 	ctx, cancel := context.WithCancel(i.reg.ctx)
 	i.cancel = cancel

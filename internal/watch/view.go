@@ -23,6 +23,8 @@ type record struct {
 	hash, metaHash uint64
 }
 
+// The ReflectorStore methods below receive every change from the reflector.
+
 func (i *informer) Add(obj any) error { i.apply(event.Added, obj); return nil }
 
 func (i *informer) Update(obj any) error { i.apply(event.Updated, obj); return nil }
