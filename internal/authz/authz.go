@@ -1,6 +1,7 @@
 // Package authz checks that a subscription's ServiceAccount may list and watch what the
-// subscription names, with SubjectAccessReviews. The shared informers run as the operator;
-// this check is what keeps a tenant from reading through it what RBAC denies them.
+// subscription names, and get the Secrets and Services its sink uses, with
+// SubjectAccessReviews. The shared informers and the Secret reads run as the operator; this
+// check is what keeps a tenant from reading through it what RBAC denies them.
 package authz
 
 import (
@@ -24,7 +25,9 @@ type DeniedError struct {
 	Verb           string
 	GVR            schema.GroupVersionResource
 	Namespace      string // "" for cluster-wide
-	Reason         string
+	// Name is the one object asked about; "" for the whole resource.
+	Name   string
+	Reason string
 }
 
 func (e *DeniedError) Error() string {
@@ -35,6 +38,9 @@ func (e *DeniedError) Error() string {
 	res := e.GVR.Resource
 	if e.GVR.Group != "" {
 		res += "." + e.GVR.Group
+	}
+	if e.Name != "" {
+		res += " " + e.Name
 	}
 	msg := fmt.Sprintf("ServiceAccount %s may not %s %s %s", e.ServiceAccount, e.Verb, res, where)
 	if e.Reason != "" {
@@ -53,8 +59,8 @@ type Checker struct {
 }
 
 type key struct {
-	saNamespace, saName, verb, namespace string
-	gvr                                  schema.GroupVersionResource
+	saNamespace, saName, verb, namespace, name string
+	gvr                                        schema.GroupVersionResource
 }
 
 type answer struct {
@@ -66,11 +72,17 @@ type answer struct {
 // all namespaces or cluster-scoped), a *DeniedError when it may not, or the API error.
 func (c *Checker) Check(ctx context.Context, saNamespace, saName string, gvr schema.GroupVersionResource, namespace string) error {
 	for _, verb := range []string{"list", "watch"} {
-		if err := c.check(ctx, key{saNamespace, saName, verb, namespace, gvr}); err != nil {
+		if err := c.check(ctx, key{saNamespace: saNamespace, saName: saName, verb: verb, namespace: namespace, gvr: gvr}); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// CheckGet returns nil when the ServiceAccount may get the named object of gvr in namespace,
+// a *DeniedError when it may not, or the API error. Cached like Check.
+func (c *Checker) CheckGet(ctx context.Context, saNamespace, saName string, gvr schema.GroupVersionResource, namespace, name string) error {
+	return c.check(ctx, key{saNamespace: saNamespace, saName: saName, verb: "get", namespace: namespace, name: name, gvr: gvr})
 }
 
 func (c *Checker) check(ctx context.Context, k key) error {
@@ -90,6 +102,7 @@ func (c *Checker) check(ctx context.Context, k key) error {
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + k.saNamespace, "system:authenticated"},
 		ResourceAttributes: &authorizationv1.ResourceAttributes{
 			Verb: k.verb, Group: k.gvr.Group, Version: k.gvr.Version, Resource: k.gvr.Resource, Namespace: k.namespace,
+			Name: k.name,
 		},
 	}}
 	if err := c.Client.Create(ctx, sar); err != nil {
@@ -98,7 +111,7 @@ func (c *Checker) check(ctx context.Context, k key) error {
 	var result error
 	if !sar.Status.Allowed || sar.Status.Denied {
 		result = &DeniedError{ServiceAccount: k.saNamespace + "/" + k.saName, Verb: k.verb, GVR: k.gvr,
-			Namespace: k.namespace, Reason: sar.Status.Reason}
+			Namespace: k.namespace, Name: k.name, Reason: sar.Status.Reason}
 	}
 	c.mu.Lock()
 	if c.cache == nil {

@@ -218,6 +218,7 @@ func TestHeadersFromSecretStructuredModeAndMissingSecret(t *testing.T) {
 	ctx := context.Background()
 	startOperator(t)
 	ns := newNamespace(t)
+	grantSecrets(t, ns, "hook-headers")
 	sk := newSink(t)
 	ws := subscription(ns, "with-headers", sk.URL)
 	ws.Spec.Sink.Webhook.ContentMode = notifyv1.ContentModeStructured
@@ -259,6 +260,7 @@ func TestTLSSinkWithCAFromSecret(t *testing.T) {
 
 	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sink-ca"},
 		Data: map[string][]byte{"ca.crt": caPEM}})
+	grantSecrets(t, ns, "sink-ca")
 	trusted := subscription(ns, "trusted", sk.URL)
 	trusted.Spec.Sink.Webhook.TLS = &notifyv1.TLSConfig{CASecretRef: &notifyv1.SecretKeyReference{Name: "sink-ca"}}
 	create(t, trusted)

@@ -59,6 +59,41 @@ func TestSubscriptionActsAsItsServiceAccount(t *testing.T) {
 	g.Consistently(sk.summary).WithTimeout(500 * time.Millisecond).Should(HaveLen(1))
 }
 
+// TestSinkSecretsAreReadAsTheServiceAccount: the operator may read every Secret, the author of
+// a subscription may not. A Secret the subscription's ServiceAccount may not get is neither
+// read nor sent (Forbidden, naming it); the same for a Service sink in another namespace.
+func TestSinkSecretsAreReadAsTheServiceAccount(t *testing.T) {
+	g := NewWithT(t)
+	opts := testOptions()
+	opts.AuthorizationInterval = 300 * time.Millisecond
+	startOperatorWith(t, cfg, opts)
+	ns, elsewhere := newNamespace(t), newNamespace(t)
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "team-token"},
+		StringData: map[string]string{"Authorization": "Bearer not-yours"}})
+	sk := newSink(t)
+	ws := subscription(ns, "exfiltrate", sk.URL)
+	ws.Spec.Sink.Webhook.HeadersFrom = &notifyv1.HeadersFrom{SecretRef: notifyv1.LocalSecretReference{Name: "team-token"}}
+	create(t, ws)
+	cond := waitReason(t, ws, notifyv1.ReasonForbidden, 10*time.Second)
+	g.Expect(cond.Message).To(Equal(fmt.Sprintf("spec.sink.headersFrom.secretRef: ServiceAccount %s/default may not "+
+		"get secrets team-token in namespace %s", ns, ns)))
+	create(t, configMap(ns, "while-forbidden", nil))
+
+	grantSecrets(t, ns, "team-token")
+	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+	create(t, configMap(ns, "granted", nil))
+	g.Eventually(sk.summary).WithTimeout(10 * time.Second).Should(Equal([]string{
+		"added /api/v1/namespaces/" + ns + "/configmaps/granted"}), "nothing was sent while it was forbidden")
+	g.Expect(sk.Events()[0].Header.Get("Authorization")).To(Equal("Bearer not-yours"))
+
+	svc := &notifyv1.WatchSubscription{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "other-service"},
+		Spec: notifyv1.WatchSubscriptionSpec{Resource: notifyv1.ResourceRef{Version: "v1", Resource: "configmaps"},
+			Sink: notifyv1.Sink{Service: &notifyv1.ServiceSink{Name: "hook", Namespace: elsewhere}}}}
+	create(t, svc)
+	cond = waitReason(t, svc, notifyv1.ReasonForbidden, 10*time.Second)
+	g.Expect(cond.Message).To(ContainSubstring("may not get services hook in namespace " + elsewhere))
+}
+
 func TestSecretValuesAreRedactedUnlessOptedIn(t *testing.T) {
 	g := NewWithT(t)
 	startOperator(t)
@@ -123,6 +158,7 @@ func TestSignedDeliveries(t *testing.T) {
 	}))
 	t.Cleanup(receiver.Close)
 
+	grantSecrets(t, ns, "signing", "garbled")
 	signed := subscription(ns, "signed", receiver.URL) // contentMode binary, the default
 	signed.Spec.Sink.Webhook.SigningSecretRef = &notifyv1.SigningKeyReference{Name: "signing"}
 	garbled := subscription(ns, "garbled", receiver.URL)

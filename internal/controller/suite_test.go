@@ -68,6 +68,19 @@ func grant(t *testing.T, saNamespace, namespace string) {
 		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: saNamespace, Name: "default"}}})
 }
 
+// grantSecrets lets the default ServiceAccount of ns get the named Secrets of ns, as sinks
+// that read Secrets need.
+func grantSecrets(t *testing.T, ns string, names ...string) {
+	t.Helper()
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "get-secrets-"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"},
+			ResourceNames: names}}}
+	create(t, role)
+	create(t, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "get-secrets-"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: ns, Name: "default"}}})
+}
+
 // grantClusterWide lets the ServiceAccount saNamespace/saName list and watch everything in
 // every namespace and every cluster-scoped resource.
 func grantClusterWide(t *testing.T, saNamespace, saName string) {

@@ -181,6 +181,9 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 		}
 		in.SinkErr = err
 		r.running.teardown(nn, false)
+		if se, ok := errors.AsType[*sinkError](err); ok && se.denied {
+			return in, nil, ctrl.Result{RequeueAfter: r.authzInterval()} // a grant takes effect within it
+		}
 		return in, nil, ctrl.Result{} // waits for the spec or the Secret to change
 	}
 	res, err := r.Resolver.Resolve(gvr)

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,10 +13,12 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/authz"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 )
 
@@ -34,6 +37,8 @@ const (
 type sinkError struct {
 	msg   string
 	cause error
+	// denied: the subscription's ServiceAccount may not get a Secret or Service it names.
+	denied bool
 }
 
 func (e *sinkError) Error() string { return e.msg }
@@ -82,6 +87,12 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 		url, opts = s.Webhook.URL, s.Webhook.HTTPOptions
 	case s.Service != nil:
 		url, opts = serviceURL(ws.Namespace, s.Service), s.Service.HTTPOptions
+		if ns := s.Service.Namespace; ns != "" && ns != ws.Namespace {
+			if err := r.mayGet(ctx, ws, corev1.SchemeGroupVersion.WithResource("services"), ns, s.Service.Name,
+				field+".service"); err != nil {
+				return nil, err
+			}
+		}
 	default:
 		return nil, &sinkError{msg: field + ": no sink set"}
 	}
@@ -93,7 +104,7 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 		}
 	}
 	if opts.HeadersFrom != nil {
-		sec, err := r.secret(ctx, ws.Namespace, opts.HeadersFrom.SecretRef.Name, field+".headersFrom.secretRef", fp)
+		sec, err := r.secret(ctx, ws, opts.HeadersFrom.SecretRef.Name, field+".headersFrom.secretRef", fp)
 		if err != nil {
 			return nil, err
 		}
@@ -107,7 +118,7 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 		}
 	}
 	if ref := opts.SigningSecretRef; ref != nil {
-		sec, err := r.secret(ctx, ws.Namespace, ref.Name, field+".signingSecretRef", fp)
+		sec, err := r.secret(ctx, ws, ref.Name, field+".signingSecretRef", fp)
 		if err != nil {
 			return nil, err
 		}
@@ -127,7 +138,7 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 	if opts.TLS != nil {
 		insecure = opts.TLS.InsecureSkipVerify
 		if ref := opts.TLS.CASecretRef; ref != nil {
-			sec, err := r.secret(ctx, ws.Namespace, ref.Name, field+".tls.caSecretRef", fp)
+			sec, err := r.secret(ctx, ws, ref.Name, field+".tls.caSecretRef", fp)
 			if err != nil {
 				return nil, err
 			}
@@ -148,10 +159,14 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 	return wh, nil
 }
 
-// secret reads a Secret of the subscription's namespace, uncached: the operator does not
-// keep Secrets in memory.
-func (r *WatchSubscriptionReconciler) secret(ctx context.Context, namespace, name, field string,
+// secret reads a Secret of the subscription's namespace, uncached (the operator does not
+// keep Secrets in memory), once the subscription's ServiceAccount may get it.
+func (r *WatchSubscriptionReconciler) secret(ctx context.Context, ws *notifyv1.WatchSubscription, name, field string,
 	fp interface{ Write([]byte) (int, error) }) (*corev1.Secret, error) {
+	namespace := ws.Namespace
+	if err := r.mayGet(ctx, ws, corev1.SchemeGroupVersion.WithResource("secrets"), namespace, name, field); err != nil {
+		return nil, err
+	}
 	sec := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, sec); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -161,6 +176,26 @@ func (r *WatchSubscriptionReconciler) secret(ctx context.Context, namespace, nam
 	}
 	_, _ = fp.Write([]byte(sec.Name + "@" + sec.ResourceVersion + ";"))
 	return sec, nil
+}
+
+// mayGet checks that the subscription's ServiceAccount may get an object its sink uses. The
+// operator reads it with its own rights: without this, whoever may write a subscription
+// could have a Secret they may not read sent to a URL of their choice.
+func (r *WatchSubscriptionReconciler) mayGet(ctx context.Context, ws *notifyv1.WatchSubscription,
+	gvr schema.GroupVersionResource, namespace, name, field string) error {
+	if r.Authorizer == nil {
+		return nil
+	}
+	sa := cmp.Or(ws.Spec.ServiceAccountName, notifyv1.DefaultServiceAccountName)
+	err := r.Authorizer.CheckGet(ctx, ws.Namespace, sa, gvr, namespace, name)
+	if err == nil {
+		return nil
+	}
+	if denied, ok := errors.AsType[*authz.DeniedError](err); ok {
+		return &sinkError{msg: field + ": " + denied.Error(), denied: true}
+	}
+	return &sinkError{msg: fmt.Sprintf("%s: checking that ServiceAccount %s/%s may get %s %s: %v", field,
+		ws.Namespace, sa, gvr.Resource, name, err), cause: err}
 }
 
 // reservedHeader tells whether a header belongs to the CloudEvents HTTP binding or the

@@ -67,6 +67,9 @@ func readyCondition(r readiness) metav1.Condition {
 	case r.SpecErr != nil:
 		return cond(metav1.ConditionFalse, notifyv1.ReasonInvalidSpec, r.SpecErr.Error())
 	case r.SinkErr != nil:
+		if se, ok := errors.AsType[*sinkError](r.SinkErr); ok && se.denied {
+			return cond(metav1.ConditionFalse, notifyv1.ReasonForbidden, r.SinkErr.Error())
+		}
 		return cond(metav1.ConditionFalse, notifyv1.ReasonInvalidSink, r.SinkErr.Error())
 	case r.ResolveErr != nil:
 		return resolveCondition(r.Resource, r.ResolveErr)
