@@ -23,6 +23,9 @@ const (
 	// API server; it is retried with backoff. A subscription already running keeps running
 	// on the last answer and says so in its message instead.
 	ReasonCheckFailing = "CheckFailing"
+	// ReasonFilterOverBudget: spec.filter cost more than its budget for some change within
+	// the last minute; those changes were not delivered.
+	ReasonFilterOverBudget = "FilterOverBudget"
 	// ReasonEventsDropped: the delivery queue overflowed recently; the sink is slower than
 	// the changes.
 	ReasonEventsDropped = "EventsDropped"

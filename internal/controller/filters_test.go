@@ -204,3 +204,33 @@ func TestUpdatesThatChangeNothingVisibleAreNeverDelivered(t *testing.T) {
 		fmt.Sprintf("updated /api/v1/namespaces/%s/configmaps/applied", ns)}))
 	g.Consistently(sk.summary).WithTimeout(300 * time.Millisecond).Should(HaveLen(1))
 }
+
+// TestCostlyFilterIsReportedAndHoldsUpNobody: a filter over its cost budget for a change
+// stops there, the subscription says so (FilterOverBudget, with a count), and another
+// subscription of the same watch gets the change as usual.
+func TestCostlyFilterIsReportedAndHoldsUpNobody(t *testing.T) {
+	g := NewWithT(t)
+	startOperator(t)
+	ns := newNamespace(t)
+	plainSink, costlySink := newSink(t), newSink(t)
+	plain := subscription(ns, "plain", plainSink.URL)
+	costly := subscription(ns, "costly", costlySink.URL)
+	costly.Spec.Filter = `object.data.all(k, object.data.all(j, k.size() + j.size() >= 0))`
+	for _, ws := range []*notifyv1.WatchSubscription{plain, costly} {
+		create(t, ws)
+		waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+	}
+
+	big := configMap(ns, "big", nil)
+	for i := range 1000 {
+		big.Data[fmt.Sprintf("key-%04d", i)] = "v"
+	}
+	create(t, big)
+	g.Eventually(plainSink.summary).WithTimeout(10 * time.Second).Should(ContainElement("added /api/v1/namespaces/" + ns + "/configmaps/big"))
+	cond := waitReason(t, costly, notifyv1.ReasonFilterOverBudget, 10*time.Second)
+	g.Expect(cond.Message).To(ContainSubstring("spec.filter cost more than its budget for 1 changes"))
+
+	create(t, configMap(ns, "small", nil))
+	g.Eventually(costlySink.summary).WithTimeout(10*time.Second).Should(Equal([]string{
+		"added /api/v1/namespaces/" + ns + "/configmaps/small"}), "the filter still works for what it can afford")
+}

@@ -82,7 +82,7 @@ func TestSinkSecretsAreReadAsTheServiceAccount(t *testing.T) {
 	grantSecrets(t, ns, "team-token")
 	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
 	create(t, configMap(ns, "granted", nil))
-	g.Eventually(sk.summary).WithTimeout(10 * time.Second).Should(Equal([]string{
+	g.Eventually(sk.summary).WithTimeout(10*time.Second).Should(Equal([]string{
 		"added /api/v1/namespaces/" + ns + "/configmaps/granted"}), "nothing was sent while it was forbidden")
 	g.Expect(sk.Events()[0].Header.Get("Authorization")).To(Equal("Bearer not-yours"))
 

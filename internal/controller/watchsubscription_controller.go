@@ -34,6 +34,7 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/authz"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/metrics"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/payload"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
@@ -159,7 +160,7 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 		r.running.teardown(nn, false)
 		return in, nil, ctrl.Result{}
 	}
-	p, err := planFor(ws, planOptions{DeliveryTimeout: r.DeliveryTimeout, OnFilterError: r.filterErrorHook(nn)})
+	p, err := planFor(ws, planOptions{DeliveryTimeout: r.DeliveryTimeout, OnFilterError: r.filterErrorHook(nn, ws.UID)})
 	if err != nil {
 		in.SpecErr = err
 		r.running.teardown(nn, false)
@@ -229,10 +230,11 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 			result.RequeueAfter = min(nonZero(result.RequeueAfter), time.Second)
 		}
 	}
-	if in.DroppedRecently {
-		// Look again when the drops stop being recent, to clear the condition.
-		_, left := in.Delivery.DroppedRecently(time.Now())
-		result.RequeueAfter = min(nonZero(result.RequeueAfter), left+100*time.Millisecond)
+	// Look again when drops or filters over budget stop being recent, to clear the condition.
+	for _, recent := range []func(time.Time) (bool, time.Duration){in.Delivery.DroppedRecently, in.Delivery.OverBudgetRecently} {
+		if yes, left := recent(time.Now()); yes {
+			result.RequeueAfter = min(nonZero(result.RequeueAfter), left+100*time.Millisecond)
+		}
 	}
 	return in, &res, result
 }
@@ -248,6 +250,7 @@ func (r *WatchSubscriptionReconciler) observe(in *readiness, ws *notifyv1.WatchS
 	if stats, ok := r.running.peekStats(types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}, ws.UID); ok {
 		in.Delivery = stats.Snapshot()
 		in.DroppedRecently, _ = in.Delivery.DroppedRecently(time.Now())
+		in.OverBudgetRecently, _ = in.Delivery.OverBudgetRecently(time.Now())
 	}
 }
 
@@ -291,6 +294,7 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 		Metrics:     metrics.For(ws.Namespace, ws.Name),
 		Log:         r.Log.WithValues("watchsubscription", nn),
 		Shape:       shapeFunc(p.Shape),
+		Filter:      celFilter(p),
 		Notify: func(urgent bool) {
 			if urgent {
 				r.trigger.Now(nn)
@@ -325,14 +329,30 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 	return c
 }
 
-// filterErrorHook counts CEL evaluation errors (the change then does not match) and logs
-// them at most once a minute.
-func (r *WatchSubscriptionReconciler) filterErrorHook(nn types.NamespacedName) func(error) {
+// celFilter is the part of the filter the delivery workers run: the CEL expression.
+func celFilter(p plan) func(*event.Event) bool {
+	if !p.Filter.HasCEL() {
+		return nil
+	}
+	return p.Filter.MatchCEL
+}
+
+// filterErrorHook counts CEL evaluation errors (the change then does not match), notes those
+// over the cost budget for status, and logs them at most once a minute.
+func (r *WatchSubscriptionReconciler) filterErrorHook(nn types.NamespacedName, uid types.UID) func(error) {
 	errs := metrics.FilterErrors(nn.Namespace, nn.Name)
+	overBudget := metrics.FilterOverBudget(nn.Namespace, nn.Name)
 	log := r.Log.WithValues("watchsubscription", nn)
 	var lastLog atomic.Int64
 	return func(err error) {
 		errs.Inc()
+		if filter.IsOverBudget(err) {
+			overBudget.Inc()
+			if stats, ok := r.running.peekStats(nn, uid); ok {
+				stats.FilterOverBudget()
+				r.trigger.Now(nn)
+			}
+		}
 		now := time.Now().UnixNano()
 		if last := lastLog.Load(); now-last > int64(time.Minute) && lastLog.CompareAndSwap(last, now) {
 			log.Info("Filter evaluation failed; the change does not match (logged at most once a minute)",

@@ -40,6 +40,9 @@ type readiness struct {
 	Delivery delivery.Snapshot
 	// DroppedRecently is true when the queue overflowed within the last minute.
 	DroppedRecently bool
+	// OverBudgetRecently is true when the filter exceeded its cost budget within the last
+	// minute.
+	OverBudgetRecently bool
 	// QueueSize is the subscription's queue bound, for messages.
 	QueueSize int
 	// SyncingFor is how long what runs now has been running.
@@ -108,6 +111,11 @@ func runningCondition(r readiness) metav1.Condition {
 	}
 	if r.Delivery.Failing {
 		return cond(metav1.ConditionFalse, notifyv1.ReasonDeliveryFailing, r.Delivery.LastError)
+	}
+	if r.OverBudgetRecently {
+		return cond(metav1.ConditionFalse, notifyv1.ReasonFilterOverBudget, fmt.Sprintf(
+			"spec.filter cost more than its budget for %d changes so far, the last within a minute; those changes "+
+				"were not delivered. Make the expression cheaper (fewer nested loops over lists)", r.Delivery.FilterOverBudget))
 	}
 	if r.DroppedRecently {
 		return cond(metav1.ConditionFalse, notifyv1.ReasonEventsDropped, fmt.Sprintf(

@@ -59,6 +59,11 @@ type Options struct {
 	Notify func(urgent bool)
 	// Shape encodes an event's data for this subscription; nil sends the shared encoding.
 	Shape func(*event.Event) ([]byte, error)
+	// Filter, when set, decides in the lane whether a queued change is delivered at all:
+	// a subscription's CEL expression, too costly to run in the informer's fan-out. Only
+	// changes it keeps count as observed. Initial events (filtered when listed) and Resync
+	// events skip it.
+	Filter func(*event.Event) bool
 	// Done is told when an event is finished with: delivered, failed for good (and
 	// dead-lettered if there is a dead-letter sink), or dropped because the queue was full.
 	// An event still queued or in flight when the pipeline stops is never Done, so a
@@ -348,7 +353,9 @@ func (p *Pipeline) Offer(ev *event.Event) bool {
 	if p.ctx.Err() != nil {
 		return false // stopped: the subscription has left, nothing to count
 	}
-	p.observe()
+	if !p.filtered(ev) {
+		p.observe()
+	}
 	select {
 	case p.slots <- struct{}{}:
 		p.enqueue(ev)
@@ -367,7 +374,9 @@ func (p *Pipeline) Put(ctx context.Context, ev *event.Event) error {
 	if err := p.ctx.Err(); err != nil {
 		return err
 	}
-	p.observe()
+	if !p.filtered(ev) {
+		p.observe()
+	}
 	select {
 	case p.slots <- struct{}{}:
 		p.enqueue(ev)
@@ -377,6 +386,11 @@ func (p *Pipeline) Put(ctx context.Context, ev *event.Event) error {
 	case <-p.ctx.Done():
 		return p.ctx.Err()
 	}
+}
+
+// filtered tells whether ev still has to pass the Filter in its lane.
+func (p *Pipeline) filtered(ev *event.Event) bool {
+	return p.opts.Filter != nil && !ev.Initial && ev.Type != event.Resync
 }
 
 func (p *Pipeline) observe() {
@@ -485,6 +499,13 @@ func (p *Pipeline) deliver(l *lane, evs []*event.Event) bool {
 		l.msgBuf = msgs[:0]
 	}()
 	for i, ev := range evs {
+		if p.filtered(ev) {
+			if !p.opts.Filter(ev) {
+				p.finish(ev) // not for this subscription after all
+				continue
+			}
+			p.observe()
+		}
 		msg := sink.Message{Event: ev, Source: p.opts.Source}
 		data, err := p.data(ev)
 		if err != nil {

@@ -18,6 +18,8 @@ type Stats struct {
 	lastError        string
 	failing          bool
 	lastResyncTime   time.Time
+	lastOverBudget   time.Time
+	overBudget       int64
 }
 
 // NewStats starts counting from the values a status already reports (after a restart).
@@ -39,6 +41,20 @@ type Snapshot struct {
 	LastError string
 	// LastResyncTime is when the subscription last had to be resynced.
 	LastResyncTime time.Time
+	// FilterOverBudget counts the changes whose filter evaluation exceeded its cost budget
+	// (they were not delivered); LastOverBudget is when that last happened.
+	FilterOverBudget int64
+	LastOverBudget   time.Time
+}
+
+// OverBudgetRecently tells whether the filter exceeded its cost budget within the last
+// minute, and how long until that stops being recent.
+func (s Snapshot) OverBudgetRecently(now time.Time) (bool, time.Duration) {
+	if s.LastOverBudget.IsZero() {
+		return false, 0
+	}
+	left := droppedRecentlyWait - now.Sub(s.LastOverBudget)
+	return left > 0, left
 }
 
 // DroppedRecently tells whether the queue overflowed within the last minute, and how
@@ -60,6 +76,7 @@ func (s *Stats) Snapshot() Snapshot {
 		Dropped: s.dropped.Load(), DeadLettered: s.deadLettered.Load(),
 		LastEventTime: s.lastEventTime, LastDeliveryTime: s.lastDeliveryTime, LastDropTime: s.lastDropTime,
 		Failing: s.failing, LastError: s.lastError, LastResyncTime: s.lastResyncTime,
+		FilterOverBudget: s.overBudget, LastOverBudget: s.lastOverBudget,
 	}
 }
 
@@ -78,6 +95,14 @@ func (s *Stats) drop() {
 	now := time.Now()
 	s.mu.Lock()
 	s.lastDropTime = now
+	s.mu.Unlock()
+}
+
+// FilterOverBudget records a change whose filter cost more than its budget.
+func (s *Stats) FilterOverBudget() {
+	s.mu.Lock()
+	s.overBudget++
+	s.lastOverBudget = time.Now()
 	s.mu.Unlock()
 }
 

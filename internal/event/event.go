@@ -62,8 +62,33 @@ type Event struct {
 	data       []byte
 	encodeErr  error
 
-	memoMu sync.Mutex
-	memo   map[string]memoEntry
+	memoMu    sync.Mutex
+	memo      map[string]memoEntry
+	decisions map[string]*decision
+}
+
+type decision struct {
+	once sync.Once
+	ok   bool
+	err  error
+}
+
+// Decide computes a yes-or-no about the event once per key (a filter expression, say) and
+// shares it between the subscribers that ask the same question. Different questions are
+// answered concurrently: a slow one holds up only those who ask it.
+func (e *Event) Decide(key string, decide func() (bool, error)) (bool, error) {
+	e.memoMu.Lock()
+	d := e.decisions[key]
+	if d == nil {
+		if e.decisions == nil {
+			e.decisions = map[string]*decision{}
+		}
+		d = &decision{}
+		e.decisions[key] = d
+	}
+	e.memoMu.Unlock()
+	d.once.Do(func() { d.ok, d.err = decide() })
+	return d.ok, d.err
 }
 
 type memoEntry struct {

@@ -2,6 +2,7 @@ package filter
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -157,6 +158,47 @@ func BenchmarkCELFilter(b *testing.B) {
 	for b.Loop() {
 		if !f.Match(ev, labels) {
 			b.Fatal("expected a match")
+		}
+	}
+}
+
+// costly is a filter whose cost grows with the square of the ConfigMap's keys.
+const costly = `object.data.all(k, object.data.all(j, k.size() + j.size() >= 0))`
+
+func objectWithKeys(n int) *unstructured.Unstructured {
+	data := map[string]any{}
+	for i := range n {
+		data[fmt.Sprintf("key-%04d", i)] = "v"
+	}
+	return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": "big"}, "data": data}}
+}
+
+func TestAFilterOverItsBudgetStopsEarly(t *testing.T) {
+	expr, err := CompileCEL(costly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := expr.Eval(event.Added, objectWithKeys(10), nil); err != nil || !ok {
+		t.Fatalf("a small object: %v, %v", ok, err)
+	}
+	_, err = expr.Eval(event.Added, objectWithKeys(1000), nil)
+	if !IsOverBudget(err) {
+		t.Fatalf("a million-step evaluation: err = %v, want over budget", err)
+	}
+}
+
+// BenchmarkFilterAtTheBudget measures what an evaluation stopped at EvalCostBudget costs in
+// time: the most one change's filter can delay its subscription.
+func BenchmarkFilterAtTheBudget(b *testing.B) {
+	expr, err := CompileCEL(costly)
+	if err != nil {
+		b.Fatal(err)
+	}
+	obj := objectWithKeys(1000)
+	for b.Loop() {
+		if _, err := expr.Eval(event.Added, obj, nil); !IsOverBudget(err) {
+			b.Fatalf("err = %v, want over budget", err)
 		}
 	}
 }

@@ -29,6 +29,8 @@ type Filter struct {
 	metadataPayload bool
 	onEvalError     func(error)
 	signature       string
+	// celKey names the expression's outcome on an event (see MatchCEL).
+	celKey string
 }
 
 // Options are the parts of a spec a filter is compiled from.
@@ -83,15 +85,14 @@ func New(o Options) (*Filter, error) {
 			return nil, err
 		}
 		f.cel = expr
-	} else {
-		f.signature = f.describe()
+		f.celKey = "cel:" + strings.TrimSpace(o.CEL)
 	}
+	f.signature = f.describe()
 	return f, nil
 }
 
-// Signature is equal for filters that match exactly the same changes, so a fan-out can
-// match once for all of them; empty for filters that must run per subscriber (CEL: its
-// evaluation errors are counted per subscription).
+// Signature is equal for filters whose Prefilter matches exactly the same changes, so a
+// fan-out can prefilter once for all of them.
 func (f *Filter) Signature() string {
 	if f == nil {
 		return "*"
@@ -143,6 +144,33 @@ func (f *Filter) Matches(t event.Type, obj *unstructured.Unstructured) bool {
 // Match tells whether a change is wanted; objLabels come from Labels(ev.Object). Cheap
 // checks run first; CEL last.
 func (f *Filter) Match(ev *event.Event, objLabels labels.Set) bool {
+	return f.Prefilter(ev, objLabels) && f.MatchCEL(ev)
+}
+
+// HasCEL tells whether the filter has a CEL expression, which MatchCEL evaluates.
+func (f *Filter) HasCEL() bool { return f != nil && f.cel != nil }
+
+// MatchCEL evaluates the CEL expression (true when there is none). It may cost up to
+// EvalCostBudget, so it runs off the fan-out, in the subscription's own delivery workers:
+// one costly filter delays only its own subscription. The outcome is kept on the event, so
+// subscriptions with the same expression evaluate it once; each hears about errors.
+func (f *Filter) MatchCEL(ev *event.Event) bool {
+	if f == nil || f.cel == nil {
+		return true
+	}
+	ok, err := ev.Decide(f.celKey, func() (bool, error) { return f.cel.Eval(ev.Type, ev.Object, ev.OldObject) })
+	if err != nil {
+		if f.onEvalError != nil {
+			f.onEvalError(err)
+		}
+		return false
+	}
+	return ok
+}
+
+// Prefilter is every part of the filter but the CEL expression: event types, selectors,
+// ignore rules. It is cheap and runs in the informer's fan-out.
+func (f *Filter) Prefilter(ev *event.Event, objLabels labels.Set) bool {
 	if !f.WantsType(ev.Type) {
 		return false
 	}
@@ -162,16 +190,6 @@ func (f *Filter) Match(ev *event.Event, objLabels labels.Set) bool {
 				return false
 			}
 		}
-	}
-	if f.cel != nil {
-		ok, err := f.cel.Eval(ev.Type, ev.Object, ev.OldObject)
-		if err != nil {
-			if f.onEvalError != nil {
-				f.onEvalError(err)
-			}
-			return false
-		}
-		return ok
 	}
 	return true
 }

@@ -35,6 +35,9 @@ var (
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, subLabels)
 	filterErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "filter_errors_total",
 		Help: "CEL filter evaluations that failed (the change then does not match)."}, subLabels)
+	filterOverBudget = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "filter_over_budget_total",
+		Help: "CEL filter evaluations stopped for costing more than their budget (the change is not delivered); " +
+			"also counted in filter_errors_total."}, subLabels)
 	resyncs = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "resyncs_total",
 		Help: "Times a subscription could not resume from its checkpoint and was resynced (by reason)."},
 		append(slices.Clip(subLabels), "reason"))
@@ -55,6 +58,7 @@ var (
 
 func init() {
 	ctrlmetrics.Registry.MustRegister(observed, delivered, failed, dropped, deadLettered, duration, queueDepth, filterErrors,
+		filterOverBudget,
 		resyncs, checkFailures, registryCollector{})
 }
 
@@ -95,6 +99,11 @@ func FilterErrors(namespace, name string) prometheus.Counter {
 	return filterErrors.WithLabelValues(namespace, name)
 }
 
+// FilterOverBudget is the counter of a subscription's filter evaluations over budget.
+func FilterOverBudget(namespace, name string) prometheus.Counter {
+	return filterOverBudget.WithLabelValues(namespace, name)
+}
+
 // Resynced counts a resync of a subscription.
 func Resynced(namespace, name, reason string) { resyncs.WithLabelValues(namespace, name, reason).Inc() }
 
@@ -116,7 +125,7 @@ func CheckFailed(namespace, name, check string) {
 func Forget(namespace, name string) {
 	// Exact label values: DeletePartialMatch scans every series, which made deleting many
 	// subscriptions quadratic.
-	for _, v := range []*prometheus.CounterVec{observed, delivered, dropped, deadLettered, filterErrors} {
+	for _, v := range []*prometheus.CounterVec{observed, delivered, dropped, deadLettered, filterErrors, filterOverBudget} {
 		v.DeleteLabelValues(namespace, name)
 	}
 	for _, reason := range sink.FailureReasons {

@@ -30,7 +30,9 @@ func newSubscriber(ctx context.Context, cancel context.CancelFunc, sub Subscribe
 
 func (s *subscriber) resumed() bool { return s.point.Stream != "" }
 
-// group is subscribers with equal filters.
+// group is subscribers whose filters prefilter alike. The fan-out runs only the cheap part
+// of filters (Filter.Prefilter), under the informer's lock; CEL expressions run in each
+// subscription's delivery workers, so a costly one cannot stall the watch.
 type group struct {
 	filter *filter.Filter
 	subs   []*subscriber
@@ -43,12 +45,10 @@ func (i *informer) regroup() {
 	for _, s := range i.subs {
 		sig := s.Filter.Signature()
 		g := bySig[sig]
-		if g == nil || sig == "" {
+		if g == nil {
 			g = &group{filter: s.Filter}
 			groups = append(groups, g)
-			if sig != "" {
-				bySig[sig] = g
-			}
+			bySig[sig] = g
 		}
 		g.subs = append(g.subs, s)
 	}
@@ -167,7 +167,7 @@ func (i *informer) forgetOld(s *subscriber) {
 func (i *informer) fanOut(ev *event.Event) {
 	objLabels := filter.Labels(ev.Object)
 	for _, g := range i.groups {
-		if g.filter != nil && !g.filter.Match(ev, objLabels) {
+		if g.filter != nil && !g.filter.Prefilter(ev, objLabels) {
 			continue
 		}
 		for _, s := range g.subs {
@@ -179,7 +179,7 @@ func (i *informer) fanOut(ev *event.Event) {
 
 // offerIfMatching hands ev to s if s wants it. Called with mu held.
 func (i *informer) offerIfMatching(s *subscriber, ev *event.Event) {
-	if s.Filter != nil && !s.Filter.Match(ev, filter.Labels(ev.Object)) {
+	if s.Filter != nil && !s.Filter.Prefilter(ev, filter.Labels(ev.Object)) {
 		return
 	}
 	i.offerTo(s, ev)

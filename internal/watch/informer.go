@@ -24,8 +24,8 @@ type informer struct {
 
 	mu   sync.Mutex
 	subs map[string]*subscriber
-	// groups index subs by filter signature, so a change is matched once per distinct
-	// filter; subscribers whose filter must run alone are in groups of their own.
+	// groups index subs by filter signature, so a change is prefiltered once per distinct
+	// filter.
 	groups  []*group
 	objects map[string]record
 	synced  bool
