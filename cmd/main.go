@@ -27,6 +27,7 @@ import (
 	// to ensure that exec-entrypoint and run can make use of them.
 	_ "k8s.io/client-go/plugin/pkg/client/auth"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -64,6 +65,7 @@ func main() {
 	var enableHTTP2 bool
 	var sinkDenyCIDRs, subscriptionAuthz string
 	var sinkUseProxy, sinkFollowRedirects bool
+	var memoryBudget string
 	var checkpointNamespace string
 	var authzInterval, checkpointInterval, shutdownGrace time.Duration
 	var leaseDuration, renewDeadline, retryPeriod time.Duration
@@ -89,6 +91,11 @@ func main() {
 	flag.BoolVar(&sinkFollowRedirects, "sink-follow-redirects", false,
 		"Follow up to 3 redirects a sink answers, only those keeping the method (307, 308) and the scheme, host "+
 			"and port, without headersFrom or signature headers. Off, a redirect fails the delivery.")
+	flag.StringVar(&memoryBudget, "delivery-memory-budget", "",
+		"Bytes of events all subscriptions together may hold for delivery (a quantity: 512Mi). Over it, the "+
+			"subscriptions holding more than their fair share drop their oldest events. Empty: a quarter of the "+
+			"memory limit (GOMEMLIMIT, or 90% of the container's limit, which then becomes GOMEMLIMIT), 256Mi "+
+			"without one; 0: no budget.")
 	flag.StringVar(&subscriptionAuthz, "subscription-authorization", string(operator.DefaultAuthorization),
 		"How a subscription's right to watch is checked: SubjectAccessReview (its spec.serviceAccountName must "+
 			"be allowed to list and watch what it subscribes to) or None (single-tenant clusters).")
@@ -118,6 +125,19 @@ func main() {
 	flag.Parse()
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	memoryLimit := operator.UseContainerMemoryLimit()
+	budget := operator.DefaultDeliveryMemoryBudget(memoryLimit)
+	if memoryBudget != "" {
+		q, err := resource.ParseQuantity(memoryBudget)
+		if err != nil {
+			setupLog.Error(err, "Invalid --delivery-memory-budget")
+			os.Exit(1)
+		}
+		if budget = q.Value(); budget == 0 {
+			budget = -1 // no budget
+		}
+	}
+	setupLog.Info("Memory", "limit", memoryLimit, "deliveryBudget", budget)
 
 	// HTTP/2 stays off unless asked for: it exposes the metrics server to the HTTP/2 Stream
 	// Cancellation and Rapid Reset CVEs (GHSA-qppj-fm5r-hxr3, GHSA-4374-p667-p6c8).
@@ -171,6 +191,7 @@ func main() {
 	}
 	if _, err := operator.Setup(mgr, operator.Options{SinkDeny: deny, SinkUseProxy: sinkUseProxy,
 		SinkFollowRedirects: sinkFollowRedirects, Authorization: operator.Authorization(subscriptionAuthz),
+		DeliveryMemoryBudget:  budget,
 		AuthorizationInterval: authzInterval, CheckpointNamespace: checkpointNamespace,
 		CheckpointInterval: checkpointInterval, ShutdownGrace: shutdownGrace}); err != nil {
 		setupLog.Error(err, "Failed to set up the operator")

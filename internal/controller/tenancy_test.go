@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -63,4 +64,50 @@ func TestTenantFloodLeavesOtherTenantsServed(t *testing.T) {
 		}
 		g.Expect(watching).To(Equal(flood), "every subscription of the flood becomes Ready too")
 	}).WithTimeout(3 * time.Minute).WithPolling(time.Second).Should(Succeed())
+}
+
+// TestMemoryBudgetCostsOnlyTheTenantOverItsShare: one subscription's sink hangs while its
+// resource is busy. With a delivery memory budget, the operator never holds more than the
+// budget for delivery: that subscription loses its oldest events (EventsDropped, saying
+// why), and another subscription keeps delivering everything.
+func TestMemoryBudgetCostsOnlyTheTenantOverItsShare(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	opts := testOptions()
+	opts.DeliveryMemoryBudget = 2 << 20
+	op := startOperatorWith(t, cfg, opts)
+	ns := newNamespace(t)
+
+	hanging := newSink(t)
+	hanging.block = make(chan struct{})
+	t.Cleanup(func() { close(hanging.block) })
+	flood := subscription(ns, "flood", hanging.URL)
+	flood.Spec.Delivery = &notifyv1.DeliverySpec{MaxQueueSize: new(int32(100000)), Parallelism: new(int32(1)),
+		Timeout: notifyv1.DurationOf(time.Hour)}
+	calmSink := newSink(t)
+	calm := subscription(ns, "calm", calmSink.URL)
+	for _, ws := range []*notifyv1.WatchSubscription{flood, calm} {
+		create(t, ws)
+		waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+	}
+
+	const objects = 400 // about 10 KiB each: twice the budget
+	var maxUsed int64
+	for i := range objects {
+		cm := configMap(ns, fmt.Sprintf("big-%03d", i), nil)
+		cm.Data["payload"] = strings.Repeat("x", 10<<10)
+		g.Expect(k8s.Create(ctx, cm)).To(Succeed())
+		maxUsed = max(maxUsed, op.op.Budget.Used())
+	}
+	g.Eventually(func() int { return len(calmSink.Events()) }).WithTimeout(30*time.Second).Should(Equal(objects),
+		"the subscription within its share delivers every change")
+	maxUsed = max(maxUsed, op.op.Budget.Used())
+	g.Expect(maxUsed).To(BeNumerically("<=", op.op.Budget.Limit()+12<<10), "never much more than the budget is held")
+	cond := waitReason(t, flood, notifyv1.ReasonEventsDropped, 10*time.Second)
+	g.Expect(cond.Message).To(ContainSubstring("share of the operator's delivery memory budget"))
+	got := &notifyv1.WatchSubscription{}
+	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(flood), got)).To(Succeed())
+	g.Expect(got.Status.EventsDropped).To(BeNumerically(">", objects/3))
+	t.Logf("budget %d bytes, at most %d held; the flooding subscription dropped %d of %d", op.op.Budget.Limit(),
+		maxUsed, got.Status.EventsDropped, objects)
 }

@@ -62,6 +62,8 @@ type WatchSubscriptionReconciler struct {
 	Authorizer *authz.Checker
 	// HTTPClients hands out pooled HTTP clients per TLS setting.
 	HTTPClients *sink.Clients
+	// Budget bounds the bytes all pipelines hold; nil for none.
+	Budget *delivery.MemoryBudget
 	// StatusInterval bounds how often counters alone cause a status write.
 	StatusInterval time.Duration
 	// DeliveryTimeout bounds one delivery attempt.
@@ -295,6 +297,7 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 		Log:         r.Log.WithValues("watchsubscription", nn),
 		Shape:       shapeFunc(p.Shape),
 		Filter:      celFilter(p),
+		Budget:      r.Budget,
 		Notify: func(urgent bool) {
 			if urgent {
 				r.trigger.Now(nn)

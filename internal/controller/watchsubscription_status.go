@@ -118,9 +118,13 @@ func runningCondition(r readiness) metav1.Condition {
 				"were not delivered. Make the expression cheaper (fewer nested loops over lists)", r.Delivery.FilterOverBudget))
 	}
 	if r.DroppedRecently {
-		return cond(metav1.ConditionFalse, notifyv1.ReasonEventsDropped, fmt.Sprintf(
-			"%d events dropped so far: the delivery queue of %d was full. The sink is slower than the changes; "+
-				"raise spec.delivery.maxQueueSize or spec.delivery.parallelism", r.Delivery.Dropped, r.QueueSize))
+		msg := fmt.Sprintf("%d events dropped so far: the delivery queue of %d was full", r.Delivery.Dropped, r.QueueSize)
+		if e := r.Delivery.Evicted; e > 0 {
+			msg = fmt.Sprintf("%d events dropped so far, %d of them (oldest first) because this subscription held "+
+				"more than its share of the operator's delivery memory budget", r.Delivery.Dropped, e)
+		}
+		return cond(metav1.ConditionFalse, notifyv1.ReasonEventsDropped, msg+
+			". The sink is slower than the changes; raise spec.delivery.parallelism or make the sink faster")
 	}
 	scopes := make([]string, 0, len(r.Scopes))
 	for _, s := range r.Scopes {

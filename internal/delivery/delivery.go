@@ -71,6 +71,9 @@ type Options struct {
 	Done func(*event.Event)
 	// Held keeps the workers from starting until TakeOver: events offered meanwhile wait.
 	Held bool
+	// Budget, when set, bounds the bytes held for delivery across the process (see
+	// MemoryBudget); events over this pipeline's share are dropped, oldest first.
+	Budget *MemoryBudget
 	// HandOverWait is how long an attempt in flight may go on when a successor takes over
 	// (default 5s): its answer may be on the way, and cutting it short could deliver the
 	// event twice. A sink that hangs longer is cut short.
@@ -87,6 +90,8 @@ type Metrics interface {
 	Delivered(d time.Duration)
 	Failed(reason string)
 	Dropped()
+	// Evicted: a queued event was dropped (Dropped is told too) to keep the memory budget.
+	Evicted()
 	DeadLettered()
 	QueueDepth(n int)
 }
@@ -97,6 +102,7 @@ func (noMetrics) Observed()               {}
 func (noMetrics) Delivered(time.Duration) {}
 func (noMetrics) Failed(string)           {}
 func (noMetrics) Dropped()                {}
+func (noMetrics) Evicted()                {}
 func (noMetrics) DeadLettered()           {}
 func (noMetrics) QueueDepth(int)          {}
 
@@ -231,7 +237,7 @@ func (p *Pipeline) handOver() []*event.Event {
 	case <-finished:
 	case <-wait.C:
 	}
-	p.Stop()
+	p.Stop() // the successor counts the events against the budget again
 	var left []*event.Event
 	for _, l := range p.lanes {
 		l.mu.Lock()
@@ -249,12 +255,15 @@ func (p *Pipeline) prepend(events []*event.Event) {
 	for _, ev := range events {
 		select {
 		case p.slots <- struct{}{}:
+			if !p.admit(ev) {
+				<-p.slots
+				p.dropped(ev)
+				continue
+			}
 			i := p.laneOf(ev)
 			ahead[i] = append(ahead[i], ev)
 		default:
-			p.opts.Stats.drop()
-			p.opts.Metrics.Dropped()
-			p.opts.Done(ev)
+			p.dropped(ev)
 		}
 	}
 	for i, l := range p.lanes {
@@ -316,6 +325,9 @@ func (p *Pipeline) Stop() {
 	p.stopTaking()
 	p.cancel()
 	p.wg.Wait()
+	if p.opts.Budget != nil {
+		p.opts.Budget.forget(p) // what it still holds is handed over or let go
+	}
 	p.opts.Metrics.QueueDepth(0)
 }
 
@@ -358,15 +370,67 @@ func (p *Pipeline) Offer(ev *event.Event) bool {
 	}
 	select {
 	case p.slots <- struct{}{}:
+		if !p.admit(ev) {
+			<-p.slots
+			p.dropped(ev)
+			return false
+		}
 		p.enqueue(ev)
 		return true
 	default:
-		p.opts.Stats.drop()
-		p.opts.Metrics.Dropped()
-		p.opts.Notify(true)
-		p.opts.Done(ev)
+		p.dropped(ev)
 		return false
 	}
+}
+
+// dropped counts an event the pipeline had no room for, and finishes with it.
+func (p *Pipeline) dropped(ev *event.Event) {
+	p.opts.Stats.drop()
+	p.opts.Metrics.Dropped()
+	p.opts.Notify(true)
+	p.opts.Done(ev)
+}
+
+// admit counts ev against the memory budget, if there is one; false when it must go.
+func (p *Pipeline) admit(ev *event.Event) bool {
+	return p.opts.Budget == nil || p.opts.Budget.admit(p, ev)
+}
+
+// evictOldest drops queued events, oldest first across lanes (events in flight stay), until
+// at least need bytes are freed or none is left; it returns the bytes freed.
+func (p *Pipeline) evictOldest(need int64) int64 {
+	var freed int64
+	for freed < need {
+		var oldest *lane
+		var oldestAt time.Time
+		for _, l := range p.lanes {
+			l.mu.Lock()
+			if len(l.queue) > 0 && (oldest == nil || l.queue[0].ObservedAt.Before(oldestAt)) {
+				oldest, oldestAt = l, l.queue[0].ObservedAt
+			}
+			l.mu.Unlock()
+		}
+		if oldest == nil {
+			return freed
+		}
+		oldest.mu.Lock()
+		if len(oldest.queue) == 0 {
+			oldest.mu.Unlock()
+			continue
+		}
+		ev := oldest.queue[0]
+		oldest.queue[0] = nil
+		oldest.queue = oldest.queue[1:]
+		oldest.mu.Unlock()
+		freed += int64(ev.Size())
+		p.opts.Budget.release(p, ev)
+		<-p.slots
+		p.opts.Stats.evict()
+		p.opts.Metrics.Evicted()
+		p.dropped(ev)
+	}
+	p.opts.Metrics.QueueDepth(len(p.slots))
+	return freed
 }
 
 // Put queues ev, waiting for room until ctx or the pipeline ends.
@@ -379,6 +443,11 @@ func (p *Pipeline) Put(ctx context.Context, ev *event.Event) error {
 	}
 	select {
 	case p.slots <- struct{}{}:
+		if !p.admit(ev) {
+			<-p.slots
+			p.dropped(ev)
+			return nil
+		}
 		p.enqueue(ev)
 		return nil
 	case <-ctx.Done():
@@ -473,6 +542,9 @@ func eventsOf(msgs []sink.Message) []*event.Event {
 
 // finish is the end of an event's way: Done, and its queue slot given back.
 func (p *Pipeline) finish(ev *event.Event) {
+	if p.opts.Budget != nil {
+		p.opts.Budget.release(p, ev)
+	}
 	p.opts.Done(ev)
 	<-p.slots
 }

@@ -106,6 +106,7 @@ type recordingMetrics struct {
 func (m *recordingMetrics) Observed()               { m.mu.Lock(); m.observed++; m.mu.Unlock() }
 func (m *recordingMetrics) Delivered(time.Duration) { m.mu.Lock(); m.delivered++; m.mu.Unlock() }
 func (m *recordingMetrics) Dropped()                { m.mu.Lock(); m.dropped++; m.mu.Unlock() }
+func (m *recordingMetrics) Evicted()                {}
 func (m *recordingMetrics) DeadLettered()           { m.mu.Lock(); m.letters++; m.mu.Unlock() }
 func (m *recordingMetrics) QueueDepth(int)          {}
 func (m *recordingMetrics) Failed(reason string) {

@@ -9,7 +9,7 @@ import (
 // Stats are a subscription's counters. They outlive pipelines: a spec change rebuilds the
 // pipeline but keeps counting.
 type Stats struct {
-	observed, delivered, failed, dropped, deadLettered atomic.Int64
+	observed, delivered, failed, dropped, deadLettered, evicted atomic.Int64
 
 	mu               sync.Mutex
 	lastEventTime    time.Time
@@ -35,7 +35,10 @@ func NewStats(observed, delivered, failed, dropped int64) *Stats {
 // Snapshot is a consistent copy of the counters for status.
 type Snapshot struct {
 	Observed, Delivered, Failed, Dropped, DeadLettered int64
-	LastEventTime, LastDeliveryTime, LastDropTime      time.Time
+	// Evicted counts the dropped events (in Dropped too) that went to keep the process's
+	// memory budget, not for a full queue.
+	Evicted                                       int64
+	LastEventTime, LastDeliveryTime, LastDropTime time.Time
 	// Failing is true while the last attempt failed and none has succeeded since.
 	Failing   bool
 	LastError string
@@ -73,7 +76,7 @@ func (s *Stats) Snapshot() Snapshot {
 	defer s.mu.Unlock()
 	return Snapshot{
 		Observed: s.observed.Load(), Delivered: s.delivered.Load(), Failed: s.failed.Load(),
-		Dropped: s.dropped.Load(), DeadLettered: s.deadLettered.Load(),
+		Dropped: s.dropped.Load(), DeadLettered: s.deadLettered.Load(), Evicted: s.evicted.Load(),
 		LastEventTime: s.lastEventTime, LastDeliveryTime: s.lastDeliveryTime, LastDropTime: s.lastDropTime,
 		Failing: s.failing, LastError: s.lastError, LastResyncTime: s.lastResyncTime,
 		FilterOverBudget: s.overBudget, LastOverBudget: s.lastOverBudget,
@@ -114,6 +117,7 @@ func (s *Stats) Resynced() {
 }
 
 func (s *Stats) fail()       { s.failed.Add(1) }
+func (s *Stats) evict()      { s.evicted.Add(1) }
 func (s *Stats) deadLetter() { s.deadLettered.Add(1) }
 
 // attempted records one attempt, which delivered n events or failed with err, and tells

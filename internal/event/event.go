@@ -62,6 +62,9 @@ type Event struct {
 	data       []byte
 	encodeErr  error
 
+	sizeOnce sync.Once
+	size     int
+
 	memoMu    sync.Mutex
 	memo      map[string]memoEntry
 	decisions map[string]*decision
@@ -121,6 +124,43 @@ func New(t Type, gvr schema.GroupVersionResource, obj *unstructured.Unstructured
 func (e *Event) Data() ([]byte, error) {
 	e.encodeOnce.Do(func() { e.data, e.encodeErr = json.Marshal(e.Object.Object) })
 	return e.data, e.encodeErr
+}
+
+// Size is about how many bytes the event's objects take as JSON, computed once (from the
+// encoding when there is one already): what delivery's memory budget counts.
+func (e *Event) Size() int {
+	e.sizeOnce.Do(func() {
+		if e.Object != nil {
+			e.size = jsonSize(e.Object.Object)
+		}
+		if e.OldObject != nil {
+			e.size += jsonSize(e.OldObject.Object)
+		}
+		e.size += 256 // the event itself: id, path, attributes
+	})
+	return e.size
+}
+
+// jsonSize estimates the JSON size of a decoded object without encoding it.
+func jsonSize(v any) int {
+	switch v := v.(type) {
+	case map[string]any:
+		n := 2
+		for k, x := range v {
+			n += len(k) + 4 + jsonSize(x)
+		}
+		return n
+	case []any:
+		n := 2
+		for _, x := range v {
+			n += 1 + jsonSize(x)
+		}
+		return n
+	case string:
+		return len(v) + 2
+	default:
+		return 8 // numbers, booleans, null
+	}
 }
 
 // ResourceVersion of the object as the change left it.

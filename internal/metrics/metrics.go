@@ -28,6 +28,9 @@ var (
 		append(subLabels[:2:2], "reason"))
 	dropped = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_dropped_total",
 		Help: "Events dropped because the delivery queue was full."}, subLabels)
+	evicted = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_evicted_total",
+		Help: "Queued events dropped, oldest first, to keep the process's delivery memory budget (also counted " +
+			"in events_dropped_total)."}, subLabels)
 	deadLettered = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_dead_lettered_total",
 		Help: "Events sent to the dead-letter sink."}, subLabels)
 	duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "delivery_duration_seconds",
@@ -57,17 +60,17 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(observed, delivered, failed, dropped, deadLettered, duration, queueDepth, filterErrors,
+	ctrlmetrics.Registry.MustRegister(observed, delivered, failed, dropped, evicted, deadLettered, duration, queueDepth, filterErrors,
 		filterOverBudget,
 		resyncs, checkFailures, registryCollector{})
 }
 
 // Subscription is one subscription's handles; it implements delivery.Metrics.
 type Subscription struct {
-	labels                                     []string
-	observed, delivered, dropped, deadLettered prometheus.Counter
-	duration                                   prometheus.Observer
-	queueDepth                                 prometheus.Gauge
+	labels                                              []string
+	observed, delivered, dropped, evicted, deadLettered prometheus.Counter
+	duration                                            prometheus.Observer
+	queueDepth                                          prometheus.Gauge
 }
 
 // For returns the metrics of a subscription.
@@ -75,8 +78,9 @@ func For(namespace, name string) *Subscription {
 	l := []string{namespace, name}
 	return &Subscription{labels: l,
 		observed: observed.WithLabelValues(l...), delivered: delivered.WithLabelValues(l...),
-		dropped: dropped.WithLabelValues(l...), deadLettered: deadLettered.WithLabelValues(l...),
-		duration: duration.WithLabelValues(l...), queueDepth: queueDepth.WithLabelValues(l...)}
+		dropped: dropped.WithLabelValues(l...), evicted: evicted.WithLabelValues(l...),
+		deadLettered: deadLettered.WithLabelValues(l...),
+		duration:     duration.WithLabelValues(l...), queueDepth: queueDepth.WithLabelValues(l...)}
 }
 
 func (s *Subscription) Observed() { s.observed.Inc() }
@@ -91,6 +95,7 @@ func (s *Subscription) Failed(reason string) {
 }
 
 func (s *Subscription) Dropped()         { s.dropped.Inc() }
+func (s *Subscription) Evicted()         { s.evicted.Inc() }
 func (s *Subscription) DeadLettered()    { s.deadLettered.Inc() }
 func (s *Subscription) QueueDepth(n int) { s.queueDepth.Set(float64(n)) }
 
@@ -125,7 +130,7 @@ func CheckFailed(namespace, name, check string) {
 func Forget(namespace, name string) {
 	// Exact label values: DeletePartialMatch scans every series, which made deleting many
 	// subscriptions quadratic.
-	for _, v := range []*prometheus.CounterVec{observed, delivered, dropped, deadLettered, filterErrors, filterOverBudget} {
+	for _, v := range []*prometheus.CounterVec{observed, delivered, dropped, evicted, deadLettered, filterErrors, filterOverBudget} {
 		v.DeleteLabelValues(namespace, name)
 	}
 	for _, reason := range sink.FailureReasons {

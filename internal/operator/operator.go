@@ -5,8 +5,10 @@ package operator
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"net/http"
 	"net/netip"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -26,6 +28,7 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/authz"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/checkpoint"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/controller"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/metrics"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
@@ -103,6 +106,10 @@ type Options struct {
 	Authorization Authorization
 	// AuthorizationInterval is how long an authorization answer is trusted.
 	AuthorizationInterval time.Duration
+	// DeliveryMemoryBudget bounds the bytes of events held for delivery across every
+	// subscription (see delivery.MemoryBudget); 0 means DefaultDeliveryMemoryBudget of the
+	// runtime's memory limit, negative means no budget.
+	DeliveryMemoryBudget int64
 	// CheckpointNamespace holds the checkpoints ConfigMap; empty disables checkpoints (a
 	// restart then delivers only changes made after it).
 	CheckpointNamespace string
@@ -140,6 +147,8 @@ func NewEmbeddedManager(cfg *rest.Config) (ctrl.Manager, error) {
 // Operator gives tests a view of the running parts.
 type Operator struct {
 	Registry *watch.Registry
+	// Budget is the delivery memory budget; nil when there is none.
+	Budget *delivery.MemoryBudget
 }
 
 // Setup adds the operator to mgr. The manager's scheme gains the types it needs.
@@ -165,6 +174,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		Recorder:        mgr.GetEventRecorder("dynamic-notifier"),
 		Resolver:        resolve.New(disco, 250*time.Millisecond),
 		HTTPClients:     sink.NewClients(sinkClientOptions(opts)),
+		Budget:          delivery.NewMemoryBudget(memoryBudget(opts.DeliveryMemoryBudget)),
 		StatusInterval:  cmp.Or(opts.StatusInterval, DefaultStatusInterval),
 		DeliveryTimeout: opts.DeliveryTimeout,
 		Log:             log,
@@ -200,7 +210,18 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
-	return &Operator{Registry: r.Registry}, nil
+	return &Operator{Registry: r.Registry, Budget: r.Budget}, nil
+}
+
+func memoryBudget(configured int64) int64 {
+	if configured != 0 {
+		return configured
+	}
+	limit := debug.SetMemoryLimit(-1)
+	if limit == math.MaxInt64 {
+		limit = 0
+	}
+	return DefaultDeliveryMemoryBudget(limit)
 }
 
 func sinkClientOptions(opts Options) sink.ClientOptions {

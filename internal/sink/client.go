@@ -33,6 +33,9 @@ type ClientOptions struct {
 // maxRedirects is how many redirects one request may follow when they are followed.
 const maxRedirects = 3
 
+// MaxResponseHeaderBytes bounds the status line and headers of a sink's answer.
+const MaxResponseHeaderBytes = 64 << 10
+
 // Clients hands out HTTP clients: one shared, pooled client per distinct TLS setting, so
 // connections are kept alive and reused across subscriptions posting to the same host.
 // Every client refuses to connect to addresses in the deny list.
@@ -74,6 +77,9 @@ func (c *Clients) For(caPEM []byte, insecureSkipVerify bool) (*http.Client, erro
 	// idle pool makes lanes beyond it dial again for each request.
 	t.MaxIdleConns = 4096
 	t.MaxIdleConnsPerHost = 1024
+	// A sink's answer is a status line and a few headers: a sink sending megabytes of them
+	// gets an error, not the operator's memory.
+	t.MaxResponseHeaderBytes = MaxResponseHeaderBytes
 	t.IdleConnTimeout = 90 * time.Second
 	if len(caPEM) > 0 || insecureSkipVerify {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecureSkipVerify} //nolint:gosec // opt-in per subscription
