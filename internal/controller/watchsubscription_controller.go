@@ -10,25 +10,16 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/predicate"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/authz"
@@ -41,9 +32,6 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
-
-// crdIndex indexes subscriptions by the CRD name their resource would have (plural.group).
-const crdIndex = "spec.resource.crdName"
 
 // discoveryLagRetry is how soon a subscription whose CRD is Established but not yet in
 // discovery looks again. Only then: a missing resource otherwise waits for CRD events.
@@ -71,7 +59,7 @@ type WatchSubscriptionReconciler struct {
 	Log             logr.Logger
 
 	running *runningSubscriptions
-	trigger *trigger
+	wakeups *wakeups
 	retries checkRetry
 }
 
@@ -86,6 +74,7 @@ type WatchSubscriptionReconciler struct {
 
 // Reconcile brings what runs for one subscription in line with its spec and reports it.
 func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	r.wakeups.reconciling(req.NamespacedName)
 	ws := &notifyv1.WatchSubscription{}
 	if err := r.Get(ctx, req.NamespacedName, ws); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -144,6 +133,7 @@ func (r *WatchSubscriptionReconciler) forget(nn types.NamespacedName) {
 	}
 	r.running.teardown(nn, true)
 	r.retries.reset(nn)
+	r.wakeups.forget(nn)
 	metrics.Forget(nn.Namespace, nn.Name)
 }
 
@@ -280,7 +270,7 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 		r.Recorder.Eventf(regarding, nil, "Warning", notifyv1.EventReasonResynced, "Resume",
 			"Could not resume from checkpoint %s (%s): changes since were re-listed and deletions may be missing",
 			info.Checkpoint, info.Reason)
-		r.trigger.Now(nn)
+		r.wakeups.Now(nn)
 	}
 	pipeline := delivery.Start(delivery.Options{
 		Sink:        sinks.sink,
@@ -300,9 +290,9 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 		Budget:      r.Budget,
 		Notify: func(urgent bool) {
 			if urgent {
-				r.trigger.Now(nn)
+				r.wakeups.Now(nn)
 			} else {
-				r.trigger.Soon(nn)
+				r.wakeups.Soon(nn)
 			}
 		},
 	})
@@ -353,7 +343,7 @@ func (r *WatchSubscriptionReconciler) filterErrorHook(nn types.NamespacedName, u
 			overBudget.Inc()
 			if stats, ok := r.running.peekStats(nn, uid); ok {
 				stats.FilterOverBudget()
-				r.trigger.Now(nn)
+				r.wakeups.Now(nn)
 			}
 		}
 		now := time.Now().UnixNano()
@@ -428,95 +418,6 @@ func (r *WatchSubscriptionReconciler) waitForCRD(ctx context.Context, gvr schema
 	return ctrl.Result{}
 }
 
-// writeStatus patches the status once, only when something in it changed, and records an
-// Event when Ready changes. It returns when to look again if a restart grace is running.
-func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notifyv1.WatchSubscription, in readiness, res *resolve.Resource) (time.Duration, error) {
-	before := ws.DeepCopy()
-	st := &ws.Status
-	st.ObservedGeneration = ws.Generation
-	st.Resource = in.Resource
-	st.Sink = sinkKind(ws.Spec.Sink)
-	if res != nil {
-		st.Kind = res.Kind
-		st.Namespaced = &res.Namespaced
-	}
-	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
-	if stats, ok := r.running.peekStats(nn, ws.UID); ok {
-		s := stats.Snapshot()
-		st.EventsObserved, st.EventsDelivered, st.EventsFailed, st.EventsDropped = s.Observed, s.Delivered, s.Failed, s.Dropped
-		st.LastEventTime = optionalTime(s.LastEventTime, st.LastEventTime)
-		st.LastDeliveryTime = optionalTime(s.LastDeliveryTime, st.LastDeliveryTime)
-		st.LastResyncTime = optionalTime(s.LastResyncTime, st.LastResyncTime)
-	}
-	oldReady := meta.FindStatusCondition(before.Status.Conditions, notifyv1.ConditionReady)
-	cond := readyCondition(in)
-	cond.ObservedGeneration = ws.Generation
-	cond.Message = boundMessage(cond.Message)
-	keep, recheck := keepWatching(oldReady, cond, ws.Generation, in.SyncingFor)
-	if keep {
-		cond = *oldReady
-	}
-	meta.SetStatusCondition(&st.Conditions, cond)
-
-	if equality.Semantic.DeepEqual(before.Status, ws.Status) {
-		return recheck, nil
-	}
-	if err := r.Status().Patch(ctx, ws, client.MergeFrom(before)); err != nil {
-		if apierrors.IsNotFound(err) {
-			return 0, nil
-		}
-		return 0, err
-	}
-	if kind, ok := readyEvent(oldReady, cond); ok {
-		r.Recorder.Eventf(ws, nil, kind, cond.Reason, "Reconcile", "%s", cond.Message)
-	}
-	logf.FromContext(ctx).V(1).Info("Status updated", "ready", cond.Status, "reason", cond.Reason)
-	return recheck, nil
-}
-
-// optionalTime keeps the status time when nothing newer is known in this process.
-func optionalTime(t time.Time, current *metav1.Time) *metav1.Time {
-	if t.IsZero() {
-		return current
-	}
-	mt := metav1.NewTime(t.Truncate(time.Second))
-	return &mt
-}
-
-// SetupWithManager registers the controller, its CRD watch, the coalescing trigger and the
-// registry with mgr.
-func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	if r.StatusInterval <= 0 {
-		r.StatusInterval = 2 * time.Second
-	}
-	r.running = newRunningSubscriptions()
-	r.trigger = newTrigger(r.StatusInterval)
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &notifyv1.WatchSubscription{}, crdIndex,
-		func(o client.Object) []string {
-			return []string{crdName(gvrOf(o.(*notifyv1.WatchSubscription)))}
-		}); err != nil {
-		return err
-	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &notifyv1.WatchSubscription{}, secretIndex,
-		func(o client.Object) []string { return secretRefs(o.(*notifyv1.WatchSubscription)) }); err != nil {
-		return err
-	}
-	if err := mgr.Add(r.trigger); err != nil {
-		return err
-	}
-	return ctrl.NewControllerManagedBy(mgr).
-		For(&notifyv1.WatchSubscription{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{},
-			handler.EnqueueRequestsFromMapFunc(r.subscriptionsForCRD)).
-		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.subscriptionsForSecret)).
-		WatchesRawSource(source.Channel(r.trigger.out, &handler.EnqueueRequestForObject{})).
-		Named("watchsubscription").
-		// Subscriptions are independent; several workers let a burst of them (and one
-		// tenant's flood) converge without queueing behind each other's API writes.
-		WithOptions(controller.Options{MaxConcurrentReconciles: reconcileWorkers}).
-		Complete(r)
-}
-
 // Drain waits until every running pipeline has finished with what it holds, or ctx ends.
 // Stop the watches first, or new events keep arriving.
 func (r *WatchSubscriptionReconciler) Drain(ctx context.Context) (pipelines, drained int) {
@@ -524,59 +425,4 @@ func (r *WatchSubscriptionReconciler) Drain(ctx context.Context) (pipelines, dra
 		return 0, 0
 	}
 	return r.running.drain(ctx)
-}
-
-// InformerChanged is the registry's callback: the subscriptions on that informer need a
-// fresh look at once.
-func (r *WatchSubscriptionReconciler) InformerChanged(key watch.Key) {
-	if r.running == nil {
-		return
-	}
-	for _, nn := range r.running.subscribersOf(key) {
-		r.trigger.Now(nn)
-	}
-}
-
-func (r *WatchSubscriptionReconciler) subscriptionsForCRD(ctx context.Context, crd client.Object) []reconcile.Request {
-	name := crd.GetName()
-	if _, group, ok := strings.Cut(name, "."); ok {
-		r.Resolver.Invalidate(group)
-	}
-	return r.subscriptionsBy(ctx, crdIndex, name)
-}
-
-// subscriptionsForSecret finds the subscriptions whose sinks read a Secret that changed.
-func (r *WatchSubscriptionReconciler) subscriptionsForSecret(ctx context.Context, sec client.Object) []reconcile.Request {
-	return r.subscriptionsBy(ctx, secretIndex, sec.GetName(), client.InNamespace(sec.GetNamespace()))
-}
-
-func (r *WatchSubscriptionReconciler) subscriptionsBy(ctx context.Context, index, value string, opts ...client.ListOption) []reconcile.Request {
-	list := &notifyv1.WatchSubscriptionList{}
-	if err := r.List(ctx, list, append(opts, client.MatchingFields{index: value})...); err != nil {
-		logf.FromContext(ctx).Error(err, "Listing subscriptions", "index", index, "value", value)
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
-	for _, ws := range list.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}})
-	}
-	return reqs
-}
-
-// crdName is the name a CRD serving gvr has: plural.group.
-func crdName(gvr schema.GroupVersionResource) string {
-	plural, _, _ := strings.Cut(gvr.Resource, "/")
-	return plural + "." + gvr.Group
-}
-
-func sinkKind(s notifyv1.Sink) string {
-	switch {
-	case s.Webhook != nil:
-		return "webhook"
-	case s.Service != nil:
-		return "service"
-	case s.Log != nil:
-		return "log"
-	}
-	return ""
 }

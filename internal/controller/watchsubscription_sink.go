@@ -22,10 +22,6 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 )
 
-// secretIndex indexes subscriptions by the Secrets their sinks read, so a rotated Secret
-// reaches the subscriptions that use it.
-const secretIndex = "spec.sink.secretRefs"
-
 // Keys read from Secrets when a reference names none.
 const (
 	defaultCAKey      = notifyv1.DefaultCAKey
@@ -229,37 +225,4 @@ func serviceURL(subNamespace string, s *notifyv1.ServiceSink) string {
 		path = "/"
 	}
 	return scheme + "://" + s.Name + "." + ns + ".svc:" + strconv.Itoa(int(port)) + path
-}
-
-// secretRefs lists the Secrets a subscription's sinks read, for secretIndex.
-func secretRefs(ws *notifyv1.WatchSubscription) []string {
-	var out []string
-	add := func(s *notifyv1.Sink) {
-		if s == nil {
-			return
-		}
-		var opts *notifyv1.HTTPOptions
-		switch {
-		case s.Webhook != nil:
-			opts = &s.Webhook.HTTPOptions
-		case s.Service != nil:
-			opts = &s.Service.HTTPOptions
-		default:
-			return
-		}
-		if opts.HeadersFrom != nil {
-			out = append(out, opts.HeadersFrom.SecretRef.Name)
-		}
-		if opts.TLS != nil && opts.TLS.CASecretRef != nil {
-			out = append(out, opts.TLS.CASecretRef.Name)
-		}
-		if opts.SigningSecretRef != nil {
-			out = append(out, opts.SigningSecretRef.Name)
-		}
-	}
-	add(&ws.Spec.Sink)
-	if ws.Spec.Delivery != nil {
-		add(ws.Spec.Delivery.DeadLetterSink)
-	}
-	return out
 }

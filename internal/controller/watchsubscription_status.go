@@ -1,15 +1,20 @@
 package controller
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/authz"
@@ -124,7 +129,8 @@ func runningCondition(r readiness) metav1.Condition {
 				"more than its share of the operator's delivery memory budget", r.Delivery.Dropped, e)
 		}
 		return cond(metav1.ConditionFalse, notifyv1.ReasonEventsDropped, msg+
-			". The sink is slower than the changes; raise spec.delivery.parallelism or make the sink faster")
+			". The sink is slower than the changes; raise spec.delivery.maxQueueSize or spec.delivery.parallelism, "+
+			"or make the sink faster")
 	}
 	scopes := make([]string, 0, len(r.Scopes))
 	for _, s := range r.Scopes {
@@ -242,4 +248,71 @@ func boundMessage(msg string) string {
 		cut--
 	}
 	return msg[:cut] + ellipsis
+}
+
+// writeStatus patches the status once, only when something in it changed, and records an
+// Event when Ready changes. It returns when to look again if a restart grace is running.
+func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notifyv1.WatchSubscription, in readiness, res *resolve.Resource) (time.Duration, error) {
+	before := ws.DeepCopy()
+	st := &ws.Status
+	st.ObservedGeneration = ws.Generation
+	st.Resource = in.Resource
+	st.Sink = sinkKind(ws.Spec.Sink)
+	if res != nil {
+		st.Kind = res.Kind
+		st.Namespaced = &res.Namespaced
+	}
+	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
+	if stats, ok := r.running.peekStats(nn, ws.UID); ok {
+		s := stats.Snapshot()
+		st.EventsObserved, st.EventsDelivered, st.EventsFailed, st.EventsDropped = s.Observed, s.Delivered, s.Failed, s.Dropped
+		st.LastEventTime = optionalTime(s.LastEventTime, st.LastEventTime)
+		st.LastDeliveryTime = optionalTime(s.LastDeliveryTime, st.LastDeliveryTime)
+		st.LastResyncTime = optionalTime(s.LastResyncTime, st.LastResyncTime)
+	}
+	oldReady := meta.FindStatusCondition(before.Status.Conditions, notifyv1.ConditionReady)
+	cond := readyCondition(in)
+	cond.ObservedGeneration = ws.Generation
+	cond.Message = boundMessage(cond.Message)
+	keep, recheck := keepWatching(oldReady, cond, ws.Generation, in.SyncingFor)
+	if keep {
+		cond = *oldReady
+	}
+	meta.SetStatusCondition(&st.Conditions, cond)
+
+	if equality.Semantic.DeepEqual(before.Status, ws.Status) {
+		return recheck, nil
+	}
+	if err := r.Status().Patch(ctx, ws, client.MergeFrom(before)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	if kind, ok := readyEvent(oldReady, cond); ok {
+		r.Recorder.Eventf(ws, nil, kind, cond.Reason, "Reconcile", "%s", cond.Message)
+	}
+	logf.FromContext(ctx).V(1).Info("Status updated", "ready", cond.Status, "reason", cond.Reason)
+	return recheck, nil
+}
+
+// optionalTime keeps the status time when nothing newer is known in this process.
+func optionalTime(t time.Time, current *metav1.Time) *metav1.Time {
+	if t.IsZero() {
+		return current
+	}
+	mt := metav1.NewTime(t.Truncate(time.Second))
+	return &mt
+}
+
+func sinkKind(s notifyv1.Sink) string {
+	switch {
+	case s.Webhook != nil:
+		return "webhook"
+	case s.Service != nil:
+		return "service"
+	case s.Log != nil:
+		return "log"
+	}
+	return ""
 }

@@ -1,0 +1,64 @@
+package controller
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+)
+
+// wakeups asks the controller's own work queue for reconciles that no API object brings: at
+// once when an informer's state changes or delivery health flips, and at most once per
+// interval when only counters moved, so a busy subscription writes its status every couple
+// of seconds and an idle one never.
+type wakeups struct {
+	interval time.Duration
+	queue    atomic.Pointer[workqueue.TypedRateLimitingInterface[reconcile.Request]]
+	// later marks the subscriptions with a reconcile already due within the interval, so a
+	// change per event costs one atomic swap, not a queue operation.
+	later sync.Map // types.NamespacedName -> *atomic.Bool
+}
+
+func newWakeups(interval time.Duration) *wakeups { return &wakeups{interval: interval} }
+
+// source binds the wakeups to the controller's queue when the controller starts.
+func (w *wakeups) source() source.Source {
+	return source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+		w.queue.Store(&q)
+		return nil
+	})
+}
+
+// Now asks for a reconcile of nn as soon as possible.
+func (w *wakeups) Now(nn types.NamespacedName) {
+	if q := w.queue.Load(); q != nil {
+		(*q).Add(reconcile.Request{NamespacedName: nn})
+	}
+}
+
+// Soon asks for a reconcile of nn within the interval. Cheap enough to call per event.
+func (w *wakeups) Soon(nn types.NamespacedName) {
+	q := w.queue.Load()
+	if q == nil {
+		return
+	}
+	flag, _ := w.later.LoadOrStore(nn, &atomic.Bool{})
+	if flag.(*atomic.Bool).CompareAndSwap(false, true) {
+		(*q).AddAfter(reconcile.Request{NamespacedName: nn}, w.interval)
+	}
+}
+
+// reconciling is told when a reconcile of nn starts: later changes need a reconcile again.
+func (w *wakeups) reconciling(nn types.NamespacedName) {
+	if flag, ok := w.later.Load(nn); ok {
+		flag.(*atomic.Bool).Store(false)
+	}
+}
+
+// forget drops what is kept for a deleted subscription.
+func (w *wakeups) forget(nn types.NamespacedName) { w.later.Delete(nn) }
