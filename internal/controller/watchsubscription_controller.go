@@ -239,8 +239,8 @@ func (r *WatchSubscriptionReconciler) observe(in *readiness, ws *notifyv1.WatchS
 		st, _ := r.Registry.State(k)
 		in.Scopes = append(in.Scopes, scopeState{Namespace: k.Namespace, Synced: st.Synced, Err: st.Err})
 	}
-	if stats, ok := r.running.peekStats(types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}, ws.UID); ok {
-		in.Delivery = stats.Snapshot()
+	if c, ok := r.running.peekCounters(types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}, ws.UID); ok {
+		in.Delivery = c.snapshot()
 		in.DroppedRecently, _ = in.Delivery.DroppedRecently(time.Now())
 		in.OverBudgetRecently, _ = in.Delivery.OverBudgetRecently(time.Now())
 	}
@@ -262,10 +262,10 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 	if old != nil {
 		progress = old.progress
 	}
-	stats := r.running.statsFor(ws)
+	counts := r.running.countersFor(ws)
 	regarding := ws.DeepCopy()
 	onResync := func(info event.ResyncInfo) {
-		stats.Resynced()
+		counts.resynced()
 		metrics.Resynced(ws.Namespace, ws.Name, info.Reason)
 		r.Recorder.Eventf(regarding, nil, "Warning", notifyv1.EventReasonResynced, "Resume",
 			"Could not resume from checkpoint %s (%s): changes since were re-listed and deletions may be missing",
@@ -280,21 +280,13 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 		Parallelism: p.Delivery.Parallelism,
 		Timeout:     p.Delivery.Timeout,
 		Retry:       p.Delivery.Retry,
-		Stats:       stats,
-		Done:        progress.Done,
-		Held:        old != nil, // until the old pipeline's events are handed over
-		Metrics:     metrics.For(ws.Namespace, ws.Name),
-		Log:         r.Log.WithValues("watchsubscription", nn),
-		Shape:       shapeFunc(p.Shape),
-		Filter:      celFilter(p),
-		Budget:      r.Budget,
-		Notify: func(urgent bool) {
-			if urgent {
-				r.wakeups.Now(nn)
-			} else {
-				r.wakeups.Soon(nn)
-			}
-		},
+		Observer: &observer{nn: nn, counters: counts, metrics: metrics.For(ws.Namespace, ws.Name),
+			progress: progress, wakeups: r.wakeups, log: r.Log.WithValues("watchsubscription", nn)},
+		Held:   old != nil, // until the old pipeline's events are handed over
+		Log:    r.Log.WithValues("watchsubscription", nn),
+		Shape:  shapeFunc(p.Shape),
+		Filter: celFilter(p),
+		Budget: r.Budget,
 	})
 	c := &runningSubscription{uid: ws.UID, generation: ws.Generation, keys: keys, sinkFingerprint: sinks.fingerprint,
 		pipeline: pipeline, progress: progress, started: time.Now(), queueSize: p.Delivery.QueueSize,
@@ -341,8 +333,8 @@ func (r *WatchSubscriptionReconciler) filterErrorHook(nn types.NamespacedName, u
 		errs.Inc()
 		if filter.IsOverBudget(err) {
 			overBudget.Inc()
-			if stats, ok := r.running.peekStats(nn, uid); ok {
-				stats.FilterOverBudget()
+			if c, ok := r.running.peekCounters(nn, uid); ok {
+				c.filterOverBudget()
 				r.wakeups.Now(nn)
 			}
 		}

@@ -43,13 +43,13 @@ func (c *runningSubscription) handle(key watch.Key) *watch.Handle {
 type runningSubscriptions struct {
 	mu    sync.Mutex
 	subs  map[types.NamespacedName]*runningSubscription
-	stats map[types.NamespacedName]*statsEntry
+	stats map[types.NamespacedName]*statsEntry // by subscription, outliving its pipelines
 	byKey map[watch.Key]map[types.NamespacedName]bool
 }
 
 type statsEntry struct {
-	uid   types.UID
-	stats *delivery.Stats
+	uid      types.UID
+	counters *counters
 }
 
 func newRunningSubscriptions() *runningSubscriptions {
@@ -92,28 +92,30 @@ func (w *runningSubscriptions) uidOf(nn types.NamespacedName) (types.UID, bool) 
 	return "", false
 }
 
-// statsFor returns the counters of a subscription, starting from its status after a restart.
-func (w *runningSubscriptions) statsFor(ws *notifyv1.WatchSubscription) *delivery.Stats {
+// countersFor returns the counters of a subscription, starting from its status after a
+// restart.
+func (w *runningSubscriptions) countersFor(ws *notifyv1.WatchSubscription) *counters {
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if e, ok := w.stats[nn]; ok && e.uid == ws.UID {
-		return e.stats
+		return e.counters
 	}
 	s := delivery.NewStats(ws.Status.EventsObserved, ws.Status.EventsDelivered, ws.Status.EventsFailed, ws.Status.EventsDropped)
-	w.stats[nn] = &statsEntry{uid: ws.UID, stats: s}
-	return s
+	c := &counters{delivery: s}
+	w.stats[nn] = &statsEntry{uid: ws.UID, counters: c}
+	return c
 }
 
-// peekStats returns the counters if the subscription has any running or kept.
-func (w *runningSubscriptions) peekStats(nn types.NamespacedName, uid types.UID) (*delivery.Stats, bool) {
+// peekCounters returns the counters if the subscription has any running or kept.
+func (w *runningSubscriptions) peekCounters(nn types.NamespacedName, uid types.UID) (*counters, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	e, ok := w.stats[nn]
 	if !ok || e.uid != uid {
 		return nil, false
 	}
-	return e.stats, true
+	return e.counters, true
 }
 
 // replace records c as what runs for nn in the place of old, whose subscribers c has

@@ -18,7 +18,6 @@ import (
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/authz"
-	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
 )
@@ -42,7 +41,7 @@ type readiness struct {
 	// Scopes are the informers the subscription uses, one per namespace scope.
 	Scopes []scopeState
 	// Delivery is the state of the subscription's deliveries.
-	Delivery delivery.Snapshot
+	Delivery countersSnapshot
 	// DroppedRecently is true when the queue overflowed within the last minute.
 	DroppedRecently bool
 	// OverBudgetRecently is true when the filter exceeded its cost budget within the last
@@ -263,8 +262,8 @@ func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notif
 		st.Namespaced = &res.Namespaced
 	}
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
-	if stats, ok := r.running.peekStats(nn, ws.UID); ok {
-		s := stats.Snapshot()
+	if c, ok := r.running.peekCounters(nn, ws.UID); ok {
+		s := c.snapshot()
 		st.EventsObserved, st.EventsDelivered, st.EventsFailed, st.EventsDropped = s.Observed, s.Delivered, s.Failed, s.Dropped
 		st.LastEventTime = optionalTime(s.LastEventTime, st.LastEventTime)
 		st.LastDeliveryTime = optionalTime(s.LastDeliveryTime, st.LastDeliveryTime)

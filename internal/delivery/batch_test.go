@@ -118,7 +118,7 @@ func TestBatchingSinkTakesWhatIsQueuedInOrder(t *testing.T) {
 	stats := NewStats(0, 0, 0, 0)
 	metrics := &recordingMetrics{}
 	// Held, so all 12 are queued before the lane's worker starts.
-	p := Start(Options{Sink: rcv.webhook(5), Parallelism: 1, Held: true, Done: done.done, Stats: stats, Metrics: metrics})
+	p := Start(Options{Sink: rcv.webhook(5), Parallelism: 1, Held: true, Observer: &watching{stats: stats, metrics: metrics, done: &done}})
 	defer p.Stop()
 	offerHeld(g, p, 12)
 
@@ -143,7 +143,7 @@ func TestFailedBatchIsDeadLetteredEventByEvent(t *testing.T) {
 	letters := newBatchReceiver(t, nil)
 	stats := NewStats(0, 0, 0, 0)
 	p := Start(Options{Sink: down.webhook(10), DeadLetter: letters.webhook(0),
-		Parallelism: 1, Held: true, Stats: stats, Retry: Retry{MaxAttempts: 2, Backoff: time.Millisecond, MaxBackoff: time.Millisecond}})
+		Parallelism: 1, Held: true, Retry: Retry{MaxAttempts: 2, Backoff: time.Millisecond, MaxBackoff: time.Millisecond}, Observer: &watching{stats: stats}})
 	defer p.Stop()
 	offerHeld(g, p, 3)
 
@@ -169,12 +169,12 @@ func TestReplacementRetriesABatchCutShort(t *testing.T) {
 		return http.StatusNoContent
 	})
 	var done doneLog
-	old := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Done: done.done,
-		HandOverWait: 50 * time.Millisecond})
+	old := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true,
+		HandOverWait: 50 * time.Millisecond, Observer: &watching{done: &done}})
 	offerHeld(g, old, 3)
 	g.Eventually(rcv.requestCount).Should(Equal(1), "the batch of 3 is in flight")
 
-	replacement := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Done: done.done})
+	replacement := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Observer: &watching{done: &done}})
 	defer replacement.Stop()
 	g.Expect(replacement.Offer(newEvent(objName(3), 1))).To(BeTrue())
 	replacement.TakeOver(old)
@@ -235,8 +235,7 @@ func TestOneUnencodableEventFailsAloneInItsBatch(t *testing.T) {
 			rcv := newBatchReceiver(t, nil)
 			stats, metrics := NewStats(0, 0, 0, 0), &recordingMetrics{}
 			var done doneLog
-			p := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Shape: tc.shape, Stats: stats,
-				Metrics: metrics, Done: done.done})
+			p := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Shape: tc.shape, Observer: &watching{stats: stats, metrics: metrics, done: &done}})
 			defer p.Stop()
 			for i := range 3 {
 				ev := newEvent(objName(i), 1)
@@ -266,7 +265,7 @@ func TestBatchTooLargeForTheSinkIsSplit(t *testing.T) {
 		return http.StatusNoContent
 	})
 	stats := NewStats(0, 0, 0, 0)
-	p := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Stats: stats, Retry: fastRetry})
+	p := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Retry: fastRetry, Observer: &watching{stats: stats}})
 	defer p.Stop()
 	offerHeld(g, p, 5)
 

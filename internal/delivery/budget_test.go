@@ -30,11 +30,11 @@ func TestMemoryBudgetCostsOnlyTheFlooder(t *testing.T) {
 	budget := NewMemoryBudget(200 << 10)
 	hang := &fakeSink{send: func(ctx context.Context, _ sink.Message, _ int) error { <-ctx.Done(); return ctx.Err() }}
 	floodStats := NewStats(0, 0, 0, 0)
-	flood := Start(Options{Sink: hang, Budget: budget, QueueSize: 100000, Parallelism: 2, Stats: floodStats})
+	flood := Start(Options{Sink: hang, Budget: budget, QueueSize: 100000, Parallelism: 2, Observer: &watching{stats: floodStats}})
 	defer flood.Stop()
 	quiet := &fakeSink{}
 	quietStats := NewStats(0, 0, 0, 0)
-	calm := Start(Options{Sink: quiet, Budget: budget, Stats: quietStats})
+	calm := Start(Options{Sink: quiet, Budget: budget, Observer: &watching{stats: quietStats}})
 	defer calm.Stop()
 
 	maxUsed := int64(0)

@@ -52,11 +52,9 @@ type Options struct {
 	Parallelism int
 	Timeout     time.Duration
 	Retry       Retry
-	Stats       *Stats
-	Metrics     Metrics
-	Log         logr.Logger
-	// Notify is told that the counters changed; urgent when the delivery health flipped.
-	Notify func(urgent bool)
+	// Observer hears what happens to each event; nil hears nothing.
+	Observer Observer
+	Log      logr.Logger
 	// Shape encodes an event's data for this subscription; nil sends the shared encoding.
 	Shape func(*event.Event) ([]byte, error)
 	// Filter, when set, decides in the lane whether a queued change is delivered at all:
@@ -64,11 +62,6 @@ type Options struct {
 	// changes it keeps count as observed. Initial events (filtered when listed) and Resync
 	// events skip it.
 	Filter func(*event.Event) bool
-	// Done is told when an event is finished with: delivered, failed for good (and
-	// dead-lettered if there is a dead-letter sink), or dropped because the queue was full.
-	// An event still queued or in flight when the pipeline stops is never Done, so a
-	// checkpoint built from Done never covers it.
-	Done func(*event.Event)
 	// Held keeps the workers from starting until TakeOver: events offered meanwhile wait.
 	Held bool
 	// Budget, when set, bounds the bytes held for delivery across the process (see
@@ -83,28 +76,39 @@ type Options struct {
 // DefaultHandOverWait is HandOverWait's default.
 const DefaultHandOverWait = 5 * time.Second
 
-// Metrics receives what a pipeline does, for Prometheus. Implementations are bound to one
-// subscription and must be cheap: they are called per event.
-type Metrics interface {
+// Observer hears what a pipeline does with its events: the controller implements it once
+// per subscription, for its status counters, its metrics, its status wake-ups and its
+// checkpoints. It is called from the pipeline's goroutines, per event: it must be cheap and
+// must not block.
+type Observer interface {
+	// Observed: a change for the subscription was queued, or dropped at once.
 	Observed()
-	Delivered(d time.Duration)
+	// Attempted: one request delivered n events, taking took, or failed with err (and
+	// may be tried again).
+	Attempted(n int, took time.Duration, err error)
+	// Failed: an event failed for good; reason sorts its last error (sink.FailureReason).
 	Failed(reason string)
-	Dropped()
-	// Evicted: a queued event was dropped (Dropped is told too) to keep the memory budget.
-	Evicted()
+	// DeadLettered: the dead-letter sink took a failed event.
 	DeadLettered()
+	// Dropped: an event found no room, in the queue or (evicted) in the memory budget.
+	Dropped(evicted bool)
+	// QueueDepth: how many events are queued or in flight now.
 	QueueDepth(n int)
+	// Done: an event is finished with, delivered, failed for good or dropped. An event
+	// still queued or in flight when the pipeline stops is never Done, so a checkpoint built
+	// from Done never covers it.
+	Done(ev *event.Event)
 }
 
-type noMetrics struct{}
+type nopObserver struct{}
 
-func (noMetrics) Observed()               {}
-func (noMetrics) Delivered(time.Duration) {}
-func (noMetrics) Failed(string)           {}
-func (noMetrics) Dropped()                {}
-func (noMetrics) Evicted()                {}
-func (noMetrics) DeadLettered()           {}
-func (noMetrics) QueueDepth(int)          {}
+func (nopObserver) Observed()                           {}
+func (nopObserver) Attempted(int, time.Duration, error) {}
+func (nopObserver) Failed(string)                       {}
+func (nopObserver) DeadLettered()                       {}
+func (nopObserver) Dropped(bool)                        {}
+func (nopObserver) QueueDepth(int)                      {}
+func (nopObserver) Done(*event.Event)                   {}
 
 // Pipeline is one subscription's queue and workers.
 type Pipeline struct {
@@ -257,13 +261,13 @@ func (p *Pipeline) prepend(events []*event.Event) {
 		case p.slots <- struct{}{}:
 			if !p.admit(ev) {
 				<-p.slots
-				p.dropped(ev)
+				p.dropped(ev, false)
 				continue
 			}
 			i := p.laneOf(ev)
 			ahead[i] = append(ahead[i], ev)
 		default:
-			p.dropped(ev)
+			p.dropped(ev, false)
 		}
 	}
 	for i, l := range p.lanes {
@@ -274,7 +278,7 @@ func (p *Pipeline) prepend(events []*event.Event) {
 		l.queue = append(ahead[i], l.queue...)
 		l.mu.Unlock()
 	}
-	p.opts.Metrics.QueueDepth(len(p.slots))
+	p.opts.Observer.QueueDepth(len(p.slots))
 }
 
 func withDefaults(o Options) Options {
@@ -300,17 +304,8 @@ func withDefaults(o Options) Options {
 		o.HandOverWait = DefaultHandOverWait
 	}
 	o.Retry.MaxBackoff = max(o.Retry.MaxBackoff, o.Retry.Backoff)
-	if o.Stats == nil {
-		o.Stats = NewStats(0, 0, 0, 0)
-	}
-	if o.Metrics == nil {
-		o.Metrics = noMetrics{}
-	}
-	if o.Notify == nil {
-		o.Notify = func(bool) {}
-	}
-	if o.Done == nil {
-		o.Done = func(*event.Event) {}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
 	}
 	return o
 }
@@ -328,7 +323,7 @@ func (p *Pipeline) Stop() {
 	if p.opts.Budget != nil {
 		p.opts.Budget.forget(p) // what it still holds is handed over or let go
 	}
-	p.opts.Metrics.QueueDepth(0)
+	p.opts.Observer.QueueDepth(0)
 }
 
 func (p *Pipeline) stopTaking() { p.stopOnce.Do(func() { close(p.stopping) }) }
@@ -372,23 +367,22 @@ func (p *Pipeline) Offer(ev *event.Event) bool {
 	case p.slots <- struct{}{}:
 		if !p.admit(ev) {
 			<-p.slots
-			p.dropped(ev)
+			p.dropped(ev, false)
 			return false
 		}
 		p.enqueue(ev)
 		return true
 	default:
-		p.dropped(ev)
+		p.dropped(ev, false)
 		return false
 	}
 }
 
-// dropped counts an event the pipeline had no room for, and finishes with it.
-func (p *Pipeline) dropped(ev *event.Event) {
-	p.opts.Stats.drop()
-	p.opts.Metrics.Dropped()
-	p.opts.Notify(true)
-	p.opts.Done(ev)
+// dropped counts an event the pipeline had no room for (evicted: in the memory budget),
+// and finishes with it.
+func (p *Pipeline) dropped(ev *event.Event, evicted bool) {
+	p.opts.Observer.Dropped(evicted)
+	p.opts.Observer.Done(ev)
 }
 
 // admit counts ev against the memory budget, if there is one; false when it must go.
@@ -425,11 +419,9 @@ func (p *Pipeline) evictOldest(need int64) int64 {
 		freed += int64(ev.Size())
 		p.opts.Budget.release(p, ev)
 		<-p.slots
-		p.opts.Stats.evict()
-		p.opts.Metrics.Evicted()
-		p.dropped(ev)
+		p.dropped(ev, true)
 	}
-	p.opts.Metrics.QueueDepth(len(p.slots))
+	p.opts.Observer.QueueDepth(len(p.slots))
 	return freed
 }
 
@@ -445,7 +437,7 @@ func (p *Pipeline) Put(ctx context.Context, ev *event.Event) error {
 	case p.slots <- struct{}{}:
 		if !p.admit(ev) {
 			<-p.slots
-			p.dropped(ev)
+			p.dropped(ev, false)
 			return nil
 		}
 		p.enqueue(ev)
@@ -463,9 +455,7 @@ func (p *Pipeline) filtered(ev *event.Event) bool {
 }
 
 func (p *Pipeline) observe() {
-	p.opts.Stats.observe()
-	p.opts.Metrics.Observed()
-	p.opts.Notify(false)
+	p.opts.Observer.Observed()
 }
 
 func (p *Pipeline) enqueue(ev *event.Event) {
@@ -478,7 +468,7 @@ func (p *Pipeline) enqueue(ev *event.Event) {
 	if start {
 		p.spawn(l)
 	}
-	p.opts.Metrics.QueueDepth(len(p.slots))
+	p.opts.Observer.QueueDepth(len(p.slots))
 }
 
 func (p *Pipeline) laneOf(ev *event.Event) int {
@@ -519,7 +509,7 @@ func (p *Pipeline) work(l *lane) {
 		// the workers have ended.
 		clear(evs) // let delivered events go
 		l.batchBuf = evs
-		p.opts.Metrics.QueueDepth(len(p.slots))
+		p.opts.Observer.QueueDepth(len(p.slots))
 	}
 }
 
@@ -545,7 +535,7 @@ func (p *Pipeline) finish(ev *event.Event) {
 	if p.opts.Budget != nil {
 		p.opts.Budget.release(p, ev)
 	}
-	p.opts.Done(ev)
+	p.opts.Observer.Done(ev)
 	<-p.slots
 }
 
@@ -637,10 +627,8 @@ func (p *Pipeline) send(l *lane, msgs []sink.Message, n int) bool {
 		if err == nil {
 			// Counted before the events are finished with, so whoever sees them Done
 			// sees them counted.
-			p.record(len(chunk), nil)
-			took := time.Since(start)
+			p.opts.Observer.Attempted(len(chunk), time.Since(start), nil)
 			for _, m := range chunk {
-				p.opts.Metrics.Delivered(took)
 				p.finish(m.Event)
 			}
 			return true
@@ -649,7 +637,7 @@ func (p *Pipeline) send(l *lane, msgs []sink.Message, n int) bool {
 			half := n / 2
 			return p.send(l, msgs, half) && p.send(l, msgs[half:], n-half)
 		}
-		p.record(0, err)
+		p.opts.Observer.Attempted(0, time.Since(start), err)
 		if !sink.Retryable(err) || attempts == p.opts.Retry.MaxAttempts {
 			break
 		}
@@ -684,9 +672,7 @@ func (p *Pipeline) attempt(s sink.Sink, msgs []sink.Message) error {
 // giveUp counts a final failure and hands the event to the dead-letter sink, if any; false
 // when the pipeline stopped before that was settled.
 func (p *Pipeline) giveUp(msg sink.Message, cause error, attempts int) bool {
-	p.opts.Stats.fail()
-	p.opts.Metrics.Failed(sink.FailureReason(cause))
-	p.opts.Notify(false)
+	p.opts.Observer.Failed(sink.FailureReason(cause))
 	if p.opts.DeadLetter == nil {
 		p.opts.Log.V(1).Info("Event dropped after its last attempt", "id", msg.Event.ID(), "attempts", attempts,
 			"error", cause.Error())
@@ -696,8 +682,7 @@ func (p *Pipeline) giveUp(msg sink.Message, cause error, attempts int) bool {
 	for try := 1; try <= deadLetterAttempts; try++ {
 		err := p.attempt(p.opts.DeadLetter, []sink.Message{msg})
 		if err == nil {
-			p.opts.Stats.deadLetter()
-			p.opts.Metrics.DeadLettered()
+			p.opts.Observer.DeadLettered()
 			return true
 		}
 		if p.ctx.Err() != nil {
@@ -738,19 +723,5 @@ func (p *Pipeline) sleep(d time.Duration) bool {
 		return false
 	case <-p.stopping:
 		return false
-	}
-}
-
-// record counts an attempt that delivered n events, or failed with err.
-func (p *Pipeline) record(n int, err error) {
-	if flipped := p.opts.Stats.attempted(n, err); flipped {
-		if err != nil {
-			p.opts.Log.Info("Delivery failing", "error", err.Error())
-		}
-		p.opts.Notify(true)
-		return
-	}
-	if err == nil {
-		p.opts.Notify(false)
 	}
 }

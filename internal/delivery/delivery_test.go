@@ -106,9 +106,7 @@ type recordingMetrics struct {
 func (m *recordingMetrics) Observed()               { m.mu.Lock(); m.observed++; m.mu.Unlock() }
 func (m *recordingMetrics) Delivered(time.Duration) { m.mu.Lock(); m.delivered++; m.mu.Unlock() }
 func (m *recordingMetrics) Dropped()                { m.mu.Lock(); m.dropped++; m.mu.Unlock() }
-func (m *recordingMetrics) Evicted()                {}
 func (m *recordingMetrics) DeadLettered()           { m.mu.Lock(); m.letters++; m.mu.Unlock() }
-func (m *recordingMetrics) QueueDepth(int)          {}
 func (m *recordingMetrics) Failed(reason string) {
 	m.mu.Lock()
 	m.failed = append(m.failed, reason)
@@ -157,8 +155,8 @@ func TestOrderPerObjectUnderParallelism(t *testing.T) {
 		return nil
 	}}
 	stats := NewStats(0, 0, 0, 0)
-	p := Start(Options{Sink: s, Parallelism: 4, QueueSize: objects * perObject, Stats: stats,
-		Retry: Retry{MaxAttempts: 100, Backoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}})
+	p := Start(Options{Sink: s, Parallelism: 4, QueueSize: objects * perObject,
+		Retry: Retry{MaxAttempts: 100, Backoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}, Observer: &watching{stats: stats}})
 	defer p.Stop()
 
 	// Interleave the objects, with resourceVersions increasing globally as in a watch.
@@ -240,7 +238,7 @@ func TestRetriesThenSuccess(t *testing.T) {
 	stats := NewStats(0, 0, 0, 0)
 	var note notifications
 	m := &recordingMetrics{}
-	p := Start(Options{Sink: s, Stats: stats, Notify: note.notify, Metrics: m, Retry: fastRetry})
+	p := Start(Options{Sink: s, Retry: fastRetry, Observer: &watching{stats: stats, metrics: m, notify: &note}})
 	defer p.Stop()
 
 	g.Expect(p.Offer(newEvent("settings", 1))).To(BeTrue())
@@ -307,8 +305,9 @@ func TestGivingUp(t *testing.T) {
 			var dl *fakeSink
 			dlDone := make(chan struct{})
 			var dlOnce sync.Once
+			seen := &watching{stats: NewStats(0, 0, 0, 0), metrics: &recordingMetrics{}}
 			opts := Options{Sink: s, Source: "/apis/x/v1/namespaces/team-a/watchsubscriptions/w", Retry: fastRetry,
-				Stats: NewStats(0, 0, 0, 0), Metrics: &recordingMetrics{}}
+				Observer: seen}
 			if tc.deadLetter != nil {
 				dl = &fakeSink{send: func(_ context.Context, _ sink.Message, n int) error {
 					err := tc.deadLetter(n)
@@ -327,14 +326,14 @@ func TestGivingUp(t *testing.T) {
 
 			g.Expect(p.Offer(ev)).To(BeTrue())
 
-			g.Eventually(func() int64 { return opts.Stats.Snapshot().Failed }).Should(BeEquivalentTo(1))
+			g.Eventually(func() int64 { return seen.stats.Snapshot().Failed }).Should(BeEquivalentTo(1))
 			g.Eventually(dlDone).Should(BeClosed())
 			// The dead-letter outcome is counted just after its last attempt returns.
 			if tc.wantLettered {
-				g.Eventually(func() int64 { return opts.Stats.Snapshot().DeadLettered }).Should(BeEquivalentTo(1))
+				g.Eventually(func() int64 { return seen.stats.Snapshot().DeadLettered }).Should(BeEquivalentTo(1))
 			}
 			p.Stop() // no more attempts can happen past this point
-			snap := opts.Stats.Snapshot()
+			snap := seen.stats.Snapshot()
 			g.Expect(s.attempts()).To(Equal(tc.wantAttempts))
 			g.Expect(snap.Failed).To(BeEquivalentTo(1))
 			g.Expect(snap.Delivered).To(BeZero())
@@ -344,7 +343,7 @@ func TestGivingUp(t *testing.T) {
 				wantLettered = 1
 			}
 			g.Expect(snap.DeadLettered).To(Equal(wantLettered))
-			g.Expect(opts.Metrics.(*recordingMetrics).failures()).To(Equal([]string{tc.wantReason}))
+			g.Expect(seen.metrics.failures()).To(Equal([]string{tc.wantReason}))
 			if dl == nil {
 				return
 			}
@@ -373,8 +372,8 @@ func TestAttemptTimeout(t *testing.T) {
 	}}
 	m := &recordingMetrics{}
 	stats := NewStats(0, 0, 0, 0)
-	p := Start(Options{Sink: s, Stats: stats, Metrics: m, Timeout: 5 * time.Millisecond,
-		Retry: Retry{MaxAttempts: 2, Backoff: time.Millisecond, MaxBackoff: time.Millisecond}})
+	p := Start(Options{Sink: s, Timeout: 5 * time.Millisecond,
+		Retry: Retry{MaxAttempts: 2, Backoff: time.Millisecond, MaxBackoff: time.Millisecond}, Observer: &watching{stats: stats, metrics: m}})
 	defer p.Stop()
 
 	g.Expect(p.Offer(newEvent("settings", 1))).To(BeTrue())
@@ -392,7 +391,7 @@ func TestQueueFull(t *testing.T) {
 	stats := NewStats(0, 0, 0, 0)
 	var note notifications
 	m := &recordingMetrics{}
-	p := Start(Options{Sink: s, QueueSize: 2, Parallelism: 1, Stats: stats, Notify: note.notify, Metrics: m})
+	p := Start(Options{Sink: s, QueueSize: 2, Parallelism: 1, Observer: &watching{stats: stats, metrics: m, notify: &note}})
 	defer p.Stop()
 
 	// An event in the sink still holds its slot, so two fill the queue.
@@ -501,8 +500,8 @@ func TestStop(t *testing.T) {
 				return err
 			}}
 			stats := NewStats(0, 0, 0, 0)
-			opts := Options{Sink: s, Stats: stats, Parallelism: 2,
-				Retry: Retry{MaxAttempts: 3, Backoff: time.Hour, MaxBackoff: time.Hour}}
+			opts := Options{Sink: s, Parallelism: 2,
+				Retry: Retry{MaxAttempts: 3, Backoff: time.Hour, MaxBackoff: time.Hour}, Observer: &watching{stats: stats}}
 			if tc.deadLetter {
 				opts.DeadLetter = &fakeSink{send: func(ctx context.Context, _ sink.Message, _ int) error {
 					close(entered)
@@ -552,7 +551,7 @@ func TestStopCancelledAttemptDoesNotFlipHealth(t *testing.T) {
 	}}
 	stats := NewStats(0, 0, 0, 0)
 	var note notifications
-	p := Start(Options{Sink: s, Stats: stats, Notify: note.notify})
+	p := Start(Options{Sink: s, Observer: &watching{stats: stats, notify: &note}})
 	g.Expect(p.Offer(newEvent("a", 1))).To(BeTrue())
 	g.Eventually(entered).Should(BeClosed())
 
@@ -668,7 +667,7 @@ func TestDoneOnlyForFinishedEvents(t *testing.T) {
 		}
 	}}
 	var done doneLog
-	p := Start(Options{Sink: s, QueueSize: 3, Parallelism: 1, Retry: fastRetry, Done: done.done})
+	p := Start(Options{Sink: s, QueueSize: 3, Parallelism: 1, Retry: fastRetry, Observer: &watching{done: &done}})
 
 	g.Expect(p.Offer(newEvent("a", 1))).To(BeTrue())
 	g.Expect(p.Offer(newEvent("a", 2))).To(BeTrue())
@@ -724,12 +723,12 @@ func TestReplacementTakesOverWhatTheOldPipelineHeld(t *testing.T) {
 	var done doneLog
 	slowRetry := Retry{MaxAttempts: 100, Backoff: time.Hour, MaxBackoff: time.Hour}
 
-	old := Start(Options{Sink: s, Parallelism: 2, Retry: slowRetry, Done: done.done})
+	old := Start(Options{Sink: s, Parallelism: 2, Retry: slowRetry, Observer: &watching{done: &done}})
 	g.Expect(old.Offer(newEvent("a", 1))).To(BeTrue())
 	g.Expect(old.Offer(newEvent("a", 2))).To(BeTrue())
 	g.Eventually(s.attempts).Should(Equal(1), "event 1 is in flight, waiting to retry")
 
-	replacement := Start(Options{Sink: s, Parallelism: 2, Held: true, Done: done.done})
+	replacement := Start(Options{Sink: s, Parallelism: 2, Held: true, Observer: &watching{done: &done}})
 	defer replacement.Stop()
 	g.Expect(replacement.Offer(newEvent("a", 3))).To(BeTrue())
 	g.Expect(replacement.Offer(newEvent("b", 4))).To(BeTrue())
@@ -770,12 +769,12 @@ func TestHandOverLetsTheAttemptInFlightFinish(t *testing.T) {
 		return nil
 	}}
 	var done doneLog
-	old := Start(Options{Sink: s, Parallelism: 1, Done: done.done})
+	old := Start(Options{Sink: s, Parallelism: 1, Observer: &watching{done: &done}})
 	g.Expect(old.Offer(newEvent("a", 1))).To(BeTrue())
 	g.Expect(old.Offer(newEvent("a", 2))).To(BeTrue())
 	g.Eventually(s.attempts).Should(Equal(1), "event 1 is in flight")
 
-	replacement := Start(Options{Sink: s, Parallelism: 1, Held: true, Done: done.done})
+	replacement := Start(Options{Sink: s, Parallelism: 1, Held: true, Observer: &watching{done: &done}})
 	defer replacement.Stop()
 	released := make(chan struct{})
 	go func() {
@@ -788,4 +787,78 @@ func TestHandOverLetsTheAttemptInFlightFinish(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	g.Expect(sent).To(Equal([]string{"1", "2"}), "event 1 was answered: it is not sent again")
+}
+
+// watching is the tests' Observer: status counters, metrics, notifications and Done, each
+// optional, fed the way the controller feeds its own.
+type watching struct {
+	stats   *Stats
+	metrics *recordingMetrics
+	notify  *notifications
+	done    *doneLog
+}
+
+func (w *watching) note(urgent bool) {
+	if w.notify != nil {
+		w.notify.notify(urgent)
+	}
+}
+
+func (w *watching) Observed() {
+	if w.stats != nil {
+		w.stats.Observed()
+	}
+	if w.metrics != nil {
+		w.metrics.Observed()
+	}
+	w.note(false)
+}
+
+func (w *watching) Attempted(n int, took time.Duration, err error) {
+	flipped := w.stats != nil && w.stats.Attempted(n, err)
+	if w.metrics != nil && err == nil {
+		for range n {
+			w.metrics.Delivered(took)
+		}
+	}
+	if flipped || err == nil {
+		w.note(flipped)
+	}
+}
+
+func (w *watching) Failed(reason string) {
+	if w.stats != nil {
+		w.stats.Failed()
+	}
+	if w.metrics != nil {
+		w.metrics.Failed(reason)
+	}
+	w.note(false)
+}
+
+func (w *watching) DeadLettered() {
+	if w.stats != nil {
+		w.stats.DeadLettered()
+	}
+	if w.metrics != nil {
+		w.metrics.DeadLettered()
+	}
+}
+
+func (w *watching) Dropped(evicted bool) {
+	if w.stats != nil {
+		w.stats.Dropped(evicted)
+	}
+	if w.metrics != nil {
+		w.metrics.Dropped()
+	}
+	w.note(true)
+}
+
+func (w *watching) QueueDepth(int) {}
+
+func (w *watching) Done(ev *event.Event) {
+	if w.done != nil {
+		w.done.done(ev)
+	}
 }

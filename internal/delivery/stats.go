@@ -17,9 +17,6 @@ type Stats struct {
 	lastDropTime     time.Time
 	lastError        string
 	failing          bool
-	lastResyncTime   time.Time
-	lastOverBudget   time.Time
-	overBudget       int64
 }
 
 // NewStats starts counting from the values a status already reports (after a restart).
@@ -42,22 +39,6 @@ type Snapshot struct {
 	// Failing is true while the last attempt failed and none has succeeded since.
 	Failing   bool
 	LastError string
-	// LastResyncTime is when the subscription last had to be resynced.
-	LastResyncTime time.Time
-	// FilterOverBudget counts the changes whose filter evaluation exceeded its cost budget
-	// (they were not delivered); LastOverBudget is when that last happened.
-	FilterOverBudget int64
-	LastOverBudget   time.Time
-}
-
-// OverBudgetRecently tells whether the filter exceeded its cost budget within the last
-// minute, and how long until that stops being recent.
-func (s Snapshot) OverBudgetRecently(now time.Time) (bool, time.Duration) {
-	if s.LastOverBudget.IsZero() {
-		return false, 0
-	}
-	left := droppedRecentlyWait - now.Sub(s.LastOverBudget)
-	return left > 0, left
 }
 
 // DroppedRecently tells whether the queue overflowed within the last minute, and how
@@ -78,12 +59,12 @@ func (s *Stats) Snapshot() Snapshot {
 		Observed: s.observed.Load(), Delivered: s.delivered.Load(), Failed: s.failed.Load(),
 		Dropped: s.dropped.Load(), DeadLettered: s.deadLettered.Load(), Evicted: s.evicted.Load(),
 		LastEventTime: s.lastEventTime, LastDeliveryTime: s.lastDeliveryTime, LastDropTime: s.lastDropTime,
-		Failing: s.failing, LastError: s.lastError, LastResyncTime: s.lastResyncTime,
-		FilterOverBudget: s.overBudget, LastOverBudget: s.lastOverBudget,
+		Failing: s.failing, LastError: s.lastError,
 	}
 }
 
-func (s *Stats) observe() {
+// Observed counts a change queued for the subscription (or dropped at once).
+func (s *Stats) Observed() {
 	s.observed.Add(1)
 	now := time.Now()
 	s.mu.Lock()
@@ -91,8 +72,12 @@ func (s *Stats) observe() {
 	s.mu.Unlock()
 }
 
-// drop counts an event the full queue refused: a failed delivery too.
-func (s *Stats) drop() {
+// Dropped counts an event that found no room (evicted: in the memory budget), a failed
+// delivery too.
+func (s *Stats) Dropped(evicted bool) {
+	if evicted {
+		s.evicted.Add(1)
+	}
 	s.dropped.Add(1)
 	s.failed.Add(1)
 	now := time.Now()
@@ -101,28 +86,15 @@ func (s *Stats) drop() {
 	s.mu.Unlock()
 }
 
-// FilterOverBudget records a change whose filter cost more than its budget.
-func (s *Stats) FilterOverBudget() {
-	s.mu.Lock()
-	s.overBudget++
-	s.lastOverBudget = time.Now()
-	s.mu.Unlock()
-}
+// Failed counts an event that failed for good.
+func (s *Stats) Failed() { s.failed.Add(1) }
 
-// Resynced records that the subscription was resynced.
-func (s *Stats) Resynced() {
-	s.mu.Lock()
-	s.lastResyncTime = time.Now()
-	s.mu.Unlock()
-}
+// DeadLettered counts a failed event the dead-letter sink took.
+func (s *Stats) DeadLettered() { s.deadLettered.Add(1) }
 
-func (s *Stats) fail()       { s.failed.Add(1) }
-func (s *Stats) evict()      { s.evicted.Add(1) }
-func (s *Stats) deadLetter() { s.deadLettered.Add(1) }
-
-// attempted records one attempt, which delivered n events or failed with err, and tells
+// Attempted records one attempt, which delivered n events or failed with err, and tells
 // whether the delivery health flipped.
-func (s *Stats) attempted(n int, err error) bool {
+func (s *Stats) Attempted(n int, err error) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	was := s.failing

@@ -65,7 +65,7 @@ func init() {
 		resyncs, checkFailures, registryCollector{})
 }
 
-// Subscription is one subscription's handles; it implements delivery.Metrics.
+// Subscription is one subscription's handles.
 type Subscription struct {
 	labels                                              []string
 	observed, delivered, dropped, evicted, deadLettered prometheus.Counter
@@ -85,8 +85,9 @@ func For(namespace, name string) *Subscription {
 
 func (s *Subscription) Observed() { s.observed.Inc() }
 
-func (s *Subscription) Delivered(d time.Duration) {
-	s.delivered.Inc()
+// Delivered counts n events delivered by one request that took d.
+func (s *Subscription) Delivered(n int, d time.Duration) {
+	s.delivered.Add(float64(n))
 	s.duration.Observe(d.Seconds())
 }
 
@@ -94,8 +95,13 @@ func (s *Subscription) Failed(reason string) {
 	failed.WithLabelValues(s.labels[0], s.labels[1], reason).Inc()
 }
 
-func (s *Subscription) Dropped()         { s.dropped.Inc() }
-func (s *Subscription) Evicted()         { s.evicted.Inc() }
+// Dropped counts an event that found no room (evicted: in the memory budget).
+func (s *Subscription) Dropped(evicted bool) {
+	s.dropped.Inc()
+	if evicted {
+		s.evicted.Inc()
+	}
+}
 func (s *Subscription) DeadLettered()    { s.deadLettered.Inc() }
 func (s *Subscription) QueueDepth(n int) { s.queueDepth.Set(float64(n)) }
 
