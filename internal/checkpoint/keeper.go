@@ -3,9 +3,11 @@ package checkpoint
 import (
 	"context"
 	"maps"
+	"math"
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
@@ -56,7 +58,7 @@ func (k *Keeper) Start(ctx context.Context) error {
 
 // restore reads the checkpoints, retrying until it works, ctx ends or loadDeadline passes.
 func (k *Keeper) restore(ctx context.Context) {
-	backoff := 500 * time.Millisecond
+	backoff := wait.Backoff{Duration: 500 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: 5 * time.Second}
 	deadline := time.Now().Add(loadDeadline)
 	for {
 		points, err := k.Store.Load(ctx)
@@ -73,9 +75,8 @@ func (k *Keeper) restore(ctx context.Context) {
 		k.Log.V(1).Info("Loading checkpoints failed, retrying", "error", err.Error())
 		select {
 		case <-ctx.Done():
-		case <-time.After(backoff):
+		case <-time.After(backoff.Step()):
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

@@ -167,11 +167,22 @@ func jsonSize(v any) int {
 func (e *Event) ResourceVersion() string { return e.Object.GetResourceVersion() }
 
 // ObjectKey is namespace/name, or name for cluster-scoped objects.
-func (e *Event) ObjectKey() string {
-	if ns := e.Object.GetNamespace(); ns != "" {
-		return ns + "/" + e.Object.GetName()
+func (e *Event) ObjectKey() string { return KeyOf(e.Object) }
+
+// KeyOf is an object's namespace/name, or name when it is cluster-scoped: how the operator
+// tells objects apart everywhere.
+func KeyOf(u *unstructured.Unstructured) string {
+	if ns := u.GetNamespace(); ns != "" {
+		return ns + "/" + u.GetName()
 	}
-	return e.Object.GetName()
+	return u.GetName()
+}
+
+// IsWriteNoise tells the metadata fields that every write changes (resourceVersion) or
+// that only record who wrote (managedFields): a change to nothing else is no change anyone
+// can see.
+func IsWriteNoise(metadataField string) bool {
+	return metadataField == "resourceVersion" || metadataField == "managedFields"
 }
 
 // ObjectPath is the object's API path, e.g. /api/v1/namespaces/team-a/configmaps/settings;

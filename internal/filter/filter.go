@@ -230,7 +230,7 @@ func metadataEqual(a, b any) bool {
 func withoutNoise(m map[string]any) map[string]any {
 	out := make(map[string]any, len(m))
 	for k, v := range m {
-		if k != "resourceVersion" && k != "managedFields" {
+		if !event.IsWriteNoise(k) {
 			out[k] = v
 		}
 	}

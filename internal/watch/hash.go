@@ -3,6 +3,8 @@ package watch
 import (
 	"hash/maphash"
 	"math"
+
+	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 )
 
 // seed is per process: hashes are only compared within one run.
@@ -32,7 +34,7 @@ func objectHashes(obj map[string]any) (whole, meta uint64) {
 func hashMap(m map[string]any, skipNoise bool) uint64 {
 	var sum uint64
 	for k, v := range m {
-		if skipNoise && (k == "resourceVersion" || k == "managedFields") {
+		if skipNoise && event.IsWriteNoise(k) {
 			continue
 		}
 		sum += mix(hashString(k), hashValue(v))

@@ -1,10 +1,12 @@
 package watch
 
 import (
+	"math"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 )
@@ -16,7 +18,7 @@ const catchUpBufferLimit = 10000
 // catchUp sends a joining subscriber an Added for every object in scope, from a LIST rather
 // than from a cache, then the changes buffered since it joined that the LIST did not cover.
 func (i *informer) catchUp(s *subscriber) {
-	backoff := time.Second
+	backoff := wait.Backoff{Duration: time.Second, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: 30 * time.Second}
 	for {
 		listRV, err := i.listInitial(s)
 		if err == nil {
@@ -33,9 +35,8 @@ func (i *informer) catchUp(s *subscriber) {
 		select {
 		case <-s.ctx.Done():
 			return
-		case <-time.After(backoff):
+		case <-time.After(backoff.Step()):
 		}
-		backoff = min(2*backoff, 30*time.Second)
 	}
 }
 

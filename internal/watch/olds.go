@@ -6,6 +6,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // The informer keeps full objects (olds) only while some subscriber needs the object as it
@@ -61,6 +62,7 @@ const oldsFillTries = 3
 // match the view whatever changed since) and adds each object no change has replaced
 // since. One filler at a time; others wait for it. Called holding keepOlds.
 func (i *informer) fillOlds() {
+	backoff := wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: oldsFillTries}
 	for try := 1; ; try++ {
 		i.mu.Lock()
 		if i.oldsComplete || i.objects == nil {
@@ -101,7 +103,7 @@ func (i *informer) fillOlds() {
 				"object not changed since comes without the old object", "error", errString(err))
 			return
 		}
-		time.Sleep(time.Duration(try) * 100 * time.Millisecond)
+		time.Sleep(backoff.Step())
 	}
 }
 

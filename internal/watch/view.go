@@ -236,12 +236,7 @@ func (i *informer) newEvent(t event.Type, u *unstructured.Unstructured, rv uint6
 	return ev
 }
 
-func objectKey(u *unstructured.Unstructured) string {
-	if ns := u.GetNamespace(); ns != "" {
-		return ns + "/" + u.GetName()
-	}
-	return u.GetName()
-}
+func objectKey(u *unstructured.Unstructured) string { return event.KeyOf(u) }
 
 func recordOf(u *unstructured.Unstructured) record {
 	whole, meta := objectHashes(u.Object)
