@@ -2,13 +2,14 @@ package controller
 
 import (
 	"errors"
-	"math/rand/v2"
+	"math"
 	"net/http"
 	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // couldNotAsk tells a failure to get an answer from the API server (unreachable,
@@ -32,7 +33,7 @@ func couldNotAsk(err error) bool {
 // exponential from checkRetryMin to checkRetryMax with jitter, reset once a check works.
 type checkRetry struct {
 	mu       sync.Mutex
-	attempts map[types.NamespacedName]int
+	backoffs map[types.NamespacedName]*wait.Backoff
 }
 
 const (
@@ -43,18 +44,19 @@ const (
 func (c *checkRetry) next(nn types.NamespacedName) time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.attempts == nil {
-		c.attempts = map[types.NamespacedName]int{}
+	if c.backoffs == nil {
+		c.backoffs = map[types.NamespacedName]*wait.Backoff{}
 	}
-	n := c.attempts[nn]
-	c.attempts[nn] = n + 1
-	d := checkRetryMin << min(n, 6)
-	d = min(d, checkRetryMax)
-	return d/2 + rand.N(d/2+1) //nolint:gosec // jitter needs no cryptographic randomness
+	b, ok := c.backoffs[nn]
+	if !ok {
+		b = &wait.Backoff{Duration: checkRetryMin, Factor: 2, Jitter: 0.5, Steps: math.MaxInt32, Cap: checkRetryMax}
+		c.backoffs[nn] = b
+	}
+	return b.Step()
 }
 
 func (c *checkRetry) reset(nn types.NamespacedName) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.attempts, nn)
+	delete(c.backoffs, nn)
 }
