@@ -347,9 +347,9 @@ func (r *WatchSubscriptionReconciler) filterErrorHook(nn types.NamespacedName, u
 }
 
 // shapeFunc is nil for plain payloads, so they keep the encoding shared by all subscribers.
-func shapeFunc(shape payload.Shape) func(*event.Event) ([]byte, error) {
+func shapeFunc(shape payload.Shape) func(*event.Event) ([]byte, string, error) {
 	if !shape.Plain() {
-		return shape.Data
+		return shape.Body
 	}
 	return nil
 }

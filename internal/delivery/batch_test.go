@@ -190,12 +190,12 @@ func TestBatchStopsGrowingAtMaxBatchBytes(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		objects map[string]any // the objects' data
-		shape   func(*event.Event) ([]byte, error)
+		shape   func(*event.Event) ([]byte, string, error)
 	}{
 		{"large objects", map[string]any{"payload": big}, nil},
 		// Sized on what is sent: a small object can carry a large shaped payload.
-		{"large shaped payloads", map[string]any{"small": "x"}, func(*event.Event) ([]byte, error) {
-			return []byte(`{"payload":"` + big + `"}`), nil
+		{"large shaped payloads", map[string]any{"small": "x"}, func(*event.Event) ([]byte, string, error) {
+			return []byte(`{"payload":"` + big + `"}`), "", nil
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -217,15 +217,16 @@ func TestBatchStopsGrowingAtMaxBatchBytes(t *testing.T) {
 }
 
 func TestOneUnencodableEventFailsAloneInItsBatch(t *testing.T) {
-	shapeFails := func(ev *event.Event) ([]byte, error) {
+	shapeFails := func(ev *event.Event) ([]byte, string, error) {
 		if ev.Object.GetName() == objName(1) {
-			return nil, errors.New("payload cannot be shaped")
+			return nil, "", errors.New("payload cannot be shaped")
 		}
-		return ev.Data()
+		data, err := ev.Data()
+		return data, "", err
 	}
 	for _, tc := range []struct {
 		name  string
-		shape func(*event.Event) ([]byte, error)
+		shape func(*event.Event) ([]byte, string, error)
 	}{
 		{"its payload cannot be shaped", shapeFails},
 		{"the object cannot be encoded", nil},

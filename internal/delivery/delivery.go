@@ -56,7 +56,8 @@ type Options struct {
 	Observer Observer
 	Log      logr.Logger
 	// Shape encodes an event's data for this subscription; nil sends the shared encoding.
-	Shape func(*event.Event) ([]byte, error)
+	// It returns the data's content type too ("" means application/json).
+	Shape func(*event.Event) (data []byte, contentType string, err error)
 	// Filter, when set, decides in the lane whether a queued change is delivered at all:
 	// a subscription's CEL expression, too costly to run in the informer's fan-out. Only
 	// changes it keeps count as observed. Initial events (filtered when listed) and Resync
@@ -569,7 +570,7 @@ func (p *Pipeline) deliver(l *lane, evs []*event.Event) bool {
 			p.observe()
 		}
 		msg := sink.Message{Event: ev, Source: p.opts.Source}
-		data, err := p.data(ev)
+		data, contentType, err := p.data(ev)
 		if err != nil {
 			// Only this event fails; it is dead-lettered ahead of the batch it left.
 			if !p.giveUp(msg, err, 0) {
@@ -579,7 +580,7 @@ func (p *Pipeline) deliver(l *lane, evs []*event.Event) bool {
 			p.finish(ev)
 			continue
 		}
-		msg.Data = data
+		msg.Data, msg.ContentType = data, contentType
 		msgs = append(msgs, msg)
 	}
 	for rest := msgs; len(rest) > 0; {
@@ -595,18 +596,19 @@ func (p *Pipeline) deliver(l *lane, evs []*event.Event) bool {
 // data is what an event's message carries: the subscription's shaped payload, or the
 // event's shared encoding. Resolved before sending, so an event that cannot be encoded
 // fails alone instead of failing the batch it would be in.
-func (p *Pipeline) data(ev *event.Event) ([]byte, error) {
+func (p *Pipeline) data(ev *event.Event) ([]byte, string, error) {
 	var data []byte
+	var contentType string
 	var err error
 	if p.opts.Shape != nil {
-		data, err = p.opts.Shape(ev)
+		data, contentType, err = p.opts.Shape(ev)
 	} else {
 		data, err = ev.Data()
 	}
 	if err != nil {
-		return nil, sink.Unencodable(ev, err)
+		return nil, "", sink.Unencodable(ev, err)
 	}
-	return data, nil
+	return data, contentType, nil
 }
 
 // send delivers the first n of msgs as one request (one message: on its own), retrying it

@@ -24,6 +24,27 @@ const (
 	Resync Type = "Resync"
 )
 
+// CloudEventTypePrefix starts the CloudEvents type of every resource change.
+const CloudEventTypePrefix = "io.dynamicnotifier.resource."
+
+// ResyncCloudEventType is the CloudEvents type of a Resync event.
+const ResyncCloudEventType = "io.dynamicnotifier.resync"
+
+// CloudEventType is the CloudEvents type of a change, e.g. io.dynamicnotifier.resource.added.
+func (t Type) CloudEventType() string {
+	switch t {
+	case Resync:
+		return ResyncCloudEventType
+	case Added:
+		return CloudEventTypePrefix + "added" // constant: no allocation per delivery
+	case Updated:
+		return CloudEventTypePrefix + "updated"
+	case Deleted:
+		return CloudEventTypePrefix + "deleted"
+	}
+	return CloudEventTypePrefix + strings.ToLower(string(t))
+}
+
 // Event is one change. It is shared read-only by every subscriber it fans out to, so the
 // object is never mutated after the event is built and its JSON is encoded once.
 type Event struct {

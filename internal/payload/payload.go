@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/template"
 )
 
 // Mode is how much of an object is sent.
@@ -31,6 +32,12 @@ type Shape struct {
 	// RedactSecrets replaces Secret values (data, stringData, last-applied-configuration)
 	// by Redacted, keeping the keys.
 	RedactSecrets bool
+	// Template, when set, renders the whole body (see Body); Mode and the envelope options
+	// do not apply then.
+	Template *template.Template
+	// Source is the CloudEvents source of the events (the subscription's path), for
+	// templates.
+	Source string
 }
 
 // Redacted stands in for a Secret value the subscription did not opt in to.
@@ -39,11 +46,14 @@ const Redacted = "<redacted>"
 // Plain is true when the data is the whole object: the encoding shared by all such
 // subscribers is used as is.
 func (s Shape) Plain() bool {
-	return (s.Mode == "" || s.Mode == Full) && !s.IncludeOldObject && !s.IncludeChangedPaths && !s.RedactSecrets
+	return (s.Mode == "" || s.Mode == Full) && !s.IncludeOldObject && !s.IncludeChangedPaths && !s.RedactSecrets &&
+		s.Template == nil
 }
 
 // NeedsOldObject tells whether the shape carries anything about the old object.
-func (s Shape) NeedsOldObject() bool { return s.IncludeOldObject || s.IncludeChangedPaths }
+func (s Shape) NeedsOldObject() bool {
+	return s.IncludeOldObject || s.IncludeChangedPaths || s.Template != nil && s.Template.NeedsOldObject()
+}
 
 // Data encodes ev's data in this shape; a Resync's data, which is no object, goes as it is.
 func (s Shape) Data(ev *event.Event) ([]byte, error) {

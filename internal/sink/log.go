@@ -24,7 +24,7 @@ func (l *Log) Send(_ context.Context, msg Message) error {
 		"source", source,
 		"subject", ev.ObjectPath(),
 		"time", ev.ObservedAt,
-		"datacontenttype", "application/json",
+		"datacontenttype", msg.dataContentType(),
 		"data", string(data),
 		"extensions", msg.Extensions)
 	return nil

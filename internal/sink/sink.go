@@ -11,7 +11,7 @@ import (
 )
 
 // TypePrefix starts the CloudEvents type of every resource change.
-const TypePrefix = "io.dynamicnotifier.resource."
+const TypePrefix = event.CloudEventTypePrefix
 
 // Message is one event on its way to a sink.
 type Message struct {
@@ -23,6 +23,27 @@ type Message struct {
 	Extensions map[string]string
 	// Data overrides the event's shared encoding when the subscription shapes its payload.
 	Data []byte
+	// ContentType is Data's media type; empty means application/json.
+	ContentType string
+}
+
+// dataContentType is the media type of the message's data.
+func (m Message) dataContentType() string {
+	if m.ContentType == "" {
+		return "application/json"
+	}
+	return m.ContentType
+}
+
+// jsonData tells whether the data is JSON, which a structured event embeds as it is;
+// other data goes in as a JSON string.
+func (m Message) jsonData() bool {
+	ct := m.dataContentType()
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	ct = strings.TrimSpace(strings.ToLower(ct))
+	return ct == "application/json" || strings.HasSuffix(ct, "+json")
 }
 
 // Sink sends one message.
@@ -31,19 +52,7 @@ type Sink interface {
 }
 
 // ResyncType is the CloudEvents type of a Resync event.
-const ResyncType = "io.dynamicnotifier.resync"
+const ResyncType = event.ResyncCloudEventType
 
 // CloudEventType is the CloudEvents type for a change, e.g. io.dynamicnotifier.resource.added.
-func CloudEventType(t event.Type) string {
-	switch t {
-	case event.Resync:
-		return ResyncType
-	case event.Added:
-		return TypePrefix + "added" // constant: no allocation per delivery
-	case event.Updated:
-		return TypePrefix + "updated"
-	case event.Deleted:
-		return TypePrefix + "deleted"
-	}
-	return TypePrefix + strings.ToLower(string(t))
-}
+func CloudEventType(t event.Type) string { return t.CloudEventType() }

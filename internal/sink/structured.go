@@ -32,7 +32,8 @@ func appendStructured(buf []byte, msg Message) ([]byte, error) {
 	buf = appendJSONString(buf, ev.ObjectPath())
 	buf = append(buf, `,"time":"`...)
 	buf = ev.ObservedAt.UTC().AppendFormat(buf, time.RFC3339Nano)
-	buf = append(buf, `","datacontenttype":"application/json"`...)
+	buf = append(buf, `","datacontenttype":`...)
+	buf = appendJSONString(buf, msg.dataContentType())
 	// Sorted, so a message always encodes the same way.
 	for _, k := range sortedKeys(msg.Extensions) {
 		buf = append(buf, ',')
@@ -41,7 +42,11 @@ func appendStructured(buf []byte, msg Message) ([]byte, error) {
 		buf = appendJSONString(buf, msg.Extensions[k])
 	}
 	buf = append(buf, `,"data":`...)
-	buf = append(buf, data...)
+	if msg.jsonData() {
+		buf = append(buf, data...)
+	} else {
+		buf = appendJSONString(buf, string(data))
+	}
 	return append(buf, '}'), nil
 }
 
