@@ -16,6 +16,7 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 )
 
 // readiness is everything the Ready condition depends on, gathered by a reconcile.
@@ -104,7 +105,8 @@ func runningCondition(r readiness) metav1.Condition {
 		}
 	}
 	if r.Delivery.Failing {
-		return cond(metav1.ConditionFalse, notifyv1.ReasonDeliveryFailing, r.Delivery.LastError)
+		// Sinks mask their errors; masked again here whatever made the text (see sink.MaskURLsIn).
+		return cond(metav1.ConditionFalse, notifyv1.ReasonDeliveryFailing, sink.MaskURLsIn(r.Delivery.LastError))
 	}
 	if r.DroppedRecently {
 		return cond(metav1.ConditionFalse, notifyv1.ReasonEventsDropped, fmt.Sprintf(
