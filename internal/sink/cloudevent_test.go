@@ -18,12 +18,9 @@ func CloudEvent(msg Message) (cloudevents.Event, error) {
 	for k, v := range msg.Extensions {
 		ce.SetExtension(k, v)
 	}
-	data := msg.Data
-	if data == nil {
-		var err error
-		if data, err = ev.Data(); err != nil {
-			return ce, err
-		}
+	data, err := messageData(msg)
+	if err != nil {
+		return ce, err
 	}
 	// Shared, already encoded JSON: no copy, no re-encoding per subscriber.
 	ce.DataEncoded = data

@@ -23,14 +23,19 @@ func FuzzCloudEvent(f *testing.F) {
 		}
 		ev := event.New(event.Updated, schema.GroupVersionResource{Version: "v1", Resource: "things"},
 			&unstructured.Unstructured{Object: obj})
-		ce, err := CloudEvent(Message{Event: ev, Source: "/apis/x"})
+		data, err := ev.Data()
 		if err != nil {
 			return
+		}
+		msg := Message{Event: ev, Source: "/apis/x", Data: data}
+		ce, err := CloudEvent(msg)
+		if err != nil {
+			t.Fatalf("CloudEvent(%s): %v", raw, err)
 		}
 		if err := ce.Validate(); err != nil && ev.ID() != "::Updated" {
 			t.Fatalf("invalid CloudEvent for %s: %v", raw, err)
 		}
-		body, err := batchBody([]Message{{Event: ev, Source: "/apis/x"}})
+		body, err := batchBody([]Message{msg})
 		if err != nil {
 			t.Fatalf("the SDK encodes %s but the batch encoder fails: %v", raw, err)
 		}

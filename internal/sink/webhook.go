@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/dynamic-notifier/dynamic-notifier/internal/payload"
 )
 
 // Webhook posts CloudEvents over HTTP.
@@ -138,10 +140,15 @@ func setBinaryHeaders(h http.Header, msg Message) {
 	}
 }
 
-// messageData is the event data: the subscription's shaped payload or the shared encoding.
+// messageData is the event data: the subscription's shaped payload, or, for a message
+// without one, a reference to the object (see Message.Data).
 func messageData(msg Message) ([]byte, error) {
 	if msg.Data != nil {
 		return msg.Data, nil
 	}
-	return msg.Event.Data()
+	return unshaped.Data(msg.Event)
 }
+
+// unshaped is the shape of a message without data: a reference, which holds nothing a
+// subscription's shape could leave out, and a Resync's data as it is.
+var unshaped = payload.Shape{Mode: payload.Reference}
