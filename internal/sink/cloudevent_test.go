@@ -16,7 +16,7 @@ func CloudEvent(msg Message) (cloudevents.Event, error) {
 	ce.SetTime(ev.ObservedAt)
 	ce.SetDataContentType("application/json")
 	for k, v := range msg.Extensions {
-		ce.SetExtension(k, v)
+		ce.SetExtension(k, MaskURLsIn(v)) // as the sinks send them
 	}
 	data, err := messageData(msg)
 	if err != nil {
