@@ -71,6 +71,7 @@ func planFor(ws *notifyv1.WatchSubscription, opts planOptions) (plan, error) {
 		CEL:             ws.Spec.Filter,
 		MetadataPayload: p.Shape.Mode == payload.Metadata,
 		OnEvalError:     opts.OnFilterError,
+		RedactSecrets:   p.Shape.RedactSecrets,
 	}
 	if ig := ws.Spec.Ignore; ig != nil {
 		fo.IgnoreStatusOnly, fo.IgnoreMetadataOnly = ig.StatusOnly, ig.MetadataOnly

@@ -40,7 +40,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
+	ctrl.SetLogger(zap.New(zap.WriteTo(operatorLog), zap.Level(min(zapLevel(), zapcore.InfoLevel))))
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = notifyv1.AddToScheme(scheme)
 	_ = apiextensionsv1.AddToScheme(scheme)

@@ -20,6 +20,7 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/authz"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 )
 
 // readiness is everything the Ready condition depends on, gathered by a reconcile.
@@ -114,7 +115,8 @@ func runningCondition(r readiness) metav1.Condition {
 		}
 	}
 	if r.Delivery.Failing {
-		return cond(metav1.ConditionFalse, notifyv1.ReasonDeliveryFailing, r.Delivery.LastError)
+		// Sinks mask their errors; masked again here whatever made the text (see sink.MaskURLsIn).
+		return cond(metav1.ConditionFalse, notifyv1.ReasonDeliveryFailing, sink.MaskURLsIn(r.Delivery.LastError))
 	}
 	if r.OverBudgetRecently {
 		return cond(metav1.ConditionFalse, notifyv1.ReasonFilterOverBudget, fmt.Sprintf(

@@ -92,7 +92,8 @@ func (e *Expression) Eval(t event.Type, obj, old *unstructured.Unstructured) (bo
 	}
 	b, ok := out.Value().(bool)
 	if !ok {
-		return false, fmt.Errorf("filter returned %v, not a bool", out.Value())
+		// The type only: the value may be anything the object holds.
+		return false, fmt.Errorf("filter returned a %s, not a bool", out.Type().TypeName())
 	}
 	return b, nil
 }

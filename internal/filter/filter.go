@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/payload"
 )
 
 // Filter is a compiled subscription filter. The zero value matches everything.
@@ -27,8 +28,10 @@ type Filter struct {
 	// metadataPayload: the subscriber sees only metadata, so updates that left it
 	// unchanged are invisible to it.
 	metadataPayload bool
-	onEvalError     func(error)
-	signature       string
+	// redact: fields and CEL see Secret values redacted (Options.RedactSecrets).
+	redact      bool
+	onEvalError func(error)
+	signature   string
 	// celKey names the expression's outcome on an event (see MatchCEL).
 	celKey string
 }
@@ -45,6 +48,11 @@ type Options struct {
 	MetadataPayload bool
 	// OnEvalError hears about CEL evaluation errors (the change then does not match).
 	OnEvalError func(error)
+	// RedactSecrets makes the field selector and CEL see objects as a redacting payload
+	// shape sends them (payload.Redact): Secret values replaced, keys kept. Set it when
+	// the subscription's payload redacts: its filter then cannot learn a value from which
+	// changes match, and no CEL error (which the operator logs) can quote one.
+	RedactSecrets bool
 }
 
 // Compile builds a filter from event types and selectors only.
@@ -56,7 +64,7 @@ func Compile(types []event.Type, selector *metav1.LabelSelector, fieldSelector s
 // ErrInvalidFilter.
 func New(o Options) (*Filter, error) {
 	f := &Filter{ignoreStatusOnly: o.IgnoreStatusOnly, ignoreMetadataOnly: o.IgnoreMetadataOnly,
-		metadataPayload: o.MetadataPayload, onEvalError: o.OnEvalError}
+		metadataPayload: o.MetadataPayload, onEvalError: o.OnEvalError, redact: o.RedactSecrets}
 	if len(o.Types) > 0 {
 		f.types = make(map[event.Type]bool, len(o.Types))
 		for _, t := range o.Types {
@@ -86,6 +94,9 @@ func New(o Options) (*Filter, error) {
 		}
 		f.cel = expr
 		f.celKey = "cel:" + strings.TrimSpace(o.CEL)
+		if f.redact {
+			f.celKey = "cel-redacted:" + strings.TrimSpace(o.CEL) // another view, another outcome
+		}
 	}
 	f.signature = f.describe()
 	return f, nil
@@ -117,6 +128,9 @@ func (f *Filter) describe() string {
 		b.WriteString(f.fields.String())
 	}
 	fmt.Fprintf(&b, "|%t|%t|%t", f.ignoreStatusOnly, f.ignoreMetadataOnly, f.metadataPayload)
+	if f.redact {
+		b.WriteString("|redact")
+	}
 	return b.String()
 }
 
@@ -158,7 +172,18 @@ func (f *Filter) MatchCEL(ev *event.Event) bool {
 	if f == nil || f.cel == nil {
 		return true
 	}
-	ok, err := ev.Decide(f.celKey, func() (bool, error) { return f.cel.Eval(ev.Type, ev.Object, ev.OldObject) })
+	ok, err := ev.Decide(f.celKey, func() (bool, error) {
+		// A redacting subscriber's expression sees the redacted view: it cannot learn a
+		// value it may not receive.
+		obj, old := ev.Object, ev.OldObject
+		if f.redact {
+			obj = payload.Redact(obj)
+			if old != nil {
+				old = payload.Redact(old)
+			}
+		}
+		return f.cel.Eval(ev.Type, obj, old)
+	})
 	if err != nil {
 		if f.onEvalError != nil {
 			f.onEvalError(err)
@@ -177,8 +202,17 @@ func (f *Filter) Prefilter(ev *event.Event, objLabels labels.Set) bool {
 	if f.labels != nil && !f.labels.Matches(objLabels) {
 		return false
 	}
-	if f.fields != nil && !f.fields.Matches(objectFields{ev.Object.Object}) {
-		return false
+	// What fields see: for a redacting subscriber, the redacted view. Labels hold no
+	// Secret values, and the checks of what changed below use the objects as they are:
+	// they tell only that something changed, as changedPaths does.
+	if f.fields != nil {
+		obj := ev.Object
+		if f.redact {
+			obj = payload.Redact(obj)
+		}
+		if !f.fields.Matches(objectFields{obj.Object}) {
+			return false
+		}
 	}
 	if ev.Type == event.Updated {
 		if f.metadataPayload && ev.MetadataUnchanged {

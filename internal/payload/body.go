@@ -18,9 +18,9 @@ func (s Shape) Body(ev *event.Event) ([]byte, string, error) {
 	}
 	obj, old := ev.Object, ev.OldObject
 	if s.RedactSecrets {
-		obj = redact(obj)
+		obj = Redact(obj)
 		if old != nil {
-			old = redact(old)
+			old = Redact(old)
 		}
 	}
 	return s.Template.Render(string(ev.Type), obj, old, template.Attributes{ID: ev.ID(), Type: ev.Type.CloudEventType(),

@@ -88,7 +88,7 @@ type envelope struct {
 
 func (s Shape) view(u *unstructured.Unstructured) any {
 	if s.RedactSecrets {
-		u = redact(u)
+		u = Redact(u)
 	}
 	switch s.Mode {
 	case Metadata:
@@ -156,18 +156,24 @@ func join(prefix, k string) string {
 // lastApplied is the annotation kubectl apply writes: for a Secret it holds the values.
 const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 
-// redact returns a copy of a Secret with its values replaced, sharing what it does not
-// change with the original (which other subscribers may be reading).
-func redact(u *unstructured.Unstructured) *unstructured.Unstructured {
+// Redact returns a copy of a Secret with its values replaced by Redacted: every value of
+// data and stringData (keys kept; a field that is not a map, which the API never serves,
+// is replaced whole) and the last-applied-configuration annotation. What it does not
+// change is shared with the original, which other subscribers may be reading.
+func Redact(u *unstructured.Unstructured) *unstructured.Unstructured {
 	out := make(map[string]any, len(u.Object))
 	maps.Copy(out, u.Object)
 	for _, field := range []string{"data", "stringData"} {
-		if m, ok := out[field].(map[string]any); ok {
-			red := make(map[string]any, len(m))
-			for k := range m {
+		switch v := out[field].(type) {
+		case nil:
+		case map[string]any:
+			red := make(map[string]any, len(v))
+			for k := range v {
 				red[k] = Redacted
 			}
 			out[field] = red
+		default:
+			out[field] = Redacted
 		}
 	}
 	if md, ok := out["metadata"].(map[string]any); ok {

@@ -2,6 +2,7 @@ package payload
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -74,4 +75,37 @@ func TestShapes(t *testing.T) {
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestOldObjectAndChangedPathsAreRedacted: the old object is redacted as the object is, and
+// changed paths name keys, never values, in every mode.
+func TestOldObjectAndChangedPathsAreRedacted(t *testing.T) {
+	secret := func(rv, password string) *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Secret",
+			"metadata": map[string]any{"name": "db", "namespace": "n", "uid": "u", "resourceVersion": rv,
+				"annotations": map[string]any{lastApplied: `{"data":{"password":"` + password + `"}}`}},
+			"data": map[string]any{"password": password}}}
+	}
+	ev := event.New(event.Updated, schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, secret("2", "bmV3"))
+	ev.OldObject = secret("1", "b2xk")
+	for _, mode := range []Mode{Full, Metadata, Reference} {
+		data, err := Shape{Mode: mode, IncludeOldObject: true, IncludeChangedPaths: true, RedactSecrets: true}.Data(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(data), "bmV3") || strings.Contains(string(data), "b2xk") {
+			t.Fatalf("%s: a value leaked: %s", mode, data)
+		}
+		var env struct {
+			OldObject    map[string]any `json:"oldObject"`
+			ChangedPaths []string       `json:"changedPaths"`
+		}
+		_ = json.Unmarshal(data, &env)
+		if env.OldObject == nil {
+			t.Fatalf("%s: no oldObject in %s", mode, data)
+		}
+		if want := "data.password,metadata.annotations." + lastApplied; strings.Join(env.ChangedPaths, ",") != want {
+			t.Fatalf("%s: changedPaths %q, want %q", mode, env.ChangedPaths, want)
+		}
+	}
 }

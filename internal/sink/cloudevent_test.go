@@ -16,14 +16,11 @@ func CloudEvent(msg Message) (cloudevents.Event, error) {
 	ce.SetTime(ev.ObservedAt)
 	ce.SetDataContentType("application/json")
 	for k, v := range msg.Extensions {
-		ce.SetExtension(k, v)
+		ce.SetExtension(k, MaskURLsIn(v)) // as the sinks send them
 	}
-	data := msg.Data
-	if data == nil {
-		var err error
-		if data, err = ev.Data(); err != nil {
-			return ce, err
-		}
+	data, err := messageData(msg)
+	if err != nil {
+		return ce, err
 	}
 	// Shared, already encoded JSON: no copy, no re-encoding per subscriber.
 	ce.DataEncoded = data

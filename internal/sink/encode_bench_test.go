@@ -28,10 +28,11 @@ func benchMessage(b *testing.B) Message {
 		"data": map[string]any{"payload": strings.Repeat("x", 1024)},
 	}}
 	ev := event.New(event.Updated, schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, obj)
-	if _, err := ev.Data(); err != nil {
+	data, err := ev.Data()
+	if err != nil {
 		b.Fatal(err)
 	}
-	return Message{Event: ev, Source: benchSource}
+	return Message{Event: ev, Source: benchSource, Data: data}
 }
 
 // BenchmarkBinaryRequest writes a delivery into an HTTP request in binary mode: everything

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
@@ -21,7 +22,45 @@ type HTTPError struct {
 	RetryAfter time.Duration
 }
 
-func (e *HTTPError) Error() string { return fmt.Sprintf("%s %s: %s", e.Method, e.URL, e.Status) }
+// Error names the URL with its credentials masked (MaskURL).
+func (e *HTTPError) Error() string {
+	return e.Method + " " + MaskURL(e.URL) + ": " + MaskURLsIn(e.Status)
+}
+
+// RequestError is a request that got no answer (or was refused before it was sent). Its
+// message names the URL, with credentials masked (MaskURL) there and in the cause's text.
+type RequestError struct {
+	Method, URL string
+	Err         error
+}
+
+func (e *RequestError) Error() string {
+	return e.Method + " " + MaskURL(e.URL) + ": " + maskKnownURL(e.Err.Error(), e.URL)
+}
+
+func (e *RequestError) Unwrap() error { return e.Err }
+
+// maskKnownURL masks a text that may quote rawURL, as it is or as %q writes it, and any
+// other URL in it.
+func maskKnownURL(text, rawURL string) string {
+	if masked := MaskURL(rawURL); masked != rawURL {
+		text = strings.ReplaceAll(text, rawURL, masked)
+		if q, mq := strconv.Quote(rawURL), strconv.Quote(masked); q[1:len(q)-1] != rawURL {
+			text = strings.ReplaceAll(text, q[1:len(q)-1], mq[1:len(mq)-1])
+		}
+	}
+	return MaskURLsIn(text)
+}
+
+// maskedError is an error whose text was masked, standing in for one that quoted a URL:
+// err is what errors.Is and errors.As find instead.
+type maskedError struct {
+	msg string
+	err error
+}
+
+func (e *maskedError) Error() string { return e.msg }
+func (e *maskedError) Unwrap() error { return e.err }
 
 // RedirectError is a redirect the operator did not follow: a policy decision, not retried.
 type RedirectError struct {
@@ -34,11 +73,13 @@ type RedirectError struct {
 	Rule string
 }
 
+// Error names the Location with its credentials masked (MaskURL): a redirect to a signed
+// URL carries its signature.
 func (e *RedirectError) Error() string {
 	if e.Location == "" {
 		return "the sink answered " + e.Status + ", a redirect without a Location"
 	}
-	return "the sink answered " + e.Status + ", a redirect to " + e.Location + ": " + e.Rule
+	return "the sink answered " + e.Status + ", a redirect to " + MaskURL(e.Location) + ": " + e.Rule
 }
 
 // Retryable tells whether a failed delivery may succeed when tried again: connection

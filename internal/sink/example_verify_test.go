@@ -65,7 +65,11 @@ func Example_verifySignature() {
 	obj := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap",
 		"metadata": map[string]any{"name": "settings", "namespace": "team-a", "uid": "u1", "resourceVersion": "7"}}}
 	change := event.New(event.Updated, schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, obj)
-	err = webhook.Send(context.Background(), sink.Message{Event: change,
+	data, err := change.Data()
+	if err != nil {
+		panic(err)
+	}
+	err = webhook.Send(context.Background(), sink.Message{Event: change, Data: data,
 		Source: "/apis/notify.dynamicnotifier.io/v1alpha1/namespaces/team-a/watchsubscriptions/cms"})
 	fmt.Println("delivered:", err == nil)
 	// Output:

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"maps"
 
 	"github.com/go-logr/logr"
 )
@@ -26,6 +27,24 @@ func (l *Log) Send(_ context.Context, msg Message) error {
 		"time", ev.ObservedAt,
 		"datacontenttype", msg.dataContentType(),
 		"data", string(data),
-		"extensions", msg.Extensions)
+		"extensions", maskedExtensions(msg.Extensions))
 	return nil
+}
+
+// maskedExtensions is exts with URL credentials masked (MaskURLsIn) in the values: a dead
+// letter's deliveryerror may name a sink URL. exts itself is left alone.
+func maskedExtensions(exts map[string]string) map[string]string {
+	var out map[string]string
+	for k, v := range exts {
+		if m := MaskURLsIn(v); m != v {
+			if out == nil {
+				out = maps.Clone(exts)
+			}
+			out[k] = m
+		}
+	}
+	if out == nil {
+		return exts
+	}
+	return out
 }

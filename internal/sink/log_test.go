@@ -7,6 +7,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	. "github.com/onsi/gomega"
+
+	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 )
 
 func TestLogWritesOneLinePerEvent(t *testing.T) {
@@ -35,15 +37,21 @@ func TestLogWritesOneLinePerEvent(t *testing.T) {
 	g.Expect(line["data"]).To(MatchJSON(want))
 }
 
-func TestLogUnencodableEvent(t *testing.T) {
+// TestLogUnencodableObjectGoesAsAReference: the log sink, like webhooks, logs a message
+// without data (its object could not be encoded) as a reference to the object.
+func TestLogUnencodableObjectGoesAsAReference(t *testing.T) {
 	g := NewWithT(t)
 	var lines []string
 	l := &Log{Logger: logr.New(funcr.NewJSON(func(obj string) { lines = append(lines, obj) }, funcr.Options{}).GetSink())}
-	msg := testMessage()
-	msg.Event.Object.Object["bad"] = make(chan int)
+	obj := testObject()
+	obj.Object["bad"] = make(chan int)
+	msg := message(event.New(event.Added, configMaps, obj))
 
-	err := l.Send(t.Context(), msg)
+	g.Expect(l.Send(t.Context(), msg)).To(Succeed())
 
-	g.Expect(err).To(HaveOccurred())
-	g.Expect(lines).To(BeEmpty(), "nothing is logged for an event that cannot be encoded")
+	g.Expect(lines).To(HaveLen(1))
+	var line map[string]any
+	g.Expect(json.Unmarshal([]byte(lines[0]), &line)).To(Succeed())
+	g.Expect(line["data"]).To(MatchJSON(`{"apiVersion":"v1","kind":"ConfigMap","namespace":"team-a","name":"settings",
+		"uid":"u1","resourceVersion":"42"}`))
 }

@@ -52,7 +52,7 @@ func threeChanges() []Message {
 	for i, typ := range []event.Type{event.Added, event.Updated, event.Deleted} {
 		obj := testObject()
 		obj.SetResourceVersion(strconv.Itoa(42 + i))
-		msgs = append(msgs, Message{Event: event.New(typ, configMaps, obj), Source: testSource})
+		msgs = append(msgs, message(event.New(typ, configMaps, obj)))
 	}
 	return msgs
 }

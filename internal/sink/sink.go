@@ -21,7 +21,11 @@ type Message struct {
 	// Extensions are extra CloudEvents attributes (lower-case alphanumeric names), such as
 	// the reason a dead letter failed.
 	Extensions map[string]string
-	// Data overrides the event's shared encoding when the subscription shapes its payload.
+	// Data is the event's data as the subscription sends it: its shaped payload (Secret
+	// values redacted unless it opted in), or the event's shared encoding. Sinks never
+	// encode the object themselves: a message without Data (its payload could not be
+	// shaped, and it goes to the dead-letter sink) carries only a reference to the object
+	// (apiVersion, kind, namespace, name, uid, resourceVersion).
 	Data []byte
 	// ContentType is Data's media type; empty means application/json.
 	ContentType string

@@ -34,12 +34,13 @@ func appendStructured(buf []byte, msg Message) ([]byte, error) {
 	buf = ev.ObservedAt.UTC().AppendFormat(buf, time.RFC3339Nano)
 	buf = append(buf, `","datacontenttype":`...)
 	buf = appendJSONString(buf, msg.dataContentType())
-	// Sorted, so a message always encodes the same way.
+	// Sorted, so a message always encodes the same way. Values are masked (MaskURLsIn): a
+	// dead letter's deliveryerror may name a sink URL.
 	for _, k := range sortedKeys(msg.Extensions) {
 		buf = append(buf, ',')
 		buf = appendJSONString(buf, k)
 		buf = append(buf, ':')
-		buf = appendJSONString(buf, msg.Extensions[k])
+		buf = appendJSONString(buf, MaskURLsIn(msg.Extensions[k]))
 	}
 	buf = append(buf, `,"data":`...)
 	if msg.jsonData() {

@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/dynamic-notifier/dynamic-notifier/internal/payload"
 )
 
 // Webhook posts CloudEvents over HTTP.
@@ -82,7 +84,9 @@ func (w *Webhook) SendBatch(ctx context.Context, msgs []Message) error {
 func (w *Webhook) post(ctx context.Context, header http.Header, body []byte, id func() string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, nil)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errPermanent, err)
+		// The parse error quotes the URL: only its masked text is kept.
+		return &RequestError{Method: http.MethodPost, URL: w.URL,
+			Err: &maskedError{msg: maskKnownURL(fmt.Errorf("%w: %w", errPermanent, err).Error(), w.URL), err: errPermanent}}
 	}
 	req.Header = header
 	req.Body = io.NopCloser(bytes.NewReader(body))
@@ -99,7 +103,7 @@ func (w *Webhook) post(ctx context.Context, header http.Header, body []byte, id 
 		if uerr, ok := errors.AsType[*url.Error](err); ok {
 			err = uerr.Err
 		}
-		return fmt.Errorf("POST %s: %w", w.URL, err)
+		return &RequestError{Method: http.MethodPost, URL: w.URL, Err: err}
 	}
 	// Drain so the connection goes back to the pool.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -110,7 +114,7 @@ func (w *Webhook) post(ctx context.Context, header http.Header, body []byte, id 
 		if loc, err := resp.Location(); err == nil {
 			rerr.Location = loc.String()
 		}
-		return fmt.Errorf("POST %s: %w", w.URL, rerr)
+		return &RequestError{Method: http.MethodPost, URL: w.URL, Err: rerr}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return &HTTPError{Method: http.MethodPost, URL: w.URL, StatusCode: resp.StatusCode, Status: resp.Status,
@@ -132,14 +136,19 @@ func setBinaryHeaders(h http.Header, msg Message) {
 	h["Ce-Time"] = []string{ev.ObservedAt.UTC().Format(time.RFC3339Nano)}
 	h["Content-Type"] = []string{msg.dataContentType()}
 	for k, v := range msg.Extensions {
-		h[http.CanonicalHeaderKey("ce-"+k)] = []string{v}
+		h[http.CanonicalHeaderKey("ce-"+k)] = []string{MaskURLsIn(v)}
 	}
 }
 
-// messageData is the event data: the subscription's shaped payload or the shared encoding.
+// messageData is the event data: the subscription's shaped payload, or, for a message
+// without one, a reference to the object (see Message.Data).
 func messageData(msg Message) ([]byte, error) {
 	if msg.Data != nil {
 		return msg.Data, nil
 	}
-	return msg.Event.Data()
+	return unshaped.Data(msg.Event)
 }
+
+// unshaped is the shape of a message without data: a reference, which holds nothing a
+// subscription's shape could leave out, and a Resync's data as it is.
+var unshaped = payload.Shape{Mode: payload.Reference}
