@@ -63,8 +63,12 @@ fmt: ## Run go fmt against code.
 vet: ## Run go vet against code.
 	go vet ./...
 
+.PHONY: verify-generated
+verify-generated: manifests generate helm-sync fmt ## Regenerate; in CI (CI=true) also go mod tidy, and fail when that changed any file (hack/verify-generated.sh).
+	hack/verify-generated.sh
+
 .PHONY: test
-test: manifests generate helm-sync fmt vet envtest-assets ## Run vet, unit and envtest suites with the race detector, then a short fuzz run.
+test: manifests generate helm-sync fmt verify-generated vet envtest-assets ## Run vet, unit and envtest suites with the race detector, then a short fuzz run; in CI, first fail on stale generated files.
 	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -race -count=1 $(GO_TEST_FLAGS) ./...
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=$(FUZZ_TIME_SHORT)
 
