@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -21,8 +22,9 @@ func repoRoot(t *testing.T) string {
 	return root
 }
 
-// env is the test's environment plus extra, without what would tie a command to the repository or to a
-// make that runs this test (make test does): git's repository variables, make's job server.
+// env is the test's environment plus extra, without what would tie a command to the
+// repository or to a make that runs this test (make test does): git's repository variables,
+// make's job server, the Makefile's variables.
 func env(extra ...string) []string {
 	var out []string
 	for _, kv := range os.Environ() {
@@ -168,7 +170,11 @@ func TestVerifyGeneratedInCI(t *testing.T) {
 	})
 	// A direct requirement marked indirect: go mod tidy changes go.mod.
 	edit(t, filepath.Join(dir, "go.mod"), func(s string) string {
-		return strings.Replace(s, "\tgithub.com/go-logr/logr v1.4.3\n", "\tgithub.com/go-logr/logr v1.4.3 // indirect\n", 1)
+		direct := regexp.MustCompile(`(?m)^\t[^\s/]+\.[^\s]+ v[^\s]+$`).FindStringIndex(s)
+		if direct == nil {
+			return s
+		}
+		return s[:direct[1]] + " // indirect" + s[direct[1]:]
 	})
 	// Unformatted Go.
 	unformatted := filepath.Join("internal", "stale", "stale.go")
