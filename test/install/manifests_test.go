@@ -127,6 +127,27 @@ func renderChart(t *testing.T, values string) ([]*unstructured.Unstructured, err
 // the generated RBAC.
 func renderChartWithRole(t *testing.T, values string, role []byte) ([]*unstructured.Unstructured, error) {
 	t.Helper()
+	files, err := renderChartFiles(t, values, role)
+	if err != nil {
+		return nil, err
+	}
+	var objs []*unstructured.Unstructured
+	for _, name := range slices.Sorted(maps.Keys(files)) {
+		if !strings.HasSuffix(name, ".yaml") {
+			continue // NOTES.txt, _helpers.tpl
+		}
+		docs, err := decodeManifests([]byte(files[name]))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		objs = append(objs, docs...)
+	}
+	return objs, nil
+}
+
+// renderChartFiles renders the chart's templates, NOTES.txt included, by file name.
+func renderChartFiles(t *testing.T, values string, role []byte) (map[string]string, error) {
+	t.Helper()
 	chrt := loadChart(t)
 	if role != nil {
 		i := slices.IndexFunc(chrt.Files, func(f *chart.File) bool { return f.Name == "files/rbac/role.yaml" })
@@ -145,22 +166,7 @@ func renderChartWithRole(t *testing.T, values string, role []byte) ([]*unstructu
 	if err != nil {
 		return nil, err
 	}
-	files, err := engine.Render(chrt, renderValues)
-	if err != nil {
-		return nil, err
-	}
-	var objs []*unstructured.Unstructured
-	for _, name := range slices.Sorted(maps.Keys(files)) {
-		if !strings.HasSuffix(name, ".yaml") {
-			continue // NOTES.txt, _helpers.tpl
-		}
-		docs, err := decodeManifests([]byte(files[name]))
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		objs = append(objs, docs...)
-	}
-	return objs, nil
+	return engine.Render(chrt, renderValues)
 }
 
 const chartNamespace = "notifier-system"
@@ -194,7 +200,7 @@ func TestHelmChart(t *testing.T) {
 		check        func(t *testing.T, objs []*unstructured.Unstructured)
 	}{{
 		name: "defaults",
-		want: chartDefaults,
+		want: defaults,
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			checkCRDs(t, objs)
 			for _, crd := range only(objs, "CustomResourceDefinition") {
@@ -248,8 +254,7 @@ subscriptions: {authorization: None, sinkDenyCIDRs: []}
 	}, {
 		name:   "metrics off",
 		values: `{metrics: {enabled: false}, replicaCount: 2}`,
-		want: expectations{leaderElection: true, metrics: "off", clusterWideWatch: true,
-			authorization: "SubjectAccessReview"},
+		want:   expectations{leaderElection: true, metrics: "off", clusterWideWatch: true},
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			dep := convert[appsv1.Deployment](t, only(objs, "Deployment")[0])
 			// The operator's own default applies: the chart keeps no copy of it.
@@ -262,7 +267,7 @@ subscriptions: {authorization: None, sinkDenyCIDRs: []}
 	}, {
 		name:   "own sink deny list",
 		values: `{subscriptions: {sinkDenyCIDRs: [169.254.0.0/16, "fd00:ec2::254/128", 10.0.0.0/8]}}`,
-		want:   chartDefaults,
+		want:   defaults,
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			dep := convert[appsv1.Deployment](t, only(objs, "Deployment")[0])
 			want := "--sink-deny-cidrs=169.254.0.0/16,fd00:ec2::254/128,10.0.0.0/8"
@@ -329,13 +334,6 @@ func TestHelmChartCopiesAreCurrent(t *testing.T) {
 		}
 	}
 }
-
-// chartDefaults: the chart passes --subscription-authorization always, so its value shows.
-var chartDefaults = func() expectations {
-	e := defaults
-	e.authorization = "SubjectAccessReview"
-	return e
-}()
 
 // checkpointRole is what controller-gen appends to config/rbac/role.yaml for a marker such as
 // +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=get;list;watch;create;update;patch
@@ -405,7 +403,6 @@ func TestHelmChartNamespacedRole(t *testing.T) {
 				metrics:          "secure",
 				metricsPort:      8443,
 				clusterWideWatch: !strings.Contains(values, "clusterWide: false"),
-				authorization:    "SubjectAccessReview",
 				roleYAML:         role,
 			}
 			checkInstallation(t, objs, want)
