@@ -19,6 +19,8 @@ const (
 	retryPeriod   = 1 * time.Second
 	// shutdownGrace is what the graceful test gives the manager to drain.
 	shutdownGrace = 3 * time.Second
+	// checkpointInterval is how often the managers save checkpoints.
+	checkpointInterval = time.Second
 )
 
 // managerOptions are the flags of one manager process.
@@ -27,14 +29,18 @@ type managerOptions struct {
 	leaderElect         bool
 	// shutdownGrace, when set, is passed as --shutdown-grace.
 	shutdownGrace time.Duration
+	// authorizationInterval, when set, is passed as --subscription-authorization-interval
+	// (binaries before it was added reject the flag, so it is left out otherwise).
+	authorizationInterval time.Duration
 }
 
 func (o managerOptions) args() []string {
 	args := []string{
 		"--kubeconfig=" + kubeconfig,
 		"--checkpoint-namespace=" + o.checkpointNamespace,
-		"--checkpoint-interval=1s",
-		"--subscription-authorization=None",
+		"--checkpoint-interval=" + checkpointInterval.String(),
+		// The binary's default authorization (SubjectAccessReview) applies: each scenario
+		// grants its subscriptions' ServiceAccount what they watch.
 		// Two managers run side by side: no listeners besides the sink's clients.
 		"--metrics-bind-address=0",
 		"--health-probe-bind-address=0",
@@ -47,6 +53,9 @@ func (o managerOptions) args() []string {
 	}
 	if o.shutdownGrace > 0 {
 		args = append(args, "--shutdown-grace="+o.shutdownGrace.String())
+	}
+	if o.authorizationInterval > 0 {
+		args = append(args, "--subscription-authorization-interval="+o.authorizationInterval.String())
 	}
 	return args
 }
