@@ -149,6 +149,20 @@ var apiServerMu sync.Mutex
 // returns how long the API server was unavailable, from SIGTERM until it serves again.
 func restartAPIServer(t *testing.T, whileDown func()) time.Duration {
 	t.Helper()
+	return restartAPIServerWith(t, nil, whileDown)
+}
+
+// uncachedConfigMaps serves ConfigMaps from etcd rather than the watch cache. A restarted API
+// server's watch cache starts at the present: a watch from before the restart is answered
+// 410 Gone and every client re-lists, which folds the changes made meanwhile into final
+// states. From etcd, the watch goes on from where the client was, as an API server that
+// kept running (an HA peer) would serve it.
+var uncachedConfigMaps = map[string]string{"watch-cache-sizes": "configmaps#0"}
+
+// restartAPIServerWith is restartAPIServer with kube-apiserver flags changed for the new
+// process and the later ones: a value sets a flag, "" drops it.
+func restartAPIServerWith(t *testing.T, flags map[string]string, whileDown func()) time.Duration {
+	t.Helper()
 	apiServerMu.Lock()
 	defer apiServerMu.Unlock()
 	api := env.ControlPlane.GetAPIServer()
@@ -170,6 +184,13 @@ func restartAPIServer(t *testing.T, whileDown func()) time.Duration {
 	}()
 	if whileDown != nil {
 		whileDown()
+	}
+	for flag, value := range flags {
+		if value == "" {
+			api.Configure().Disable(flag)
+		} else {
+			api.Configure().Set(flag, value)
+		}
 	}
 	start := time.Now()
 	started = true

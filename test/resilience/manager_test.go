@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -54,10 +55,28 @@ func (o managerOptions) args() []string {
 	if o.shutdownGrace > 0 {
 		args = append(args, "--shutdown-grace="+o.shutdownGrace.String())
 	}
-	if o.authorizationInterval > 0 {
+	if o.authorizationInterval > 0 && managerHasFlag("subscription-authorization-interval") {
 		args = append(args, "--subscription-authorization-interval="+o.authorizationInterval.String())
 	}
-	return args
+	// RESILIENCE_MANAGER_ARGS adds flags to every manager, such as --zap-log-level=debug
+	// when looking into a failure.
+	return append(args, strings.Fields(os.Getenv("RESILIENCE_MANAGER_ARGS"))...)
+}
+
+var (
+	helpOnce sync.Once
+	helpText string
+)
+
+// managerHasFlag tells whether the manager binary knows --name, from its -help. A binary
+// built before a flag was added (RESILIENCE_MANAGER_BIN) then runs with its own default,
+// which startManager logs.
+func managerHasFlag(name string) bool {
+	helpOnce.Do(func() {
+		out, _ := exec.Command(managerBin, "-help").CombinedOutput()
+		helpText = string(out)
+	})
+	return strings.Contains(helpText, "-"+name+" ")
 }
 
 // manager is one manager process. Its stdout and stderr are kept line by line and written
@@ -79,6 +98,10 @@ func startManager(t *testing.T, name string, opts managerOptions) *manager {
 	t.Helper()
 	m := &manager{name: name, log: &lineLog{}, done: make(chan struct{})}
 	args := opts.args()
+	if opts.authorizationInterval > 0 && !managerHasFlag("subscription-authorization-interval") {
+		t.Logf("%s does not know --subscription-authorization-interval: it trusts authorization answers for "+
+			"its own default interval instead of %s", managerBin, opts.authorizationInterval)
+	}
 	m.cmd = exec.Command(managerBin, args...)
 	m.cmd.Stdout = m.log
 	m.cmd.Stderr = m.log
