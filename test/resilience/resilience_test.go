@@ -238,7 +238,7 @@ func TestAPIServerRestart(t *testing.T) {
 	reconnect := time.Now()
 	// What the subscription's status says until the watch delivers again (logged: the
 	// manager cannot write status while the API server is down, so this is what is left).
-	stopWatching := s.watchReady("sub")
+	stopWatching := s.watchReady("sub", nil)
 	// Its watch delivers again: a probe written after the restart arrives.
 	s.probe(90*time.Second, m)
 	t.Logf("API server unavailable for %s; manager delivers again %s after it came back; Ready meanwhile: %s",

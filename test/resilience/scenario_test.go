@@ -483,8 +483,9 @@ func (s *scenario) leaseHolders() (map[string]string, error) {
 }
 
 // watchReady samples sub's Ready condition until the returned function is called, which
-// returns the distinct states seen, in order.
-func (s *scenario) watchReady(sub string) func() string {
+// returns the distinct states seen (status/reason), in order. onState, when set, hears each
+// new state as it is seen.
+func (s *scenario) watchReady(sub string, onState func(string)) func() string {
 	stop, done := make(chan struct{}), make(chan string)
 	go func() {
 		var seen []string
@@ -497,6 +498,9 @@ func (s *scenario) watchReady(sub string) func() string {
 				}
 				if len(seen) == 0 || seen[len(seen)-1] != state {
 					seen = append(seen, state)
+					if onState != nil {
+						onState(state)
+					}
 				}
 			}
 			select {
