@@ -14,15 +14,19 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// ledger records every change the test writes to the ConfigMaps of one namespace, with the
-// event id the contract derives from it: uid:resourceVersion:Added|Updated|Deleted. A
-// Deleted id carries the resourceVersion of the deletion, which the API does not return to
-// the deleting client, so deletions are matched by uid.
+// ledger records every change the test writes to ConfigMaps, with the event id the
+// contract derives from it: uid:resourceVersion:Added|Updated|Deleted. A Deleted id carries
+// the resourceVersion of the deletion, which the API does not return to the deleting client,
+// so deletions are matched by uid.
+//
+// Objects are named "name" in the ledger's namespace or "namespace/name" in another one.
+// Writes go through the package's client unless use switched to another API server.
 type ledger struct {
 	ns string
 
 	mu      sync.Mutex
-	objects map[string]*object    // by name
+	cl      client.Client         // nil: the package's k8s
+	objects map[string]*object    // by the name the test gave: name or namespace/name
 	byUID   map[types.UID]*object // for readable diffs
 	changes []change
 }
@@ -34,12 +38,13 @@ type object struct {
 
 // change is one write and the event it must produce.
 type change struct {
-	Name  string
-	UID   types.UID
-	Type  string // Added, Updated or Deleted
-	ID    string // uid:rv:Type; for Deleted uid:?:Deleted
-	RV    string
-	Phase string // what the test was doing, for failure messages
+	Name      string // as the test named it: name or namespace/name
+	Namespace string
+	UID       types.UID
+	Type      string // Added, Updated or Deleted
+	ID        string // uid:rv:Type; for Deleted uid:?:Deleted
+	RV        string
+	Phase     string // what the test was doing, for failure messages
 }
 
 func newLedger(ns string) *ledger {
@@ -48,15 +53,40 @@ func newLedger(ns string) *ledger {
 
 func eventID(uid types.UID, rv, typ string) string { return string(uid) + ":" + rv + ":" + typ }
 
+// use sends the ledger's writes through c from now on; nil goes back to the package's client.
+func (l *ledger) use(c client.Client) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.cl = c
+}
+
+func (l *ledger) client() client.Client {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.cl != nil {
+		return l.cl
+	}
+	return k8s
+}
+
+// key is where the object the test calls name lives.
+func (l *ledger) key(name string) (namespace, objName string) {
+	if ns, n, ok := strings.Cut(name, "/"); ok {
+		return ns, n
+	}
+	return l.ns, name
+}
+
 func (l *ledger) record(c change) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.changes = append(l.changes, c)
 }
 
-// recordWrite records a create or update of cm, whose event id it carries.
-func (l *ledger) recordWrite(cm *corev1.ConfigMap, typ, phase string) {
-	l.record(change{Name: cm.Name, UID: cm.UID, Type: typ, RV: cm.ResourceVersion,
+// recordWrite records a create or update of cm (the test's name for it), whose event id it
+// carries.
+func (l *ledger) recordWrite(name string, cm *corev1.ConfigMap, typ, phase string) {
+	l.record(change{Name: name, Namespace: cm.Namespace, UID: cm.UID, Type: typ, RV: cm.ResourceVersion,
 		ID: eventID(cm.UID, cm.ResourceVersion, typ), Phase: phase})
 }
 
@@ -72,11 +102,12 @@ func (l *ledger) liveObject(op, name string) (*object, error) {
 
 // create writes a new ConfigMap.
 func (l *ledger) create(ctx context.Context, name, phase string) error {
+	ns, objName := l.key(name)
 	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Namespace: l.ns, Name: name},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: objName},
 		Data:       map[string]string{"n": "0"},
 	}
-	if err := k8s.Create(ctx, cm); err != nil {
+	if err := l.client().Create(ctx, cm); err != nil {
 		return fmt.Errorf("create %s: %w", name, err)
 	}
 	l.mu.Lock()
@@ -84,7 +115,7 @@ func (l *ledger) create(ctx context.Context, name, phase string) error {
 	l.objects[name] = o
 	l.byUID[cm.UID] = o
 	l.mu.Unlock()
-	l.recordWrite(cm, "Added", phase)
+	l.recordWrite(name, cm, "Added", phase)
 	return nil
 }
 
@@ -99,13 +130,13 @@ func (l *ledger) update(ctx context.Context, name, phase string) error {
 	var n int
 	_, _ = fmt.Sscan(cm.Data["n"], &n)
 	cm.Data["n"] = fmt.Sprint(n + 1)
-	if err := k8s.Update(ctx, cm); err != nil {
+	if err := l.client().Update(ctx, cm); err != nil {
 		return fmt.Errorf("update %s: %w", name, err)
 	}
 	l.mu.Lock()
 	o.cm = cm
 	l.mu.Unlock()
-	l.recordWrite(cm, "Updated", phase)
+	l.recordWrite(name, cm, "Updated", phase)
 	return nil
 }
 
@@ -116,13 +147,13 @@ func (l *ledger) remove(ctx context.Context, name, phase string) error {
 		return err
 	}
 	rv := o.cm.ResourceVersion
-	if err := k8s.Delete(ctx, o.cm.DeepCopy(), client.Preconditions{ResourceVersion: &rv}); err != nil {
+	if err := l.client().Delete(ctx, o.cm.DeepCopy(), client.Preconditions{ResourceVersion: &rv}); err != nil {
 		return fmt.Errorf("delete %s: %w", name, err)
 	}
 	l.mu.Lock()
 	o.deleted = true
 	l.mu.Unlock()
-	l.record(change{Name: name, UID: o.cm.UID, Type: "Deleted", ID: eventID(o.cm.UID, "?", "Deleted"), Phase: phase})
+	l.record(change{Name: name, Namespace: o.cm.Namespace, UID: o.cm.UID, Type: "Deleted", ID: eventID(o.cm.UID, "?", "Deleted"), Phase: phase})
 	return nil
 }
 
@@ -146,6 +177,18 @@ func (l *ledger) lastRV() string {
 	defer l.mu.Unlock()
 	for _, c := range slices.Backward(l.changes) {
 		if c.RV != "" {
+			return c.RV
+		}
+	}
+	return ""
+}
+
+// lastRVIn is the resourceVersion of the newest write in namespace ns.
+func (l *ledger) lastRVIn(ns string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range slices.Backward(l.changes) {
+		if c.RV != "" && c.Namespace == ns {
 			return c.RV
 		}
 	}
@@ -176,7 +219,7 @@ func (l *ledger) describe(uid types.UID) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if o := l.byUID[uid]; o != nil {
-		return l.ns + "/" + o.cm.Name
+		return o.cm.Namespace + "/" + o.cm.Name
 	}
 	return "unknown object"
 }

@@ -27,6 +27,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -35,6 +36,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/testenv"
@@ -53,6 +55,9 @@ var (
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
 func run(m *testing.M) int {
+	// The tests' own clients log nothing; without a logger controller-runtime complains
+	// with a stack trace when one is created 30s into the run.
+	ctrllog.SetLogger(logr.Discard())
 	tmp, err := os.MkdirTemp("", "resilience-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -149,6 +154,20 @@ var apiServerMu sync.Mutex
 // returns how long the API server was unavailable, from SIGTERM until it serves again.
 func restartAPIServer(t *testing.T, whileDown func()) time.Duration {
 	t.Helper()
+	return restartAPIServerWith(t, nil, whileDown)
+}
+
+// uncachedConfigMaps serves ConfigMaps from etcd rather than the watch cache. A restarted API
+// server's watch cache starts at the present: a watch from before the restart is answered
+// 410 Gone and every client re-lists, which folds the changes made meanwhile into final
+// states. From etcd, the watch goes on from where the client was, as an API server that
+// kept running (an HA peer) would serve it.
+var uncachedConfigMaps = map[string]string{"watch-cache-sizes": "configmaps#0"}
+
+// restartAPIServerWith is restartAPIServer with kube-apiserver flags changed for the new
+// process and the later ones: a value sets a flag, "" drops it.
+func restartAPIServerWith(t *testing.T, flags map[string]string, whileDown func()) time.Duration {
+	t.Helper()
 	apiServerMu.Lock()
 	defer apiServerMu.Unlock()
 	api := env.ControlPlane.GetAPIServer()
@@ -170,6 +189,13 @@ func restartAPIServer(t *testing.T, whileDown func()) time.Duration {
 	}()
 	if whileDown != nil {
 		whileDown()
+	}
+	for flag, value := range flags {
+		if value == "" {
+			api.Configure().Disable(flag)
+		} else {
+			api.Configure().Set(flag, value)
+		}
 	}
 	start := time.Now()
 	started = true

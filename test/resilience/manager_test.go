@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -19,6 +20,8 @@ const (
 	retryPeriod   = 1 * time.Second
 	// shutdownGrace is what the graceful test gives the manager to drain.
 	shutdownGrace = 3 * time.Second
+	// checkpointInterval is how often the managers save checkpoints.
+	checkpointInterval = time.Second
 )
 
 // managerOptions are the flags of one manager process.
@@ -27,14 +30,18 @@ type managerOptions struct {
 	leaderElect         bool
 	// shutdownGrace, when set, is passed as --shutdown-grace.
 	shutdownGrace time.Duration
+	// authorizationInterval, when set, is passed as --subscription-authorization-interval
+	// (binaries before it was added reject the flag, so it is left out otherwise).
+	authorizationInterval time.Duration
 }
 
 func (o managerOptions) args() []string {
 	args := []string{
 		"--kubeconfig=" + kubeconfig,
 		"--checkpoint-namespace=" + o.checkpointNamespace,
-		"--checkpoint-interval=1s",
-		"--subscription-authorization=None",
+		"--checkpoint-interval=" + checkpointInterval.String(),
+		// The binary's default authorization (SubjectAccessReview) applies: each scenario
+		// grants its subscriptions' ServiceAccount what they watch.
 		// Two managers run side by side: no listeners besides the sink's clients.
 		"--metrics-bind-address=0",
 		"--health-probe-bind-address=0",
@@ -48,7 +55,28 @@ func (o managerOptions) args() []string {
 	if o.shutdownGrace > 0 {
 		args = append(args, "--shutdown-grace="+o.shutdownGrace.String())
 	}
-	return args
+	if o.authorizationInterval > 0 && managerHasFlag("subscription-authorization-interval") {
+		args = append(args, "--subscription-authorization-interval="+o.authorizationInterval.String())
+	}
+	// RESILIENCE_MANAGER_ARGS adds flags to every manager, such as --zap-log-level=debug
+	// when looking into a failure.
+	return append(args, strings.Fields(os.Getenv("RESILIENCE_MANAGER_ARGS"))...)
+}
+
+var (
+	helpOnce sync.Once
+	helpText string
+)
+
+// managerHasFlag tells whether the manager binary knows --name, from its -help. A binary
+// built before a flag was added (RESILIENCE_MANAGER_BIN) then runs with its own default,
+// which startManager logs.
+func managerHasFlag(name string) bool {
+	helpOnce.Do(func() {
+		out, _ := exec.Command(managerBin, "-help").CombinedOutput()
+		helpText = string(out)
+	})
+	return strings.Contains(helpText, "-"+name+" ")
 }
 
 // manager is one manager process. Its stdout and stderr are kept line by line and written
@@ -70,6 +98,10 @@ func startManager(t *testing.T, name string, opts managerOptions) *manager {
 	t.Helper()
 	m := &manager{name: name, log: &lineLog{}, done: make(chan struct{})}
 	args := opts.args()
+	if opts.authorizationInterval > 0 && !managerHasFlag("subscription-authorization-interval") {
+		t.Logf("%s does not know --subscription-authorization-interval: it trusts authorization answers for "+
+			"its own default interval instead of %s", managerBin, opts.authorizationInterval)
+	}
 	m.cmd = exec.Command(managerBin, args...)
 	m.cmd.Stdout = m.log
 	m.cmd.Stderr = m.log

@@ -2,6 +2,7 @@ package resilience
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -15,9 +16,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 )
-
-// checkpointConfigMap is where the managers keep their checkpoints (contract).
-const checkpointConfigMap = "dynamic-notifier-checkpoints"
 
 // The stream of the kill and failover tests: 200 changes by 4 writers, each creating 5
 // ConfigMaps, updating them round-robin (so every survivor is updated after its create and a
@@ -240,7 +238,7 @@ func TestAPIServerRestart(t *testing.T) {
 	reconnect := time.Now()
 	// What the subscription's status says until the watch delivers again (logged: the
 	// manager cannot write status while the API server is down, so this is what is left).
-	stopWatching := s.watchReady("sub")
+	stopWatching := s.watchReady("sub", nil)
 	// Its watch delivers again: a probe written after the restart arrives.
 	s.probe(90*time.Second, m)
 	t.Logf("API server unavailable for %s; manager delivers again %s after it came back; Ready meanwhile: %s",
@@ -278,14 +276,19 @@ func TestAPIServerRestart(t *testing.T) {
 	}
 }
 
-// summarizeLog counts log records by level and message (zap's console format: time, level,
-// logger, message, fields, tab-separated); other lines (stack traces) are counted together.
+// summarizeLog counts log records by level and message: zap's JSON (the binary's production
+// format: level, logger, msg) or its console format (time, level, logger, message, fields,
+// tab-separated); other lines (stack traces) are counted together.
 func summarizeLog(lines []string) string {
 	counts := map[string]int{}
 	var order []string
 	for _, line := range lines {
 		key := "(continuation lines: stack traces)"
-		if f := strings.Split(line, "\t"); len(f) >= 3 && line[0] >= '0' && line[0] <= '9' {
+		var rec struct{ Level, Logger, Msg string }
+		if strings.HasPrefix(line, "{") && json.Unmarshal([]byte(line), &rec) == nil && rec.Msg != "" {
+			key = strings.Join(slices.DeleteFunc([]string{rec.Level, rec.Logger, rec.Msg},
+				func(s string) bool { return s == "" }), " ")
+		} else if f := strings.Split(line, "\t"); len(f) >= 3 && line[0] >= '0' && line[0] <= '9' {
 			key = f[1]
 			for _, part := range f[2:] {
 				if strings.HasPrefix(part, "{") {

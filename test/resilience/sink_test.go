@@ -31,8 +31,9 @@ type delivery struct {
 // sink is a CloudEvents receiver on 127.0.0.1. Each subscription posts to its own path, so
 // deliveries are told apart without trusting the event's own attributes.
 type sink struct {
-	base  string       // http://127.0.0.1:port
-	delay atomic.Int64 // time.Duration each request takes before the answer
+	base    string       // http://127.0.0.1:port
+	delay   atomic.Int64 // time.Duration each request takes before the answer
+	arrived atomic.Int64 // requests received, answered or not yet
 
 	mu  sync.Mutex
 	got []delivery
@@ -59,6 +60,7 @@ func (s *sink) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not a CloudEvent: "+err.Error(), http.StatusBadRequest)
 		return
 	}
+	s.arrived.Add(1)
 	if delay := time.Duration(s.delay.Load()); delay > 0 {
 		select {
 		case <-time.After(delay):
@@ -74,6 +76,9 @@ func (s *sink) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// arrivals counts the requests received so far, including those not answered yet.
+func (s *sink) arrivals() int64 { return s.arrived.Load() }
 
 // deliveries returns what path received so far, in arrival order.
 func (s *sink) deliveries(path string) []delivery {
