@@ -97,8 +97,10 @@ func (i *informer) add(sub Subscriber, stale *Point) *subscriber {
 	if s.needsOld() {
 		i.holdOld()
 	}
+	// A subscriber that resumes had its initial events in the run that first subscribed.
+	catchUp := s.catchingUp
 	i.mu.Unlock()
-	if sub.SendInitialEvents {
+	if catchUp {
 		i.reg.wg.Go(func() { i.catchUp(s) })
 	}
 	return s
@@ -137,8 +139,10 @@ func (i *informer) replace(old *subscriber, sub Subscriber) *subscriber {
 	if s.needsOld() {
 		i.holdOld()
 	}
+	// A subscriber that resumes had its initial events in the run that first subscribed.
+	catchUp := s.catchingUp
 	i.mu.Unlock()
-	if sub.SendInitialEvents {
+	if catchUp {
 		i.reg.wg.Go(func() { i.catchUp(s) })
 	}
 	return s

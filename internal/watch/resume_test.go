@@ -82,6 +82,12 @@ func (d *delivering) Offer(ev *event.Event) bool {
 	return true
 }
 
+// Put takes an initial event like any other: finished at once unless held.
+func (d *delivering) Put(_ context.Context, ev *event.Event) error {
+	d.Offer(ev)
+	return nil
+}
+
 func (d *delivering) release() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -218,6 +224,42 @@ func TestRestartResumesFromCheckpointWithoutAddedStorm(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Eventually(second.ids).Should(ContainElement(id(c1, event.Updated)))
 	g.Eventually(func() string { p, _ := store.sub(); return p.ResourceVersion }).Should(Equal(c1.ResourceVersion))
+}
+
+// TestResumedSubscriberGetsNoInitialEventsAgain: initial events go out once, in the run that
+// first subscribed; a restart resumes from the checkpoint instead of sending every object
+// again.
+func TestResumedSubscriberGetsNoInitialEventsAgain(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	cms, key := configMapScope(t)
+	store := &memStore{}
+	var existing []*corev1.ConfigMap
+	for _, name := range []string{"a", "b"} {
+		cm, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+		g.Expect(err).NotTo(HaveOccurred())
+		existing = append(existing, cm)
+	}
+
+	reg, stop := runningRegistry(t, store)
+	first := newDelivering()
+	sub := first.subscriber("sub")
+	sub.SendInitialEvents = true
+	reg.Subscribe(key, sub)
+	g.Eventually(first.ids).Should(ConsistOf(id(existing[0], event.Added), id(existing[1], event.Added)))
+	g.Eventually(func() bool { _, ok := store.sub(); return ok }).Should(BeTrue(), "checkpointed once they are delivered")
+	stop()
+
+	reg2, _ := runningRegistry(t, store)
+	second := newDelivering()
+	sub = second.subscriber("sub")
+	sub.SendInitialEvents = true
+	reg2.Subscribe(key, sub)
+	g.Eventually(synced(reg2, key)).Should(BeTrue())
+	c, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "c"}}, metav1.CreateOptions{})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(second.ids).Should(ContainElement(id(c, event.Added)))
+	g.Expect(second.ids()).To(Equal([]string{id(c, event.Added)}), "no initial event again, only the change after")
 }
 
 func TestLateJoinerResumesFromTheBuffer(t *testing.T) {
