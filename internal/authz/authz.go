@@ -66,6 +66,43 @@ type key struct {
 type answer struct {
 	err error // nil: allowed
 	at  time.Time
+	// deniedSince is when a denial of what was allowed was first seen; it is not believed
+	// before it is seen again ConfirmRevocation later.
+	deniedSince time.Time
+}
+
+// ConfirmRevocation is how long a denial of what was allowed waits for a second answer
+// before it counts. An API server that has just started answers SubjectAccessReviews
+// before its RBAC caches have synced, and denies then what it allows a moment later:
+// believing the first denial would stop a running subscription and lose its queue and its
+// checkpoint for nothing.
+const ConfirmRevocation = 2 * time.Second
+
+// UnconfirmedDenialError is a denial of what was allowed, not confirmed yet: no answer,
+// for the caller.
+type UnconfirmedDenialError struct {
+	Denied *DeniedError
+}
+
+func (e *UnconfirmedDenialError) Error() string {
+	return "the API server just denied what it allowed before, confirming: " + e.Denied.Error()
+}
+
+// decide turns what the API server answered (nil: allowed, a *DeniedError: denied) into
+// what the caller is told and what is kept, given what was kept before (ok: there was an
+// answer). Pure: the revocation rule lives here.
+func decide(prev answer, ok bool, result error, now time.Time) (answer, error) {
+	_, denied := result.(*DeniedError)
+	switch {
+	case !denied:
+		return answer{err: result, at: now}, result
+	case ok && prev.err == nil && prev.deniedSince.IsZero():
+		// A grant seems revoked: keep the grant, ask again once ConfirmRevocation passed.
+		return answer{at: prev.at, deniedSince: now}, &UnconfirmedDenialError{Denied: result.(*DeniedError)}
+	case ok && prev.err == nil && now.Sub(prev.deniedSince) < ConfirmRevocation:
+		return prev, &UnconfirmedDenialError{Denied: result.(*DeniedError)}
+	}
+	return answer{err: result, at: now}, result
 }
 
 // Check returns nil when the ServiceAccount may list and watch gvr in namespace ("" for
@@ -91,11 +128,15 @@ func (c *Checker) check(ctx context.Context, k key) error {
 		interval = DefaultInterval
 	}
 	c.mu.Lock()
-	if a, ok := c.cache[k]; ok && time.Since(a.at) < interval {
-		c.mu.Unlock()
-		return a.err
-	}
+	prev, known := c.cache[k]
 	c.mu.Unlock()
+	if known && prev.deniedSince.IsZero() && time.Since(prev.at) < interval {
+		return prev.err
+	}
+	if known && !prev.deniedSince.IsZero() && time.Since(prev.deniedSince) < ConfirmRevocation {
+		return &UnconfirmedDenialError{Denied: &DeniedError{ServiceAccount: k.saNamespace + "/" + k.saName,
+			Verb: k.verb, GVR: k.gvr, Namespace: k.namespace, Name: k.name}}
+	}
 
 	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 		User:   "system:serviceaccount:" + k.saNamespace + ":" + k.saName,
@@ -113,11 +154,12 @@ func (c *Checker) check(ctx context.Context, k key) error {
 		result = &DeniedError{ServiceAccount: k.saNamespace + "/" + k.saName, Verb: k.verb, GVR: k.gvr,
 			Namespace: k.namespace, Name: k.name, Reason: sar.Status.Reason}
 	}
+	kept, told := decide(prev, known, result, time.Now())
 	c.mu.Lock()
 	if c.cache == nil {
 		c.cache = map[key]answer{}
 	}
-	c.cache[k] = answer{err: result, at: time.Now()}
+	c.cache[k] = kept
 	c.mu.Unlock()
-	return result
+	return told
 }
