@@ -334,8 +334,13 @@ func (r *WatchSubscriptionReconciler) filterErrorHook(nn types.NamespacedName, u
 		if filter.IsOverBudget(err) {
 			overBudget.Inc()
 			if c, ok := r.running.peekCounters(nn, uid); ok {
-				c.filterOverBudget()
-				r.wakeups.Now(nn)
+				// At once the first time in a while, to turn Ready False; after that the
+				// count in the message waits for the next status interval.
+				if c.filterOverBudget() {
+					r.wakeups.Now(nn)
+				} else {
+					r.wakeups.Soon(nn)
+				}
 			}
 		}
 		now := time.Now().UnixNano()

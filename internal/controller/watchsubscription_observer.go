@@ -47,11 +47,16 @@ func (c *counters) resynced() {
 	c.mu.Unlock()
 }
 
-func (c *counters) filterOverBudget() {
+// filterOverBudget counts a change whose filter cost more than its budget, and tells
+// whether it is the first in recentWindow (the Ready condition changes).
+func (c *counters) filterOverBudget() bool {
+	now := time.Now()
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	recent, _ := recently(c.lastOverBudget, now)
 	c.overBudget++
-	c.lastOverBudget = time.Now()
-	c.mu.Unlock()
+	c.lastOverBudget = now
+	return !recent
 }
 
 // OverBudgetRecently tells whether the filter exceeded its cost budget within the last

@@ -147,12 +147,14 @@ func (e *Event) Data() ([]byte, error) {
 	return e.data, e.encodeErr
 }
 
-// Size is about how many bytes the event's objects take as JSON, computed once (from the
-// encoding when there is one already): what delivery's memory budget counts.
+// Size is about how many bytes the event holds, computed once: what delivery's memory
+// budget counts. Each object is counted twice its JSON size: once decoded, once for the
+// encoding an event keeps once it was sent (in memory a decoded object takes more than its
+// JSON, which the budget's default leaves room for).
 func (e *Event) Size() int {
 	e.sizeOnce.Do(func() {
 		if e.Object != nil {
-			e.size = jsonSize(e.Object.Object)
+			e.size = 2 * jsonSize(e.Object.Object)
 		}
 		if e.OldObject != nil {
 			e.size += jsonSize(e.OldObject.Object)

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
@@ -51,6 +52,10 @@ var (
 	queueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "delivery_queue_depth",
 		Help: "Events queued or in flight."}, subLabels)
 
+	budgetLimitDesc = prometheus.NewDesc(ns+"_delivery_memory_budget_bytes",
+		"The delivery memory budget: bytes of events all subscriptions together may hold.", nil, nil)
+	budgetUsedDesc = prometheus.NewDesc(ns+"_delivery_memory_used_bytes",
+		"Bytes of events all subscriptions hold for delivery now, as the budget counts them.", nil, nil)
 	informersDesc = prometheus.NewDesc(ns+"_informers_active",
 		"Running shared informers, by resource and namespace scope (\"*\" for all).",
 		[]string{"group", "version", "resource", "scope"}, nil)
@@ -152,6 +157,19 @@ func Forget(namespace, name string) {
 	queueDepth.DeleteLabelValues(namespace, name)
 }
 
+// budgets are the delivery memory budgets exposed (one per process in production).
+var budgets []*delivery.MemoryBudget
+
+// TrackBudget exposes a delivery memory budget, read at scrape time.
+func TrackBudget(b *delivery.MemoryBudget) {
+	if b == nil {
+		return
+	}
+	registriesMu.Lock()
+	defer registriesMu.Unlock()
+	budgets = append(budgets, b)
+}
+
 // registries are the watch registries whose informers are exposed. One per process in
 // production; tests run operators one after another.
 var (
@@ -172,12 +190,20 @@ type registryCollector struct{}
 func (registryCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- informersDesc
 	ch <- subscribersDesc
+	ch <- budgetLimitDesc
+	ch <- budgetUsedDesc
 }
 
 func (registryCollector) Collect(ch chan<- prometheus.Metric) {
 	registriesMu.Lock()
 	regs := slices.Clone(registries)
+	bs := slices.Clone(budgets)
 	registriesMu.Unlock()
+	if len(bs) > 0 {
+		b := bs[len(bs)-1] // the process's own: tests start one operator after another
+		ch <- prometheus.MustNewConstMetric(budgetLimitDesc, prometheus.GaugeValue, float64(b.Limit()))
+		ch <- prometheus.MustNewConstMetric(budgetUsedDesc, prometheus.GaugeValue, float64(b.Used()))
+	}
 	for _, reg := range regs {
 		for _, k := range reg.Keys() {
 			scope := k.Namespace

@@ -204,6 +204,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		owner = keeper
 	}
 	metrics.Track(r.Registry)
+	metrics.TrackBudget(r.Budget)
 	if err := mgr.Add(owner); err != nil {
 		return nil, err
 	}
