@@ -90,6 +90,8 @@ func wantRows(opts options) []string {
 			ids = append(ids, fmt.Sprintf("latency/%d/%s", n, fig))
 		}
 	}
+	ids = append(ids, "costlyneighbour/p50", "costlyneighbour/p99", "costlyneighbour/over-budget",
+		"costlyneighbour/under-budget/p50", "costlyneighbour/under-budget/p99")
 	ids = append(ids, "throughput/rate", "throughput/fanout/rate", "throughput/fanout/time",
 		"throughput/fanout-batched/rate", "throughput/fanout-batched/time", "drain/binary", "drain/batched",
 		"convergence/ready", "convergence/watches", "convergence/idle-status-writes", "convergence/teardown",

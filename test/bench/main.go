@@ -106,6 +106,7 @@ type scenario struct {
 var scenarios = []scenario{
 	{"sharing", runSharing},
 	{"latency", runLatency},
+	{"costlyneighbour", runCostlyNeighbour},
 	{"throughput", runThroughput},
 	{"drain", runDrain},
 	{"convergence", runConvergence},

@@ -28,7 +28,8 @@ type options struct {
 	ShareObjects int   `json:"shareObjects"`
 
 	// Latency: subscription counts, paced writes per count, and the write interval for
-	// one subscription (scaled up with the fan-out so the sink is not saturated).
+	// one subscription (scaled up with the fan-out so the sink is not saturated). The
+	// costly-neighbour scenario uses the writes and interval of one subscription.
 	LatencySubs     []int         `json:"latencySubs"`
 	LatencyWrites   int           `json:"latencyWrites"`
 	LatencyInterval time.Duration `json:"latencyInterval"`
@@ -113,13 +114,13 @@ func parseFlags(args []string) (options, error) {
 	out := fs.String("out", "", "where to write the raw figures as JSON (default bin/bench/results.json)")
 	md := fs.String("md", "", "where to write the Markdown table too (it is always printed on stdout)")
 	only := fs.String("only", "",
-		"comma-separated scenarios to run: sharing,latency,throughput,drain,memory,convergence,crd")
+		"comma-separated scenarios to run: sharing,latency,costlyneighbour,throughput,drain,convergence,crd,memory")
 	qps := fs.Float64("operator-qps", 0, "operator client QPS (default -1: unlimited, like the manager binary)")
 	shareSubs := fs.String("share-subs", "", "sharing: comma-separated subscription counts")
 	shareObjects := fs.Int("share-objects", 0, "sharing: ConfigMaps in the shared namespace")
 	latencySubs := fs.String("latency-subs", "", "latency: comma-separated subscription counts")
-	latencyWrites := fs.Int("latency-writes", 0, "latency: paced writes per subscription count")
-	latencyInterval := fs.Duration("latency-interval", 0, "latency: write interval for one subscription")
+	latencyWrites := fs.Int("latency-writes", 0, "latency, costlyneighbour: paced writes per subscription count and phase")
+	latencyInterval := fs.Duration("latency-interval", 0, "latency, costlyneighbour: write interval for one subscription")
 	tpWrites := fs.Int("throughput-writes", 0, "throughput: writes")
 	writers := fs.Int("writers", 0, "throughput: writer goroutines")
 	fanOutSubs := fs.Int("fanout-subs", 0, "throughput: subscriptions of the fan-out phase")
