@@ -13,6 +13,15 @@ import (
 	"time"
 )
 
+// TestMain lets the test binary be the operator process of the budgetflood scenario, as
+// the bench binary is.
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(operatorProcessEnv); spec != "" {
+		os.Exit(operatorProcessMain(spec))
+	}
+	os.Exit(m.Run())
+}
+
 // TestQuickRun runs the harness at tiny scales so it keeps working as the engine changes.
 // It checks that every row and valid JSON come out, never the figures: timings on a shared
 // machine are not something a test can assert.
@@ -90,11 +99,15 @@ func wantRows(opts options) []string {
 			ids = append(ids, fmt.Sprintf("latency/%d/%s", n, fig))
 		}
 	}
+	ids = append(ids, "costlyneighbour/p50", "costlyneighbour/p99", "costlyneighbour/over-budget",
+		"costlyneighbour/under-budget/p50", "costlyneighbour/under-budget/p99")
 	ids = append(ids, "throughput/rate", "throughput/fanout/rate", "throughput/fanout/time",
 		"throughput/fanout-batched/rate", "throughput/fanout-batched/time", "drain/binary", "drain/batched",
 		"convergence/ready", "convergence/watches", "convergence/idle-status-writes", "convergence/teardown",
 		"convergence/teardown-after-api",
-		"crd/ready")
+		"crd/ready",
+		"budgetflood/healthy", "budgetflood/dropped", "budgetflood/accounted", "budgetflood/rss-peak",
+		"budgetflood/rss-settled")
 	for _, n := range opts.MemoryObjects {
 		ids = append(ids, fmt.Sprintf("memory/%d/heap", n), fmt.Sprintf("memory/%d/rss", n))
 	}

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -35,24 +36,36 @@ type runningOperator struct {
 // Event broadcaster start lazily and stay, so a baseline taken before the first
 // subscription would charge them to it.
 func (h *harness) startOperator(ctx context.Context) (*runningOperator, error) {
-	mgr, err := operator.NewEmbeddedManager(h.opCfg)
+	r, err := launchOperator(h.opCfg, operatorOptions(h.operatorNS))
+	if err != nil {
+		return nil, err
+	}
+	if err := h.warmUp(ctx, r); err != nil {
+		return nil, errors.Join(fmt.Errorf("warming up the operator: %w", err), r.stop())
+	}
+	return r, nil
+}
+
+// operatorOptions are the binary's, but for authorization: with SubjectAccessReview every
+// subscription would need a ServiceAccount with RBAC, and the benchmarks measure the engine,
+// not the API server's authorizer.
+func operatorOptions(checkpointNamespace string) operator.Options {
+	return operator.Options{Authorization: operator.AuthorizationNone, CheckpointNamespace: checkpointNamespace}
+}
+
+// launchOperator starts the operator with opts in a manager of its own on cfg.
+func launchOperator(cfg *rest.Config, opts operator.Options) (*runningOperator, error) {
+	mgr, err := operator.NewEmbeddedManager(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("manager: %w", err)
 	}
-	// As the binary runs, but for authorization: with SubjectAccessReview every subscription
-	// would need a ServiceAccount with RBAC, and the benchmarks measure the engine, not the
-	// API server's authorizer.
-	op, err := operator.Setup(mgr, operator.Options{Authorization: operator.AuthorizationNone,
-		CheckpointNamespace: h.operatorNS})
+	op, err := operator.Setup(mgr, opts)
 	if err != nil {
 		return nil, fmt.Errorf("operator: %w", err)
 	}
 	mctx, cancel := context.WithCancel(context.Background())
 	r := &runningOperator{Operator: op, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- mgr.Start(mctx) }()
-	if err := h.warmUp(ctx, r); err != nil {
-		return nil, errors.Join(fmt.Errorf("warming up the operator: %w", err), r.stop())
-	}
 	return r, nil
 }
 

@@ -24,6 +24,9 @@ import (
 )
 
 func main() {
+	if spec := os.Getenv(operatorProcessEnv); spec != "" {
+		os.Exit(operatorProcessMain(spec)) // started by the budgetflood scenario
+	}
 	opts, err := parseFlags(os.Args[1:])
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -106,10 +109,12 @@ type scenario struct {
 var scenarios = []scenario{
 	{"sharing", runSharing},
 	{"latency", runLatency},
+	{"costlyneighbour", runCostlyNeighbour},
 	{"throughput", runThroughput},
 	{"drain", runDrain},
 	{"convergence", runConvergence},
 	{"crd", runCRD},
+	{"budgetflood", runBudgetFlood},
 	{"memory", runMemory},
 }
 

@@ -28,7 +28,8 @@ type options struct {
 	ShareObjects int   `json:"shareObjects"`
 
 	// Latency: subscription counts, paced writes per count, and the write interval for
-	// one subscription (scaled up with the fan-out so the sink is not saturated).
+	// one subscription (scaled up with the fan-out so the sink is not saturated). The
+	// costly-neighbour scenario uses the writes and interval of one subscription.
 	LatencySubs     []int         `json:"latencySubs"`
 	LatencyWrites   int           `json:"latencyWrites"`
 	LatencyInterval time.Duration `json:"latencyInterval"`
@@ -44,6 +45,14 @@ type options struct {
 	// each count adds objects to the previous ones).
 	MemoryObjects []int `json:"memoryObjects"`
 	ObjectBytes   int   `json:"objectBytes"`
+
+	// Budget flood: FloodChanges updates, round robin over FloodObjects ConfigMaps of
+	// ObjectBytes, with an operator process whose delivery memory budget is FloodBudget
+	// bytes (and GOMEMLIMIT four times that, as the default budget is a quarter of it, but
+	// at least 64 MiB).
+	FloodChanges int   `json:"floodChanges"`
+	FloodObjects int   `json:"floodObjects"`
+	FloodBudget  int64 `json:"floodBudget"`
 
 	// Convergence: subscriptions spread over the ten resources of convergenceGVRs.
 	ConvergenceSubs int `json:"convergenceSubs"`
@@ -76,6 +85,9 @@ func fullOptions() options {
 		FanOutSubs:       50,
 		FanOutWrites:     400,
 		MemoryObjects:    []int{10000, 100000},
+		FloodChanges:     100000,
+		FloodObjects:     300,
+		FloodBudget:      64 << 20,
 		ObjectBytes:      1024,
 		ConvergenceSubs:  1000,
 		Idle:             5 * time.Second,
@@ -97,6 +109,9 @@ func quickOptions() options {
 	o.FanOutSubs = 5
 	o.FanOutWrites = 40
 	o.MemoryObjects = []int{100, 200}
+	o.FloodChanges = 5000
+	o.FloodObjects = 100
+	o.FloodBudget = 4 << 20
 	o.ConvergenceSubs = 20
 	o.Idle = time.Second
 	o.CRDRounds = 1
@@ -113,17 +128,20 @@ func parseFlags(args []string) (options, error) {
 	out := fs.String("out", "", "where to write the raw figures as JSON (default bin/bench/results.json)")
 	md := fs.String("md", "", "where to write the Markdown table too (it is always printed on stdout)")
 	only := fs.String("only", "",
-		"comma-separated scenarios to run: sharing,latency,throughput,drain,memory,convergence,crd")
+		"comma-separated scenarios to run: sharing,latency,costlyneighbour,throughput,drain,convergence,crd,budgetflood,memory")
 	qps := fs.Float64("operator-qps", 0, "operator client QPS (default -1: unlimited, like the manager binary)")
 	shareSubs := fs.String("share-subs", "", "sharing: comma-separated subscription counts")
 	shareObjects := fs.Int("share-objects", 0, "sharing: ConfigMaps in the shared namespace")
 	latencySubs := fs.String("latency-subs", "", "latency: comma-separated subscription counts")
-	latencyWrites := fs.Int("latency-writes", 0, "latency: paced writes per subscription count")
-	latencyInterval := fs.Duration("latency-interval", 0, "latency: write interval for one subscription")
+	latencyWrites := fs.Int("latency-writes", 0, "latency, costlyneighbour: paced writes per subscription count and phase")
+	latencyInterval := fs.Duration("latency-interval", 0, "latency, costlyneighbour: write interval for one subscription")
 	tpWrites := fs.Int("throughput-writes", 0, "throughput: writes")
 	writers := fs.Int("writers", 0, "throughput: writer goroutines")
 	fanOutSubs := fs.Int("fanout-subs", 0, "throughput: subscriptions of the fan-out phase")
 	fanOutWrites := fs.Int("fanout-writes", 0, "throughput: creates of the fan-out phase")
+	floodChanges := fs.Int("flood-changes", 0, "budgetflood: updates written")
+	floodObjects := fs.Int("flood-objects", 0, "budgetflood: ConfigMaps the updates go round")
+	floodBudget := fs.Int("flood-budget-mib", 0, "budgetflood: the operator's delivery memory budget in MiB")
 	memObjects := fs.String("memory-objects", "", "memory: comma-separated counts of cached ConfigMaps, e.g. 10000,100000")
 	convSubs := fs.Int("convergence-subs", 0, "convergence: subscriptions over 10 resources")
 	crdRounds := fs.Int("crd-rounds", 0, "crd: how often a CRD is installed after its subscription")
@@ -172,6 +190,11 @@ func parseFlags(args []string) (options, error) {
 	setInt(&o.Writers, *writers)
 	setInt(&o.FanOutSubs, *fanOutSubs)
 	setInt(&o.FanOutWrites, *fanOutWrites)
+	setInt(&o.FloodChanges, *floodChanges)
+	setInt(&o.FloodObjects, *floodObjects)
+	if *floodBudget > 0 {
+		o.FloodBudget = int64(*floodBudget) << 20
+	}
 	setInt(&o.ConvergenceSubs, *convSubs)
 	setInt(&o.CRDRounds, *crdRounds)
 	return o, nil

@@ -13,7 +13,9 @@ import (
 
 type latencyPhase struct {
 	Subscriptions int `json:"subscriptions"`
-	Writes        int `json:"writes"`
+	// Neighbours are subscriptions on the same watch whose deliveries are not timed.
+	Neighbours int `json:"neighbours,omitempty"`
+	Writes     int `json:"writes"`
 	// Interval between write starts.
 	Interval string      `json:"interval"`
 	Ours     percentiles `json:"ours"`
@@ -33,7 +35,7 @@ func runLatency(ctx context.Context, h *harness) ([]Row, any, error) {
 	var rows []Row
 	var details []latencyPhase
 	for _, n := range h.opts.LatencySubs {
-		p, err := h.latency(ctx, n)
+		p, err := h.latency(ctx, latencyRun{prefix: "latency", subs: n})
 		details = append(details, p)
 		if err != nil {
 			return rows, details, fmt.Errorf("%d subscriptions: %w", n, err)
@@ -68,13 +70,27 @@ func runLatency(ctx context.Context, h *harness) ([]Row, any, error) {
 	return rows, details, nil
 }
 
-func (h *harness) latency(ctx context.Context, subs int) (latencyPhase, error) {
+// latencyRun is one run of the latency machinery: subs subscriptions on the ConfigMaps of
+// a fresh namespace, every delivery of theirs timed, and neighbours next to them on the
+// same watch and sink, whose deliveries are not expected.
+type latencyRun struct {
+	prefix string
+	subs   int
+	// neighbours each add a subscription named neighbour-<i>, changed by the function,
+	// Ready before the writes start.
+	neighbours []func(*notifyv1.WatchSubscription)
+	// inspect, when set, runs once the deliveries are counted, before the operator stops.
+	inspect func(ctx context.Context, ns string) error
+}
+
+func (h *harness) latency(ctx context.Context, run latencyRun) (latencyPhase, error) {
+	subs := run.subs
 	// More fan-out, more spacing: each write should find an idle pipeline, or this would
 	// measure queueing, which the throughput scenario covers.
 	interval := h.opts.LatencyInterval * time.Duration(max(1, subs/25))
-	p := latencyPhase{Subscriptions: subs, Writes: h.opts.LatencyWrites, Interval: interval.String(),
-		Expected: h.opts.LatencyWrites * subs}
-	ns, r, done, err := h.subscribedNamespace(ctx, "latency", subs)
+	p := latencyPhase{Subscriptions: subs, Neighbours: len(run.neighbours), Writes: h.opts.LatencyWrites,
+		Interval: interval.String(), Expected: h.opts.LatencyWrites * subs}
+	ns, r, done, err := h.subscribedNamespaceWith(ctx, run.prefix, subs, run.neighbours)
 	if err != nil {
 		return p, err
 	}
@@ -103,6 +119,11 @@ func (h *harness) latency(ctx context.Context, subs int) (latencyPhase, error) {
 	rec.mu.Unlock()
 	p.OursFirst = summarize(rec.firstDeliveries())
 
+	if run.inspect != nil {
+		if err := run.inspect(ctx, ns); err != nil {
+			return p, err
+		}
+	}
 	return p, h.unsubscribe(ctx, ns, r)
 }
 
@@ -110,6 +131,14 @@ func (h *harness) latency(ctx context.Context, subs int) (latencyPhase, error) {
 // subscriptions on the namespace's ConfigMaps (changed by tweaks) are Ready. done stops the operator and
 // deletes the ConfigMaps; on error, what was started is already undone.
 func (h *harness) subscribedNamespace(ctx context.Context, prefix string, subs int,
+	tweaks ...func(*notifyv1.WatchSubscription)) (ns string, r *runningOperator, done func(), err error) {
+	return h.subscribedNamespaceWith(ctx, prefix, subs, nil, tweaks...)
+}
+
+// subscribedNamespaceWith is subscribedNamespace with neighbours: one more subscription on
+// the same ConfigMaps and sink for each, named neighbour-<i> and changed by it (not by tweaks).
+func (h *harness) subscribedNamespaceWith(ctx context.Context, prefix string, subs int,
+	neighbours []func(*notifyv1.WatchSubscription),
 	tweaks ...func(*notifyv1.WatchSubscription)) (ns string, r *runningOperator, done func(), err error) {
 	if ns, err = h.namespace(ctx, prefix); err != nil {
 		return "", nil, nil, err
@@ -123,8 +152,17 @@ func (h *harness) subscribedNamespace(ctx context.Context, prefix string, subs i
 		h.stopOperator(r)
 		deleteObjects()
 	}
-	if err = h.createSubscriptions(ctx, ns, subs, all(configMaps), tweaks...); err == nil {
-		err = h.waitReady(ctx, ns, subs, readyTimeout(subs))
+	err = h.createSubscriptions(ctx, ns, subs, all(configMaps), tweaks...)
+	for i, neighbour := range neighbours {
+		if err != nil {
+			break
+		}
+		ws := subscription(ns, "neighbour-"+strconv.Itoa(i), configMaps, h.sink.URL)
+		neighbour(ws)
+		err = h.k8s.Create(ctx, ws)
+	}
+	if err == nil {
+		err = h.waitReady(ctx, ns, subs+len(neighbours), readyTimeout(subs+len(neighbours)))
 	}
 	if err != nil {
 		done()

@@ -10,6 +10,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // writes describes a batch of ConfigMap creations named <prefix>-<i>.
@@ -97,4 +98,20 @@ func paced(ctx context.Context, n, workers int, interval time.Duration, fn func(
 func indexOf(name string) (int, bool) {
 	i, err := strconv.Atoi(name[strings.LastIndexByte(name, '-')+1:])
 	return i, err == nil
+}
+
+// update makes changes to the ConfigMaps <prefix>-0 … <prefix>-<objects-1> of ns, round
+// robin, from workers goroutines as fast as the API server takes them: each is a merge
+// patch setting data.seq to the change's number, so every one is a real change.
+func (h *harness) update(ctx context.Context, ns, prefix string, objects, changes, workers int) (writeResult, error) {
+	var last atomic.Int64
+	first := now()
+	err := parallel(changes, workers, func(i int) error {
+		patch := []byte(`{"data":{"seq":"` + strconv.Itoa(i) + `"}}`)
+		_, err := h.cs.CoreV1().ConfigMaps(ns).Patch(ctx, prefix+"-"+strconv.Itoa(i%objects), types.MergePatchType,
+			patch, metav1.PatchOptions{})
+		last.Store(int64(now()))
+		return err
+	})
+	return writeResult{First: first, Last: time.Duration(last.Load())}, err
 }
