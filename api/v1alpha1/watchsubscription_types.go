@@ -75,7 +75,7 @@ type WatchSubscriptionSpec struct {
 	// +kubebuilder:validation:MaxItems=3
 	EventTypes []EventType `json:"eventTypes,omitempty"`
 
-	// sendInitialEvents, when true, delivers every object that already exists when the
+	// sendInitialEvents delivers, when true, every object that already exists when the
 	// subscription starts watching as Added. When false (the default) only later changes
 	// are delivered.
 	// +optional
@@ -433,10 +433,6 @@ type RetryPolicy struct {
 
 // WatchSubscriptionStatus is what the operator observed and did for a subscription.
 type WatchSubscriptionStatus struct {
-	// observedGeneration is the spec generation the status describes.
-	// +optional
-	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-
 	// conditions hold the Ready condition: True while watching, Unknown while starting,
 	// False with a reason when something is wrong.
 	// +optional
@@ -445,12 +441,16 @@ type WatchSubscriptionStatus struct {
 	// +kubebuilder:validation:MaxItems=8
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
+	// observedGeneration is the spec generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
 	// resource is the watched resource as group/version/resource, for display.
 	// +optional
 	// +kubebuilder:validation:MaxLength=512
 	Resource string `json:"resource,omitempty"`
 
-	// sink is the kind of sink in use (webhook or log), for display.
+	// sink is the kind of sink in use (webhook, service or log), for display.
 	// +optional
 	// +kubebuilder:validation:MaxLength=32
 	Sink string `json:"sink,omitempty"`
