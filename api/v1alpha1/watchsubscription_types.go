@@ -28,7 +28,7 @@ type WatchSubscriptionSpec struct {
 	// resource names the objects to watch by group, version and resource, as in a GVR.
 	// Any built-in type or custom resource works, including a CRD installed later.
 	// +required
-	Resource ResourceRef `json:"resource"`
+	Resource ResourceRef `json:"resource,omitzero"`
 
 	// namespaces to watch. Empty means the subscription's own namespace; ["*"] means all
 	// namespaces. Ignored for cluster-scoped resources.
@@ -167,7 +167,7 @@ type ResourceRef struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
-	Version string `json:"version"`
+	Version string `json:"version,omitempty"`
 
 	// resource is the lower-case plural name, such as "configmaps" or "deployments".
 	// A subresource ("pods/log") is accepted here but cannot be watched.
@@ -175,7 +175,7 @@ type ResourceRef struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=127
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$`
-	Resource string `json:"resource"`
+	Resource string `json:"resource,omitempty"`
 }
 
 // NamespaceName is a namespace name (a DNS-1123 label) or "*" for all namespaces.
@@ -221,7 +221,7 @@ type WebhookSink struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",message="sink.webhook.url must be an absolute http or https URL with a host"
-	URL string `json:"url"`
+	URL string `json:"url,omitempty"`
 
 	HTTPOptions `json:",inline"`
 }
@@ -235,7 +235,7 @@ type ServiceSink struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
-	Name string `json:"name"`
+	Name string `json:"name,omitempty"`
 
 	// namespace of the Service; defaults to the subscription's namespace.
 	// +optional
@@ -319,7 +319,7 @@ type SigningKeyReference struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
-	Name string `json:"name"`
+	Name string `json:"name,omitempty"`
 
 	// key in the Secret; defaults to "key".
 	// +optional
@@ -332,7 +332,7 @@ type SigningKeyReference struct {
 type HeadersFrom struct {
 	// secretRef names a Secret in the subscription's namespace.
 	// +required
-	SecretRef LocalSecretReference `json:"secretRef"`
+	SecretRef LocalSecretReference `json:"secretRef,omitzero"`
 }
 
 // TLSConfig tunes certificate verification of an HTTP sink.
@@ -354,7 +354,7 @@ type LocalSecretReference struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
-	Name string `json:"name"`
+	Name string `json:"name,omitempty"`
 }
 
 // SecretKeyReference names a key of a Secret in the subscription's namespace.
@@ -364,7 +364,7 @@ type SecretKeyReference struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
-	Name string `json:"name"`
+	Name string `json:"name,omitempty"`
 
 	// key in the Secret; defaults to "ca.crt".
 	// +optional
@@ -517,7 +517,7 @@ type WatchSubscription struct {
 
 	// spec says what to watch and where to deliver.
 	// +required
-	Spec WatchSubscriptionSpec `json:"spec"`
+	Spec WatchSubscriptionSpec `json:"spec,omitzero"`
 
 	// status is what the operator observed.
 	// +optional
