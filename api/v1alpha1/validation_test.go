@@ -84,6 +84,11 @@ func TestValidSpecsAreAccepted(t *testing.T) {
 			"contentMode: structured, headersFrom: {secretRef: {name: hook-auth}}, tls: {caSecretRef: {name: hook-ca, key: ca.pem}}}}\n",
 		"batched webhook":        okResource + "sink: {webhook: {url: 'http://a.example', contentMode: batched}}\n",
 		"batched service capped": okResource + "sink: {service: {name: hook, contentMode: batched, maxBatchSize: 1000}}\n",
+		// Empty lists and objects mean the same as absent ones (explicit MinItems=0 and
+		// MinProperties=0, for kube-api-linter).
+		"empty lists and objects": okResource + okSink + "namespaces: []\neventTypes: []\nignore: {}\npayload: {}\n" +
+			"delivery: {retry: {}}\n",
+		"empty tls": okResource + "sink: {webhook: {url: 'https://a.example', tls: {}}}\n",
 	}
 	for name, spec := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -131,6 +136,14 @@ func TestInvalidSpecsAreRejectedNamingTheField(t *testing.T) {
 		{"batch size with structured mode", okResource + "sink: {service: {name: hook, contentMode: structured, maxBatchSize: 10}}\n", "spec.sink.service.maxBatchSize"},
 		{"batch size zero", okResource + "sink: {webhook: {url: 'http://a.example', contentMode: batched, maxBatchSize: 0}}\n", "spec.sink.webhook.maxBatchSize"},
 		{"batch size too large", okResource + "sink: {webhook: {url: 'http://a.example', contentMode: batched, maxBatchSize: 1001}}\n", "spec.sink.webhook.maxBatchSize"},
+		// A Sink needs a member (MinProperties=1 besides the exactly-one rule).
+		{"empty dead-letter sink in a full spec", okResource + okSink + "delivery: {deadLetterSink: {}, retry: {maxAttempts: 2}}\n", "spec.delivery.deadLetterSink"},
+		// Optional strings whose pattern refuses "" also say MinLength=1.
+		{"empty service account name", okResource + okSink + "serviceAccountName: ''\n", "spec.serviceAccountName"},
+		{"empty service namespace", okResource + "sink: {service: {name: hook, namespace: ''}}\n", "spec.sink.service.namespace"},
+		{"empty service path", okResource + "sink: {service: {name: hook, path: ''}}\n", "spec.sink.service.path"},
+		{"empty signing key", okResource + "sink: {webhook: {url: 'http://a.example', signingSecretRef: {name: s, key: ''}}}\n", "spec.sink.webhook.signingSecretRef.key"},
+		{"empty CA key", okResource + "sink: {webhook: {url: 'https://a.example', tls: {caSecretRef: {name: ca, key: ''}}}}\n", "spec.sink.webhook.tls.caSecretRef.key"},
 		{"headers secret without name", okResource + "sink: {webhook: {url: 'http://a.example', headersFrom: {secretRef: {}}}}\n", "spec.sink.webhook.headersFrom.secretRef.name"},
 		{"bad timeout", okResource + okSink + "delivery: {timeout: soon}\n", "spec.delivery.timeout"},
 		{"zero timeout", okResource + okSink + "delivery: {timeout: 0s}\n", "spec.delivery.timeout"},

@@ -34,6 +34,7 @@ type WatchSubscriptionSpec struct {
 	// namespaces. Ignored for cluster-scoped resources.
 	// +optional
 	// +listType=set
+	// +kubebuilder:validation:MinItems=0
 	// +kubebuilder:validation:MaxItems=64
 	Namespaces []NamespaceName `json:"namespaces,omitempty"`
 
@@ -72,6 +73,7 @@ type WatchSubscriptionSpec struct {
 	// eventTypes to deliver. Empty means all of Added, Updated and Deleted.
 	// +optional
 	// +listType=set
+	// +kubebuilder:validation:MinItems=0
 	// +kubebuilder:validation:MaxItems=3
 	EventTypes []EventType `json:"eventTypes,omitempty"`
 
@@ -91,13 +93,14 @@ type WatchSubscriptionSpec struct {
 	// it must be allowed to list and watch the resource in every namespace the subscription
 	// covers, or the subscription reports Forbidden and delivers nothing.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 
 	// sink is where events go. Exactly one member must be set.
 	// +required
-	Sink Sink `json:"sink"`
+	Sink Sink `json:"sink,omitzero"`
 
 	// delivery tunes timeouts, retries, queueing and the dead-letter sink.
 	// +optional
@@ -105,6 +108,7 @@ type WatchSubscriptionSpec struct {
 }
 
 // IgnoreSpec drops updates that only touch parts of an object nobody asked about.
+// +kubebuilder:validation:MinProperties=0
 type IgnoreSpec struct {
 	// statusOnly drops updates where only status changed (besides resourceVersion and
 	// managedFields).
@@ -131,6 +135,7 @@ const (
 )
 
 // PayloadSpec shapes the data of each event.
+// +kubebuilder:validation:MinProperties=0
 type PayloadSpec struct {
 	// mode is Full (the default), Metadata or Reference.
 	// +optional
@@ -158,6 +163,7 @@ type PayloadSpec struct {
 type ResourceRef struct {
 	// group of the resource, empty for the core group (ConfigMaps, Pods, ...).
 	// +optional
+	// +kubebuilder:validation:MinLength=0
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	Group string `json:"group,omitempty"`
@@ -198,6 +204,7 @@ const (
 )
 
 // Sink is where events are delivered. Exactly one member is set.
+// +kubebuilder:validation:MinProperties=1
 // +kubebuilder:validation:XValidation:rule="[has(self.webhook), has(self.service), has(self.log)].filter(x, x).size() == 1",message="sink: exactly one of webhook, service or log must be set"
 type Sink struct {
 	// webhook delivers each event as a CloudEvent over HTTP to a URL.
@@ -239,6 +246,7 @@ type ServiceSink struct {
 
 	// namespace of the Service; defaults to the subscription's namespace.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Namespace string `json:"namespace,omitempty"`
@@ -251,6 +259,7 @@ type ServiceSink struct {
 
 	// path of the request, starting with "/"; defaults to "/".
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
 	// +kubebuilder:validation:Pattern=`^/[^\s?#]*$`
 	Path string `json:"path,omitempty"`
@@ -323,6 +332,7 @@ type SigningKeyReference struct {
 
 	// key in the Secret; defaults to "key".
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
 	Key string `json:"key,omitempty"`
@@ -336,6 +346,7 @@ type HeadersFrom struct {
 }
 
 // TLSConfig tunes certificate verification of an HTTP sink.
+// +kubebuilder:validation:MinProperties=0
 type TLSConfig struct {
 	// caSecretRef names a Secret in the subscription's namespace whose key (default
 	// "ca.crt") holds PEM CA certificates trusted in addition to the system roots.
@@ -368,16 +379,19 @@ type SecretKeyReference struct {
 
 	// key in the Secret; defaults to "ca.crt".
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
 	Key string `json:"key,omitempty"`
 }
 
 // LogSink writes events to the operator's log. It has no settings.
+// +kubebuilder:validation:MinProperties=0
 type LogSink struct{}
 
 // DeliverySpec tunes how events reach the sink. Every field is optional; the defaults ride
 // out a sink outage of about seven minutes without losing events.
+// +kubebuilder:validation:MinProperties=0
 type DeliverySpec struct {
 	// timeout of one delivery attempt, such as "10s" (the default); at most "1h".
 	// +optional
@@ -410,6 +424,7 @@ type DeliverySpec struct {
 }
 
 // RetryPolicy is exponential backoff with jitter.
+// +kubebuilder:validation:MinProperties=0
 // +kubebuilder:validation:XValidation:rule="!has(self.backoff) || !has(self.maxBackoff) || !self.backoff.matches('^([0-9]{1,6}([.][0-9]{1,9})?(ms|s|m|h))+$') || !self.maxBackoff.matches('^([0-9]{1,6}([.][0-9]{1,9})?(ms|s|m|h))+$') || duration(self.backoff) <= duration(self.maxBackoff)",message="retry.backoff must not exceed retry.maxBackoff",fieldPath=".backoff"
 type RetryPolicy struct {
 	// maxAttempts counts the first attempt too (default 12); 1 disables retries.
@@ -438,6 +453,7 @@ type WatchSubscriptionStatus struct {
 	// +optional
 	// +listType=map
 	// +listMapKey=type
+	// +kubebuilder:validation:MinItems=0
 	// +kubebuilder:validation:MaxItems=8
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
