@@ -176,6 +176,48 @@ func TestInvalidSpecsAreRejectedNamingTheField(t *testing.T) {
 	}
 }
 
+// TestStatusBounds writes statuses through the status subresource (dry run): the bounds on
+// status fields the operator never writes empty or zero (it omits them instead).
+func TestStatusBounds(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	obj := subscription(t, okResource+okSink)
+	obj.SetName("status-bounds")
+	g.Expect(k8s.Create(ctx, obj)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(ctx, obj) })
+
+	ok := map[string]any{"observedGeneration": int64(1), "resource": "v1/configmaps", "sink": "log", "kind": "ConfigMap",
+		"conditions": []any{}}
+	cases := []struct {
+		name, field string
+		value       any
+	}{
+		{"zero observed generation", "observedGeneration", int64(0)},
+		{"empty resource", "resource", ""},
+		{"empty sink", "sink", ""},
+		{"empty kind", "kind", ""},
+	}
+	write := func(status map[string]any) error {
+		u := obj.DeepCopy()
+		u.Object["status"] = status
+		return k8s.Status().Update(ctx, u, client.DryRunAll)
+	}
+	g.Expect(write(ok)).To(Succeed())
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			status := map[string]any{}
+			for k, v := range ok {
+				status[k] = v
+			}
+			status[tc.field] = tc.value
+			err := write(status)
+			g.Expect(err).To(HaveOccurred(), "status was accepted: %v", status)
+			g.Expect(err.Error()).To(ContainSubstring("status."+tc.field), "error does not name the field")
+		})
+	}
+}
+
 func manyNamespaces(n int) string {
 	names := make([]string, n)
 	for i := range names {

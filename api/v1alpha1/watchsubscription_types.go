@@ -459,20 +459,24 @@ type WatchSubscriptionStatus struct {
 
 	// observedGeneration is the spec generation the status describes.
 	// +optional
+	// +kubebuilder:validation:Minimum=1
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// resource is the watched resource as group/version/resource, for display.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
 	Resource string `json:"resource,omitempty"`
 
 	// sink is the kind of sink in use (webhook, service or log), for display.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=32
 	Sink string `json:"sink,omitempty"`
 
 	// kind the resource resolved to through discovery.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	Kind string `json:"kind,omitempty"`
 
