@@ -63,7 +63,7 @@ vet: ## Run go vet against code.
 	go vet ./...
 
 .PHONY: test
-test: manifests generate helm-sync fmt vet envtest-assets ## Run vet, unit and envtest suites with the race detector, then a short fuzz run.
+test: manifests generate helm-sync fmt vet lint-api envtest-assets ## Run vet and the API linter, unit and envtest suites with the race detector, then a short fuzz run.
 	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -race -count=1 $(GO_TEST_FLAGS) ./...
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=$(FUZZ_TIME_SHORT)
 
