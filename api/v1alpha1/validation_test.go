@@ -3,6 +3,7 @@ package v1alpha1_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -206,10 +207,7 @@ func TestStatusBounds(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			status := map[string]any{}
-			for k, v := range ok {
-				status[k] = v
-			}
+			status := maps.Clone(ok)
 			status[tc.field] = tc.value
 			err := write(status)
 			g.Expect(err).To(HaveOccurred(), "status was accepted: %v", status)
