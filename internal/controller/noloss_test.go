@@ -95,7 +95,7 @@ func TestSubscriptionStoredUnderALooserSchemaStopsOnlyItself(t *testing.T) {
 	g.Expect(cond.Message).To(ContainSubstring("9999999h"))
 }
 
-// gatedLogSink answers after delay, serialised, so it takes about 1/delay requests a second,
+// pacedSink answers after delay, serialised, so it takes about 1/delay requests a second,
 // and records an event only when its request was answered (the sender saw it delivered).
 type pacedSink struct {
 	URL   string
