@@ -181,7 +181,7 @@ func TestTemplates(t *testing.T) {
 	ws := subscription(ns, "shaped", receiver.URL)
 	ws.Spec.EventTypes = []notifyv1.EventType{notifyv1.EventUpdated}
 	ws.Spec.Payload = &notifyv1.PayloadSpec{
-		Template: `object.metadata.name + ": k changed from " + oldObject.data.k + " to " + object.data.k + " (" + event.id + ")"`,
+		Template:    `object.metadata.name + ": k changed from " + oldObject.data.k + " to " + object.data.k + " (" + event.id + ")"`,
 		ContentType: "text/markdown"}
 	create(t, ws)
 	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
