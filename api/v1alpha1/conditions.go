@@ -45,15 +45,3 @@ const (
 	// were re-listed and an io.dynamicnotifier.resync event was delivered.
 	EventReasonResynced = "Resynced"
 )
-
-// Reasons of sink objects' conditions.
-const (
-	// ReasonSinkValid (Ready=True): the sink's Secrets exist and hold what it needs.
-	ReasonSinkValid = "Valid"
-	// ReasonSinkDelivering (Delivering=True): every subscription using the sink delivers.
-	ReasonSinkDelivering = "Delivering"
-	// ReasonSinkUnused (Delivering=Unknown): no subscription uses the sink.
-	ReasonSinkUnused = "Unused"
-	// ReasonSinkFailing (Delivering=False): some subscriptions using the sink fail to deliver.
-	ReasonSinkFailing = "DeliveryFailing"
-)

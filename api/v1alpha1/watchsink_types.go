@@ -6,8 +6,8 @@ import (
 )
 
 // WatchSinkSpec is one sink, with the delivery settings and payload its subscriptions get
-// when they set none, for subscriptions to name instead of writing it out.
-// +kubebuilder:validation:XValidation:rule="[has(self.webhook), has(self.service), has(self.log)].filter(x, x).size() == 1",message="exactly one of webhook, service or log must be set"
+// when they set none, for subscriptions to name instead of writing it out. The embedded
+// Sink's rule (exactly one member) applies to it.
 type WatchSinkSpec struct {
 	Sink `json:",inline"`
 
@@ -77,6 +77,18 @@ const (
 	// ConditionDelivering: True while every subscription using the sink delivers, False
 	// when some cannot (the message names them), Unknown while none uses it.
 	ConditionDelivering = "Delivering"
+)
+
+// Reasons of sink objects' conditions.
+const (
+	// SinkReasonValid (Ready=True): the sink's Secrets exist and hold what it needs.
+	SinkReasonValid = "Valid"
+	// SinkReasonDelivering (Delivering=True): every subscription using the sink delivers.
+	SinkReasonDelivering = "Delivering"
+	// SinkReasonUnused (Delivering=Unknown): no subscription uses the sink.
+	SinkReasonUnused = "Unused"
+	// SinkReasonFailing (Delivering=False): some subscriptions using the sink fail to deliver.
+	SinkReasonFailing = "DeliveryFailing"
 )
 
 // WatchSink is a sink that the subscriptions of its namespace name with

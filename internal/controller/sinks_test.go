@@ -89,7 +89,7 @@ func TestWatchSinkIsNamedByItsSubscriptions(t *testing.T) {
 		g.Expect(ready.Status).To(Equal(metav1.ConditionTrue))
 		delivering := meta.FindStatusCondition(sk.Status.Conditions, notifyv1.ConditionDelivering)
 		g.Expect(delivering).NotTo(BeNil())
-		g.Expect(delivering.Reason).To(Equal(notifyv1.ReasonSinkDelivering))
+		g.Expect(delivering.Reason).To(Equal(notifyv1.SinkReasonDelivering))
 	}).WithTimeout(15 * time.Second).Should(Succeed())
 
 	// The sink moves: both subscriptions follow.

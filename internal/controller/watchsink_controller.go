@@ -28,6 +28,7 @@ import (
 
 // +kubebuilder:rbac:groups=notify.dynamicnotifier.io,resources=watchsinks;clusterwatchsinks,verbs=get;list;watch
 // +kubebuilder:rbac:groups=notify.dynamicnotifier.io,resources=watchsinks/status;clusterwatchsinks/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=list;watch
 
 // sinkStatusDelay gathers the status changes of a sink's subscriptions into one write.
 const sinkStatusDelay = 2 * time.Second
@@ -100,7 +101,7 @@ func (r *SinkStatusReconciler) readyCondition(ctx context.Context, s sinkObject)
 	if r.Kind == notifyv1.SinkKindClusterWatchSink {
 		src.namespace = r.Subscriptions.OperatorNamespace
 	}
-	cond := metav1.Condition{Type: notifyv1.ConditionReady, Status: metav1.ConditionTrue, Reason: notifyv1.ReasonSinkValid,
+	cond := metav1.Condition{Type: notifyv1.ConditionReady, Status: metav1.ConditionTrue, Reason: notifyv1.SinkReasonValid,
 		Message: "The sink's settings and Secrets are complete"}
 	if _, err := r.Subscriptions.buildSink(ctx, s.spec.Sink, src, "spec", io.Discard); err != nil {
 		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, notifyv1.ReasonInvalidSink, err.Error()
@@ -148,7 +149,7 @@ func summarizeUsers(st *notifyv1.WatchSinkStatus, users []notifyv1.WatchSubscrip
 func deliveringCondition(users []notifyv1.WatchSubscription) metav1.Condition {
 	cond := metav1.Condition{Type: notifyv1.ConditionDelivering}
 	if len(users) == 0 {
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionUnknown, notifyv1.ReasonSinkUnused, "No subscription uses the sink"
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionUnknown, notifyv1.SinkReasonUnused, "No subscription uses the sink"
 		return cond
 	}
 	var failing []string
@@ -159,11 +160,11 @@ func deliveringCondition(users []notifyv1.WatchSubscription) metav1.Condition {
 		}
 	}
 	if len(failing) == 0 {
-		cond.Status, cond.Reason = metav1.ConditionTrue, notifyv1.ReasonSinkDelivering
+		cond.Status, cond.Reason = metav1.ConditionTrue, notifyv1.SinkReasonDelivering
 		cond.Message = fmt.Sprintf("%d subscriptions use the sink; none fails to deliver", len(users))
 		return cond
 	}
-	cond.Status, cond.Reason = metav1.ConditionFalse, notifyv1.ReasonSinkFailing
+	cond.Status, cond.Reason = metav1.ConditionFalse, notifyv1.SinkReasonFailing
 	cond.Message = fmt.Sprintf("%d of %d subscriptions using the sink fail to deliver: %s", len(failing), len(users),
 		strings.Join(failing, "; "))
 	return cond

@@ -221,12 +221,12 @@ func TestDeliveringCondition(t *testing.T) {
 		wantReason string
 		wantIn     string
 	}{
-		{"unused", nil, metav1.ConditionUnknown, notifyv1.ReasonSinkUnused, "No subscription"},
+		{"unused", nil, metav1.ConditionUnknown, notifyv1.SinkReasonUnused, "No subscription"},
 		{"all deliver", []notifyv1.WatchSubscription{user("a", notifyv1.ReasonWatching, ""), user("b", notifyv1.ReasonStarting, "")},
-			metav1.ConditionTrue, notifyv1.ReasonSinkDelivering, "2 subscriptions"},
+			metav1.ConditionTrue, notifyv1.SinkReasonDelivering, "2 subscriptions"},
 		{"one fails", []notifyv1.WatchSubscription{user("a", notifyv1.ReasonWatching, ""),
 			user("b", notifyv1.ReasonDeliveryFailing, "POST https://hooks.example/x: 503 Service Unavailable")},
-			metav1.ConditionFalse, notifyv1.ReasonSinkFailing, "1 of 2 subscriptions using the sink fail to deliver: team-a/b (POST"},
+			metav1.ConditionFalse, notifyv1.SinkReasonFailing, "1 of 2 subscriptions using the sink fail to deliver: team-a/b (POST"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
