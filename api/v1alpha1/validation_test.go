@@ -3,6 +3,7 @@ package v1alpha1_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,6 +90,11 @@ func TestValidSpecsAreAccepted(t *testing.T) {
 		"url from a Secret":         okResource + "sink: {webhook: {urlFrom: {secretKeyRef: {name: slack, key: url}}}}\n",
 		"client certificate":        okResource + "sink: {webhook: {url: 'https://a.example', tls: {certSecretRef: {name: client-tls}}}}\n",
 		"template":                  okResource + okSink + "payload: {template: '{\"text\": object.metadata.name}', contentType: 'application/json; charset=utf-8'}\n",
+		// Empty lists and objects mean the same as absent ones (explicit MinItems=0 and
+		// MinProperties=0, for kube-api-linter).
+		"empty lists and objects": okResource + okSink + "namespaces: []\neventTypes: []\nignore: {}\npayload: {}\n" +
+			"delivery: {retry: {}}\n",
+		"empty tls": okResource + "sink: {webhook: {url: 'https://a.example', tls: {}}}\n",
 	}
 	for name, spec := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -136,6 +142,14 @@ func TestInvalidSpecsAreRejectedNamingTheField(t *testing.T) {
 		{"batch size with structured mode", okResource + "sink: {service: {name: hook, contentMode: structured, maxBatchSize: 10}}\n", "spec.sink.service.maxBatchSize"},
 		{"batch size zero", okResource + "sink: {webhook: {url: 'http://a.example', contentMode: batched, maxBatchSize: 0}}\n", "spec.sink.webhook.maxBatchSize"},
 		{"batch size too large", okResource + "sink: {webhook: {url: 'http://a.example', contentMode: batched, maxBatchSize: 1001}}\n", "spec.sink.webhook.maxBatchSize"},
+		// A Sink needs a member (MinProperties=1 besides the exactly-one rule).
+		{"empty dead-letter sink in a full spec", okResource + okSink + "delivery: {deadLetterSink: {}, retry: {maxAttempts: 2}}\n", "spec.delivery.deadLetterSink"},
+		// Optional strings whose pattern refuses "" also say MinLength=1.
+		{"empty service account name", okResource + okSink + "serviceAccountName: ''\n", "spec.serviceAccountName"},
+		{"empty service namespace", okResource + "sink: {service: {name: hook, namespace: ''}}\n", "spec.sink.service.namespace"},
+		{"empty service path", okResource + "sink: {service: {name: hook, path: ''}}\n", "spec.sink.service.path"},
+		{"empty signing key", okResource + "sink: {webhook: {url: 'http://a.example', signingSecretRef: {name: s, key: ''}}}\n", "spec.sink.webhook.signingSecretRef.key"},
+		{"empty CA key", okResource + "sink: {webhook: {url: 'https://a.example', tls: {caSecretRef: {name: ca, key: ''}}}}\n", "spec.sink.webhook.tls.caSecretRef.key"},
 		{"headers secret without name", okResource + "sink: {webhook: {url: 'http://a.example', headersFrom: {secretRef: {}}}}\n", "spec.sink.webhook.headersFrom.secretRef.name"},
 		{"bad timeout", okResource + okSink + "delivery: {timeout: soon}\n", "spec.delivery.timeout"},
 		{"zero timeout", okResource + okSink + "delivery: {timeout: 0s}\n", "spec.delivery.timeout"},
@@ -172,6 +186,45 @@ func TestInvalidSpecsAreRejectedNamingTheField(t *testing.T) {
 			err := dryRunCreate(subscription(t, tc.spec))
 			g.Expect(err).To(HaveOccurred(), "spec was accepted:\n%s", tc.spec)
 			g.Expect(err.Error()).To(ContainSubstring(tc.field), "error does not name the field")
+		})
+	}
+}
+
+// TestStatusBounds writes statuses through the status subresource (dry run): the bounds on
+// status fields the operator never writes empty or zero (it omits them instead).
+func TestStatusBounds(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	obj := subscription(t, okResource+okSink)
+	obj.SetName("status-bounds")
+	g.Expect(k8s.Create(ctx, obj)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(ctx, obj) })
+
+	ok := map[string]any{"observedGeneration": int64(1), "resource": "v1/configmaps", "sink": "log", "kind": "ConfigMap",
+		"conditions": []any{}}
+	cases := []struct {
+		name, field string
+		value       any
+	}{
+		{"zero observed generation", "observedGeneration", int64(0)},
+		{"empty resource", "resource", ""},
+		{"empty sink", "sink", ""},
+		{"empty kind", "kind", ""},
+	}
+	write := func(status map[string]any) error {
+		u := obj.DeepCopy()
+		u.Object["status"] = status
+		return k8s.Status().Update(ctx, u, client.DryRunAll)
+	}
+	g.Expect(write(ok)).To(Succeed())
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			status := maps.Clone(ok)
+			status[tc.field] = tc.value
+			err := write(status)
+			g.Expect(err).To(HaveOccurred(), "status was accepted: %v", status)
+			g.Expect(err.Error()).To(ContainSubstring("status."+tc.field), "error does not name the field")
 		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 // WatchSinkSpec is one sink, with the delivery settings and payload its subscriptions get
 // when they set none, for subscriptions to name instead of writing it out. The embedded
 // Sink's rule (exactly one member) applies to it.
+// +kubebuilder:validation:MinProperties=1
 type WatchSinkSpec struct {
 	Sink `json:",inline"`
 
@@ -31,23 +32,25 @@ type ClusterWatchSinkSpec struct {
 	// namespaceSelector admits the namespaces whose subscriptions may use this sink, by
 	// their labels; {} admits every namespace.
 	// +required
-	NamespaceSelector metav1.LabelSelector `json:"namespaceSelector"`
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 }
 
 // WatchSinkStatus is what the operator observed of a sink and the subscriptions using it.
 type WatchSinkStatus struct {
-	// observedGeneration is the spec generation the status describes.
-	// +optional
-	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-
-	// conditions: Ready tells whether the sink can be used (its Secrets exist and hold what
-	// it needs); Delivering whether the subscriptions using it get their events through
+	// conditions are Ready, whether the sink can be used (its Secrets exist and hold what it
+	// needs), and Delivering, whether the subscriptions using it get their events through
 	// (Unknown while none uses it).
 	// +optional
 	// +listType=map
 	// +listMapKey=type
+	// +kubebuilder:validation:MinItems=0
 	// +kubebuilder:validation:MaxItems=8
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the spec generation the status describes.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// subscriptionCount is how many subscriptions use the sink.
 	// +optional
@@ -57,13 +60,17 @@ type WatchSinkStatus struct {
 	// most 20.
 	// +optional
 	// +listType=atomic
+	// +kubebuilder:validation:MinItems=0
 	// +kubebuilder:validation:MaxItems=20
+	// +kubebuilder:validation:items:MinLength=3
 	// +kubebuilder:validation:items:MaxLength=317
 	Subscriptions []string `json:"subscriptions,omitempty"`
 
-	// eventsDelivered and eventsFailed add up the counters of those subscriptions.
+	// eventsDelivered adds up the events delivered by those subscriptions.
 	// +optional
 	EventsDelivered int64 `json:"eventsDelivered,omitempty"`
+
+	// eventsFailed adds up the events those subscriptions could not deliver.
 	// +optional
 	EventsFailed int64 `json:"eventsFailed,omitempty"`
 
@@ -110,7 +117,7 @@ type WatchSink struct {
 
 	// spec is the sink and its defaults.
 	// +required
-	Spec WatchSinkSpec `json:"spec"`
+	Spec WatchSinkSpec `json:"spec,omitzero"`
 
 	// status is what the operator observed.
 	// +optional
@@ -145,7 +152,7 @@ type ClusterWatchSink struct {
 
 	// spec is the sink, its defaults and who may use it.
 	// +required
-	Spec ClusterWatchSinkSpec `json:"spec"`
+	Spec ClusterWatchSinkSpec `json:"spec,omitzero"`
 
 	// status is what the operator observed.
 	// +optional

@@ -29,12 +29,13 @@ type WatchSubscriptionSpec struct {
 	// resource names the objects to watch by group, version and resource, as in a GVR.
 	// Any built-in type or custom resource works, including a CRD installed later.
 	// +required
-	Resource ResourceRef `json:"resource"`
+	Resource ResourceRef `json:"resource,omitzero"`
 
 	// namespaces to watch. Empty means the subscription's own namespace; ["*"] means all
 	// namespaces. Ignored for cluster-scoped resources.
 	// +optional
 	// +listType=set
+	// +kubebuilder:validation:MinItems=0
 	// +kubebuilder:validation:MaxItems=64
 	Namespaces []NamespaceName `json:"namespaces,omitempty"`
 
@@ -73,10 +74,11 @@ type WatchSubscriptionSpec struct {
 	// eventTypes to deliver. Empty means all of Added, Updated and Deleted.
 	// +optional
 	// +listType=set
+	// +kubebuilder:validation:MinItems=0
 	// +kubebuilder:validation:MaxItems=3
 	EventTypes []EventType `json:"eventTypes,omitempty"`
 
-	// sendInitialEvents, when true, delivers every object that already exists when the
+	// sendInitialEvents delivers, when true, every object that already exists when the
 	// subscription starts watching as Added. When false (the default) only later changes
 	// are delivered.
 	// +optional
@@ -92,6 +94,7 @@ type WatchSubscriptionSpec struct {
 	// it must be allowed to list and watch the resource in every namespace the subscription
 	// covers, or the subscription reports Forbidden and delivers nothing.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
@@ -111,6 +114,7 @@ type WatchSubscriptionSpec struct {
 }
 
 // IgnoreSpec drops updates that only touch parts of an object nobody asked about.
+// +kubebuilder:validation:MinProperties=0
 type IgnoreSpec struct {
 	// statusOnly drops updates where only status changed (besides resourceVersion and
 	// managedFields).
@@ -139,6 +143,7 @@ const (
 // PayloadSpec shapes the data of each event.
 // +kubebuilder:validation:XValidation:rule="!has(self.template) || (!has(self.mode) && !(has(self.includeOldObject) && self.includeOldObject) && !(has(self.includeChangedPaths) && self.includeChangedPaths))",message="payload.template makes the whole body: mode, includeOldObject and includeChangedPaths do not apply"
 // +kubebuilder:validation:XValidation:rule="!has(self.contentType) || has(self.template)",message="payload.contentType needs payload.template",fieldPath=".contentType"
+// +kubebuilder:validation:MinProperties=0
 type PayloadSpec struct {
 	// mode is Full (the default), Metadata or Reference.
 	// +optional
@@ -178,6 +183,7 @@ type PayloadSpec struct {
 	// contentType of the template's body; by default application/json for a map or a
 	// list and text/plain for a string.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=127
 	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9][-a-zA-Z0-9!#$&^_.+]*/[a-zA-Z0-9][-a-zA-Z0-9!#$&^_.+]*( *; *[-a-zA-Z0-9!#$&^_.+]+=[-a-zA-Z0-9!#$&^_.+"]+)*$`
 	ContentType string `json:"contentType,omitempty"`
@@ -206,13 +212,14 @@ type SinkReference struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
-	Name string `json:"name"`
+	Name string `json:"name,omitempty"`
 }
 
 // ResourceRef identifies a resource by group, version and resource.
 type ResourceRef struct {
 	// group of the resource, empty for the core group (ConfigMaps, Pods, ...).
 	// +optional
+	// +kubebuilder:validation:MinLength=0
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	Group string `json:"group,omitempty"`
@@ -222,7 +229,7 @@ type ResourceRef struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
-	Version string `json:"version"`
+	Version string `json:"version,omitempty"`
 
 	// resource is the lower-case plural name, such as "configmaps" or "deployments".
 	// A subresource ("pods/log") is accepted here but cannot be watched.
@@ -230,7 +237,7 @@ type ResourceRef struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=127
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[a-z0-9]([-a-z0-9]*[a-z0-9])?)?$`
-	Resource string `json:"resource"`
+	Resource string `json:"resource,omitempty"`
 }
 
 // NamespaceName is a namespace name (a DNS-1123 label) or "*" for all namespaces.
@@ -255,6 +262,7 @@ const (
 // Sink is where events are delivered. Exactly one member is set. The Secrets it names are
 // read from the sink's namespace: the subscription's for a sink written in it or a
 // WatchSink, the operator's for a ClusterWatchSink.
+// +kubebuilder:validation:MinProperties=1
 // +kubebuilder:validation:XValidation:rule="[has(self.webhook), has(self.service), has(self.log)].filter(x, x).size() == 1",message="sink: exactly one of webhook, service or log must be set"
 type Sink struct {
 	// webhook delivers each event as a CloudEvent over HTTP to a URL.
@@ -273,6 +281,7 @@ type Sink struct {
 // WebhookSink posts CloudEvents to a URL.
 // +kubebuilder:validation:XValidation:rule="!has(self.maxBatchSize) || (has(self.contentMode) && self.contentMode == 'batched')",message="maxBatchSize requires contentMode batched",fieldPath=".maxBatchSize"
 // +kubebuilder:validation:XValidation:rule="has(self.url) != has(self.urlFrom)",message="exactly one of url and urlFrom must be set"
+// +kubebuilder:validation:MinProperties=1
 type WebhookSink struct {
 	// url is the absolute http or https URL events are posted to. Exactly one of url and
 	// urlFrom.
@@ -299,10 +308,11 @@ type ServiceSink struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[a-z]([-a-z0-9]*[a-z0-9])?$`
-	Name string `json:"name"`
+	Name string `json:"name,omitempty"`
 
 	// namespace of the Service; defaults to the subscription's namespace.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Namespace string `json:"namespace,omitempty"`
@@ -315,6 +325,7 @@ type ServiceSink struct {
 
 	// path of the request, starting with "/"; defaults to "/".
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
 	// +kubebuilder:validation:Pattern=`^/[^\s?#]*$`
 	Path string `json:"path,omitempty"`
@@ -383,10 +394,11 @@ type SigningKeyReference struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
-	Name string `json:"name"`
+	Name string `json:"name,omitempty"`
 
 	// key in the Secret; defaults to "key".
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
 	Key string `json:"key,omitempty"`
@@ -396,14 +408,14 @@ type SigningKeyReference struct {
 type HeadersFrom struct {
 	// secretRef names a Secret in the sink's namespace.
 	// +required
-	SecretRef LocalSecretReference `json:"secretRef"`
+	SecretRef LocalSecretReference `json:"secretRef,omitzero"`
 }
 
 // URLSource is where a sink's URL is kept.
 type URLSource struct {
 	// secretKeyRef names a Secret and its key holding the URL.
 	// +required
-	SecretKeyRef SecretKeySelector `json:"secretKeyRef"`
+	SecretKeyRef SecretKeySelector `json:"secretKeyRef,omitzero"`
 }
 
 // SecretKeySelector names a key of a Secret in the sink's namespace.
@@ -413,17 +425,18 @@ type SecretKeySelector struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
-	Name string `json:"name"`
+	Name string `json:"name,omitempty"`
 
 	// key in the Secret.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
-	Key string `json:"key"`
+	Key string `json:"key,omitempty"`
 }
 
 // TLSConfig tunes certificate verification of an HTTP sink.
+// +kubebuilder:validation:MinProperties=0
 type TLSConfig struct {
 	// caSecretRef names a Secret in the sink's namespace whose key (default
 	// "ca.crt") holds PEM CA certificates trusted in addition to the system roots.
@@ -447,7 +460,7 @@ type LocalSecretReference struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
-	Name string `json:"name"`
+	Name string `json:"name,omitempty"`
 }
 
 // SecretKeyReference names a key of a Secret in the sink's namespace.
@@ -457,20 +470,23 @@ type SecretKeyReference struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
-	Name string `json:"name"`
+	Name string `json:"name,omitempty"`
 
 	// key in the Secret; defaults to "ca.crt".
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
 	Key string `json:"key,omitempty"`
 }
 
 // LogSink writes events to the operator's log. It has no settings.
+// +kubebuilder:validation:MinProperties=0
 type LogSink struct{}
 
 // DeliverySpec tunes how events reach the sink. Every field is optional; the defaults ride
 // out a sink outage of about seven minutes without losing events.
+// +kubebuilder:validation:MinProperties=0
 type DeliverySpec struct {
 	// timeout of one delivery attempt, such as "10s" (the default); at most "1h".
 	// +optional
@@ -503,6 +519,7 @@ type DeliverySpec struct {
 }
 
 // RetryPolicy is exponential backoff with jitter.
+// +kubebuilder:validation:MinProperties=0
 // +kubebuilder:validation:XValidation:rule="!has(self.backoff) || !has(self.maxBackoff) || !self.backoff.matches('^([0-9]{1,6}([.][0-9]{1,9})?(ms|s|m|h))+$') || !self.maxBackoff.matches('^([0-9]{1,6}([.][0-9]{1,9})?(ms|s|m|h))+$') || duration(self.backoff) <= duration(self.maxBackoff)",message="retry.backoff must not exceed retry.maxBackoff",fieldPath=".backoff"
 type RetryPolicy struct {
 	// maxAttempts counts the first attempt too (default 12); 1 disables retries.
@@ -526,30 +543,35 @@ type RetryPolicy struct {
 
 // WatchSubscriptionStatus is what the operator observed and did for a subscription.
 type WatchSubscriptionStatus struct {
-	// observedGeneration is the spec generation the status describes.
-	// +optional
-	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-
 	// conditions hold the Ready condition: True while watching, Unknown while starting,
 	// False with a reason when something is wrong.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
+	// +kubebuilder:validation:MinItems=0
 	// +kubebuilder:validation:MaxItems=8
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
+	// observedGeneration is the spec generation the status describes.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
 	// resource is the watched resource as group/version/resource, for display.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
 	Resource string `json:"resource,omitempty"`
 
-	// sink is the kind of sink in use (webhook or log), for display.
+	// sink is the kind of sink in use (webhook, service or log), for display.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=32
 	Sink string `json:"sink,omitempty"`
 
 	// kind the resource resolved to through discovery.
 	// +optional
+	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	Kind string `json:"kind,omitempty"`
 
@@ -610,7 +632,7 @@ type WatchSubscription struct {
 
 	// spec says what to watch and where to deliver.
 	// +required
-	Spec WatchSubscriptionSpec `json:"spec"`
+	Spec WatchSubscriptionSpec `json:"spec,omitzero"`
 
 	// status is what the operator observed.
 	// +optional

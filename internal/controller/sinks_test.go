@@ -131,7 +131,7 @@ func TestClusterWatchSinkForAdmittedNamespaces(t *testing.T) {
 			WatchSinkSpec: notifyv1.WatchSinkSpec{Sink: notifyv1.Sink{Webhook: &notifyv1.WebhookSink{
 				URLFrom: &notifyv1.URLSource{SecretKeyRef: notifyv1.SecretKeySelector{Name: "chat-webhook", Key: "url"}}}},
 				Payload: &notifyv1.PayloadSpec{Template: `{"text": eventType + " " + object.metadata.name}`}},
-			NamespaceSelector: metav1.LabelSelector{MatchLabels: map[string]string{"chat": "allowed"}},
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"chat": "allowed"}},
 		}}
 	create(t, cluster)
 

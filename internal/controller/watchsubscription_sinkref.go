@@ -78,7 +78,7 @@ func (r *WatchSubscriptionReconciler) resolveClusterSink(ctx context.Context, ws
 	if err := r.Get(ctx, client.ObjectKey{Name: ws.Namespace}, ns); err != nil {
 		return resolvedSink{}, err
 	}
-	selector, err := metav1.LabelSelectorAsSelector(&obj.Spec.NamespaceSelector)
+	selector, err := metav1.LabelSelectorAsSelector(obj.Spec.NamespaceSelector)
 	if err != nil {
 		return resolvedSink{}, &sinkRefError{notifyv1.ReasonSinkNotAdmitted, fmt.Sprintf(
 			"spec.sinkRef: ClusterWatchSink %s has a namespaceSelector that does not parse: %v", name, err)}

@@ -11,6 +11,7 @@ import (
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -40,6 +41,17 @@ func TestAPIServerDownLongerThanRechecks(t *testing.T) {
 	requireNoError(t, k8s.Create(s.ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: "sink-headers"},
 		StringData: map[string]string{"X-Resilience-Test": s.ns},
+	}))
+	// The subscription's ServiceAccount may read the Secret its sink uses, as it must.
+	requireNoError(t, k8s.Create(s.ctx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: "read-sink-headers"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"},
+			ResourceNames: []string{"sink-headers"}}},
+	}))
+	requireNoError(t, k8s.Create(s.ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: "read-sink-headers"},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: s.ns, Name: notifyv1.DefaultServiceAccountName}},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "read-sink-headers"},
 	}))
 	s.subscribeWith("sub", func(spec *notifyv1.WatchSubscriptionSpec) {
 		spec.Sink.Webhook.HeadersFrom = &notifyv1.HeadersFrom{SecretRef: notifyv1.LocalSecretReference{Name: "sink-headers"}}
