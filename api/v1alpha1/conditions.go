@@ -18,6 +18,14 @@ const (
 	ReasonWatchFailing     = "WatchFailing"
 	// ReasonInvalidSink: a Secret the sink needs (headers, CA) is missing or unusable.
 	ReasonInvalidSink = "InvalidSink"
+	// ReasonSinkNotFound: spec.sinkRef names a WatchSink or ClusterWatchSink that does not
+	// exist (yet).
+	ReasonSinkNotFound = "SinkNotFound"
+	// ReasonSinkNotAdmitted: spec.sinkRef names a ClusterWatchSink whose namespaceSelector
+	// does not admit the subscription's namespace.
+	ReasonSinkNotAdmitted = "SinkNotAdmitted"
+	// ReasonInvalidTemplate: spec.payload.template (or the sink's) does not compile.
+	ReasonInvalidTemplate = "InvalidTemplate"
 	// ReasonCheckFailing (Unknown): a check the operator must make before it starts a
 	// subscription (authorization, the sink's Secrets, discovery) got no answer from the
 	// API server; it is retried with backoff. A subscription already running keeps running

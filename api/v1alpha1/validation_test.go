@@ -83,8 +83,13 @@ func TestValidSpecsAreAccepted(t *testing.T) {
 			"retry: {maxAttempts: 20, backoff: 500ms, maxBackoff: 2m}, deadLetterSink: {service: {name: dlq, port: 8080}}}\n",
 		"service sink": okResource + "sink: {service: {name: hook, namespace: hooks, port: 8443, path: /events, " +
 			"contentMode: structured, headersFrom: {secretRef: {name: hook-auth}}, tls: {caSecretRef: {name: hook-ca, key: ca.pem}}}}\n",
-		"batched webhook":        okResource + "sink: {webhook: {url: 'http://a.example', contentMode: batched}}\n",
-		"batched service capped": okResource + "sink: {service: {name: hook, contentMode: batched, maxBatchSize: 1000}}\n",
+		"batched webhook":           okResource + "sink: {webhook: {url: 'http://a.example', contentMode: batched}}\n",
+		"batched service capped":    okResource + "sink: {service: {name: hook, contentMode: batched, maxBatchSize: 1000}}\n",
+		"sink by reference":         okResource + "sinkRef: {name: team-hook}\n",
+		"cluster sink by reference": okResource + "sinkRef: {kind: ClusterWatchSink, name: chat}\n",
+		"url from a Secret":         okResource + "sink: {webhook: {urlFrom: {secretKeyRef: {name: slack, key: url}}}}\n",
+		"client certificate":        okResource + "sink: {webhook: {url: 'https://a.example', tls: {certSecretRef: {name: client-tls}}}}\n",
+		"template":                  okResource + okSink + "payload: {template: '{\"text\": object.metadata.name}', contentType: 'application/json; charset=utf-8'}\n",
 		// Empty lists and objects mean the same as absent ones (explicit MinItems=0 and
 		// MinProperties=0, for kube-api-linter).
 		"empty lists and objects": okResource + okSink + "namespaces: []\neventTypes: []\nignore: {}\npayload: {}\n" +
@@ -165,6 +170,14 @@ func TestInvalidSpecsAreRejectedNamingTheField(t *testing.T) {
 		{"empty dead-letter sink", okResource + okSink + "delivery: {deadLetterSink: {}}\n", "spec.delivery.deadLetterSink"},
 		{"too long filter", okResource + okSink + "filter: '" + strings.Repeat("a", 4097) + "'\n", "spec.filter"},
 		{"unknown payload mode", okResource + okSink + "payload: {mode: Everything}\n", "spec.payload.mode"},
+		{"sink and sinkRef", okResource + okSink + "sinkRef: {name: x}\n", "exactly one of sink and sinkRef"},
+		{"neither sink nor sinkRef", okResource, "exactly one of sink and sinkRef"},
+		{"unknown sink kind", okResource + "sinkRef: {kind: Sink, name: x}\n", "spec.sinkRef.kind"},
+		{"url and urlFrom", okResource + "sink: {webhook: {url: 'http://a.example', urlFrom: {secretKeyRef: {name: s, key: url}}}}\n", "spec.sink.webhook"},
+		{"urlFrom without key", okResource + "sink: {webhook: {urlFrom: {secretKeyRef: {name: s}}}}\n", "spec.sink.webhook.urlFrom.secretKeyRef.key"},
+		{"template with a mode", okResource + okSink + "payload: {template: 'object', mode: Metadata}\n", "payload.template makes the whole body"},
+		{"content type without template", okResource + okSink + "payload: {contentType: text/plain}\n", "spec.payload.contentType"},
+		{"content type not a media type", okResource + okSink + "payload: {template: 'object', contentType: 'plain text'}\n", "spec.payload.contentType"},
 		{"too long field selector", okResource + okSink + "fieldSelector: " + strings.Repeat("a", 1025) + "\n", "spec.fieldSelector"},
 	}
 	for _, tc := range cases {

@@ -24,6 +24,7 @@ import (
 // WatchSubscriptionSpec says which objects to watch, which of their changes matter and where
 // to send them.
 // +kubebuilder:validation:XValidation:rule="!has(self.namespaces) || !('*' in self.namespaces) || size(self.namespaces) == 1",message="namespaces: \"*\" cannot be combined with other namespaces",fieldPath=".namespaces"
+// +kubebuilder:validation:XValidation:rule="has(self.sink) != has(self.sinkRef)",message="exactly one of sink and sinkRef must be set",fieldPath=".sink"
 type WatchSubscriptionSpec struct {
 	// resource names the objects to watch by group, version and resource, as in a GVR.
 	// Any built-in type or custom resource works, including a CRD installed later.
@@ -98,9 +99,14 @@ type WatchSubscriptionSpec struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 
-	// sink is where events go. Exactly one member must be set.
-	// +required
-	Sink Sink `json:"sink,omitzero"`
+	// sink is where events go, written out here. Exactly one of sink and sinkRef.
+	// +optional
+	Sink *Sink `json:"sink,omitempty"`
+
+	// sinkRef names a WatchSink of the subscription's namespace, or a ClusterWatchSink the
+	// platform team offers to it, to send events to. Exactly one of sink and sinkRef.
+	// +optional
+	SinkRef *SinkReference `json:"sinkRef,omitempty"`
 
 	// delivery tunes timeouts, retries, queueing and the dead-letter sink.
 	// +optional
@@ -135,6 +141,8 @@ const (
 )
 
 // PayloadSpec shapes the data of each event.
+// +kubebuilder:validation:XValidation:rule="!has(self.template) || (!has(self.mode) && !(has(self.includeOldObject) && self.includeOldObject) && !(has(self.includeChangedPaths) && self.includeChangedPaths))",message="payload.template makes the whole body: mode, includeOldObject and includeChangedPaths do not apply"
+// +kubebuilder:validation:XValidation:rule="!has(self.contentType) || has(self.template)",message="payload.contentType needs payload.template",fieldPath=".contentType"
 // +kubebuilder:validation:MinProperties=0
 type PayloadSpec struct {
 	// mode is Full (the default), Metadata or Reference.
@@ -157,6 +165,54 @@ type PayloadSpec struct {
 	// The data is then an envelope {"object": ..., "changedPaths": [...]}.
 	// +optional
 	IncludeChangedPaths bool `json:"includeChangedPaths,omitempty"`
+
+	// template is a CEL expression whose value is the body of each request, so the sink
+	// gets the shape its service documents (a Slack message, a Teams card): a string is
+	// sent as it is, a map or a list as JSON. It sees object, oldObject and eventType as a
+	// filter does, and event: the CloudEvent attributes id, type, source, subject and time.
+	// Example, for a Slack incoming webhook:
+	// {"text": eventType + ": " + object.metadata.namespace + "/" + object.metadata.name}
+	// Secret values are redacted in what it sees unless includeSecretData. A template that
+	// fails for a change (a missing field, its cost budget) fails that change's delivery.
+	// In binary mode the CloudEvent attributes still go in ce- headers.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=8192
+	Template string `json:"template,omitempty"`
+
+	// contentType of the template's body; by default application/json for a map or a
+	// list and text/plain for a string.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=127
+	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9][-a-zA-Z0-9!#$&^_.+]*/[a-zA-Z0-9][-a-zA-Z0-9!#$&^_.+]*( *; *[-a-zA-Z0-9!#$&^_.+]+=[-a-zA-Z0-9!#$&^_.+"]+)*$`
+	ContentType string `json:"contentType,omitempty"`
+}
+
+// SinkKind is the kind of a sink object a subscription names.
+// +kubebuilder:validation:Enum=WatchSink;ClusterWatchSink
+type SinkKind string
+
+const (
+	// SinkKindWatchSink is a WatchSink of the subscription's namespace.
+	SinkKindWatchSink SinkKind = "WatchSink"
+	// SinkKindClusterWatchSink is a ClusterWatchSink whose namespaceSelector admits the
+	// subscription's namespace.
+	SinkKindClusterWatchSink SinkKind = "ClusterWatchSink"
+)
+
+// SinkReference names a sink object.
+type SinkReference struct {
+	// kind is WatchSink (the default) or ClusterWatchSink.
+	// +optional
+	Kind SinkKind `json:"kind,omitempty"`
+
+	// name of the sink object.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name,omitempty"`
 }
 
 // ResourceRef identifies a resource by group, version and resource.
@@ -203,7 +259,9 @@ const (
 	EventDeleted EventType = "Deleted"
 )
 
-// Sink is where events are delivered. Exactly one member is set.
+// Sink is where events are delivered. Exactly one member is set. The Secrets it names are
+// read from the sink's namespace: the subscription's for a sink written in it or a
+// WatchSink, the operator's for a ClusterWatchSink.
 // +kubebuilder:validation:MinProperties=1
 // +kubebuilder:validation:XValidation:rule="[has(self.webhook), has(self.service), has(self.log)].filter(x, x).size() == 1",message="sink: exactly one of webhook, service or log must be set"
 type Sink struct {
@@ -222,13 +280,21 @@ type Sink struct {
 
 // WebhookSink posts CloudEvents to a URL.
 // +kubebuilder:validation:XValidation:rule="!has(self.maxBatchSize) || (has(self.contentMode) && self.contentMode == 'batched')",message="maxBatchSize requires contentMode batched",fieldPath=".maxBatchSize"
+// +kubebuilder:validation:XValidation:rule="has(self.url) != has(self.urlFrom)",message="exactly one of url and urlFrom must be set"
+// +kubebuilder:validation:MinProperties=1
 type WebhookSink struct {
-	// url is the absolute http or https URL events are posted to.
-	// +required
+	// url is the absolute http or https URL events are posted to. Exactly one of url and
+	// urlFrom.
+	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",message="sink.webhook.url must be an absolute http or https URL with a host"
 	URL string `json:"url,omitempty"`
+
+	// urlFrom reads the URL from a Secret, for URLs that are credentials (Slack, Teams and
+	// Discord webhooks). The URL is never shown in status, Events or logs.
+	// +optional
+	URLFrom *URLSource `json:"urlFrom,omitempty"`
 
 	HTTPOptions `json:",inline"`
 }
@@ -299,7 +365,7 @@ type HTTPOptions struct {
 	MaxBatchSize *int32 `json:"maxBatchSize,omitempty"`
 
 	// headersFrom adds HTTP headers to every request: each key of the Secret is a header
-	// name, its value the header value. The Secret must be in the subscription's namespace.
+	// name, its value the header value. The Secret must be in the sink's namespace.
 	// +optional
 	HeadersFrom *HeadersFrom `json:"headersFrom,omitempty"`
 
@@ -320,7 +386,7 @@ type HTTPOptions struct {
 	SigningSecretRef *SigningKeyReference `json:"signingSecretRef,omitempty"`
 }
 
-// SigningKeyReference names the key of a Secret in the subscription's namespace holding
+// SigningKeyReference names the key of a Secret in the sink's namespace holding
 // an HMAC key.
 type SigningKeyReference struct {
 	// name of the Secret.
@@ -340,25 +406,54 @@ type SigningKeyReference struct {
 
 // HeadersFrom names a Secret holding HTTP headers.
 type HeadersFrom struct {
-	// secretRef names a Secret in the subscription's namespace.
+	// secretRef names a Secret in the sink's namespace.
 	// +required
 	SecretRef LocalSecretReference `json:"secretRef,omitzero"`
+}
+
+// URLSource is where a sink's URL is kept.
+type URLSource struct {
+	// secretKeyRef names a Secret and its key holding the URL.
+	// +required
+	SecretKeyRef SecretKeySelector `json:"secretKeyRef,omitzero"`
+}
+
+// SecretKeySelector names a key of a Secret in the sink's namespace.
+type SecretKeySelector struct {
+	// name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name,omitempty"`
+
+	// key in the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key,omitempty"`
 }
 
 // TLSConfig tunes certificate verification of an HTTP sink.
 // +kubebuilder:validation:MinProperties=0
 type TLSConfig struct {
-	// caSecretRef names a Secret in the subscription's namespace whose key (default
+	// caSecretRef names a Secret in the sink's namespace whose key (default
 	// "ca.crt") holds PEM CA certificates trusted in addition to the system roots.
 	// +optional
 	CASecretRef *SecretKeyReference `json:"caSecretRef,omitempty"`
+
+	// certSecretRef names a Secret of type kubernetes.io/tls (keys tls.crt and tls.key)
+	// whose certificate the operator presents to the sink (mutual TLS).
+	// +optional
+	CertSecretRef *LocalSecretReference `json:"certSecretRef,omitempty"`
 
 	// insecureSkipVerify disables certificate verification. For tests only; default false.
 	// +optional
 	InsecureSkipVerify bool `json:"insecureSkipVerify,omitempty"`
 }
 
-// LocalSecretReference names a Secret in the subscription's namespace.
+// LocalSecretReference names a Secret in the sink's namespace.
 type LocalSecretReference struct {
 	// name of the Secret.
 	// +required
@@ -368,7 +463,7 @@ type LocalSecretReference struct {
 	Name string `json:"name,omitempty"`
 }
 
-// SecretKeyReference names a key of a Secret in the subscription's namespace.
+// SecretKeyReference names a key of a Secret in the sink's namespace.
 type SecretKeyReference struct {
 	// name of the Secret.
 	// +required

@@ -14,6 +14,7 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/payload"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/template"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
 
@@ -52,15 +53,18 @@ type planOptions struct {
 // planFor compiles ws. Its errors name the field at fault; filter errors wrap
 // filter.ErrInvalidFilter.
 func planFor(ws *notifyv1.WatchSubscription, opts planOptions) (plan, error) {
+	shape, err := shapeFor(ws)
+	if err != nil {
+		return plan{}, err
+	}
 	p := plan{
 		GVR:               gvrOf(ws),
 		namespaces:        requestedNamespaces(ws),
-		Shape:             shapeFor(ws),
+		Shape:             shape,
 		ServiceAccount:    ws.Namespace + "/" + cmp.Or(ws.Spec.ServiceAccountName, notifyv1.DefaultServiceAccountName),
 		SendInitialEvents: ws.Spec.SendInitialEvents,
 		Checkpoint:        checkpointName(types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}, ws.UID),
 	}
-	var err error
 	if p.Delivery, err = deliveryFor(ws.Spec.Delivery, cmp.Or(opts.DeliveryTimeout, notifyv1.DefaultTimeout)); err != nil {
 		return plan{}, err
 	}
@@ -164,17 +168,24 @@ func parseDuration(d *notifyv1.Duration, field string, fallback time.Duration) (
 	return v, nil
 }
 
-// shapeFor is the subscription's payload shape. Secret values are redacted unless the
-// subscription opted in.
-func shapeFor(ws *notifyv1.WatchSubscription) payload.Shape {
-	var shape payload.Shape
+// shapeFor is the subscription's payload shape, its template compiled. Secret values are
+// redacted unless the subscription opted in.
+func shapeFor(ws *notifyv1.WatchSubscription) (payload.Shape, error) {
+	shape := payload.Shape{Source: event.ResourcePath(notifyv1.GroupVersion.WithResource("watchsubscriptions"),
+		ws.Namespace, ws.Name)}
 	if p := ws.Spec.Payload; p != nil {
-		shape = payload.Shape{Mode: payload.Mode(p.Mode), IncludeOldObject: p.IncludeOldObject,
-			IncludeChangedPaths: p.IncludeChangedPaths}
+		shape.Mode, shape.IncludeOldObject, shape.IncludeChangedPaths = payload.Mode(p.Mode), p.IncludeOldObject,
+			p.IncludeChangedPaths
+		if p.Template != "" {
+			var err error
+			if shape.Template, err = template.Compile(p.Template, p.ContentType); err != nil {
+				return payload.Shape{}, err
+			}
+		}
 	}
 	isSecrets := ws.Spec.Resource.Group == "" && ws.Spec.Resource.Resource == "secrets"
 	shape.RedactSecrets = isSecrets && (ws.Spec.Payload == nil || !ws.Spec.Payload.IncludeSecretData)
-	return shape
+	return shape, nil
 }
 
 // checkpointName identifies a subscription's checkpoints across restarts and spec changes;

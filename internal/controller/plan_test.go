@@ -11,6 +11,7 @@ import (
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/template"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
 
@@ -18,7 +19,7 @@ func planned(mutate func(*notifyv1.WatchSubscriptionSpec)) *notifyv1.WatchSubscr
 	ws := &notifyv1.WatchSubscription{ObjectMeta: metav1.ObjectMeta{Namespace: "home", Name: "sub", UID: "u1"},
 		Spec: notifyv1.WatchSubscriptionSpec{
 			Resource: notifyv1.ResourceRef{Version: "v1", Resource: "configmaps"},
-			Sink:     notifyv1.Sink{Log: &notifyv1.LogSink{}},
+			Sink:     &notifyv1.Sink{Log: &notifyv1.LogSink{}},
 		}}
 	if mutate != nil {
 		mutate(&ws.Spec)
@@ -142,5 +143,53 @@ func TestPlanIdentityAndShape(t *testing.T) {
 	_, err = planFor(planned(func(s *notifyv1.WatchSubscriptionSpec) { s.Filter = "object." }), planOptions{})
 	if !errors.Is(err, filter.ErrInvalidFilter) {
 		t.Errorf("a filter that does not compile: err = %v, want ErrInvalidFilter", err)
+	}
+}
+
+func TestPlanTemplate(t *testing.T) {
+	p, err := planFor(planned(func(s *notifyv1.WatchSubscriptionSpec) {
+		s.Payload = &notifyv1.PayloadSpec{Template: `{"text": oldObject.metadata.name}`}
+	}), planOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Shape.Template == nil || !p.Shape.NeedsOldObject() || p.Shape.Plain() {
+		t.Errorf("a template's shape: %+v", p.Shape)
+	}
+	_, err = planFor(planned(func(s *notifyv1.WatchSubscriptionSpec) {
+		s.Payload = &notifyv1.PayloadSpec{Template: `{"text": }`}
+	}), planOptions{})
+	if !errors.Is(err, template.ErrInvalidTemplate) {
+		t.Errorf("a template that does not compile: err = %v, want ErrInvalidTemplate", err)
+	}
+}
+
+func TestSinkDefaultsCompleteTheSubscription(t *testing.T) {
+	ws := planned(func(s *notifyv1.WatchSubscriptionSpec) {
+		s.Delivery = &notifyv1.DeliverySpec{Parallelism: new(int32(2)), Retry: &notifyv1.RetryPolicy{MaxAttempts: new(int32(3))}}
+	})
+	clusterSource := sinkSource{namespace: "operator"}
+	target := resolvedSink{source: clusterSource,
+		delivery: &notifyv1.DeliverySpec{Parallelism: new(int32(8)), MaxQueueSize: new(int32(50)),
+			Retry:          &notifyv1.RetryPolicy{MaxAttempts: new(int32(9)), Backoff: dur("2s")},
+			DeadLetterSink: &notifyv1.Sink{Log: &notifyv1.LogSink{}}},
+		payload: &notifyv1.PayloadSpec{Template: `"x"`}}
+	got, deadLetterSource := withSinkDefaults(ws, target)
+	d := got.Spec.Delivery
+	switch {
+	case *d.Parallelism != 2, *d.Retry.MaxAttempts != 3:
+		t.Errorf("the subscription's own fields win: %+v", d)
+	case *d.MaxQueueSize != 50, *d.Retry.Backoff != "2s", d.DeadLetterSink == nil:
+		t.Errorf("the sink's defaults fill the rest: %+v", d)
+	case got.Spec.Payload == nil || got.Spec.Payload.Template != `"x"`:
+		t.Errorf("the sink's payload when the subscription sets none: %+v", got.Spec.Payload)
+	case deadLetterSource.namespace != "operator":
+		t.Errorf("a dead-letter sink from a ClusterWatchSink reads its Secrets where the sink does: %+v", deadLetterSource)
+	case ws.Spec.Delivery.MaxQueueSize != nil:
+		t.Errorf("the subscription itself is not changed")
+	}
+	own, ownSource := withSinkDefaults(ws, resolvedSink{})
+	if own != ws || ownSource.namespace != "home" {
+		t.Errorf("without defaults, the subscription as it is")
 	}
 }

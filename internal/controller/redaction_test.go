@@ -72,7 +72,7 @@ func TestSecretValuesStayOutOfFiltersAndLogs(t *testing.T) {
 		ws := subscription(ns, name, "")
 		ws.Spec.Resource.Resource = "secrets"
 		ws.Spec.Filter = filter
-		ws.Spec.Sink = s
+		ws.Spec.Sink = &s
 		return ws
 	}
 	errSink, probeSink, keySink := newSink(t), newSink(t), newSink(t)

@@ -88,7 +88,7 @@ func TestSinkSecretsAreReadAsTheServiceAccount(t *testing.T) {
 
 	svc := &notifyv1.WatchSubscription{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "other-service"},
 		Spec: notifyv1.WatchSubscriptionSpec{Resource: notifyv1.ResourceRef{Version: "v1", Resource: "configmaps"},
-			Sink: notifyv1.Sink{Service: &notifyv1.ServiceSink{Name: "hook", Namespace: elsewhere}}}}
+			Sink: &notifyv1.Sink{Service: &notifyv1.ServiceSink{Name: "hook", Namespace: elsewhere}}}}
 	create(t, svc)
 	cond = waitReason(t, svc, notifyv1.ReasonForbidden, 10*time.Second)
 	g.Expect(cond.Message).To(ContainSubstring("may not get services hook in namespace " + elsewhere))

@@ -264,7 +264,7 @@ func subscription(ns, name, url string) *notifyv1.WatchSubscription {
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: notifyv1.WatchSubscriptionSpec{
 			Resource: notifyv1.ResourceRef{Version: "v1", Resource: "configmaps"},
-			Sink:     notifyv1.Sink{Webhook: &notifyv1.WebhookSink{URL: url}},
+			Sink:     &notifyv1.Sink{Webhook: &notifyv1.WebhookSink{URL: url}},
 		},
 	}
 }

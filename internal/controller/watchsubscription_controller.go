@@ -50,6 +50,8 @@ type WatchSubscriptionReconciler struct {
 	Authorizer *authz.Checker
 	// HTTPClients hands out pooled HTTP clients per TLS setting.
 	HTTPClients *sink.Clients
+	// OperatorNamespace holds the Secrets of ClusterWatchSinks.
+	OperatorNamespace string
 	// Budget bounds the bytes all pipelines hold; nil for none.
 	Budget *delivery.MemoryBudget
 	// StatusInterval bounds how often counters alone cause a status write.
@@ -152,22 +154,31 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 		r.running.teardown(nn, false)
 		return in, nil, ctrl.Result{}
 	}
-	p, err := planFor(ws, planOptions{DeliveryTimeout: r.DeliveryTimeout, OnFilterError: r.filterErrorHook(nn, ws.UID)})
+	target, err := r.resolveSink(ctx, ws)
+	if err != nil {
+		if _, definite := errors.AsType[*sinkRefError](err); !definite {
+			return r.keepRunning(&in, ws, metrics.CheckSinks, err, nil)
+		}
+		in.SinkErr = err
+		r.running.teardown(nn, false)
+		return in, nil, ctrl.Result{} // waits for the sink object or the namespace to change
+	}
+	in.Sink = target.described
+	effective, deadLetterSource := withSinkDefaults(ws, target)
+	p, err := planFor(effective, planOptions{DeliveryTimeout: r.DeliveryTimeout, OnFilterError: r.filterErrorHook(nn, ws.UID)})
 	if err != nil {
 		in.SpecErr = err
 		r.running.teardown(nn, false)
 		return in, nil, ctrl.Result{} // terminal until the spec changes
 	}
-	// keepRunning is the answer to a check that could not be made.
 	keepRunning := func(check string, err error, res *resolve.Resource) (readiness, *resolve.Resource, ctrl.Result) {
-		metrics.CheckFailed(nn.Namespace, nn.Name, check)
-		in.CheckErr = fmt.Errorf("%s: %w", check, err)
-		if c := r.running.get(nn, ws.UID); c != nil {
-			r.observe(&in, ws, c)
-		}
-		return in, res, ctrl.Result{RequeueAfter: r.retries.next(nn)}
+		return r.keepRunning(&in, ws, check, err, res)
 	}
-	sinks, err := r.buildSinks(ctx, ws)
+	var deadLetter *notifyv1.Sink
+	if d := effective.Spec.Delivery; d != nil {
+		deadLetter = d.DeadLetterSink
+	}
+	sinks, err := r.buildSinks(ctx, target, deadLetter, deadLetterSource)
 	if err != nil {
 		if sinkCouldNotAsk(err) {
 			return keepRunning(metrics.CheckSecrets, err, nil)
@@ -229,6 +240,19 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 		}
 	}
 	return in, &res, result
+}
+
+// keepRunning is the answer to a check that could not be made: what runs keeps running on
+// the last answer, and the check is retried with backoff.
+func (r *WatchSubscriptionReconciler) keepRunning(in *readiness, ws *notifyv1.WatchSubscription, check string, err error,
+	res *resolve.Resource) (readiness, *resolve.Resource, ctrl.Result) {
+	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
+	metrics.CheckFailed(nn.Namespace, nn.Name, check)
+	in.CheckErr = fmt.Errorf("%s: %w", check, err)
+	if c := r.running.get(nn, ws.UID); c != nil {
+		r.observe(in, ws, c)
+	}
+	return *in, res, ctrl.Result{RequeueAfter: r.retries.next(nn)}
 }
 
 // observe adds what runs for the subscription to in: its informers and its deliveries.

@@ -33,14 +33,13 @@ func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	r.running = newRunningSubscriptions()
 	r.wakeups = newWakeups(r.StatusInterval)
+	if err := indexSinkUsers(mgr); err != nil {
+		return err
+	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &notifyv1.WatchSubscription{}, crdIndex,
 		func(o client.Object) []string {
 			return []string{crdName(gvrOf(o.(*notifyv1.WatchSubscription)))}
 		}); err != nil {
-		return err
-	}
-	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &notifyv1.WatchSubscription{}, secretIndex,
-		func(o client.Object) []string { return secretRefs(o.(*notifyv1.WatchSubscription)) }); err != nil {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
@@ -48,6 +47,13 @@ func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{},
 			handler.EnqueueRequestsFromMapFunc(r.subscriptionsForCRD)).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.subscriptionsForSecret)).
+		Watches(&notifyv1.WatchSink{}, handler.EnqueueRequestsFromMapFunc(r.subscriptionsForSinkObject),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&notifyv1.ClusterWatchSink{}, handler.EnqueueRequestsFromMapFunc(r.subscriptionsForSinkObject),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A namespace's labels decide which ClusterWatchSinks admit its subscriptions.
+		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.subscriptionsForNamespace),
+			builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		WatchesRawSource(r.wakeups.source()).
 		Named("watchsubscription").
 		// Subscriptions are independent; several workers let a burst of them (and one
@@ -75,9 +81,26 @@ func (r *WatchSubscriptionReconciler) subscriptionsForCRD(ctx context.Context, c
 	return r.subscriptionsBy(ctx, crdIndex, name)
 }
 
-// subscriptionsForSecret finds the subscriptions whose sinks read a Secret that changed.
+// subscriptionsForSecret finds the subscriptions whose sinks read a Secret that changed:
+// written in them, or in the sink objects they name.
 func (r *WatchSubscriptionReconciler) subscriptionsForSecret(ctx context.Context, sec client.Object) []reconcile.Request {
-	return r.subscriptionsBy(ctx, secretIndex, sec.GetName(), client.InNamespace(sec.GetNamespace()))
+	reqs := r.subscriptionsBy(ctx, secretIndex, sec.GetName(), client.InNamespace(sec.GetNamespace()))
+	for _, key := range sinkObjectsUsingSecret(ctx, r.Client, sec, r.OperatorNamespace) {
+		reqs = append(reqs, r.subscriptionsBy(ctx, sinkRefIndex, key)...)
+	}
+	return reqs
+}
+
+// subscriptionsForSinkObject finds the subscriptions that name a WatchSink or
+// ClusterWatchSink that changed.
+func (r *WatchSubscriptionReconciler) subscriptionsForSinkObject(ctx context.Context, obj client.Object) []reconcile.Request {
+	return r.subscriptionsBy(ctx, sinkRefIndex, sinkObjectKey(obj))
+}
+
+// subscriptionsForNamespace finds the subscriptions of a namespace whose labels changed
+// that name a ClusterWatchSink: whether it admits them may have changed.
+func (r *WatchSubscriptionReconciler) subscriptionsForNamespace(ctx context.Context, ns client.Object) []reconcile.Request {
+	return r.subscriptionsBy(ctx, sinkRefKindIndex, string(notifyv1.SinkKindClusterWatchSink), client.InNamespace(ns.GetName()))
 }
 
 func (r *WatchSubscriptionReconciler) subscriptionsBy(ctx context.Context, index, value string, opts ...client.ListOption) []reconcile.Request {
@@ -97,41 +120,4 @@ func (r *WatchSubscriptionReconciler) subscriptionsBy(ctx context.Context, index
 func crdName(gvr schema.GroupVersionResource) string {
 	plural, _, _ := strings.Cut(gvr.Resource, "/")
 	return plural + "." + gvr.Group
-}
-
-// secretIndex indexes subscriptions by the Secrets their sinks read, so a rotated Secret
-// reaches the subscriptions that use it.
-const secretIndex = "spec.sink.secretRefs"
-
-// secretRefs lists the Secrets a subscription's sinks read, for secretIndex.
-func secretRefs(ws *notifyv1.WatchSubscription) []string {
-	var out []string
-	add := func(s *notifyv1.Sink) {
-		if s == nil {
-			return
-		}
-		var opts *notifyv1.HTTPOptions
-		switch {
-		case s.Webhook != nil:
-			opts = &s.Webhook.HTTPOptions
-		case s.Service != nil:
-			opts = &s.Service.HTTPOptions
-		default:
-			return
-		}
-		if opts.HeadersFrom != nil {
-			out = append(out, opts.HeadersFrom.SecretRef.Name)
-		}
-		if opts.TLS != nil && opts.TLS.CASecretRef != nil {
-			out = append(out, opts.TLS.CASecretRef.Name)
-		}
-		if opts.SigningSecretRef != nil {
-			out = append(out, opts.SigningSecretRef.Name)
-		}
-	}
-	add(&ws.Spec.Sink)
-	if ws.Spec.Delivery != nil {
-		add(ws.Spec.Delivery.DeadLetterSink)
-	}
-	return out
 }

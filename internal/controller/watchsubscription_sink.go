@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -47,22 +48,47 @@ func sinkCouldNotAsk(err error) bool {
 	return ok && se.cause != nil && couldNotAsk(se.cause)
 }
 
-// builtSinks is what a subscription delivers to, and a fingerprint of the Secrets read to
-// build it: a changed fingerprint rebuilds the pipeline.
+// builtSinks is what a subscription delivers to, and a fingerprint of what they were built
+// from (the sink object's generation, the Secrets' versions): a changed fingerprint rebuilds
+// the pipeline.
 type builtSinks struct {
 	sink, deadLetter sink.Sink
 	fingerprint      string
 }
 
-func (r *WatchSubscriptionReconciler) buildSinks(ctx context.Context, ws *notifyv1.WatchSubscription) (builtSinks, error) {
+// sinkSource says where a sink's Secrets are read and as whom.
+type sinkSource struct {
+	// namespace holds the Secrets: the subscription's, or the operator's for a
+	// ClusterWatchSink.
+	namespace string
+	// account, when set, must be allowed to get each Secret (and a Service of another
+	// namespace) before the operator reads it: the subscription's ServiceAccount, for sinks
+	// its namespace's people wrote. Nil for a ClusterWatchSink: the platform team's.
+	account *types.NamespacedName
+	// owner names the sink in the log sink's lines.
+	owner types.NamespacedName
+}
+
+// sourceOf is where the Secrets of a sink written in ws or in a WatchSink of its namespace
+// are read: there, as its ServiceAccount.
+func sourceOf(ws *notifyv1.WatchSubscription) sinkSource {
+	sa := types.NamespacedName{Namespace: ws.Namespace,
+		Name: cmp.Or(ws.Spec.ServiceAccountName, notifyv1.DefaultServiceAccountName)}
+	return sinkSource{namespace: ws.Namespace, account: &sa,
+		owner: types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}}
+}
+
+func (r *WatchSubscriptionReconciler) buildSinks(ctx context.Context, target resolvedSink, deadLetter *notifyv1.Sink,
+	deadLetterSource sinkSource) (builtSinks, error) {
 	fp := sha256.New()
-	main, err := r.buildSink(ctx, ws, ws.Spec.Sink, "spec.sink", fp)
+	_, _ = fp.Write([]byte(target.origin + ";"))
+	main, err := r.buildSink(ctx, target.sink, target.source, target.field, fp)
 	if err != nil {
 		return builtSinks{}, err
 	}
 	out := builtSinks{sink: main}
-	if d := ws.Spec.Delivery; d != nil && d.DeadLetterSink != nil {
-		if out.deadLetter, err = r.buildSink(ctx, ws, *d.DeadLetterSink, "spec.delivery.deadLetterSink", fp); err != nil {
+	if deadLetter != nil {
+		if out.deadLetter, err = r.buildSink(ctx, *deadLetter, deadLetterSource, "spec.delivery.deadLetterSink", fp); err != nil {
 			return builtSinks{}, err
 		}
 	}
@@ -71,20 +97,24 @@ func (r *WatchSubscriptionReconciler) buildSinks(ctx context.Context, ws *notify
 }
 
 // buildSink builds one sink; fp accumulates the versions of the Secrets it reads.
-func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv1.WatchSubscription, s notifyv1.Sink,
+func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, s notifyv1.Sink, src sinkSource,
 	field string, fp interface{ Write([]byte) (int, error) }) (sink.Sink, error) {
-	var url string
 	var opts notifyv1.HTTPOptions
+	wh := &sink.Webhook{}
 	switch {
 	case s.Log != nil:
-		return &sink.Log{Logger: r.Log.WithName("sink").WithValues("watchsubscription",
-			types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name})}, nil
+		return &sink.Log{Logger: r.Log.WithName("sink").WithValues("watchsubscription", src.owner)}, nil
 	case s.Webhook != nil:
-		url, opts = s.Webhook.URL, s.Webhook.HTTPOptions
+		wh.URL, opts = s.Webhook.URL, s.Webhook.HTTPOptions
+		if from := s.Webhook.URLFrom; from != nil {
+			if err := r.urlFromSecret(ctx, wh, from.SecretKeyRef, src, field+".webhook.urlFrom.secretKeyRef", fp); err != nil {
+				return nil, err
+			}
+		}
 	case s.Service != nil:
-		url, opts = serviceURL(ws.Namespace, s.Service), s.Service.HTTPOptions
-		if ns := s.Service.Namespace; ns != "" && ns != ws.Namespace {
-			if err := r.mayGet(ctx, ws, corev1.SchemeGroupVersion.WithResource("services"), ns, s.Service.Name,
+		wh.URL, opts = serviceURL(src.namespace, s.Service), s.Service.HTTPOptions
+		if ns := s.Service.Namespace; ns != "" && ns != src.namespace {
+			if err := r.mayGet(ctx, src, corev1.SchemeGroupVersion.WithResource("services"), ns, s.Service.Name,
 				field+".service"); err != nil {
 				return nil, err
 			}
@@ -92,7 +122,7 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 	default:
 		return nil, &sinkError{msg: field + ": no sink set"}
 	}
-	wh := &sink.Webhook{URL: url, Structured: opts.ContentMode == notifyv1.ContentModeStructured}
+	wh.Structured = opts.ContentMode == notifyv1.ContentModeStructured
 	if opts.ContentMode == notifyv1.ContentModeBatched {
 		wh.Batch = notifyv1.DefaultMaxBatchSize
 		if opts.MaxBatchSize != nil {
@@ -100,7 +130,7 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 		}
 	}
 	if opts.HeadersFrom != nil {
-		sec, err := r.secret(ctx, ws, opts.HeadersFrom.SecretRef.Name, field+".headersFrom.secretRef", fp)
+		sec, err := r.secret(ctx, src, opts.HeadersFrom.SecretRef.Name, field+".headersFrom.secretRef", fp)
 		if err != nil {
 			return nil, err
 		}
@@ -114,84 +144,111 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, ws *notifyv
 		}
 	}
 	if ref := opts.SigningSecretRef; ref != nil {
-		sec, err := r.secret(ctx, ws, ref.Name, field+".signingSecretRef", fp)
+		key := cmp.Or(ref.Key, defaultSigningKey)
+		value, err := r.secretKey(ctx, src, ref.Name, key, field+".signingSecretRef", fp)
 		if err != nil {
 			return nil, err
 		}
-		key := ref.Key
-		if key == "" {
-			key = defaultSigningKey
-		}
-		if len(sec.Data[key]) == 0 {
-			return nil, &sinkError{msg: fmt.Sprintf("%s.signingSecretRef: Secret %s has no key %q", field, ref.Name, key)}
-		}
-		if wh.SigningKey, err = sink.ParseSigningKey(sec.Data[key]); err != nil {
+		if wh.SigningKey, err = sink.ParseSigningKey(value); err != nil {
 			return nil, &sinkError{msg: fmt.Sprintf("%s.signingSecretRef: Secret %s, key %q: %v", field, ref.Name, key, err)}
 		}
 	}
-	var caPEM []byte
-	insecure := false
-	if opts.TLS != nil {
-		insecure = opts.TLS.InsecureSkipVerify
-		if ref := opts.TLS.CASecretRef; ref != nil {
-			sec, err := r.secret(ctx, ws, ref.Name, field+".tls.caSecretRef", fp)
+	var material sink.TLSMaterial
+	if t := opts.TLS; t != nil {
+		material.InsecureSkipVerify = t.InsecureSkipVerify
+		if ref := t.CASecretRef; ref != nil {
+			var err error
+			if material.CA, err = r.secretKey(ctx, src, ref.Name, cmp.Or(ref.Key, defaultCAKey), field+".tls.caSecretRef", fp); err != nil {
+				return nil, err
+			}
+		}
+		if ref := t.CertSecretRef; ref != nil {
+			sec, err := r.secret(ctx, src, ref.Name, field+".tls.certSecretRef", fp)
 			if err != nil {
 				return nil, err
 			}
-			key := ref.Key
-			if key == "" {
-				key = defaultCAKey
-			}
-			if caPEM = sec.Data[key]; len(caPEM) == 0 {
-				return nil, &sinkError{msg: fmt.Sprintf("%s.tls.caSecretRef: Secret %s has no key %q", field, ref.Name, key)}
+			material.Cert, material.Key = sec.Data[corev1.TLSCertKey], sec.Data[corev1.TLSPrivateKeyKey]
+			if len(material.Cert) == 0 || len(material.Key) == 0 {
+				return nil, &sinkError{msg: fmt.Sprintf("%s.tls.certSecretRef: Secret %s needs the keys %s and %s", field,
+					ref.Name, corev1.TLSCertKey, corev1.TLSPrivateKeyKey)}
 			}
 		}
 	}
-	httpClient, err := r.HTTPClients.For(caPEM, insecure)
+	httpClient, err := r.HTTPClients.For(material)
 	if err != nil {
-		return nil, &sinkError{msg: fmt.Sprintf("%s.tls.caSecretRef: %v", field, err)}
+		return nil, &sinkError{msg: fmt.Sprintf("%s.tls: %v", field, err)}
 	}
 	wh.Client = httpClient
 	return wh, nil
 }
 
-// secret reads a Secret of the subscription's namespace, uncached (the operator does not
-// keep Secrets in memory), once the subscription's ServiceAccount may get it.
-func (r *WatchSubscriptionReconciler) secret(ctx context.Context, ws *notifyv1.WatchSubscription, name, field string,
+// urlFromSecret sets the webhook's URL from a Secret's key. The URL is a credential: it
+// never appears in status, Events or logs, which name the Secret instead.
+func (r *WatchSubscriptionReconciler) urlFromSecret(ctx context.Context, wh *sink.Webhook, ref notifyv1.SecretKeySelector,
+	src sinkSource, field string, fp interface{ Write([]byte) (int, error) }) error {
+	value, err := r.secretKey(ctx, src, ref.Name, ref.Key, field, fp)
+	if err != nil {
+		return err
+	}
+	u, err := url.Parse(strings.TrimSpace(string(value)))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return &sinkError{msg: fmt.Sprintf("%s: Secret %s, key %q does not hold an absolute http or https URL with a host",
+			field, ref.Name, ref.Key)}
+	}
+	wh.URL = u.String()
+	wh.DisplayURL = fmt.Sprintf("the URL in Secret %s/%s, key %s", src.namespace, ref.Name, ref.Key)
+	return nil
+}
+
+// secretKey reads one key of a Secret, which must hold a value.
+func (r *WatchSubscriptionReconciler) secretKey(ctx context.Context, src sinkSource, name, key, field string,
+	fp interface{ Write([]byte) (int, error) }) ([]byte, error) {
+	sec, err := r.secret(ctx, src, name, field, fp)
+	if err != nil {
+		return nil, err
+	}
+	if len(sec.Data[key]) == 0 {
+		return nil, &sinkError{msg: fmt.Sprintf("%s: Secret %s has no key %q", field, name, key)}
+	}
+	return sec.Data[key], nil
+}
+
+// secret reads a Secret of the sink's namespace, uncached (the operator does not keep
+// Secrets in memory), once the sink's account, if any, may get it.
+func (r *WatchSubscriptionReconciler) secret(ctx context.Context, src sinkSource, name, field string,
 	fp interface{ Write([]byte) (int, error) }) (*corev1.Secret, error) {
-	namespace := ws.Namespace
-	if err := r.mayGet(ctx, ws, corev1.SchemeGroupVersion.WithResource("secrets"), namespace, name, field); err != nil {
+	if err := r.mayGet(ctx, src, corev1.SchemeGroupVersion.WithResource("secrets"), src.namespace, name, field); err != nil {
 		return nil, err
 	}
 	sec := &corev1.Secret{}
-	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, sec); err != nil {
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: src.namespace, Name: name}, sec); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, &sinkError{msg: fmt.Sprintf("%s: Secret %s not found in namespace %s", field, name, namespace)}
+			return nil, &sinkError{msg: fmt.Sprintf("%s: Secret %s not found in namespace %s", field, name, src.namespace)}
 		}
 		return nil, &sinkError{msg: fmt.Sprintf("%s: reading Secret %s: %v", field, name, err), cause: err}
 	}
-	_, _ = fp.Write([]byte(sec.Name + "@" + sec.ResourceVersion + ";"))
+	_, _ = fp.Write([]byte(sec.Namespace + "/" + sec.Name + "@" + sec.ResourceVersion + ";"))
 	return sec, nil
 }
 
-// mayGet checks that the subscription's ServiceAccount may get an object its sink uses. The
-// operator reads it with its own rights: without this, whoever may write a subscription
-// could have a Secret they may not read sent to a URL of their choice.
-func (r *WatchSubscriptionReconciler) mayGet(ctx context.Context, ws *notifyv1.WatchSubscription,
+// mayGet checks that the sink's account may get an object the sink uses. The operator reads
+// it with its own rights: without this, whoever may write a subscription could have a
+// Secret they may not read sent to a URL of their choice.
+func (r *WatchSubscriptionReconciler) mayGet(ctx context.Context, src sinkSource,
 	gvr schema.GroupVersionResource, namespace, name, field string) error {
-	if r.Authorizer == nil {
+	if r.Authorizer == nil || src.account == nil {
 		return nil
 	}
-	sa := cmp.Or(ws.Spec.ServiceAccountName, notifyv1.DefaultServiceAccountName)
-	err := r.Authorizer.CheckGet(ctx, ws.Namespace, sa, gvr, namespace, name)
+	sa := *src.account
+	err := r.Authorizer.CheckGet(ctx, sa.Namespace, sa.Name, gvr, namespace, name)
 	if err == nil {
 		return nil
 	}
 	if denied, ok := errors.AsType[*authz.DeniedError](err); ok {
 		return &sinkError{msg: field + ": " + denied.Error(), denied: true}
 	}
-	return &sinkError{msg: fmt.Sprintf("%s: checking that ServiceAccount %s/%s may get %s %s: %v", field,
-		ws.Namespace, sa, gvr.Resource, name, err), cause: err}
+	return &sinkError{msg: fmt.Sprintf("%s: checking that ServiceAccount %s may get %s %s: %v", field,
+		sa, gvr.Resource, name, err), cause: err}
 }
 
 // reservedHeader tells whether a header belongs to the CloudEvents HTTP binding or the

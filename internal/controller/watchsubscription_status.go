@@ -21,6 +21,7 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/template"
 )
 
 // readiness is everything the Ready condition depends on, gathered by a reconcile.
@@ -30,8 +31,11 @@ type readiness struct {
 	SpecErr error
 	// Resource is the GVR as users write it, for messages.
 	Resource string
-	// SinkErr is why the sink could not be built (a missing Secret, a bad CA bundle).
+	// SinkErr is why the sink could not be found or built (a missing sink object or
+	// Secret, a bad CA bundle).
 	SinkErr error
+	// Sink is what status.sink shows: the kind of sink, or the sink object used.
+	Sink string
 	// AuthzErr is why the subscription's ServiceAccount may not watch what it names.
 	AuthzErr error
 	// ResolveErr is why the resource could not be resolved.
@@ -70,11 +74,16 @@ func readyCondition(r readiness) metav1.Condition {
 	switch {
 	case r.Suspended:
 		return cond(metav1.ConditionFalse, notifyv1.ReasonSuspended, "Delivery is suspended by spec.suspend")
+	case errors.Is(r.SpecErr, template.ErrInvalidTemplate):
+		return cond(metav1.ConditionFalse, notifyv1.ReasonInvalidTemplate, r.SpecErr.Error())
 	case errors.Is(r.SpecErr, filter.ErrInvalidFilter):
 		return cond(metav1.ConditionFalse, notifyv1.ReasonInvalidFilter, r.SpecErr.Error())
 	case r.SpecErr != nil:
 		return cond(metav1.ConditionFalse, notifyv1.ReasonInvalidSpec, r.SpecErr.Error())
 	case r.SinkErr != nil:
+		if re, ok := errors.AsType[*sinkRefError](r.SinkErr); ok {
+			return cond(metav1.ConditionFalse, re.reason, re.msg)
+		}
 		if se, ok := errors.AsType[*sinkError](r.SinkErr); ok && se.denied {
 			return cond(metav1.ConditionFalse, notifyv1.ReasonForbidden, r.SinkErr.Error())
 		}
@@ -258,7 +267,9 @@ func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notif
 	st := &ws.Status
 	st.ObservedGeneration = ws.Generation
 	st.Resource = in.Resource
-	st.Sink = sinkKind(ws.Spec.Sink)
+	if in.Sink != "" {
+		st.Sink = in.Sink
+	}
 	if res != nil {
 		st.Kind = res.Kind
 		st.Namespaced = &res.Namespaced

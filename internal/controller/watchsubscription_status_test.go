@@ -207,3 +207,34 @@ func TestBoundMessage(t *testing.T) {
 			got[len(got)-3:], utf8.ValidString(got))
 	}
 }
+
+func TestDeliveringCondition(t *testing.T) {
+	user := func(name, reason, msg string) notifyv1.WatchSubscription {
+		ws := notifyv1.WatchSubscription{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name}}
+		ws.Status.Conditions = []metav1.Condition{{Type: notifyv1.ConditionReady, Reason: reason, Message: msg}}
+		return ws
+	}
+	cases := []struct {
+		name       string
+		users      []notifyv1.WatchSubscription
+		wantStatus metav1.ConditionStatus
+		wantReason string
+		wantIn     string
+	}{
+		{"unused", nil, metav1.ConditionUnknown, notifyv1.SinkReasonUnused, "No subscription"},
+		{"all deliver", []notifyv1.WatchSubscription{user("a", notifyv1.ReasonWatching, ""), user("b", notifyv1.ReasonStarting, "")},
+			metav1.ConditionTrue, notifyv1.SinkReasonDelivering, "2 subscriptions"},
+		{"one fails", []notifyv1.WatchSubscription{user("a", notifyv1.ReasonWatching, ""),
+			user("b", notifyv1.ReasonDeliveryFailing, "POST https://hooks.example/x: 503 Service Unavailable")},
+			metav1.ConditionFalse, notifyv1.SinkReasonFailing, "1 of 2 subscriptions using the sink fail to deliver: team-a/b (POST"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := deliveringCondition(tc.users)
+			if c.Status != tc.wantStatus || c.Reason != tc.wantReason || !strings.Contains(c.Message, tc.wantIn) {
+				t.Errorf("got %s/%s %q, want %s/%s containing %q", c.Status, c.Reason, c.Message, tc.wantStatus,
+					tc.wantReason, tc.wantIn)
+			}
+		})
+	}
+}

@@ -81,7 +81,7 @@ func BenchmarkPipelineToHTTPSink(b *testing.B) {
 		c.hit()
 	}))
 	defer srv.Close()
-	client, err := sink.NewClients(sink.ClientOptions{}).For(nil, false)
+	client, err := sink.NewClients(sink.ClientOptions{}).For(sink.TLSMaterial{InsecureSkipVerify: false})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -128,9 +128,10 @@ const (
 	CheckAuthorization = "authorization"
 	CheckSecrets       = "secrets"
 	CheckDiscovery     = "discovery"
+	CheckSinks         = "sinks"
 )
 
-var checks = []string{CheckAuthorization, CheckSecrets, CheckDiscovery}
+var checks = []string{CheckAuthorization, CheckSecrets, CheckDiscovery, CheckSinks}
 
 // CheckFailed counts a check of a subscription that could not be made.
 func CheckFailed(namespace, name, check string) {

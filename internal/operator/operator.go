@@ -110,6 +110,9 @@ type Options struct {
 	// subscription (see delivery.MemoryBudget); 0 means DefaultDeliveryMemoryBudget of the
 	// runtime's memory limit, negative means no budget.
 	DeliveryMemoryBudget int64
+	// OperatorNamespace is the operator's own namespace, where the Secrets of
+	// ClusterWatchSinks live; empty means CheckpointNamespace.
+	OperatorNamespace string
 	// CheckpointNamespace holds the checkpoints ConfigMap; empty disables checkpoints (a
 	// restart then delivers only changes made after it).
 	CheckpointNamespace string
@@ -169,15 +172,16 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 	}
 	log := ctrl.Log.WithName("watchsubscription")
 	r := &controller.WatchSubscriptionReconciler{
-		Client:          mgr.GetClient(),
-		APIReader:       mgr.GetAPIReader(),
-		Recorder:        mgr.GetEventRecorder("dynamic-notifier"),
-		Resolver:        resolve.New(disco, 250*time.Millisecond),
-		HTTPClients:     sink.NewClients(sinkClientOptions(opts)),
-		Budget:          delivery.NewMemoryBudget(memoryBudget(opts.DeliveryMemoryBudget)),
-		StatusInterval:  cmp.Or(opts.StatusInterval, DefaultStatusInterval),
-		DeliveryTimeout: opts.DeliveryTimeout,
-		Log:             log,
+		Client:            mgr.GetClient(),
+		APIReader:         mgr.GetAPIReader(),
+		Recorder:          mgr.GetEventRecorder("dynamic-notifier"),
+		Resolver:          resolve.New(disco, 250*time.Millisecond),
+		HTTPClients:       sink.NewClients(sinkClientOptions(opts)),
+		Budget:            delivery.NewMemoryBudget(memoryBudget(opts.DeliveryMemoryBudget)),
+		OperatorNamespace: cmp.Or(opts.OperatorNamespace, opts.CheckpointNamespace),
+		StatusInterval:    cmp.Or(opts.StatusInterval, DefaultStatusInterval),
+		DeliveryTimeout:   opts.DeliveryTimeout,
+		Log:               log,
 	}
 	switch cmp.Or(opts.Authorization, DefaultAuthorization) {
 	case AuthorizationSubjectAccessReview:
@@ -210,6 +214,12 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
+	}
+	for _, kind := range []notifyv1.SinkKind{notifyv1.SinkKindWatchSink, notifyv1.SinkKindClusterWatchSink} {
+		if err := (&controller.SinkStatusReconciler{Client: mgr.GetClient(), Kind: kind, Subscriptions: r}).
+			SetupWithManager(mgr); err != nil {
+			return nil, err
+		}
 	}
 	return &Operator{Registry: r.Registry, Budget: r.Budget}, nil
 }

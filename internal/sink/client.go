@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -56,11 +57,21 @@ func NewClients(opts ClientOptions) *Clients {
 	return &Clients{deny: newDenyList(deny), proxy: opts.Proxy, follow: opts.FollowRedirects, clients: map[[32]byte]*http.Client{}}
 }
 
-// For returns the client for a CA bundle (PEM, may be empty) and verification setting.
-func (c *Clients) For(caPEM []byte, insecureSkipVerify bool) (*http.Client, error) {
+// For returns the client for a TLS setting (all empty: the system roots).
+// TLSMaterial is what a sink's TLS needs: CAs to trust besides the system's, a client
+// certificate and key to present (mutual TLS), or no verification at all.
+type TLSMaterial struct {
+	CA, Cert, Key      []byte // PEM
+	InsecureSkipVerify bool
+}
+
+func (c *Clients) For(m TLSMaterial) (*http.Client, error) {
 	h := sha256.New()
-	h.Write(caPEM)
-	if insecureSkipVerify {
+	for _, part := range [][]byte{m.CA, m.Cert, m.Key} {
+		h.Write([]byte(strconv.Itoa(len(part)) + ":"))
+		h.Write(part)
+	}
+	if m.InsecureSkipVerify {
 		h.Write([]byte{1})
 	}
 	var key [32]byte
@@ -81,17 +92,24 @@ func (c *Clients) For(caPEM []byte, insecureSkipVerify bool) (*http.Client, erro
 	// gets an error, not the operator's memory.
 	t.MaxResponseHeaderBytes = MaxResponseHeaderBytes
 	t.IdleConnTimeout = 90 * time.Second
-	if len(caPEM) > 0 || insecureSkipVerify {
-		cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecureSkipVerify} //nolint:gosec // opt-in per subscription
-		if len(caPEM) > 0 {
+	if len(m.CA) > 0 || len(m.Cert) > 0 || m.InsecureSkipVerify {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: m.InsecureSkipVerify} //nolint:gosec // opt-in per subscription
+		if len(m.CA) > 0 {
 			pool, err := x509.SystemCertPool()
 			if err != nil {
 				pool = x509.NewCertPool()
 			}
-			if !pool.AppendCertsFromPEM(caPEM) {
+			if !pool.AppendCertsFromPEM(m.CA) {
 				return nil, errors.New("the CA bundle holds no PEM certificate")
 			}
 			cfg.RootCAs = pool
+		}
+		if len(m.Cert) > 0 {
+			pair, err := tls.X509KeyPair(m.Cert, m.Key)
+			if err != nil {
+				return nil, errors.New("the client certificate and key do not form a pair (PEM tls.crt and tls.key)")
+			}
+			cfg.Certificates = []tls.Certificate{pair}
 		}
 		t.TLSClientConfig = cfg
 	}

@@ -16,15 +16,15 @@ func TestClientsShareOnePerSetting(t *testing.T) {
 	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
 	c := NewClients(ClientOptions{})
 
-	plain1, err := c.For(nil, false)
+	plain1, err := c.For(TLSMaterial{})
 	g.Expect(err).NotTo(HaveOccurred())
-	plain2, err := c.For(nil, false)
+	plain2, err := c.For(TLSMaterial{})
 	g.Expect(err).NotTo(HaveOccurred())
-	insecure, err := c.For(nil, true)
+	insecure, err := c.For(TLSMaterial{InsecureSkipVerify: true})
 	g.Expect(err).NotTo(HaveOccurred())
-	withCA1, err := c.For(ca, false)
+	withCA1, err := c.For(TLSMaterial{CA: ca})
 	g.Expect(err).NotTo(HaveOccurred())
-	withCA2, err := c.For(append([]byte(nil), ca...), false)
+	withCA2, err := c.For(TLSMaterial{CA: append([]byte(nil), ca...)})
 	g.Expect(err).NotTo(HaveOccurred())
 
 	// Same settings share a client (and so its connection pool); different ones do not.
@@ -47,11 +47,11 @@ func TestClientsRejectBadPEM(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
 			c := NewClients(ClientOptions{})
-			cl, err := c.For(tc.pem, false)
+			cl, err := c.For(TLSMaterial{CA: tc.pem})
 			g.Expect(err).To(HaveOccurred())
 			g.Expect(cl).To(BeNil())
 			// A failure must not be cached as a usable client.
-			_, err = c.For(tc.pem, false)
+			_, err = c.For(TLSMaterial{CA: tc.pem})
 			g.Expect(err).To(HaveOccurred())
 		})
 	}
@@ -76,7 +76,7 @@ func TestClientsTLSTrust(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)
-			cl, err := NewClients(ClientOptions{}).For(tc.ca, tc.insecure)
+			cl, err := NewClients(ClientOptions{}).For(TLSMaterial{CA: tc.ca, InsecureSkipVerify: tc.insecure})
 			g.Expect(err).NotTo(HaveOccurred())
 			w := &Webhook{URL: srv.URL, Client: cl}
 			err = w.Send(t.Context(), testMessage())

@@ -150,7 +150,7 @@ func deniedListener(t *testing.T) (port string, conns *atomic.Int32, clients *Cl
 
 func TestDeniedAddressInEveryFormIsRefused(t *testing.T) {
 	port, conns, clients := deniedListener(t)
-	cl, err := clients.For(nil, false)
+	cl, err := clients.For(TLSMaterial{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestDeniedAddressInEveryFormIsRefused(t *testing.T) {
 // whatever form the dialer got it.
 func TestDialTimeCheck(t *testing.T) {
 	port, conns, clients := deniedListener(t)
-	cl, err := clients.For(nil, false)
+	cl, err := clients.For(TLSMaterial{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestDialTimeCheck(t *testing.T) {
 	_, allowedPort, _ := net.SplitHostPort(allowed.Listener.Addr().String())
 	loopback := NewClients(ClientOptions{Deny: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"),
 		netip.MustParsePrefix("::1/128")}})
-	cl, err = loopback.For(nil, false)
+	cl, err = loopback.For(TLSMaterial{})
 	g.Expect(err).NotTo(HaveOccurred())
 	w := &Webhook{URL: "http://localhost:" + allowedPort + "/", Client: cl}
 	g.Expect(w.Send(t.Context(), testMessage())).To(MatchError(ErrDeniedAddress))

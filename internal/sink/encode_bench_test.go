@@ -89,7 +89,7 @@ func drainingSink(b *testing.B, batch int) *Webhook {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	b.Cleanup(srv.Close)
-	client, err := NewClients(ClientOptions{}).For(nil, false)
+	client, err := NewClients(ClientOptions{}).For(TLSMaterial{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -32,10 +32,26 @@ func (e *HTTPError) Error() string {
 type RequestError struct {
 	Method, URL string
 	Err         error
+	// raw is the URL the request went to when URL shows something else (a URL that is a
+	// credential as a whole): the cause's text names URL in its place.
+	raw string
 }
 
 func (e *RequestError) Error() string {
-	return e.Method + " " + MaskURL(e.URL) + ": " + maskKnownURL(e.Err.Error(), e.URL)
+	text := e.Err.Error()
+	if e.raw != "" && e.raw != e.URL {
+		text = replaceQuoted(text, e.raw, e.URL)
+	}
+	return e.Method + " " + MaskURL(e.URL) + ": " + maskKnownURL(text, e.URL)
+}
+
+// replaceQuoted replaces old by new in text, as it is and as %q writes it.
+func replaceQuoted(text, old, new string) string {
+	text = strings.ReplaceAll(text, old, new)
+	if q, nq := strconv.Quote(old), strconv.Quote(new); q[1:len(q)-1] != old {
+		text = strings.ReplaceAll(text, q[1:len(q)-1], nq[1:len(nq)-1])
+	}
+	return text
 }
 
 func (e *RequestError) Unwrap() error { return e.Err }
@@ -44,10 +60,7 @@ func (e *RequestError) Unwrap() error { return e.Err }
 // other URL in it.
 func maskKnownURL(text, rawURL string) string {
 	if masked := MaskURL(rawURL); masked != rawURL {
-		text = strings.ReplaceAll(text, rawURL, masked)
-		if q, mq := strconv.Quote(rawURL), strconv.Quote(masked); q[1:len(q)-1] != rawURL {
-			text = strings.ReplaceAll(text, q[1:len(q)-1], mq[1:len(mq)-1])
-		}
+		text = replaceQuoted(text, rawURL, masked)
 	}
 	return MaskURLsIn(text)
 }

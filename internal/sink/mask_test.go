@@ -96,7 +96,7 @@ func TestSinkErrorsMaskURLCredentials(t *testing.T) {
 	}
 	closed := ln.Addr().String() // nothing listens there: a connection error
 	_ = ln.Close()
-	client, err := NewClients(ClientOptions{}).For(nil, false)
+	client, err := NewClients(ClientOptions{}).For(TLSMaterial{})
 	if err != nil {
 		t.Fatal(err)
 	}

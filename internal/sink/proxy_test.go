@@ -14,7 +14,7 @@ import (
 func TestSinksConnectDirectlyByDefault(t *testing.T) {
 	g := NewWithT(t)
 	for _, insecure := range []bool{false, true} {
-		cl, err := NewClients(ClientOptions{}).For(nil, insecure)
+		cl, err := NewClients(ClientOptions{}).For(TLSMaterial{InsecureSkipVerify: insecure})
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(cl.Transport.(*guardedTransport).Proxy).To(BeNil())
 	}
@@ -30,7 +30,7 @@ func TestSinksThroughAProxyWhenTold(t *testing.T) {
 	defer proxy.Close()
 	proxyURL, err := url.Parse(proxy.URL)
 	g.Expect(err).NotTo(HaveOccurred())
-	cl, err := NewClients(ClientOptions{Proxy: http.ProxyURL(proxyURL)}).For(nil, false)
+	cl, err := NewClients(ClientOptions{Proxy: http.ProxyURL(proxyURL)}).For(TLSMaterial{})
 	g.Expect(err).NotTo(HaveOccurred())
 
 	// sink.invalid is never resolved: the proxy gets the request.

@@ -64,7 +64,7 @@ func (s *redirectServer) seen() []hop {
 
 func signedWebhook(t *testing.T, url string, opts ClientOptions) *Webhook {
 	t.Helper()
-	cl, err := NewClients(opts).For(nil, false)
+	cl, err := NewClients(opts).For(TLSMaterial{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +27,9 @@ type Webhook struct {
 	Batch int
 	// Header is added to every request (from the subscription's headersFrom Secret).
 	Header http.Header
+	// DisplayURL, when set, names the sink in errors instead of URL: for a URL that is a
+	// credential as a whole, such as a Slack webhook's.
+	DisplayURL string
 	// SigningKey, when set, signs every request by the Standard Webhooks scheme. Signed
 	// requests are never binary: binary mode carries type, subject and the other attributes
 	// in ce-* headers, which the scheme does not sign, so they go structured instead.
@@ -80,12 +84,15 @@ func (w *Webhook) SendBatch(ctx context.Context, msgs []Message) error {
 	return w.post(ctx, header, body, func() string { return batchID(msgs) })
 }
 
+// shown is how errors name the sink.
+func (w *Webhook) shown() string { return cmp.Or(w.DisplayURL, w.URL) }
+
 // post sends body; id names the request for the signature, computed only when signing.
 func (w *Webhook) post(ctx context.Context, header http.Header, body []byte, id func() string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, nil)
 	if err != nil {
 		// The parse error quotes the URL: only its masked text is kept.
-		return &RequestError{Method: http.MethodPost, URL: w.URL,
+		return &RequestError{Method: http.MethodPost, URL: w.shown(), raw: w.URL,
 			Err: &maskedError{msg: maskKnownURL(fmt.Errorf("%w: %w", errPermanent, err).Error(), w.URL), err: errPermanent}}
 	}
 	req.Header = header
@@ -103,7 +110,7 @@ func (w *Webhook) post(ctx context.Context, header http.Header, body []byte, id 
 		if uerr, ok := errors.AsType[*url.Error](err); ok {
 			err = uerr.Err
 		}
-		return &RequestError{Method: http.MethodPost, URL: w.URL, Err: err}
+		return &RequestError{Method: http.MethodPost, URL: w.shown(), raw: w.URL, Err: err}
 	}
 	// Drain so the connection goes back to the pool.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
@@ -114,10 +121,10 @@ func (w *Webhook) post(ctx context.Context, header http.Header, body []byte, id 
 		if loc, err := resp.Location(); err == nil {
 			rerr.Location = loc.String()
 		}
-		return &RequestError{Method: http.MethodPost, URL: w.URL, Err: rerr}
+		return &RequestError{Method: http.MethodPost, URL: w.shown(), raw: w.URL, Err: rerr}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return &HTTPError{Method: http.MethodPost, URL: w.URL, StatusCode: resp.StatusCode, Status: resp.Status,
+		return &HTTPError{Method: http.MethodPost, URL: w.shown(), StatusCode: resp.StatusCode, Status: resp.Status,
 			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	}
 	return nil

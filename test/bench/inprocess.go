@@ -108,7 +108,7 @@ func subscription(ns, name string, gvr schema.GroupVersionResource, url string) 
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: notifyv1.WatchSubscriptionSpec{
 			Resource: notifyv1.ResourceRef{Group: gvr.Group, Version: gvr.Version, Resource: gvr.Resource},
-			Sink:     notifyv1.Sink{Webhook: &notifyv1.WebhookSink{URL: url}},
+			Sink:     &notifyv1.Sink{Webhook: &notifyv1.WebhookSink{URL: url}},
 		},
 	}
 }

@@ -131,7 +131,7 @@ func (h *harness) drain(ctx context.Context, nSubs, nWrites int, mode notifyv1.C
 // senders goroutines and times them.
 func (h *harness) rawPosts(ctx context.Context, n, senders int) (rawPostsPhase, error) {
 	p := rawPostsPhase{Posts: n, Senders: senders}
-	client, err := sink.NewClients(sink.ClientOptions{}).For(nil, false)
+	client, err := sink.NewClients(sink.ClientOptions{}).For(sink.TLSMaterial{})
 	if err != nil {
 		return p, err
 	}

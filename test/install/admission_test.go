@@ -187,7 +187,7 @@ func checkImpersonationPolicy(t *testing.T, users tenancyClients,
 			Spec: notifyv1.WatchSubscriptionSpec{
 				Resource:           notifyv1.ResourceRef{Version: "v1", Resource: "configmaps"},
 				ServiceAccountName: serviceAccount,
-				Sink:               notifyv1.Sink{Log: &notifyv1.LogSink{}},
+				Sink:               &notifyv1.Sink{Log: &notifyv1.LogSink{}},
 			},
 		}
 	}

@@ -50,8 +50,8 @@ func TestAPIServerDownLongerThanRechecks(t *testing.T) {
 	}))
 	requireNoError(t, k8s.Create(s.ctx, &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: "read-sink-headers"},
-		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: s.ns, Name: notifyv1.DefaultServiceAccountName}},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "read-sink-headers"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: s.ns, Name: notifyv1.DefaultServiceAccountName}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "read-sink-headers"},
 	}))
 	s.subscribeWith("sub", func(spec *notifyv1.WatchSubscriptionSpec) {
 		spec.Sink.Webhook.HeadersFrom = &notifyv1.HeadersFrom{SecretRef: notifyv1.LocalSecretReference{Name: "sink-headers"}}

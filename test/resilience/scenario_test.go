@@ -144,7 +144,7 @@ func (s *scenario) subscribeWith(name string, edit func(*notifyv1.WatchSubscript
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: name},
 		Spec: notifyv1.WatchSubscriptionSpec{
 			Resource: notifyv1.ResourceRef{Group: "", Version: "v1", Resource: "configmaps"},
-			Sink:     notifyv1.Sink{Webhook: &notifyv1.WebhookSink{URL: s.sink.url(name)}},
+			Sink:     &notifyv1.Sink{Webhook: &notifyv1.WebhookSink{URL: s.sink.url(name)}},
 		},
 	}
 	if edit != nil {

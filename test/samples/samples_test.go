@@ -98,7 +98,7 @@ func TestSamples(t *testing.T) {
 			c.before(t)
 		}
 		ws := s.ws.DeepCopy()
-		toReceiver(t, &ws.Spec.Sink, rcv.URL)
+		toReceiver(t, ws.Spec.Sink, rcv.URL)
 		if ws.Spec.Delivery != nil {
 			toReceiver(t, ws.Spec.Delivery.DeadLetterSink, rcv.URL)
 		}
