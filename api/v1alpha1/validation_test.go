@@ -217,6 +217,9 @@ func TestStatusBounds(t *testing.T) {
 		return k8s.Status().Update(ctx, u, client.DryRunAll)
 	}
 	g.Expect(write(ok)).To(Succeed())
+	longest := maps.Clone(ok)
+	longest["sink"] = "ClusterWatchSink/" + strings.Repeat("s", 253)
+	g.Expect(write(longest)).To(Succeed(), "a sink object of the longest name is shown")
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			g := NewWithT(t)

@@ -563,10 +563,11 @@ type WatchSubscriptionStatus struct {
 	// +kubebuilder:validation:MaxLength=512
 	Resource string `json:"resource,omitempty"`
 
-	// sink is the kind of sink in use (webhook, service or log), for display.
+	// sink is the kind of sink in use (webhook, service or log), or the sink object named
+	// (WatchSink/<name>, ClusterWatchSink/<name>), for display.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:MaxLength=270
 	Sink string `json:"sink,omitempty"`
 
 	// kind the resource resolved to through discovery.

@@ -46,11 +46,16 @@ func Program(env *cel.Env, expr string) (cel.Program, *cel.Ast, error) {
 	if issues != nil && issues.Err() != nil {
 		return nil, nil, issues.Err()
 	}
-	prg, err := env.Program(ast, cel.CostLimit(CostBudget), cel.InterruptCheckFrequency(100))
+	prg, err := ProgramOf(env, ast)
 	if err != nil {
 		return nil, nil, err
 	}
 	return prg, ast, nil
+}
+
+// ProgramOf plans a checked expression within CostBudget.
+func ProgramOf(env *cel.Env, ast *cel.Ast) (cel.Program, error) {
+	return env.Program(ast, cel.CostLimit(CostBudget), cel.InterruptCheckFrequency(100))
 }
 
 // ChangeVars are the values of Change's variables for one change.

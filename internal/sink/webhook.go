@@ -84,6 +84,9 @@ func (w *Webhook) SendBatch(ctx context.Context, msgs []Message) error {
 	return w.post(ctx, header, body, func() string { return batchID(msgs) })
 }
 
+// UserAgent goes with every request unless the sink's headers set their own.
+const UserAgent = "dynamic-notifier"
+
 // shown is how errors name the sink.
 func (w *Webhook) shown() string { return cmp.Or(w.DisplayURL, w.URL) }
 
@@ -96,6 +99,10 @@ func (w *Webhook) post(ctx context.Context, header http.Header, body []byte, id 
 			Err: &maskedError{msg: maskKnownURL(fmt.Errorf("%w: %w", errPermanent, err).Error(), w.URL), err: errPermanent}}
 	}
 	req.Header = header
+	if _, set := header["User-Agent"]; !set {
+		// Some APIs (GitHub's) refuse requests without one; Go's default names no product.
+		header["User-Agent"] = []string{UserAgent}
+	}
 	req.Body = io.NopCloser(bytes.NewReader(body))
 	req.ContentLength = int64(len(body))
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }

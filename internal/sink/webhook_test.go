@@ -91,11 +91,25 @@ func TestWebhookBinaryMode(t *testing.T) {
 	// One value only: a duplicated Content-Type would make receivers guess.
 	g.Expect(h.Values("Content-Type")).To(Equal([]string{"application/json"}))
 	g.Expect(h.Get("Authorization")).To(Equal("Bearer s3cret"))
+	g.Expect(h.Values("User-Agent")).To(Equal([]string{UserAgent}))
 	g.Expect(h.Get("ce-deliveryattempts")).To(Equal("3"))
 	g.Expect(h.Get("ce-deliveryerror")).To(Equal("boom"))
 	want, err := json.Marshal(testObject().Object)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(r.body).To(MatchJSON(want))
+}
+
+func TestWebhookUserAgentFromHeadersWins(t *testing.T) {
+	g := NewWithT(t)
+	srv, reqs := recordingServer(t, http.StatusAccepted, nil)
+	w := &Webhook{URL: srv.URL, Client: srv.Client(), Header: http.Header{"User-Agent": {"team-a-bot/2"}}}
+
+	g.Expect(w.Send(context.Background(), testMessage())).To(Succeed())
+
+	var r received
+	g.Expect(reqs).To(Receive(&r))
+	g.Expect(r.header.Values("User-Agent")).To(Equal([]string{"team-a-bot/2"}))
+	g.Expect(w.Header.Values("User-Agent")).To(Equal([]string{"team-a-bot/2"}), "the sink's own headers are left as they were")
 }
 
 func TestWebhookStructuredMode(t *testing.T) {

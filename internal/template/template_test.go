@@ -30,6 +30,8 @@ func TestRender(t *testing.T) {
 		{"a content type chosen", `{"subject": event.subject, "at": event.time}`, "application/vnd.example+json",
 			`{"at":"2026-12-01T09:00:00Z","subject":"/apis/apps/v1/namespaces/shop/deployments/web"}`, "application/vnd.example+json"},
 		{"a number is JSON", `object.spec.replicas * 2`, "", `6`, "application/json"},
+		{"literals mix types, as JSON does", `{"text": object.metadata.name, "blocks": [{"type": "section", "count": object.spec.replicas}, "divider", true]}`, "",
+			`{"blocks":[{"count":3,"type":"section"},"divider",true],"text":"web"}`, "application/json"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -53,6 +55,9 @@ func TestCompileErrors(t *testing.T) {
 		`object.`:                "Syntax error",
 		`true`:                   "must yield a string, a map or a list",
 		`object.metadata.name +`: "Syntax error",
+		// Positions point into what was written, not into the wrapping that lets literals mix.
+		`{"text": "x",` + "\n" + ` "n": nosuch}`: "<input>:2:7: undeclared reference to 'nosuch'",
+		`{"a": 1}.a == 1`: "must yield a string, a map or a list, it yields bool",
 	} {
 		_, err := Compile(expr, "")
 		if !errors.Is(err, ErrInvalidTemplate) || !strings.Contains(err.Error(), want) {

@@ -26,6 +26,11 @@ type sampleCase struct {
 	// want must then reach the sample's sink, and no event of another type for the same
 	// object.
 	want event
+	// only: want is the one event for its object; the changes the sample must not deliver
+	// come before it.
+	only bool
+	// bodyContains is a text the request carrying want must hold.
+	bodyContains string
 }
 
 const (
@@ -100,6 +105,58 @@ func sampleCases() map[string]sampleCase {
 			want: event{added, "/apis/cert-manager.io/v1/namespaces/samples/certificates/www"},
 		},
 
+		// Created, scaled, then given a new image: only the new image is a rollout.
+		"deployment-rollouts-to-slack": {
+			trigger: func(t *testing.T) {
+				dep := deployment(sampleNamespace, "shop", nil)
+				create(t, dep)
+				update(t, dep, func() { dep.Spec.Replicas = new(int32(2)) })
+				update(t, dep, func() { dep.Spec.Template.Spec.Containers[0].Image = "registry.example/web:2" })
+			},
+			want: event{updated, "/apis/apps/v1/namespaces/samples/deployments/shop"},
+			// The rollout arrives after the scale, so once it is in, the scale had its chance.
+			only:         true,
+			bodyContains: "registry.example/web:2",
+		},
+
+		// The Deployment controller's verdict, written as it writes it: the status.
+		"stalled-rollouts-to-teams": {
+			trigger: func(t *testing.T) {
+				dep := deployment(sampleNamespace, "checkout", nil)
+				create(t, dep)
+				patch := client.MergeFrom(dep.DeepCopy())
+				dep.Status.ObservedGeneration = dep.Generation
+				dep.Status.Conditions = []appsv1.DeploymentCondition{{
+					Type: appsv1.DeploymentProgressing, Status: corev1.ConditionFalse, Reason: "ProgressDeadlineExceeded",
+					Message:        `ReplicaSet "checkout-7d9c" has timed out progressing.`,
+					LastUpdateTime: metav1.Now(), LastTransitionTime: metav1.Now(),
+				}}
+				if err := k8s.Status().Patch(context.Background(), dep, patch); err != nil {
+					t.Fatal(err)
+				}
+			},
+			want: event{updated, "/apis/apps/v1/namespaces/samples/deployments/checkout"},
+		},
+
+		"load-balancers-to-discord": {
+			trigger: func(t *testing.T) {
+				create(t, &corev1.Service{
+					ObjectMeta: metav1.ObjectMeta{Namespace: sampleNamespace, Name: "storefront"},
+					Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "storefront"},
+						Ports: []corev1.ServicePort{{Port: 443, Protocol: corev1.ProtocolTCP}}},
+				})
+			},
+			want: event{added, "/api/v1/namespaces/samples/services/storefront"},
+		},
+
+		"docs-site-config-to-github": {
+			trigger: func(t *testing.T) {
+				create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: sampleNamespace, Name: "docs-theme",
+					Labels: map[string]string{"app.kubernetes.io/part-of": "docs-site"}}, Data: map[string]string{"theme": "dark"}})
+			},
+			want: event{added, "/api/v1/namespaces/samples/configmaps/docs-theme"},
+		},
+
 		// A Normal and a Warning Event: only the Warning is delivered, in a batch.
 		"warning-events-batched": {
 			trigger: func(t *testing.T) {
@@ -108,6 +165,16 @@ func sampleCases() map[string]sampleCase {
 			},
 			want: event{added, "/api/v1/namespaces/samples/events/backoff"},
 		},
+	}
+}
+
+// update changes obj with mutate and writes it, retrying on conflicts.
+func update(t *testing.T, obj client.Object, mutate func()) {
+	t.Helper()
+	patch := client.MergeFrom(obj.DeepCopyObject().(client.Object))
+	mutate()
+	if err := k8s.Patch(context.Background(), obj, patch); err != nil {
+		t.Fatal(err)
 	}
 }
 
