@@ -117,13 +117,19 @@ func TestDocsCoverEveryReason(t *testing.T) {
 	}
 }
 
-// The CRD schema sets no defaults: the API server stores the spec as applied, so Argo CD sees
+// The CRD schemas set no defaults: the API server stores the spec as applied, so Argo CD sees
 // no difference between Git and the live object. A default added to the API must be a
 // decision: list it here and in docs/argocd.md ("No perpetual diff").
 func TestCRDHasNoSchemaDefaults(t *testing.T) {
+	for _, plural := range []string{"watchsubscriptions", "watchsinks", "clusterwatchsinks"} {
+		t.Run(plural, func(t *testing.T) { testCRDHasNoSchemaDefaults(t, plural) })
+	}
+}
+
+func testCRDHasNoSchemaDefaults(t *testing.T, plural string) {
 	allowed := []string{}
 	path := filepath.Join(testenv.RepoRoot(), "config", "crd", "bases",
-		"notify.dynamicnotifier.io_watchsubscriptions.yaml")
+		notifyv1.GroupVersion.Group+"_"+plural+".yaml")
 	var crd apiextensionsv1.CustomResourceDefinition
 	if err := yaml.UnmarshalStrict(readFile(t, path), &crd); err != nil {
 		t.Fatal(err)
