@@ -18,16 +18,15 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/testenv"
 )
 
-// readyReasons are the Reason* constants of api/v1alpha1/conditions.go, read from the source
-// so that a new reason cannot be missed.
-func readyReasons(t *testing.T) []string {
+// stringConstants are the string constants of a Go file whose names start with prefix, in
+// order, as name and value.
+func stringConstants(t *testing.T, path, prefix string) [][2]string {
 	t.Helper()
-	path := filepath.Join(testenv.RepoRoot(), "api", "v1alpha1", "conditions.go")
 	file, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var reasons []string
+	var constants [][2]string
 	for _, decl := range file.Decls {
 		gen, ok := decl.(*ast.GenDecl)
 		if !ok || gen.Tok != token.CONST {
@@ -36,7 +35,7 @@ func readyReasons(t *testing.T) []string {
 		for _, spec := range gen.Specs {
 			vs := spec.(*ast.ValueSpec)
 			for i, name := range vs.Names {
-				if !strings.HasPrefix(name.Name, "Reason") || i >= len(vs.Values) {
+				if !strings.HasPrefix(name.Name, prefix) || i >= len(vs.Values) {
 					continue
 				}
 				lit, ok := vs.Values[i].(*ast.BasicLit)
@@ -47,12 +46,26 @@ func readyReasons(t *testing.T) []string {
 				if err != nil {
 					t.Fatal(err)
 				}
-				reasons = append(reasons, value)
+				constants = append(constants, [2]string{name.Name, value})
 			}
 		}
 	}
+	return constants
+}
+
+func apiFile(name string) string { return filepath.Join(testenv.RepoRoot(), "api", "v1alpha1", name) }
+
+// readyReasons are the Reason* constants of api/v1alpha1/conditions.go, read from the source
+// so that a new reason cannot be missed.
+func readyReasons(t *testing.T) []string {
+	t.Helper()
+	constants := stringConstants(t, apiFile("conditions.go"), "Reason")
+	reasons := make([]string, 0, len(constants))
+	for _, c := range constants {
+		reasons = append(reasons, c[1])
+	}
 	if !slices.Contains(reasons, notifyv1.ReasonWatching) || !slices.Contains(reasons, notifyv1.ReasonStarting) {
-		t.Fatalf("reading %s found only %q", path, reasons)
+		t.Fatalf("reading conditions.go found only %q", reasons)
 	}
 	return reasons
 }
