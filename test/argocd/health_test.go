@@ -1,5 +1,6 @@
-// Package argocd tests the Argo CD health checks in config/argocd against the fixtures next
-// to them, in a Lua sandbox set up the way Argo CD sets up its own (util/lua/lua.go).
+// Package argocd tests the Argo CD health checks in config/argocd (WatchSubscription) and
+// config/argocd/sinks (WatchSink and ClusterWatchSink) against the fixtures next to them, in a
+// Lua sandbox set up the way Argo CD sets up its own (util/lua/lua.go).
 package argocd
 
 import (
@@ -45,6 +46,8 @@ func healthChecks() []healthCheck {
 	return []healthCheck{
 		{name: "WatchSubscription", dir: dir(), kinds: []string{"WatchSubscription"},
 			statuses: []string{"Healthy", "Progressing", "Degraded", "Suspended"}},
+		{name: "sinks", dir: filepath.Join(dir(), "sinks"), kinds: []string{"WatchSink", "ClusterWatchSink"},
+			statuses: []string{"Healthy", "Progressing", "Degraded"}},
 	}
 }
 
@@ -93,8 +96,9 @@ func scriptIn(t *testing.T, folder string) string {
 	return string(readFile(t, filepath.Join(folder, "health.lua")))
 }
 
-// script is the WatchSubscription check.
-func script(t *testing.T) string { t.Helper(); return scriptIn(t, dir()) }
+// script is the WatchSubscription check, sinkScript the WatchSink and ClusterWatchSink one.
+func script(t *testing.T) string     { t.Helper(); return scriptIn(t, dir()) }
+func sinkScript(t *testing.T) string { t.Helper(); return scriptIn(t, filepath.Join(dir(), "sinks")) }
 
 // runHealth runs script with obj the way Argo CD runs a health customization from argocd-cm:
 // no standard libraries except package, base and table (useOpenLibs is off for argocd-cm
@@ -308,6 +312,42 @@ func TestHealthScriptOddObjects(t *testing.T) {
 		"suspend false": {`{metadata: {generation: 2}, spec: {suspend: false}, status: {observedGeneration: 2, ` +
 			`conditions: [{type: Ready, status: "True", reason: Watching, message: ok}]}}`,
 			healthStatus{"Healthy", "ok"}},
+	})
+}
+
+// Sink objects the operator does not write (Ready=Unknown, Ready without Delivering, a stale
+// Delivering condition, conditions without reason or message) still get a health.
+func TestSinkHealthScriptOddObjects(t *testing.T) {
+	const ready = `{type: Ready, status: "True", reason: Valid, message: valid, observedGeneration: 2}`
+	status := func(conditions ...string) string {
+		return `{metadata: {generation: 2}, status: {observedGeneration: 2, conditions: [` +
+			strings.Join(conditions, ", ") + `]}}`
+	}
+	runOddCases(t, sinkScript(t), map[string]oddCase{
+		"empty object": {`{}`, healthStatus{"Progressing", "Waiting for the operator to report status"}},
+		"empty status": {`{metadata: {generation: 1}, status: {}}`,
+			healthStatus{"Progressing", "Waiting for the operator to observe generation 1"}},
+		"delivering only": {status(`{type: Delivering, status: "True", reason: Delivering, message: m}`),
+			healthStatus{"Progressing", "Waiting for the Ready condition"}},
+		"ready unknown": {status(`{type: Ready, status: Unknown, reason: Checking, message: m}`),
+			healthStatus{"Progressing", "Checking: m"}},
+		"ready without delivering": {status(ready), healthStatus{"Healthy", "valid"}},
+		"stale delivering": {status(ready, `{type: Delivering, status: "True", reason: Delivering, message: m, `+
+			`observedGeneration: 1}`), healthStatus{"Progressing", "Waiting for the operator to observe generation 2"}},
+		"delivering without message": {status(ready, `{type: Delivering, status: Unknown, reason: Unused}`),
+			healthStatus{"Healthy", "valid"}},
+		"ready false without message": {status(`{type: Ready, status: "False", reason: InvalidSink}`),
+			healthStatus{"Degraded", "InvalidSink"}},
+		"ready false without reason": {status(`{type: Ready, status: "False", message: m}`),
+			healthStatus{"Degraded", "m"}},
+		"ready false before delivering false": {status(`{type: Ready, status: "False", reason: InvalidSink, message: a}`,
+			`{type: Delivering, status: "False", reason: DeliveryFailing, message: b}`),
+			healthStatus{"Degraded", "InvalidSink: a"}},
+		"no observedGeneration in conditions": {`{metadata: {generation: 2}, status: {observedGeneration: 2, ` +
+			`conditions: [{type: Ready, status: "True", reason: Valid}, {type: Delivering, status: "True", message: m}]}}`,
+			healthStatus{"Healthy", "m"}},
+		"suspend is not a sink field": {`{metadata: {generation: 1}, spec: {suspend: true}, status: {}}`,
+			healthStatus{"Progressing", "Waiting for the operator to observe generation 1"}},
 	})
 }
 
