@@ -18,16 +18,15 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/testenv"
 )
 
-// readyReasons are the Reason* constants of api/v1alpha1/conditions.go, read from the source
-// so that a new reason cannot be missed.
-func readyReasons(t *testing.T) []string {
+// stringConstants are the string constants of a Go file whose names start with prefix, in
+// order, as name and value.
+func stringConstants(t *testing.T, path, prefix string) [][2]string {
 	t.Helper()
-	path := filepath.Join(testenv.RepoRoot(), "api", "v1alpha1", "conditions.go")
 	file, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var reasons []string
+	var constants [][2]string
 	for _, decl := range file.Decls {
 		gen, ok := decl.(*ast.GenDecl)
 		if !ok || gen.Tok != token.CONST {
@@ -36,7 +35,7 @@ func readyReasons(t *testing.T) []string {
 		for _, spec := range gen.Specs {
 			vs := spec.(*ast.ValueSpec)
 			for i, name := range vs.Names {
-				if !strings.HasPrefix(name.Name, "Reason") || i >= len(vs.Values) {
+				if !strings.HasPrefix(name.Name, prefix) || i >= len(vs.Values) {
 					continue
 				}
 				lit, ok := vs.Values[i].(*ast.BasicLit)
@@ -47,12 +46,91 @@ func readyReasons(t *testing.T) []string {
 				if err != nil {
 					t.Fatal(err)
 				}
-				reasons = append(reasons, value)
+				constants = append(constants, [2]string{name.Name, value})
 			}
 		}
 	}
+	return constants
+}
+
+func apiFile(name string) string { return filepath.Join(testenv.RepoRoot(), "api", "v1alpha1", name) }
+
+// readyReasons are the Reason* constants of api/v1alpha1/conditions.go, read from the source
+// so that a new reason cannot be missed.
+func readyReasons(t *testing.T) []string {
+	t.Helper()
+	constants := stringConstants(t, apiFile("conditions.go"), "Reason")
+	reasons := make([]string, 0, len(constants))
+	for _, c := range constants {
+		reasons = append(reasons, c[1])
+	}
 	if !slices.Contains(reasons, notifyv1.ReasonWatching) || !slices.Contains(reasons, notifyv1.ReasonStarting) {
-		t.Fatalf("reading %s found only %q", path, reasons)
+		t.Fatalf("reading conditions.go found only %q", reasons)
+	}
+	return reasons
+}
+
+// sinkReasons are the reasons of sink objects' conditions, read from the source so that a
+// new one cannot be missed: the SinkReason* constants of api/v1alpha1/watchsink_types.go, and
+// every notifyv1 constant internal/controller/watchsink_controller.go writes into a
+// condition's Reason (it borrows InvalidSink from the subscriptions' reasons).
+func sinkReasons(t *testing.T) []string {
+	t.Helper()
+	values := map[string]string{}
+	var reasons []string
+	for _, c := range stringConstants(t, apiFile("watchsink_types.go"), "SinkReason") {
+		values[c[0]] = c[1]
+		reasons = append(reasons, c[1])
+	}
+	for _, c := range stringConstants(t, apiFile("conditions.go"), "Reason") {
+		values[c[0]] = c[1]
+	}
+	path := filepath.Join(testenv.RepoRoot(), "internal", "controller", "watchsink_controller.go")
+	file, err := parser.ParseFile(token.NewFileSet(), path, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var written []string
+	add := func(expr ast.Expr) {
+		sel, ok := expr.(*ast.SelectorExpr)
+		if ok {
+			pkg, isIdent := sel.X.(*ast.Ident)
+			ok = isIdent && pkg.Name == "notifyv1"
+		}
+		if !ok {
+			t.Errorf("%s writes a condition reason that is not a notifyv1 constant", path)
+			return
+		}
+		value, ok := values[sel.Sel.Name]
+		if !ok {
+			t.Errorf("%s writes the reason notifyv1.%s, which is neither a Reason* nor a SinkReason* constant",
+				path, sel.Sel.Name)
+			return
+		}
+		written = append(written, value)
+	}
+	ast.Inspect(file, func(n ast.Node) bool {
+		switch n := n.(type) {
+		case *ast.KeyValueExpr: // metav1.Condition{Reason: ...}
+			if key, ok := n.Key.(*ast.Ident); ok && key.Name == "Reason" {
+				add(n.Value)
+			}
+		case *ast.AssignStmt: // cond.Status, cond.Reason = ..., ...
+			for i, lhs := range n.Lhs {
+				if sel, ok := lhs.(*ast.SelectorExpr); ok && sel.Sel.Name == "Reason" && len(n.Rhs) == len(n.Lhs) {
+					add(n.Rhs[i])
+				}
+			}
+		}
+		return true
+	})
+	if !slices.Contains(written, notifyv1.ReasonInvalidSink) || !slices.Contains(written, notifyv1.SinkReasonValid) {
+		t.Fatalf("reading %s found only the reasons %q", path, written)
+	}
+	for _, reason := range written {
+		if !slices.Contains(reasons, reason) {
+			reasons = append(reasons, reason)
+		}
 	}
 	return reasons
 }
@@ -117,13 +195,80 @@ func TestDocsCoverEveryReason(t *testing.T) {
 	}
 }
 
-// The CRD schema sets no defaults: the API server stores the spec as applied, so Argo CD sees
+// sinkReasonHealth is, for each reason of a sink object's conditions, the condition and status
+// the operator reports it with (internal/controller/watchsink_controller.go) and the health
+// docs/argocd.md promises. A new reason needs a row here.
+var sinkReasonHealth = map[string]struct{ condition, status, health string }{
+	notifyv1.SinkReasonValid:      {notifyv1.ConditionReady, "True", "Healthy"},
+	notifyv1.ReasonInvalidSink:    {notifyv1.ConditionReady, "False", "Degraded"},
+	notifyv1.SinkReasonDelivering: {notifyv1.ConditionDelivering, "True", "Healthy"},
+	notifyv1.SinkReasonUnused:     {notifyv1.ConditionDelivering, "Unknown", "Healthy"},
+	notifyv1.SinkReasonFailing:    {notifyv1.ConditionDelivering, "False", "Degraded"},
+}
+
+// Every reason of a sink object's conditions maps to the health the docs promise, the other
+// condition being at its best (Ready=True, Delivering=True). Degraded says the reason and the
+// message; Healthy says Delivering's message.
+func TestSinkHealthForEveryReason(t *testing.T) {
+	src := sinkScript(t)
+	argocd := string(readFile(t, filepath.Join(testenv.RepoRoot(), "docs", "argocd.md")))
+	for _, reason := range sinkReasons(t) {
+		t.Run(reason, func(t *testing.T) {
+			row, ok := sinkReasonHealth[reason]
+			if !ok {
+				t.Fatalf("no health decided for the sink reason %s: add it to sinkReasonHealth and docs/argocd.md", reason)
+			}
+			if !strings.Contains(argocd, "`"+reason+"`") {
+				t.Errorf("docs/argocd.md does not say which health %s gives", reason)
+			}
+			message := "the message of " + reason
+			conditions := map[string]string{
+				notifyv1.ConditionReady: `{type: Ready, status: "True", reason: Valid, message: "valid", ` +
+					`observedGeneration: 4}`,
+				notifyv1.ConditionDelivering: `{type: Delivering, status: "True", reason: Delivering, ` +
+					`message: "delivering", observedGeneration: 4}`,
+			}
+			conditions[row.condition] = fmt.Sprintf(`{type: %s, status: "%s", reason: %s, message: "%s", `+
+				`observedGeneration: 4}`, row.condition, row.status, reason, message)
+			want := healthStatus{Status: row.health}
+			switch {
+			case row.health == "Degraded":
+				want.Message = reason + ": " + message
+			case row.condition == notifyv1.ConditionDelivering:
+				want.Message = message
+			default:
+				want.Message = "delivering"
+			}
+			obj := map[string]any{}
+			doc := fmt.Sprintf(`{metadata: {generation: 4}, status: {observedGeneration: 4, conditions: [%s, %s]}}`,
+				conditions[notifyv1.ConditionReady], conditions[notifyv1.ConditionDelivering])
+			if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+				t.Fatal(err)
+			}
+			got, err := runHealth(obj, src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Errorf("got %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
+// The CRD schemas set no defaults: the API server stores the spec as applied, so Argo CD sees
 // no difference between Git and the live object. A default added to the API must be a
 // decision: list it here and in docs/argocd.md ("No perpetual diff").
 func TestCRDHasNoSchemaDefaults(t *testing.T) {
+	for _, plural := range []string{"watchsubscriptions", "watchsinks", "clusterwatchsinks"} {
+		t.Run(plural, func(t *testing.T) { testCRDHasNoSchemaDefaults(t, plural) })
+	}
+}
+
+func testCRDHasNoSchemaDefaults(t *testing.T, plural string) {
 	allowed := []string{}
 	path := filepath.Join(testenv.RepoRoot(), "config", "crd", "bases",
-		"notify.dynamicnotifier.io_watchsubscriptions.yaml")
+		notifyv1.GroupVersion.Group+"_"+plural+".yaml")
 	var crd apiextensionsv1.CustomResourceDefinition
 	if err := yaml.UnmarshalStrict(readFile(t, path), &crd); err != nil {
 		t.Fatal(err)
