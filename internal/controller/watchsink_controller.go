@@ -45,6 +45,8 @@ type SinkStatusReconciler struct {
 	Kind notifyv1.SinkKind
 	// Subscriptions builds sinks as the subscriptions do, to check one can be built.
 	Subscriptions *WatchSubscriptionReconciler
+
+	retries checkRetry
 }
 
 // sinkObject is a WatchSink or a ClusterWatchSink, seen the same way.
@@ -71,7 +73,15 @@ func (r *SinkStatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	}
 	before := s.obj.DeepCopyObject().(client.Object)
 	s.status.ObservedGeneration = s.obj.GetGeneration()
-	meta.SetStatusCondition(&s.status.Conditions, r.readyCondition(ctx, s))
+	ready := r.readyCondition(ctx, s)
+	meta.SetStatusCondition(&s.status.Conditions, ready)
+	// A Secret that could not be read is no verdict on the sink: look again soon.
+	var result ctrl.Result
+	if ready.Reason == notifyv1.ReasonCheckFailing {
+		result.RequeueAfter = r.retries.next(req.NamespacedName)
+	} else {
+		r.retries.reset(req.NamespacedName)
+	}
 	users, err := r.users(ctx, s.obj)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -85,12 +95,12 @@ func (r *SinkStatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		s.status.Conditions[i].Message = boundMessage(s.status.Conditions[i].Message)
 	}
 	if equality.Semantic.DeepEqual(before, s.obj) {
-		return ctrl.Result{}, nil
+		return result, nil
 	}
 	if err := r.Status().Patch(ctx, s.obj, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, nil
+	return result, nil
 }
 
 // readyCondition says whether the sink can be built: its Secrets exist and hold what it
@@ -101,16 +111,26 @@ func (r *SinkStatusReconciler) readyCondition(ctx context.Context, s sinkObject)
 	if r.Kind == notifyv1.SinkKindClusterWatchSink {
 		src.namespace = r.Subscriptions.OperatorNamespace
 	}
-	cond := metav1.Condition{Type: notifyv1.ConditionReady, Status: metav1.ConditionTrue, Reason: notifyv1.SinkReasonValid,
-		Message: "The sink's settings and Secrets are complete"}
-	if _, err := r.Subscriptions.buildSink(ctx, s.spec.Sink, src, "spec", io.Discard); err != nil {
-		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, notifyv1.ReasonInvalidSink, err.Error()
-		return cond
+	_, err := r.Subscriptions.buildSink(ctx, s.spec.Sink, src, "spec", io.Discard)
+	if d := s.spec.Delivery; err == nil && d != nil && d.DeadLetterSink != nil {
+		_, err = r.Subscriptions.buildSink(ctx, *d.DeadLetterSink, src, "spec.delivery.deadLetterSink", io.Discard)
 	}
-	if d := s.spec.Delivery; d != nil && d.DeadLetterSink != nil {
-		if _, err := r.Subscriptions.buildSink(ctx, *d.DeadLetterSink, src, "spec.delivery.deadLetterSink", io.Discard); err != nil {
-			cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, notifyv1.ReasonInvalidSink, err.Error()
-		}
+	return sinkReadyCondition(err)
+}
+
+// sinkReadyCondition is the Ready condition of a sink object whose build ended in err. Pure:
+// table-tested.
+func sinkReadyCondition(err error) metav1.Condition {
+	cond := metav1.Condition{Type: notifyv1.ConditionReady}
+	switch {
+	case err == nil:
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionTrue, notifyv1.SinkReasonValid,
+			"The sink's settings and Secrets are complete"
+	case sinkCouldNotAsk(err):
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionUnknown, notifyv1.ReasonCheckFailing,
+			"Could not read what the sink needs; retrying: "+err.Error()
+	default:
+		cond.Status, cond.Reason, cond.Message = metav1.ConditionFalse, notifyv1.ReasonInvalidSink, err.Error()
 	}
 	return cond
 }
@@ -162,6 +182,9 @@ func deliveringCondition(users []notifyv1.WatchSubscription) metav1.Condition {
 	if len(failing) == 0 {
 		cond.Status, cond.Reason = metav1.ConditionTrue, notifyv1.SinkReasonDelivering
 		cond.Message = fmt.Sprintf("%d subscriptions use the sink; none fails to deliver", len(users))
+		if len(users) == 1 {
+			cond.Message = "1 subscription uses the sink; it does not fail to deliver"
+		}
 		return cond
 	}
 	cond.Status, cond.Reason = metav1.ConditionFalse, notifyv1.SinkReasonFailing

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -208,6 +209,35 @@ func TestBoundMessage(t *testing.T) {
 	}
 }
 
+func TestSinkReadyCondition(t *testing.T) {
+	unreachable := &sinkError{msg: "spec.webhook.urlFrom: reading Secret hook: connection refused",
+		cause: errors.New("dial tcp 127.0.0.1:6443: connection refused")}
+	overloaded := &sinkError{msg: "spec.webhook.urlFrom: reading Secret hook: too many requests",
+		cause: apierrors.NewTooManyRequests("slow down", 1)}
+	missing := &sinkError{msg: "spec.webhook.urlFrom: Secret hook not found in namespace shop",
+		cause: apierrors.NewNotFound(corev1.Resource("secrets"), "hook")}
+	noKey := &sinkError{msg: "spec.webhook.urlFrom: Secret hook has no key url"}
+	cases := []struct {
+		name       string
+		err        error
+		wantStatus metav1.ConditionStatus
+		wantReason string
+	}{
+		{"complete", nil, metav1.ConditionTrue, notifyv1.SinkReasonValid},
+		{"API server unreachable", unreachable, metav1.ConditionUnknown, notifyv1.ReasonCheckFailing},
+		{"API server overloaded", overloaded, metav1.ConditionUnknown, notifyv1.ReasonCheckFailing},
+		{"Secret missing", missing, metav1.ConditionFalse, notifyv1.ReasonInvalidSink},
+		{"key missing", noKey, metav1.ConditionFalse, notifyv1.ReasonInvalidSink},
+	}
+	for _, tc := range cases {
+		c := sinkReadyCondition(tc.err)
+		if c.Type != notifyv1.ConditionReady || c.Status != tc.wantStatus || c.Reason != tc.wantReason ||
+			(tc.err != nil && !strings.Contains(c.Message, tc.err.Error())) {
+			t.Errorf("%s: got %s/%s %q, want %s/%s with the error", tc.name, c.Status, c.Reason, c.Message, tc.wantStatus, tc.wantReason)
+		}
+	}
+}
+
 func TestDeliveringCondition(t *testing.T) {
 	user := func(name, reason, msg string) notifyv1.WatchSubscription {
 		ws := notifyv1.WatchSubscription{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name}}
@@ -227,6 +257,8 @@ func TestDeliveringCondition(t *testing.T) {
 		{"one fails", []notifyv1.WatchSubscription{user("a", notifyv1.ReasonWatching, ""),
 			user("b", notifyv1.ReasonDeliveryFailing, "POST https://hooks.example/x: 503 Service Unavailable")},
 			metav1.ConditionFalse, notifyv1.SinkReasonFailing, "1 of 2 subscriptions using the sink fail to deliver: team-a/b (POST"},
+		{"one user", []notifyv1.WatchSubscription{user("a", notifyv1.ReasonWatching, "")},
+			metav1.ConditionTrue, notifyv1.SinkReasonDelivering, "1 subscription uses the sink"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -201,6 +201,7 @@ func TestDocsCoverEveryReason(t *testing.T) {
 var sinkReasonHealth = map[string]struct{ condition, status, health string }{
 	notifyv1.SinkReasonValid:      {notifyv1.ConditionReady, "True", "Healthy"},
 	notifyv1.ReasonInvalidSink:    {notifyv1.ConditionReady, "False", "Degraded"},
+	notifyv1.ReasonCheckFailing:   {notifyv1.ConditionReady, "Unknown", "Progressing"},
 	notifyv1.SinkReasonDelivering: {notifyv1.ConditionDelivering, "True", "Healthy"},
 	notifyv1.SinkReasonUnused:     {notifyv1.ConditionDelivering, "Unknown", "Healthy"},
 	notifyv1.SinkReasonFailing:    {notifyv1.ConditionDelivering, "False", "Degraded"},
@@ -232,7 +233,7 @@ func TestSinkHealthForEveryReason(t *testing.T) {
 				`observedGeneration: 4}`, row.condition, row.status, reason, message)
 			want := healthStatus{Status: row.health}
 			switch {
-			case row.health == "Degraded":
+			case row.health == "Degraded", row.health == "Progressing":
 				want.Message = reason + ": " + message
 			case row.condition == notifyv1.ConditionDelivering:
 				want.Message = message

@@ -3,7 +3,7 @@
 --
 -- Progressing no status yet, status older than the spec (observedGeneration, or that of the
 --             Ready or Delivering condition, behind metadata.generation), no Ready condition
---             yet, or Ready=Unknown.
+--             yet, or Ready=Unknown (CheckFailing: its Secrets could not be read yet).
 -- Degraded    Ready=False: the sink cannot be built (InvalidSink), or Delivering=False: some
 --             subscriptions using it fail to deliver (DeliveryFailing). The message is the
 --             condition's reason and message.
