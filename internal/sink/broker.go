@@ -44,7 +44,8 @@ func (e *BrokerError) Unwrap() error { return e.Err }
 // address or to one a cluster advertises, refuses the operator's denied ranges. Safe for
 // concurrent use.
 type Brokers struct {
-	deny denyList
+	deny  denyList
+	kafka refs[*kafkaClient]
 
 	tlsMu  sync.Mutex
 	tlsCfg map[[32]byte]*tls.Config
