@@ -46,6 +46,7 @@ func (e *BrokerError) Unwrap() error { return e.Err }
 type Brokers struct {
 	deny  denyList
 	kafka refs[*kafkaClient]
+	nats  refs[*natsConn]
 
 	tlsMu  sync.Mutex
 	tlsCfg map[[32]byte]*tls.Config

@@ -189,6 +189,45 @@ func TestPercentEncodeFollowsTheNATSBinding(t *testing.T) {
 	}
 }
 
+func TestSubjectTemplate(t *testing.T) {
+	g := NewWithT(t)
+	msg := brokerMessage("team-a", "settings.v2", 7, event.Updated)
+	for tmpl, want := range map[string]string{
+		DefaultNATSSubject:                          "k8s.team-a.configmaps.settings_v2.updated",
+		"k8s.{group}.{version}.{resource}":          "k8s.core.v1.configmaps",
+		"events.{kind}-{name}":                      "events.ConfigMap-settings_v2",
+		"{namespace}":                               "team-a",
+		"plain.subject":                             "plain.subject",
+		"k8s.{namespace}.{namespace}.{type}.{type}": "k8s.team-a.team-a.updated.updated",
+	} {
+		st, err := ParseSubject(tmpl)
+		g.Expect(err).NotTo(HaveOccurred(), tmpl)
+		g.Expect(st.Render(msg)).To(Equal(want), tmpl)
+	}
+
+	// Values never split tokens or make wildcards, and are never empty.
+	st, err := ParseSubject("a.{namespace}.{name}.{kind}")
+	g.Expect(err).NotTo(HaveOccurred())
+	odd := brokerMessage("", "x*y>z w\tv", 1, event.Added)
+	odd.Event.Object.SetKind("")
+	g.Expect(st.Render(odd)).To(Equal("a._.x_y_z_w_v._"))
+	g.Expect(validSubject(st.Render(odd))).To(Succeed())
+
+	// A Resync names a collection, not an object.
+	resync := Message{Event: event.NewResync(configMaps, "s", "team-a/cms", event.ResyncInfo{Namespace: "team-a"})}
+	st, err = ParseSubject(DefaultNATSSubject)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(st.Render(resync)).To(Equal("k8s.team-a.configmaps._.resync"))
+
+	for _, bad := range []string{
+		"", "k8s.{unknown}", "k8s.{name", "k8s.name}", "k8s.{{name}}", "k8s..{name}", ".k8s", "k8s.",
+		"k8s.*", "k8s.>", "k8s.{name}.>", "k8s. x", "$JS.API.{name}", "_INBOX.{name}", "k8s.{}",
+	} {
+		_, err := ParseSubject(bad)
+		g.Expect(err).To(HaveOccurred(), "template %q", bad)
+	}
+}
+
 func TestBrokerErrorsSortThemselves(t *testing.T) {
 	g := NewWithT(t)
 	err := fmt.Errorf("delivering: %w", &BrokerError{Broker: "kafka", Target: "topic t", Reason: ReasonDenied,
