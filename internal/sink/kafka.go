@@ -127,11 +127,15 @@ func validTopic(topic string) error {
 		return fmt.Errorf("invalid Kafka topic %q", topic)
 	}
 	for _, c := range topic {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+		if !topicChar(c) {
 			return fmt.Errorf("invalid Kafka topic %q: only letters, digits, '.', '_' and '-' are allowed", topic)
 		}
 	}
 	return nil
+}
+
+func topicChar(c rune) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
 }
 
 func saslMechanism(s *KafkaSASL) (sasl.Mechanism, error) {

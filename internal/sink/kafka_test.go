@@ -167,7 +167,7 @@ func TestKafkaBatchArrivesComplete(t *testing.T) {
 	c := kafkaCluster(t)
 	k := kafkaSink(t, NewBrokers(ClientOptions{}), KafkaConfig{Brokers: c.ListenAddrs(), BatchSize: 50})
 	g.Expect(k.BatchSize()).To(Equal(50))
-	var msgs []Message
+	msgs := make([]Message, 0, 50)
 	for i := range 50 {
 		msgs = append(msgs, brokerMessage("team-a", fmt.Sprintf("cm-%d", i%5), i, event.Updated))
 	}
@@ -295,7 +295,7 @@ func TestKafkaSASLAndTopicAuthorization(t *testing.T) {
 		c.KeepControl()
 		resp := req.(*kmsg.SASLAuthenticateRequest).ResponseKind().(*kmsg.SASLAuthenticateResponse)
 		resp.ErrorCode = kerr.SaslAuthenticationFailed.Code
-		resp.ErrorMessage = kmsg.StringPtr("Authentication failed: Invalid username or password")
+		resp.ErrorMessage = new("Authentication failed: Invalid username or password")
 		return resp, nil, true
 	})
 	ctx, cancel = context.WithTimeout(context.Background(), 2*time.Second)
