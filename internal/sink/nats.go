@@ -145,8 +145,12 @@ type natsConn struct {
 	js      jetstream.JetStream
 	servers string
 	dial    *dialer
-	// lastDialErr is the latest failure to reach a server.
-	lastDialErr atomic.Pointer[error]
+	// lastErr is the latest failure to connect (dial, TLS, login), nil once connected: the
+	// connection's own LastError is cleared at each reconnect attempt.
+	lastErr atomic.Pointer[error]
+	// known is closed once the first attempt to connect has failed or succeeded.
+	known     chan struct{}
+	knownOnce sync.Once
 
 	mu       sync.Mutex
 	inflight map[*natsPublish]struct{}
@@ -160,7 +164,8 @@ type natsPublish struct {
 }
 
 func connectNATS(cfg NATSConfig, auth nats.Option, d *dialer) (*natsConn, error) {
-	c := &natsConn{servers: strings.Join(cfg.Servers, ","), dial: d, inflight: map[*natsPublish]struct{}{}}
+	c := &natsConn{servers: strings.Join(cfg.Servers, ","), dial: d, inflight: map[*natsPublish]struct{}{},
+		known: make(chan struct{})}
 	opts := []nats.Option{
 		nats.Name(cfg.Name),
 		nats.SetCustomDialer(c),
@@ -173,6 +178,9 @@ func connectNATS(cfg NATSConfig, auth nats.Option, d *dialer) (*natsConn, error)
 		// retries it with backoff, instead of waiting out its timeout.
 		nats.ReconnectBufSize(-1),
 		nats.ErrorHandler(c.asyncError),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { c.failed(err) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { c.failed(err) }),
+		nats.ReconnectHandler(func(*nats.Conn) { c.lastErr.Store(nil) }),
 	}
 	if auth != nil {
 		opts = append(opts, auth)
@@ -190,18 +198,36 @@ func connectNATS(cfg NATSConfig, auth nats.Option, d *dialer) (*natsConn, error)
 		return nil, fmt.Errorf("NATS JetStream: %w", err)
 	}
 	c.nc, c.js = nc, js
+	if nc.IsConnected() {
+		c.lastErr.Store(nil) // a server before the one that answered may have failed
+	} else {
+		// The first failure is reported asynchronously, at once: wait for it, so that the
+		// sink's first publishes say why they fail.
+		select {
+		case <-c.known:
+		case <-time.After(time.Second):
+		}
+	}
 	return c, nil
+}
+
+// failed records a failure to connect.
+func (c *natsConn) failed(err error) {
+	if err == nil {
+		return
+	}
+	if errors.Is(err, nats.ErrNoServers) && c.lastErr.Load() != nil {
+		return // the dial failure recorded says more
+	}
+	c.lastErr.Store(&err)
+	c.knownOnce.Do(func() { close(c.known) })
 }
 
 // Dial implements nats.CustomDialer: the deny list applies, and a failure is kept to
 // explain later publishes.
 func (c *natsConn) Dial(network, address string) (net.Conn, error) {
 	conn, err := c.dial.Dial(network, address)
-	if err != nil {
-		c.lastDialErr.Store(&err)
-	} else {
-		c.lastDialErr.Store(nil)
-	}
+	c.failed(err)
 	return conn, err
 }
 
@@ -242,24 +268,24 @@ func (c *natsConn) untrack(p *natsPublish) {
 
 func (c *natsConn) close() { c.nc.Close() }
 
-// notConnected explains why the connection is down: the last dial failure or what the
-// server said.
+// notConnected explains why the connection is down: the last failure to connect, and
+// what the connection says.
 func (c *natsConn) notConnected() error {
 	err := fmt.Errorf("not connected to %s (%s)", c.servers, strings.ToLower(c.nc.Status().String()))
-	last := c.nc.LastError()
-	var dialErr error
-	if p := c.lastDialErr.Load(); p != nil {
-		dialErr = *p
+	var causes []error
+	if p := c.lastErr.Load(); p != nil {
+		causes = append(causes, *p)
 	}
-	switch {
-	case last != nil && dialErr != nil && last.Error() != dialErr.Error():
-		return fmt.Errorf("%w: %w; last dial: %w", err, last, dialErr)
-	case last != nil:
-		return fmt.Errorf("%w: %w", err, last)
-	case dialErr != nil:
-		return fmt.Errorf("%w: %w", err, dialErr)
+	if last := c.nc.LastError(); last != nil && (len(causes) == 0 || last.Error() != causes[0].Error()) {
+		causes = append(causes, last)
 	}
-	return err
+	switch len(causes) {
+	case 0:
+		return err
+	case 1:
+		return fmt.Errorf("%w: %w", err, causes[0])
+	}
+	return fmt.Errorf("%w: %w; %w", err, causes[0], causes[1])
 }
 
 // Close gives the sink's connection back: it closes when no sink uses it. Close the sink
