@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
@@ -163,7 +166,17 @@ type kafkaClient struct {
 	// lastDialErr is the latest failure to connect to a broker: a produce that times out
 	// says why when the brokers could not be reached.
 	lastDialErr atomic.Pointer[dialFailure]
+
+	// limits are the topics' max.message.bytes below the client's batch limit, and asked
+	// the topics whose limit was asked (see learnLimit).
+	limitsMu sync.Mutex
+	limits   map[string]int32
+	asked    map[string]bool
 }
+
+// kafkaBatchMaxBytes is franz-go's default largest record batch, within the brokers'
+// default message.max.bytes (1048588).
+const kafkaBatchMaxBytes = 1_000_012
 
 type dialFailure struct {
 	at  time.Time
@@ -171,7 +184,7 @@ type dialFailure struct {
 }
 
 func newKafkaClient(cfg KafkaConfig, mech sasl.Mechanism, d *dialer) (*kafkaClient, error) {
-	kc := &kafkaClient{brokers: strings.Join(cfg.Brokers, ",")}
+	kc := &kafkaClient{brokers: strings.Join(cfg.Brokers, ","), limits: map[string]int32{}, asked: map[string]bool{}}
 	dial := d.DialContext
 	if cfg.TLS != nil {
 		// kgo.Dialer replaces kgo.DialTLSConfig: the TLS handshake is done here, on a
@@ -207,6 +220,7 @@ func newKafkaClient(cfg KafkaConfig, mech sasl.Mechanism, d *dialer) (*kafkaClie
 		// would spend half of a delivery attempt's default 10s on one retry, and a
 		// cancelled attempt waits for the next retry to end.
 		kgo.MetadataMinAge(time.Second),
+		kgo.ProducerBatchMaxBytesFn(kc.batchMaxBytes),
 	}
 	if mech != nil {
 		opts = append(opts, kgo.SASL(mech))
@@ -227,6 +241,64 @@ func (kc *kafkaClient) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ 
 }
 
 func (kc *kafkaClient) close() { kc.cl.Close() }
+
+// batchMaxBytes is the largest record batch the client builds for a topic: the topic's
+// max.message.bytes when it is lower than the default. Records of different lanes and
+// sinks share a partition's batches; were a batch larger than the topic takes, the broker
+// would refuse it whole, failing small records with a large one for good. With the
+// topic's limit, the client never builds such a batch, and a record over it fails alone
+// before it is sent. franz-go asks once per partition, when it first produces to it.
+func (kc *kafkaClient) batchMaxBytes(topic string) int32 {
+	kc.limitsMu.Lock()
+	defer kc.limitsMu.Unlock()
+	if v, ok := kc.limits[topic]; ok {
+		return v
+	}
+	return kafkaBatchMaxBytes
+}
+
+// learnLimit asks the brokers for topic's max.message.bytes before the client first
+// produces to it. A refused answer (producers often may not describe configs) keeps the
+// default; no answer is asked again on the next send.
+func (kc *kafkaClient) learnLimit(ctx context.Context, topic string) {
+	kc.limitsMu.Lock()
+	asked := kc.asked[topic]
+	kc.limitsMu.Unlock()
+	if asked {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req := kmsg.NewPtrDescribeConfigsRequest()
+	res := kmsg.NewDescribeConfigsRequestResource()
+	res.ResourceType = kmsg.ConfigResourceTypeTopic
+	res.ResourceName = topic
+	res.ConfigNames = []string{"max.message.bytes"}
+	req.Resources = append(req.Resources, res)
+	resp, err := req.RequestWith(ctx, kc.cl)
+	kc.limitsMu.Lock()
+	defer kc.limitsMu.Unlock()
+	if _, refused := errors.AsType[*kerr.Error](err); refused {
+		kc.asked[topic] = true
+	}
+	if err != nil {
+		return
+	}
+	kc.asked[topic] = true
+	for _, r := range resp.Resources {
+		if r.ErrorCode != 0 || r.ResourceName != topic {
+			continue
+		}
+		for _, c := range r.Configs {
+			if c.Name != "max.message.bytes" || c.Value == nil {
+				continue
+			}
+			if v, err := strconv.ParseInt(*c.Value, 10, 32); err == nil && v >= 512 && v < kafkaBatchMaxBytes {
+				kc.limits[topic] = int32(v)
+			}
+		}
+	}
+}
 
 // BatchSize is how many queued messages go in one produce call.
 func (k *Kafka) BatchSize() int { return k.batch }
@@ -256,6 +328,7 @@ func (k *Kafka) SendBatch(ctx context.Context, msgs []Message) error {
 		records[i] = r
 	}
 	start := time.Now()
+	k.client.learnLimit(ctx, k.topic)
 	results := k.client.cl.ProduceSync(ctx, records...)
 	var first error
 	failed := 0

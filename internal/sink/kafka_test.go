@@ -335,17 +335,21 @@ func TestKafkaMessageTooLarge(t *testing.T) {
 	big := brokerMessage("team-a", "big", 1, event.Added)
 	big.Data = incompressible(4 << 10)
 
-	// The broker refuses the record.
+	// The sink learns the topic's limit before its first produce, so the client refuses
+	// the record before sending it, and never puts it in one record batch with others
+	// (which the broker would refuse whole).
 	err := k.Send(context.Background(), big)
 	g.Expect(err).To(MatchError(kerr.MessageTooLarge))
 	g.Expect(Retryable(err)).To(BeFalse())
 	g.Expect(FailureReason(err)).To(Equal(ReasonInvalid))
+	g.Expect(k.client.batchMaxBytes("small")).To(Equal(int32(1024)))
 
 	// In a batch, the batch fails, telling delivery that smaller requests may pass.
 	err = k.SendBatch(context.Background(), []Message{small, big})
 	g.Expect(err).To(HaveOccurred())
 	g.Expect(TooLarge(err)).To(BeTrue())
 	g.Expect(k.Send(context.Background(), small)).To(Succeed())
+	g.Expect(consumeKafka(t, c.ListenAddrs(), "small", 2)).To(HaveLen(2), "the small one, twice: the batch and the retry")
 
 	// One the client itself cannot send (over its 1 MB batch limit) fails the same way.
 	huge := brokerMessage("team-a", "huge", 1, event.Added)
@@ -388,6 +392,16 @@ func TestKafkaBrokerErrors(t *testing.T) {
 	g.Expect(Retryable(err)).To(BeTrue())
 	g.Expect(FailureReason(err)).To(Equal(ReasonTimeout))
 	g.Expect(h.Hits()).To(BeNumerically(">", 0))
+
+	// A broker that finds a record batch too large: not retried as it is, but a batch may
+	// be split.
+	h = c.Fault(kfake.Fault{Keys: produce, Err: kerr.MessageTooLarge, Count: 1})
+	err = k.Send(context.Background(), msg)
+	g.Expect(err).To(MatchError(kerr.MessageTooLarge))
+	g.Expect(Retryable(err)).To(BeFalse())
+	g.Expect(FailureReason(err)).To(Equal(ReasonInvalid))
+	g.Expect(TooLarge(err)).To(BeTrue())
+	g.Expect(h.Hits()).To(Equal(1))
 
 	// An invalid record is not retried.
 	h = c.Fault(kfake.Fault{Keys: produce, Err: kerr.InvalidRecord, Count: 1})
