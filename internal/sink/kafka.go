@@ -108,7 +108,7 @@ func (b *Brokers) Kafka(cfg KafkaConfig) (*Kafka, error) {
 	}
 	var user []string
 	if cfg.SASL != nil {
-		user = []string{cfg.SASL.Mechanism, cfg.SASL.Username, cfg.SASL.Password}
+		user = []string{strings.ToUpper(cfg.SASL.Mechanism), cfg.SASL.Username, cfg.SASL.Password}
 	}
 	key := configKey("kafka", cfg.Brokers, cfg.TLS, append([]string{cfg.ClientID}, user...)...)
 	client, release, err := b.kafka.get(key, func() (*kafkaClient, error) {

@@ -305,7 +305,7 @@ func (n *NATS) Send(ctx context.Context, msg Message) error {
 	}
 	c := n.conn
 	if !c.nc.IsConnected() {
-		return natsFailure(subject, c.notConnected(), false)
+		return natsFailure(subject, c.notConnected(), true)
 	}
 	pctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
