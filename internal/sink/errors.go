@@ -98,6 +98,9 @@ func (e *RedirectError) Error() string {
 // Retryable tells whether a failed delivery may succeed when tried again: connection
 // errors, timeouts, 408, 429 and 5xx. Other 4xx will fail the same way every time.
 func Retryable(err error) bool {
+	if berr, ok := errors.AsType[*BrokerError](err); ok {
+		return berr.Retry
+	}
 	if herr, ok := errors.AsType[*HTTPError](err); ok {
 		c := herr.StatusCode
 		return c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500
@@ -134,6 +137,9 @@ var FailureReasons = []string{ReasonThrottled, ReasonServerError, ReasonClientEr
 
 // FailureReason sorts an error into a few stable values, for metric labels.
 func FailureReason(err error) string {
+	if berr, ok := errors.AsType[*BrokerError](err); ok {
+		return berr.Reason
+	}
 	if _, ok := errors.AsType[*RedirectError](err); ok {
 		return ReasonRedirect
 	}
@@ -170,9 +176,12 @@ func Unencodable(ev *event.Event, err error) error {
 	return fmt.Errorf("encoding %s: %w: %w", ev.ObjectPath(), errPermanent, err)
 }
 
-// TooLarge tells whether the sink refused a request for its size (413): a smaller one may
-// pass.
+// TooLarge tells whether the sink refused a request for its size (413, or a broker's
+// message too large): a smaller one may pass.
 func TooLarge(err error) bool {
+	if berr, ok := errors.AsType[*BrokerError](err); ok {
+		return berr.TooLarge
+	}
 	herr, ok := errors.AsType[*HTTPError](err)
 	return ok && herr.StatusCode == http.StatusRequestEntityTooLarge
 }
