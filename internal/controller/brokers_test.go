@@ -19,6 +19,7 @@ import (
 	. "github.com/onsi/gomega"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -330,4 +331,40 @@ func TestNATSSink(t *testing.T) {
 	g.Expect(k8s.Delete(ctx, ws)).To(Succeed())
 	g.Eventually(func(g Gomega) []string { return operatorUsers(g, srv) }).WithTimeout(15*time.Second).
 		Should(BeEmpty(), "the sink's connection is closed with its subscription")
+}
+
+// TestKafkaClusterWatchSink: the platform team's Kafka sink, whose SASL Secret lives in the
+// operator's namespace and is read with the operator's rights: the subscription's
+// ServiceAccount may not get it, and needs not.
+func TestKafkaClusterWatchSink(t *testing.T) {
+	g := NewWithT(t)
+	operatorNS := newNamespace(t)
+	opts := testOptions()
+	opts.OperatorNamespace = operatorNS
+	startOperatorWith(t, cfg, opts)
+	c := kafkaCluster(t, []string{"platform-events"}, kfake.EnableSASL(), kfake.Superuser("PLAIN", "platform", "s3cret"))
+	create(t, secret(operatorNS, "kafka-platform", map[string]string{"username": "platform", "password": "s3cret"}))
+	cluster := &notifyv1.ClusterWatchSink{ObjectMeta: metav1.ObjectMeta{Name: "kafka-" + randomSuffix()},
+		Spec: notifyv1.ClusterWatchSinkSpec{
+			WatchSinkSpec: notifyv1.WatchSinkSpec{Sink: notifyv1.Sink{Kafka: notifyv1.KafkaSink{Brokers: brokerAddresses(c),
+				Topic: "platform-events", SASL: notifyv1.KafkaSASL{Mechanism: notifyv1.KafkaSASLPlain,
+					SecretRef: notifyv1.LocalSecretReference{Name: "kafka-platform"}}}}},
+			NamespaceSelector: &metav1.LabelSelector{},
+		}}
+	create(t, cluster)
+	g.Eventually(func(g Gomega) {
+		ready := sinkCondition(g, cluster, func() []metav1.Condition { return cluster.Status.Conditions }, notifyv1.ConditionReady)
+		g.Expect(ready).NotTo(BeNil())
+		g.Expect(ready.Status).To(Equal(metav1.ConditionTrue), "%s: %s", ready.Reason, ready.Message)
+	}).WithTimeout(10 * time.Second).Should(Succeed())
+
+	ns := newNamespace(t)
+	ws := byRef(ns, "to-platform", notifyv1.SinkKindClusterWatchSink, cluster.Name)
+	create(t, ws)
+	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
+	g.Expect(status(g, ws).Sink).To(Equal("ClusterWatchSink/" + cluster.Name))
+	create(t, configMap(ns, "c", nil))
+	r := consumeKafka(t, c, "platform-events", 1, kgo.SASL(plain.Auth{User: "platform", Pass: "s3cret"}.AsMechanism()))[0]
+	g.Expect(string(r.Key)).To(Equal(ns + "/c"))
+	g.Expect(recordHeader(r, "ce_type")).To(Equal("io.dynamicnotifier.resource.added"))
 }
