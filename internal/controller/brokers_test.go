@@ -41,8 +41,9 @@ func kafkaCluster(t *testing.T, topics []string, opts ...kfake.Opt) *kfake.Clust
 }
 
 func brokerAddresses(c *kfake.Cluster) []notifyv1.BrokerAddress {
-	var out []notifyv1.BrokerAddress
-	for _, a := range c.ListenAddrs() {
+	addrs := c.ListenAddrs()
+	out := make([]notifyv1.BrokerAddress, 0, len(addrs))
+	for _, a := range addrs {
 		out = append(out, notifyv1.BrokerAddress(a))
 	}
 	return out
@@ -119,7 +120,7 @@ func TestKafkaSink(t *testing.T) {
 	g.Expect(k8s.Delete(context.Background(), cm)).To(Succeed())
 
 	recs := consumeKafka(t, c, topic, 3, login)
-	var types, ids []string
+	types, ids := make([]string, 0, len(recs)), make([]string, 0, len(recs))
 	for _, r := range recs {
 		g.Expect(string(r.Key)).To(Equal(ns+"/settings"), "the key is the object")
 		g.Expect(recordHeader(r, "ce_specversion")).To(Equal("1.0"))
