@@ -326,6 +326,10 @@ func sinkKind(s notifyv1.Sink) string {
 		return "service"
 	case s.Log != nil:
 		return "log"
+	case isSet(s.Kafka):
+		return "kafka"
+	case isSet(s.NATS):
+		return "nats"
 	}
 	return ""
 }

@@ -58,7 +58,7 @@ func TestCompileErrors(t *testing.T) {
 		`object.metadata.name +`: "Syntax error",
 		// Positions point into what was written, not into the wrapping that lets literals mix.
 		`{"text": "x",` + "\n" + ` "n": nosuch}`: "<input>:2:7: undeclared reference to 'nosuch'",
-		`{"a": 1}.a == 1`: "must yield a string, a map or a list, it yields bool",
+		`{"a": 1}.a == 1`:                        "must yield a string, a map or a list, it yields bool",
 	} {
 		_, err := Compile(expr, "")
 		if !errors.Is(err, ErrInvalidTemplate) || !strings.Contains(err.Error(), want) {
