@@ -133,7 +133,7 @@ func TestRateLimitDeliversEachObjectsFinalState(t *testing.T) {
 		got := &notifyv1.WatchSubscription{}
 		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(ws), got)).To(Succeed())
 		g.Expect(got.Status.EventsDropped).To(BeZero(), "a rate limit drops nothing")
-		g.Expect(got.Status.EventsCoalesced + int64(delivered)).To(Equal(int64(200)),
+		g.Expect(got.Status.EventsCoalesced+int64(delivered)).To(Equal(int64(200)),
 			"every change was delivered (%d) or merged (%d)", delivered, got.Status.EventsCoalesced)
 	}).WithTimeout(10 * time.Second).Should(Succeed())
 	t.Logf("%d of 200 changes delivered", delivered)

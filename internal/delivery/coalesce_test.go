@@ -170,7 +170,7 @@ func TestRateLimitMergesInsteadOfDropping(t *testing.T) {
 	g.Expect(got).To(BeNumerically("<", 200), "the limit merged changes")
 	snap := stats.Snapshot()
 	g.Expect(snap.Dropped).To(BeZero())
-	g.Expect(snap.Coalesced + int64(got)).To(Equal(int64(200)), "every change was sent or merged")
+	g.Expect(snap.Coalesced+int64(got)).To(Equal(int64(200)), "every change was sent or merged")
 }
 
 func TestDrainFlushesHeldEvents(t *testing.T) {

@@ -127,9 +127,9 @@ func (nopObserver) Done(*event.Event)                   {}
 
 // Pipeline is one subscription's queue and workers.
 type Pipeline struct {
-	opts   Options
-	slots  chan struct{} // one token per queued or held event: bounds the queue across lanes
-	lanes  []*lane
+	opts  Options
+	slots chan struct{} // one token per queued or held event: bounds the queue across lanes
+	lanes []*lane
 	// hold is the stage before the lanes when the subscription coalesces or is rate
 	// limited; nil otherwise.
 	hold   *holding

@@ -62,7 +62,7 @@ func (s *Stats) Snapshot() Snapshot {
 	return Snapshot{
 		Observed: s.observed.Load(), Delivered: s.delivered.Load(), Failed: s.failed.Load(),
 		Dropped: s.dropped.Load(), DeadLettered: s.deadLettered.Load(), Evicted: s.evicted.Load(),
-		Coalesced: s.coalesced.Load(),
+		Coalesced:     s.coalesced.Load(),
 		LastEventTime: s.lastEventTime, LastDeliveryTime: s.lastDeliveryTime, LastDropTime: s.lastDropTime,
 		Failing: s.failing, LastError: s.lastError,
 	}
