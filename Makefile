@@ -67,9 +67,13 @@ vet: ## Run go vet against code.
 verify-generated: manifests generate helm-sync fmt ## Regenerate; in CI (CI=true) also go mod tidy, and fail when that changed any file (hack/verify-generated.sh).
 	hack/verify-generated.sh
 
+# Per test binary. test/install builds the static manager from a cold cache, which on 2
+# busy cores takes longer than go test's default 10 minutes.
+TEST_TIMEOUT ?= 30m
+
 .PHONY: test
 test: manifests generate helm-sync fmt verify-generated vet lint-api envtest-assets ## Run vet and the API linter, unit and envtest suites with the race detector, then a short fuzz run; in CI, first fail on stale generated files.
-	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -race -count=1 $(GO_TEST_FLAGS) ./...
+	KUBEBUILDER_ASSETS="$$(hack/controlplane.sh)" go test -race -count=1 -timeout $(TEST_TIMEOUT) $(GO_TEST_FLAGS) ./...
 	@$(MAKE) --no-print-directory fuzz FUZZ_TIME=$(FUZZ_TIME_SHORT)
 
 # Fuzz targets as package:Target; each runs for FUZZ_TIME.

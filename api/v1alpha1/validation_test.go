@@ -88,8 +88,10 @@ func TestValidSpecsAreAccepted(t *testing.T) {
 		"sink by reference":         okResource + "sinkRef: {name: team-hook}\n",
 		"cluster sink by reference": okResource + "sinkRef: {kind: ClusterWatchSink, name: chat}\n",
 		"url from a Secret":         okResource + "sink: {webhook: {urlFrom: {secretKeyRef: {name: slack, key: url}}}}\n",
-		"client certificate":        okResource + "sink: {webhook: {url: 'https://a.example', tls: {certSecretRef: {name: client-tls}}}}\n",
-		"template":                  okResource + okSink + "payload: {template: '{\"text\": object.metadata.name}', contentType: 'application/json; charset=utf-8'}\n",
+		"noise control": okResource + okSink + "delivery: {coalesce: {window: 1s}, rateLimit: {eventsPerSecond: 5, burst: 20}}\n" +
+			"filter: '\"spec.replicas\" in changes'\n",
+		"client certificate": okResource + "sink: {webhook: {url: 'https://a.example', tls: {certSecretRef: {name: client-tls}}}}\n",
+		"template":           okResource + okSink + "payload: {template: '{\"text\": object.metadata.name}', contentType: 'application/json; charset=utf-8'}\n",
 		// Empty lists and objects mean the same as absent ones (explicit MinItems=0 and
 		// MinProperties=0, for kube-api-linter).
 		"empty lists and objects": okResource + okSink + "namespaces: []\neventTypes: []\nignore: {}\npayload: {}\n" +
@@ -177,6 +179,11 @@ func TestInvalidSpecsAreRejectedNamingTheField(t *testing.T) {
 		{"zero attempts", okResource + okSink + "delivery: {retry: {maxAttempts: 0}}\n", "spec.delivery.retry.maxAttempts"},
 		{"queue too small", okResource + okSink + "delivery: {maxQueueSize: 0}\n", "spec.delivery.maxQueueSize"},
 		{"too parallel", okResource + okSink + "delivery: {parallelism: 65}\n", "spec.delivery.parallelism"},
+		{"zero window", okResource + okSink + "delivery: {coalesce: {window: 0s}}\n", "spec.delivery.coalesce.window"},
+		{"window over an hour", okResource + okSink + "delivery: {coalesce: {window: 61m}}\n", "spec.delivery.coalesce.window"},
+		{"coalesce without a window", okResource + okSink + "delivery: {coalesce: {}}\n", "spec.delivery.coalesce.window"},
+		{"zero rate", okResource + okSink + "delivery: {rateLimit: {eventsPerSecond: 0}}\n", "spec.delivery.rateLimit.eventsPerSecond"},
+		{"zero burst", okResource + okSink + "delivery: {rateLimit: {eventsPerSecond: 1, burst: 0}}\n", "spec.delivery.rateLimit.burst"},
 		{"empty dead-letter sink", okResource + okSink + "delivery: {deadLetterSink: {}}\n", "spec.delivery.deadLetterSink"},
 		{"too long filter", okResource + okSink + "filter: '" + strings.Repeat("a", 4097) + "'\n", "spec.filter"},
 		{"unknown payload mode", okResource + okSink + "payload: {mode: Everything}\n", "spec.payload.mode"},

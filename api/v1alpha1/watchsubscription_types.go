@@ -642,6 +642,47 @@ type DeliverySpec struct {
 	// and counted in status.eventsFailed.
 	// +optional
 	DeadLetterSink *Sink `json:"deadLetterSink,omitempty"`
+
+	// coalesce merges bursts of changes to one object into one event with its latest
+	// state. Off by default.
+	// +optional
+	Coalesce CoalesceSpec `json:"coalesce,omitzero"`
+
+	// rateLimit bounds how many events per second go to the sink. Over the limit, events
+	// wait and an object's updates merge into one with its latest state (as coalesce
+	// does), so the sink always gets each object's end state; nothing is dropped for the
+	// limit. Off by default.
+	// +optional
+	RateLimit RateLimitSpec `json:"rateLimit,omitzero"`
+}
+
+// CoalesceSpec holds each object's changes for a window and merges its updates.
+type CoalesceSpec struct {
+	// window is how long an object's first change waits, such as "1s": the updates of the
+	// object arriving meanwhile are merged into it, so the sink gets one event, with the
+	// latest object, the object as it was before the first change (for includeOldObject
+	// and filters), the union of the changed paths, and the extension attribute coalesced
+	// saying how many changes it stands for. An addition followed by updates stays one
+	// addition of the latest state. A deletion is never merged: it goes right after the
+	// object's held event. From "1ms" to "1h".
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]{1,6}([.][0-9]{1,9})?(ms|s|m|h))+$') && duration(self) >= duration('1ms') && duration(self) <= duration('1h')",message="coalesce.window must be from 1ms to 1h"
+	Window Duration `json:"window,omitempty"`
+}
+
+// RateLimitSpec is a token bucket: eventsPerSecond sustained, burst at once.
+type RateLimitSpec struct {
+	// eventsPerSecond is the sustained rate of events to the sink.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	EventsPerSecond int32 `json:"eventsPerSecond,omitempty"`
+
+	// burst is how many events may go at once after a quiet time (default eventsPerSecond).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	Burst int32 `json:"burst,omitempty"`
 }
 
 // RetryPolicy is exponential backoff with jitter.
@@ -722,6 +763,11 @@ type WatchSubscriptionStatus struct {
 	// eventsDropped counts the events dropped because the delivery queue was full.
 	// +optional
 	EventsDropped int64 `json:"eventsDropped,omitempty"`
+
+	// eventsCoalesced counts the changes merged into a later event of the same object
+	// (delivery.coalesce, delivery.rateLimit) instead of being sent on their own.
+	// +optional
+	EventsCoalesced int64 `json:"eventsCoalesced,omitempty"`
 
 	// lastEventTime is when the last matching change was observed.
 	// +optional

@@ -310,13 +310,15 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 		r.wakeups.Now(nn)
 	}
 	pipeline := delivery.Start(delivery.Options{
-		Sink:        sinks.sink,
-		DeadLetter:  sinks.deadLetter,
-		Source:      event.ResourcePath(notifyv1.GroupVersion.WithResource("watchsubscriptions"), ws.Namespace, ws.Name),
-		QueueSize:   p.Delivery.QueueSize,
-		Parallelism: p.Delivery.Parallelism,
-		Timeout:     p.Delivery.Timeout,
-		Retry:       p.Delivery.Retry,
+		Sink:           sinks.sink,
+		DeadLetter:     sinks.deadLetter,
+		Source:         event.ResourcePath(notifyv1.GroupVersion.WithResource("watchsubscriptions"), ws.Namespace, ws.Name),
+		QueueSize:      p.Delivery.QueueSize,
+		Parallelism:    p.Delivery.Parallelism,
+		Timeout:        p.Delivery.Timeout,
+		Retry:          p.Delivery.Retry,
+		CoalesceWindow: p.Delivery.CoalesceWindow,
+		RateLimit:      p.Delivery.rateLimit(),
 		Observer: &observer{nn: nn, counters: counts, metrics: metrics.For(ws.Namespace, ws.Name),
 			progress: progress, wakeups: r.wakeups, log: r.Log.WithValues("watchsubscription", nn)},
 		Held:   old != nil, // until the old pipeline's events are handed over

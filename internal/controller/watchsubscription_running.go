@@ -103,7 +103,8 @@ func (w *runningSubscriptions) countersFor(ws *notifyv1.WatchSubscription) *coun
 	if e, ok := w.stats[nn]; ok && e.uid == ws.UID {
 		return e.counters
 	}
-	s := delivery.NewStats(ws.Status.EventsObserved, ws.Status.EventsDelivered, ws.Status.EventsFailed, ws.Status.EventsDropped)
+	s := delivery.NewStats(delivery.Snapshot{Observed: ws.Status.EventsObserved, Delivered: ws.Status.EventsDelivered,
+		Failed: ws.Status.EventsFailed, Dropped: ws.Status.EventsDropped, Coalesced: ws.Status.EventsCoalesced})
 	c := &counters{delivery: s}
 	w.stats[nn] = &statsEntry{uid: ws.UID, counters: c}
 	return c
