@@ -296,6 +296,8 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 			info.Checkpoint, info.Reason)
 		r.wakeups.Now(nn)
 	}
+	m := metrics.For(ws.Namespace, ws.Name)
+	m.QueueCapacity(p.Delivery.QueueSize)
 	pipeline := delivery.Start(delivery.Options{
 		Sink:        sinks.sink,
 		DeadLetter:  sinks.deadLetter,
@@ -304,7 +306,7 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 		Parallelism: p.Delivery.Parallelism,
 		Timeout:     p.Delivery.Timeout,
 		Retry:       p.Delivery.Retry,
-		Observer: &observer{nn: nn, counters: counts, metrics: metrics.For(ws.Namespace, ws.Name),
+		Observer: &observer{nn: nn, counters: counts, metrics: m,
 			progress: progress, wakeups: r.wakeups, log: r.Log.WithValues("watchsubscription", nn)},
 		Held:   old != nil, // until the old pipeline's events are handed over
 		Log:    r.Log.WithValues("watchsubscription", nn),
