@@ -40,6 +40,17 @@ type deliverySettings struct {
 	QueueSize, Parallelism int
 	Timeout                time.Duration
 	Retry                  delivery.Retry
+	// CoalesceWindow is 0 and RateLimit zero when off.
+	CoalesceWindow time.Duration
+	RateLimit      delivery.RateLimit
+}
+
+// rateLimit is the pipeline's rate limit, nil when off.
+func (d deliverySettings) rateLimit() *delivery.RateLimit {
+	if d.RateLimit.PerSecond <= 0 {
+		return nil
+	}
+	return &d.RateLimit
 }
 
 // planOptions are what the operator adds to a spec: its own defaults and hooks.
@@ -135,6 +146,17 @@ func deliveryFor(d *notifyv1.DeliverySpec, timeout time.Duration) (deliverySetti
 	var err error
 	if out.Timeout, err = parseDuration(d.Timeout, "spec.delivery.timeout", out.Timeout); err != nil {
 		return deliverySettings{}, err
+	}
+	if w := d.Coalesce.Window; w != "" {
+		if out.CoalesceWindow, err = parseDuration(&w, "spec.delivery.coalesce.window", 0); err != nil {
+			return deliverySettings{}, err
+		}
+	}
+	if r := d.RateLimit; r.EventsPerSecond > 0 {
+		out.RateLimit = delivery.RateLimit{PerSecond: float64(r.EventsPerSecond), Burst: int(r.EventsPerSecond)}
+		if r.Burst > 0 {
+			out.RateLimit.Burst = int(r.Burst)
+		}
 	}
 	rp := d.Retry
 	if rp == nil {

@@ -124,6 +124,18 @@ func secretRefs(s *notifyv1.Sink, d *notifyv1.DeliverySpec) []string {
 		}
 		var opts *notifyv1.HTTPOptions
 		switch {
+		case isSet(s.Kafka):
+			out = append(out, tlsSecrets(s.Kafka.TLS)...)
+			if isSet(s.Kafka.SASL) {
+				out = append(out, s.Kafka.SASL.SecretRef.Name)
+			}
+			return
+		case isSet(s.NATS):
+			out = append(out, tlsSecrets(s.NATS.TLS)...)
+			if isSet(s.NATS.Credentials) {
+				out = append(out, s.NATS.Credentials.SecretRef.Name)
+			}
+			return
 		case s.Webhook != nil:
 			opts = &s.Webhook.HTTPOptions
 			if s.Webhook.URLFrom != nil {
@@ -137,14 +149,7 @@ func secretRefs(s *notifyv1.Sink, d *notifyv1.DeliverySpec) []string {
 		if opts.HeadersFrom != nil {
 			out = append(out, opts.HeadersFrom.SecretRef.Name)
 		}
-		if t := opts.TLS; t != nil {
-			if t.CASecretRef != nil {
-				out = append(out, t.CASecretRef.Name)
-			}
-			if t.CertSecretRef != nil {
-				out = append(out, t.CertSecretRef.Name)
-			}
-		}
+		out = append(out, tlsSecrets(opts.TLS)...)
 		if opts.SigningSecretRef != nil {
 			out = append(out, opts.SigningSecretRef.Name)
 		}
@@ -152,6 +157,21 @@ func secretRefs(s *notifyv1.Sink, d *notifyv1.DeliverySpec) []string {
 	add(s)
 	if d != nil {
 		add(d.DeadLetterSink)
+	}
+	return out
+}
+
+// tlsSecrets lists the Secrets a TLS setting reads.
+func tlsSecrets(t *notifyv1.TLSConfig) []string {
+	var out []string
+	if t == nil {
+		return nil
+	}
+	if t.CASecretRef != nil {
+		out = append(out, t.CASecretRef.Name)
+	}
+	if t.CertSecretRef != nil {
+		out = append(out, t.CertSecretRef.Name)
 	}
 	return out
 }

@@ -4,11 +4,14 @@ import (
 	"cmp"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -52,8 +55,65 @@ func sinkCouldNotAsk(err error) bool {
 // from (the sink object's generation, the Secrets' versions): a changed fingerprint rebuilds
 // the pipeline.
 type builtSinks struct {
-	sink, deadLetter sink.Sink
+	sink, deadLetter preparedSink
 	fingerprint      string
+}
+
+// preparedSink is a sink built from its spec and Secrets, checked. An HTTP or log sink is
+// ready; a broker sink connects only when opened, for a pipeline that starts: every
+// reconcile prepares a subscription's sinks to compare their fingerprint with what runs,
+// and the sink objects' status prepares them to check them.
+type preparedSink struct {
+	ready sink.Sink
+	// open connects a broker sink; field names it in errors.
+	open  func() (sink.Sink, error)
+	field string
+}
+
+// set tells whether there is a sink (a subscription may have no dead-letter sink).
+func (p preparedSink) set() bool { return p.ready != nil || p.open != nil }
+
+// openedSinks are what a pipeline delivers to. Close them once it has stopped: a broker
+// sink closed under a delivery in flight fails it, not as retryable.
+type openedSinks struct {
+	sink, deadLetter sink.Sink
+}
+
+// open connects the broker sinks. An error is the sink's to fix: a setting the broker
+// client refuses (the settings were checked when the sinks were prepared).
+func (b builtSinks) open() (openedSinks, error) {
+	var out openedSinks
+	var err error
+	if out.sink, err = b.sink.get(); err != nil {
+		return openedSinks{}, err
+	}
+	if b.deadLetter.set() {
+		if out.deadLetter, err = b.deadLetter.get(); err != nil {
+			out.close()
+			return openedSinks{}, err
+		}
+	}
+	return out, nil
+}
+
+func (p preparedSink) get() (sink.Sink, error) {
+	if p.open == nil {
+		return p.ready, nil
+	}
+	s, err := p.open()
+	if err != nil {
+		return nil, &sinkError{msg: fmt.Sprintf("%s: %v", p.field, err)}
+	}
+	return s, nil
+}
+
+// close closes the sinks that hold connections (broker sinks give their shared client back).
+func (o openedSinks) close() {
+	for _, s := range []sink.Sink{o.sink, o.deadLetter} {
+		if c, ok := s.(io.Closer); ok {
+			_ = c.Close()
+		}
+	}
 }
 
 // sinkSource says where a sink's Secrets are read and as whom.
@@ -98,6 +158,25 @@ func (r *WatchSubscriptionReconciler) buildSinks(ctx context.Context, target res
 
 // buildSink builds one sink; fp accumulates the versions of the Secrets it reads.
 func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, s notifyv1.Sink, src sinkSource,
+	field string, fp interface{ Write([]byte) (int, error) }) (preparedSink, error) {
+	switch {
+	case isSet(s.Kafka):
+		return r.kafkaSink(ctx, s.Kafka, src, field+".kafka", fp)
+	case isSet(s.NATS):
+		return r.natsSink(ctx, s.NATS, src, field+".nats", fp)
+	}
+	h, err := r.httpSink(ctx, s, src, field, fp)
+	if err != nil {
+		return preparedSink{}, err
+	}
+	return preparedSink{ready: h}, nil
+}
+
+// isSet tells whether a sink member kept as a value (omitzero) is set.
+func isSet[T any](v T) bool { return !reflect.ValueOf(v).IsZero() }
+
+// httpSink builds a webhook, service or log sink.
+func (r *WatchSubscriptionReconciler) httpSink(ctx context.Context, s notifyv1.Sink, src sinkSource,
 	field string, fp interface{ Write([]byte) (int, error) }) (sink.Sink, error) {
 	var opts notifyv1.HTTPOptions
 	wh := &sink.Webhook{}
@@ -180,6 +259,122 @@ func (r *WatchSubscriptionReconciler) buildSink(ctx context.Context, s notifyv1.
 	}
 	wh.Client = httpClient
 	return wh, nil
+}
+
+// Keys of the Secrets broker sinks read.
+const (
+	keyUsername = "username"
+	keyPassword = "password"
+	keyToken    = "token"
+	keyNKeySeed = "nkeySeed"
+)
+
+// kafkaSink checks a Kafka sink and reads its Secrets; it connects when opened.
+func (r *WatchSubscriptionReconciler) kafkaSink(ctx context.Context, k notifyv1.KafkaSink, src sinkSource, field string,
+	fp interface{ Write([]byte) (int, error) }) (preparedSink, error) {
+	cfg := sink.KafkaConfig{Topic: k.Topic, Structured: k.ContentMode == notifyv1.ContentModeStructured}
+	for _, b := range k.Brokers {
+		cfg.Brokers = append(cfg.Brokers, string(b))
+	}
+	var err error
+	if cfg.TLS, err = r.brokerTLS(ctx, k.TLS, src, field, fp); err != nil {
+		return preparedSink{}, err
+	}
+	if isSet(k.SASL) {
+		ref := k.SASL.SecretRef
+		sec, err := r.secret(ctx, src, ref.Name, field+".sasl.secretRef", fp)
+		if err != nil {
+			return preparedSink{}, err
+		}
+		user, pass := sec.Data[keyUsername], sec.Data[keyPassword]
+		if len(user) == 0 || len(pass) == 0 {
+			return preparedSink{}, &sinkError{msg: fmt.Sprintf("%s.sasl.secretRef: Secret %s needs the keys %s and %s",
+				field, ref.Name, keyUsername, keyPassword)}
+		}
+		cfg.SASL = &sink.KafkaSASL{Mechanism: string(k.SASL.Mechanism), Username: string(user), Password: string(pass)}
+	}
+	if err := cfg.Validate(); err != nil {
+		return preparedSink{}, &sinkError{msg: fmt.Sprintf("%s: %v", field, err)}
+	}
+	brokers := r.Brokers
+	return preparedSink{field: field, open: func() (sink.Sink, error) { return brokers.Kafka(cfg) }}, nil
+}
+
+// natsSink checks a NATS sink and reads its Secrets; it connects when opened.
+func (r *WatchSubscriptionReconciler) natsSink(ctx context.Context, n notifyv1.NATSSink, src sinkSource, field string,
+	fp interface{ Write([]byte) (int, error) }) (preparedSink, error) {
+	cfg := sink.NATSConfig{Subject: n.Subject, Structured: n.ContentMode == notifyv1.ContentModeStructured}
+	for _, s := range n.Servers {
+		cfg.Servers = append(cfg.Servers, string(s))
+	}
+	var err error
+	if cfg.TLS, err = r.brokerTLS(ctx, n.TLS, src, field, fp); err != nil {
+		return preparedSink{}, err
+	}
+	if isSet(n.Credentials) {
+		if cfg.Credentials, err = r.natsCredentials(ctx, n.Credentials.SecretRef, src, field+".credentials.secretRef", fp); err != nil {
+			return preparedSink{}, err
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return preparedSink{}, &sinkError{msg: fmt.Sprintf("%s: %v", field, err)}
+	}
+	brokers := r.Brokers
+	return preparedSink{field: field, open: func() (sink.Sink, error) { return brokers.NATS(cfg) }}, nil
+}
+
+// natsCredentials reads a NATS sink's Secret: one of a token, a username and password, or
+// an NKey seed.
+func (r *WatchSubscriptionReconciler) natsCredentials(ctx context.Context, ref notifyv1.LocalSecretReference,
+	src sinkSource, field string, fp interface{ Write([]byte) (int, error) }) (sink.NATSCredentials, error) {
+	sec, err := r.secret(ctx, src, ref.Name, field, fp)
+	if err != nil {
+		return sink.NATSCredentials{}, err
+	}
+	c := sink.NATSCredentials{Token: string(sec.Data[keyToken]), Username: string(sec.Data[keyUsername]),
+		Password: string(sec.Data[keyPassword]), NKeySeed: string(sec.Data[keyNKeySeed])}
+	forms := 0
+	for _, set := range []bool{c.Token != "", c.Username != "" || c.Password != "", c.NKeySeed != ""} {
+		if set {
+			forms++
+		}
+	}
+	oneOf := fmt.Sprintf("the key %s; the keys %s and %s; or the key %s", keyToken, keyUsername, keyPassword, keyNKeySeed)
+	switch {
+	case forms == 0:
+		return c, &sinkError{msg: fmt.Sprintf("%s: Secret %s holds none of %s", field, ref.Name, oneOf)}
+	case forms > 1:
+		return c, &sinkError{msg: fmt.Sprintf("%s: Secret %s holds more than one of %s", field, ref.Name, oneOf)}
+	case (c.Username == "") != (c.Password == ""):
+		return c, &sinkError{msg: fmt.Sprintf("%s: Secret %s needs both keys %s and %s", field, ref.Name, keyUsername, keyPassword)}
+	}
+	return c, nil
+}
+
+// brokerTLS is a broker sink's TLS setting, shared with the sinks of the same CA bundle
+// (broker clients are shared per *tls.Config); nil without tls.
+func (r *WatchSubscriptionReconciler) brokerTLS(ctx context.Context, t *notifyv1.TLSConfig, src sinkSource, field string,
+	fp interface{ Write([]byte) (int, error) }) (*tls.Config, error) {
+	if t == nil {
+		return nil, nil
+	}
+	if t.CertSecretRef != nil {
+		return nil, &sinkError{msg: field + ".tls.certSecretRef: broker sinks present no client certificate"}
+	}
+	var ca []byte
+	if ref := t.CASecretRef; ref != nil {
+		var err error
+		key := cmp.Or(ref.Key, defaultCAKey)
+		if ca, err = r.secretKey(ctx, src, ref.Name, key, field+".tls.caSecretRef", fp); err != nil {
+			return nil, err
+		}
+		cfg, err := r.Brokers.TLSConfig(ca, t.InsecureSkipVerify)
+		if err != nil {
+			return nil, &sinkError{msg: fmt.Sprintf("%s.tls.caSecretRef: Secret %s, key %q: %v", field, ref.Name, key, err)}
+		}
+		return cfg, nil
+	}
+	return r.Brokers.TLSConfig(nil, t.InsecureSkipVerify)
 }
 
 // urlFromSecret sets the webhook's URL from a Secret's key. The URL is a credential: it

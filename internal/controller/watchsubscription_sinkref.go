@@ -125,6 +125,12 @@ func withSinkDefaults(ws *notifyv1.WatchSubscription, target resolvedSink) (*not
 	if own.Parallelism == nil {
 		own.Parallelism = d.Parallelism
 	}
+	if own.Coalesce == (notifyv1.CoalesceSpec{}) {
+		own.Coalesce = d.Coalesce
+	}
+	if own.RateLimit == (notifyv1.RateLimitSpec{}) {
+		own.RateLimit = d.RateLimit
+	}
 	if own.DeadLetterSink == nil && d.DeadLetterSink != nil {
 		own.DeadLetterSink = d.DeadLetterSink.DeepCopy()
 		deadLetterSource = target.source

@@ -279,6 +279,7 @@ func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notif
 	if c, ok := r.running.peekCounters(nn, ws.UID); ok {
 		s := c.snapshot()
 		st.EventsObserved, st.EventsDelivered, st.EventsFailed, st.EventsDropped = s.Observed, s.Delivered, s.Failed, s.Dropped
+		st.EventsCoalesced = s.Coalesced
 		st.LastEventTime = optionalTime(s.LastEventTime, st.LastEventTime)
 		st.LastDeliveryTime = optionalTime(s.LastDeliveryTime, st.LastDeliveryTime)
 		st.LastResyncTime = optionalTime(s.LastResyncTime, st.LastResyncTime)
@@ -327,6 +328,10 @@ func sinkKind(s notifyv1.Sink) string {
 		return "service"
 	case s.Log != nil:
 		return "log"
+	case isSet(s.Kafka):
+		return "kafka"
+	case isSet(s.NATS):
+		return "nats"
 	}
 	return ""
 }

@@ -37,6 +37,9 @@ var (
 	evicted = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_evicted_total",
 		Help: "Queued events dropped, oldest first, to keep the process's delivery memory budget (also counted " +
 			"in events_dropped_total)."}, subLabels)
+	coalesced = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_coalesced_total",
+		Help: "Changes merged into a later event of the same object (spec.delivery.coalesce, rateLimit), " +
+			"not sent on their own."}, subLabels)
 	deadLettered = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_dead_lettered_total",
 		Help: "Events sent to the dead-letter sink."}, subLabels)
 	duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "delivery_duration_seconds",
@@ -86,8 +89,9 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(observed, delivered, failed, dropped, evicted, deadLettered, duration, latency,
-		queueDepth, queueCapacity, ready, filterErrors, filterOverBudget, resyncs, checkFailures, registryCollector{})
+	ctrlmetrics.Registry.MustRegister(observed, delivered, failed, dropped, evicted, coalesced, deadLettered, duration,
+		latency, queueDepth, queueCapacity, ready, filterErrors, filterOverBudget, resyncs, checkFailures,
+		registryCollector{})
 }
 
 // ReasonDropped is the reason label of events_failed_total for events dropped for want of
@@ -99,11 +103,11 @@ var failedReasons = append(slices.Clip(sink.FailureReasons), ReasonDropped)
 
 // Subscription is one subscription's handles.
 type Subscription struct {
-	labels                                              []string
-	observed, delivered, dropped, evicted, deadLettered prometheus.Counter
-	droppedFailed                                       prometheus.Counter
-	duration, latency                                   prometheus.Observer
-	queueDepth, queueCapacity                           prometheus.Gauge
+	labels                                                         []string
+	observed, delivered, dropped, evicted, coalesced, deadLettered prometheus.Counter
+	droppedFailed                                                  prometheus.Counter
+	duration, latency                                              prometheus.Observer
+	queueDepth, queueCapacity                                      prometheus.Gauge
 }
 
 // For returns the metrics of a subscription. Every series it may have is created, at zero,
@@ -124,8 +128,8 @@ func For(namespace, name string) *Subscription {
 		observed: observed.WithLabelValues(l...), delivered: delivered.WithLabelValues(l...),
 		dropped: dropped.WithLabelValues(l...), evicted: evicted.WithLabelValues(l...),
 		droppedFailed: failed.WithLabelValues(namespace, name, ReasonDropped),
-		deadLettered:  deadLettered.WithLabelValues(l...),
-		duration:      duration.WithLabelValues(l...), latency: latency.WithLabelValues(l...),
+		coalesced:     coalesced.WithLabelValues(l...), deadLettered: deadLettered.WithLabelValues(l...),
+		duration: duration.WithLabelValues(l...), latency: latency.WithLabelValues(l...),
 		queueDepth: queueDepth.WithLabelValues(l...), queueCapacity: queueCapacity.WithLabelValues(l...)}
 }
 
@@ -154,6 +158,7 @@ func (s *Subscription) Dropped(evicted bool) {
 	}
 }
 func (s *Subscription) DeadLettered()    { s.deadLettered.Inc() }
+func (s *Subscription) Coalesced()       { s.coalesced.Inc() }
 func (s *Subscription) QueueDepth(n int) { s.queueDepth.Set(float64(n)) }
 
 // QueueCapacity sets the size of the subscription's delivery queue.
@@ -214,7 +219,7 @@ func CheckFailed(namespace, name, check string) {
 func Forget(namespace, name string) {
 	// Exact label values: DeletePartialMatch scans every series, which made deleting many
 	// subscriptions quadratic.
-	for _, v := range []*prometheus.CounterVec{observed, delivered, dropped, evicted, deadLettered, filterErrors, filterOverBudget} {
+	for _, v := range []*prometheus.CounterVec{observed, delivered, dropped, evicted, coalesced, deadLettered, filterErrors, filterOverBudget} {
 		v.DeleteLabelValues(namespace, name)
 	}
 	for _, reason := range failedReasons {

@@ -51,6 +51,7 @@ func (o *outcomes) Accepted(*event.Event, time.Time) {}
 
 func (o *outcomes) DeadLettered()  {}
 func (o *outcomes) Dropped(bool)   {}
+func (o *outcomes) Coalesced()     {}
 func (o *outcomes) QueueDepth(int) {}
 func (o *outcomes) Done(*event.Event) {
 	o.mu.Lock()
