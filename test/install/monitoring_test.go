@@ -25,8 +25,8 @@ func TestHelmChartMonitoring(t *testing.T) {
 	cases := []struct{ name, values string }{
 		{"secure", `{metrics: {serviceMonitor: {enabled: true}, prometheusRule: {enabled: true, labels: {release: prom}},
   grafanaDashboard: {enabled: true, annotations: {grafana_folder: Operators}}}}`},
-		{"plain HTTP", `{metrics: {secure: false, port: 8080, serviceMonitor: {enabled: true}, prometheusRule: {enabled: true},
-  grafanaDashboard: {enabled: true, namespace: grafana}}}`},
+		{"plain HTTP", `{metrics: {secure: false, port: 8080, serviceMonitor: {enabled: true},
+  prometheusRule: {enabled: true}, grafanaDashboard: {enabled: true, namespace: grafana}}}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -38,7 +38,8 @@ func TestHelmChartMonitoring(t *testing.T) {
 			checkMonitoring(t, objs)
 			secure := tc.name == "secure"
 			ep := endpoint(t, objs)
-			if _, hasTLS := ep["tlsConfig"]; hasTLS != secure || ep["scheme"] != map[bool]string{true: "https", false: "http"}[secure] {
+			scheme := map[bool]string{true: "https", false: "http"}[secure]
+			if _, hasTLS := ep["tlsConfig"]; hasTLS != secure || ep["scheme"] != scheme {
 				t.Errorf("secure=%v, but the ServiceMonitor's endpoint is %v", secure, ep)
 			}
 			if _, hasToken := ep["bearerTokenFile"]; hasToken != secure {

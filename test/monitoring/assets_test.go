@@ -227,7 +227,8 @@ func TestAlertRules(t *testing.T) {
 				t.Errorf("alert %s: %s: %v", r.Alert, key, err)
 				continue
 			}
-			data := map[string]any{"Labels": sampleLabels, "ExternalLabels": map[string]string{}, "ExternalURL": "", "Value": 0.5}
+			data := map[string]any{"Labels": sampleLabels, "ExternalLabels": map[string]string{},
+				"ExternalURL": "", "Value": 0.5}
 			if err := tmpl.Execute(io.Discard, data); err != nil {
 				t.Errorf("alert %s: %s: %v", r.Alert, key, err)
 			}

@@ -143,7 +143,8 @@ func TestOperatorMetrics(t *testing.T) {
 		}
 		// The status has no dead-letter counter; the metric counts the refused events.
 		_, families := scrape(t, url)
-		v, _ := sum(families, "dynamicnotifier_events_dead_lettered_total", map[string]string{"namespace": ns, "subscription": "deliver"})
+		v, _ := sum(families, "dynamicnotifier_events_dead_lettered_total",
+			map[string]string{"namespace": ns, "subscription": "deliver"})
 		NewWithT(t).Expect(v).To(Equal(2.0), "dead-lettered")
 	})
 
@@ -160,7 +161,8 @@ func TestOperatorMetrics(t *testing.T) {
 
 	t.Run("rules and dashboard name exported metrics", func(t *testing.T) {
 		_, families := scrape(t, url)
-		if exported(families, "dynamicnotifier_no_such_metric") || exported(families, "dynamicnotifier_events_observed_total_count") {
+		if exported(families, "dynamicnotifier_no_such_metric") ||
+			exported(families, "dynamicnotifier_events_observed_total_count") {
 			t.Fatal("exported() accepts names the endpoint does not have")
 		}
 		for _, q := range queries(t) {
@@ -246,7 +248,8 @@ func subscription(ns, name, url string, delivery *notifyv1.DeliverySpec) *notify
 }
 
 func configMap(ns, name, sub string) *corev1.ConfigMap {
-	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"sub": sub}}}
+	return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+		Labels: map[string]string{"sub": sub}}}
 }
 
 // create creates obj and deletes it when the test ends, before the operator stops.
@@ -263,9 +266,11 @@ func waitReady(t *testing.T, ws *notifyv1.WatchSubscription) {
 	NewWithT(t).Eventually(func(g Gomega) {
 		got := &notifyv1.WatchSubscription{}
 		g.Expect(k8s.Get(context.Background(), client.ObjectKeyFromObject(ws), got)).To(Succeed())
-		i := slices.IndexFunc(got.Status.Conditions, func(c metav1.Condition) bool { return c.Type == notifyv1.ConditionReady })
+		i := slices.IndexFunc(got.Status.Conditions,
+			func(c metav1.Condition) bool { return c.Type == notifyv1.ConditionReady })
 		g.Expect(i).NotTo(Equal(-1), "%s has no Ready condition", ws.Name)
 		c := got.Status.Conditions[i]
-		g.Expect(c.Reason).To(Equal(notifyv1.ReasonWatching), "%s: Ready is %s/%s: %s", ws.Name, c.Status, c.Reason, c.Message)
+		g.Expect(c.Reason).To(Equal(notifyv1.ReasonWatching),
+			"%s: Ready is %s/%s: %s", ws.Name, c.Status, c.Reason, c.Message)
 	}).WithTimeout(30 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
 }
