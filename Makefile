@@ -194,12 +194,14 @@ build-installer: manifests generate kustomize helm-sync ## Generate a consolidat
 CHART ?= charts/dynamic-notifier
 
 .PHONY: helm-sync
-helm-sync: manifests ## Copy the generated CRDs and RBAC (ClusterRole and namespaced Roles) and the admission policy into the Helm chart (test/install fails when they differ).
+helm-sync: manifests ## Copy the generated CRDs and RBAC (ClusterRole and namespaced Roles), the admission policy, the ServiceMonitor, alerting rules and Grafana dashboard into the Helm chart (test/install fails when they differ).
 	rm -f $(CHART)/files/crds/*.yaml
 	cp config/crd/bases/*.yaml $(CHART)/files/crds/
 	cp config/rbac/role.yaml $(CHART)/files/rbac/role.yaml
-	mkdir -p $(CHART)/files/admission
+	mkdir -p $(CHART)/files/admission $(CHART)/files/prometheus $(CHART)/files/grafana
 	cp config/admission/policy.yaml config/admission/binding.yaml $(CHART)/files/admission/
+	cp config/prometheus/monitor.yaml config/prometheus/alerts.yaml $(CHART)/files/prometheus/
+	cp config/grafana/dashboard.json $(CHART)/files/grafana/
 
 .PHONY: helm-lint
 helm-lint: helm ## Lint the Helm chart with its default values.

@@ -208,6 +208,11 @@ func TestQueueOverflowIsCountedAndReported(t *testing.T) {
 		g.Expect(st.EventsDropped).To(BeEquivalentTo(8))
 	}).WithTimeout(5 * time.Second).Should(Succeed())
 	g.Expect(counter(g, "dynamicnotifier_events_dropped_total", ns, "overflow")).To(Equal(8.0))
+	// As status.eventsFailed, events_failed_total counts the drops (reason "dropped").
+	g.Expect(counter(g, "dynamicnotifier_events_failed_total", ns, "overflow")).To(Equal(8.0))
+	v, _ := metricValue(g, "dynamicnotifier_events_failed_total", "namespace", ns, "subscription", "overflow", "reason", "dropped")
+	g.Expect(v).To(Equal(8.0))
+	g.Expect(gauge(g, "dynamicnotifier_delivery_queue_capacity", ns, "overflow")).To(Equal(2.0))
 	g.Expect(counter(g, "dynamicnotifier_events_observed_total", ns, "overflow")).To(Equal(10.0))
 	g.Expect(gauge(g, "dynamicnotifier_delivery_queue_depth", ns, "overflow")).To(Equal(2.0))
 	g.Expect(gauge(g, "dynamicnotifier_informer_subscribers", "", "", "resource", "configmaps", "scope", ns)).To(Equal(1.0))
@@ -273,11 +278,13 @@ func TestTLSSinkWithCAFromSecret(t *testing.T) {
 	g.Expect(cond.Message).To(ContainSubstring("certificate"))
 }
 
-// metricValue finds one sample of a metric family in the controller-runtime registry the
-// operator registers on (the same one its /metrics endpoint serves).
+// metricValue adds up the samples of a metric family with these label values in the
+// controller-runtime registry the operator registers on (the same one its /metrics endpoint
+// serves): over the labels not given, such as events_failed_total's reason.
 func metricValue(g Gomega, name string, labels ...string) (float64, bool) {
 	families, err := ctrlmetrics.Registry.Gather()
 	g.Expect(err).NotTo(HaveOccurred())
+	sum, found := 0.0, false
 	for _, f := range families {
 		if f.GetName() != name {
 			continue
@@ -293,10 +300,11 @@ func metricValue(g Gomega, name string, labels ...string) (float64, bool) {
 					continue next
 				}
 			}
-			return sampleValue(m), true
+			sum += sampleValue(m)
+			found = true
 		}
 	}
-	return 0, false
+	return sum, found
 }
 
 func sampleValue(m *dto.Metric) float64 {

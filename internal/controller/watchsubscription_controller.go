@@ -309,6 +309,8 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 			info.Checkpoint, info.Reason)
 		r.wakeups.Now(nn)
 	}
+	m := metrics.For(ws.Namespace, ws.Name)
+	m.QueueCapacity(p.Delivery.QueueSize)
 	pipeline := delivery.Start(delivery.Options{
 		Sink:           sinks.sink,
 		DeadLetter:     sinks.deadLetter,
@@ -319,7 +321,7 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 		Retry:          p.Delivery.Retry,
 		CoalesceWindow: p.Delivery.CoalesceWindow,
 		RateLimit:      p.Delivery.rateLimit(),
-		Observer: &observer{nn: nn, counters: counts, metrics: metrics.For(ws.Namespace, ws.Name),
+		Observer: &observer{nn: nn, counters: counts, metrics: m,
 			progress: progress, wakeups: r.wakeups, log: r.Log.WithValues("watchsubscription", nn)},
 		Held:   old != nil, // until the old pipeline's events are handed over
 		Log:    r.Log.WithValues("watchsubscription", nn),

@@ -113,6 +113,13 @@ func (o *observer) Attempted(n int, took time.Duration, err error) {
 	}
 }
 
+// Accepted records the event's latency, from the change to the sink's answer.
+func (o *observer) Accepted(ev *event.Event, at time.Time) {
+	if !ev.ObservedAt.IsZero() {
+		o.metrics.Latency(at.Sub(ev.ObservedAt))
+	}
+}
+
 func (o *observer) Failed(reason string) {
 	o.counters.delivery.Failed()
 	o.metrics.Failed(reason)

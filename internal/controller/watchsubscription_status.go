@@ -19,6 +19,7 @@ import (
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/authz"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/metrics"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/template"
@@ -292,6 +293,7 @@ func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notif
 		cond = *oldReady
 	}
 	meta.SetStatusCondition(&st.Conditions, cond)
+	metrics.Ready(ws.Namespace, ws.Name, cond.Status == metav1.ConditionTrue, cond.Reason)
 
 	if equality.Semantic.DeepEqual(before.Status, ws.Status) {
 		return recheck, nil

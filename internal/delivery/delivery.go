@@ -98,6 +98,9 @@ type Observer interface {
 	// Attempted: one request delivered n events, taking took, or failed with err (and
 	// may be tried again).
 	Attempted(n int, took time.Duration, err error)
+	// Accepted: the sink accepted ev, answering at at; after Attempted counted the request,
+	// once for each of its events.
+	Accepted(ev *event.Event, at time.Time)
 	// Failed: an event failed for good; reason sorts its last error (sink.FailureReason).
 	Failed(reason string)
 	// DeadLettered: the dead-letter sink took a failed event.
@@ -118,6 +121,7 @@ type nopObserver struct{}
 
 func (nopObserver) Observed()                           {}
 func (nopObserver) Attempted(int, time.Duration, error) {}
+func (nopObserver) Accepted(*event.Event, time.Time)    {}
 func (nopObserver) Failed(string)                       {}
 func (nopObserver) DeadLettered()                       {}
 func (nopObserver) Dropped(bool)                        {}
@@ -706,8 +710,10 @@ func (p *Pipeline) send(l *lane, msgs []sink.Message, n int) bool {
 		if err == nil {
 			// Counted before the events are finished with, so whoever sees them Done
 			// sees them counted.
-			p.opts.Observer.Attempted(len(chunk), time.Since(start), nil)
+			answered := time.Now()
+			p.opts.Observer.Attempted(len(chunk), answered.Sub(start), nil)
 			for _, m := range chunk {
+				p.opts.Observer.Accepted(m.Event, answered)
 				p.finish(m.Event)
 			}
 			return true

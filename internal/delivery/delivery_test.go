@@ -855,6 +855,8 @@ func (w *watching) Dropped(evicted bool) {
 	w.note(true)
 }
 
+func (w *watching) Accepted(*event.Event, time.Time) {}
+
 func (w *watching) Coalesced() {
 	if w.stats != nil {
 		w.stats.Coalesced()

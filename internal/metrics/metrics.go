@@ -17,18 +17,23 @@ import (
 
 const ns = "dynamicnotifier"
 
-var subLabels = []string{"namespace", "subscription"}
+var (
+	subLabels      = []string{"namespace", "subscription"}
+	informerLabels = []string{"group", "version", "resource", "scope"}
+)
 
 var (
 	observed = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_observed_total",
-		Help: "Changes that matched a subscription."}, subLabels)
+		Help: "Changes that matched a subscription. The status' eventsObserved."}, subLabels)
 	delivered = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_delivered_total",
-		Help: "Events the sink accepted."}, subLabels)
+		Help: "Events the sink accepted. The status' eventsDelivered."}, subLabels)
 	failed = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_failed_total",
-		Help: "Events whose delivery failed for good, by reason of the last attempt."},
-		append(subLabels[:2:2], "reason"))
+		Help: "Events not delivered: failed for good (after every retry, dead-lettered or not), by reason of the " +
+			"last attempt, or dropped for want of room (reason \"dropped\"). The status' eventsFailed."},
+		append(slices.Clip(subLabels), "reason"))
 	dropped = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_dropped_total",
-		Help: "Events dropped because the delivery queue was full."}, subLabels)
+		Help: "Events dropped for want of room: the delivery queue was full, or the memory budget " +
+			"(events_evicted_total). The status' eventsDropped."}, subLabels)
 	evicted = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_evicted_total",
 		Help: "Queued events dropped, oldest first, to keep the process's delivery memory budget (also counted " +
 			"in events_dropped_total)."}, subLabels)
@@ -38,8 +43,12 @@ var (
 	deadLettered = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_dead_lettered_total",
 		Help: "Events sent to the dead-letter sink."}, subLabels)
 	duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "delivery_duration_seconds",
-		Help:    "Duration of successful delivery attempts.",
+		Help:    "Duration of successful delivery requests (one request may carry a batch of events).",
 		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, subLabels)
+	latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "delivery_latency_seconds",
+		Help: "Time from the operator seeing a change to the sink accepting its event: queueing, filtering, " +
+			"retries and the request itself.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}}, subLabels)
 	filterErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "filter_errors_total",
 		Help: "CEL filter evaluations that failed (the change then does not match)."}, subLabels)
 	filterOverBudget = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "filter_over_budget_total",
@@ -54,6 +63,11 @@ var (
 		append(slices.Clip(subLabels), "check"))
 	queueDepth = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "delivery_queue_depth",
 		Help: "Events queued or in flight."}, subLabels)
+	queueCapacity = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "delivery_queue_capacity",
+		Help: "Events the delivery queue holds at most (spec.delivery.maxQueueSize); more are dropped."}, subLabels)
+	ready = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "subscription_ready",
+		Help: "1 while the subscription's Ready condition is True, 0 otherwise; reason is the condition's " +
+			"(one series per subscription)."}, append(slices.Clip(subLabels), "reason"))
 
 	budgetLimitDesc = prometheus.NewDesc(ns+"_delivery_memory_budget_bytes",
 		"The delivery memory budget: bytes of events all subscriptions together may hold.", nil, nil)
@@ -61,34 +75,62 @@ var (
 		"Bytes of events all subscriptions hold for delivery now, as the budget counts them.", nil, nil)
 	informersDesc = prometheus.NewDesc(ns+"_informers_active",
 		"Running shared informers, by resource and namespace scope (\"*\" for all).",
-		[]string{"group", "version", "resource", "scope"}, nil)
+		informerLabels, nil)
 	subscribersDesc = prometheus.NewDesc(ns+"_informer_subscribers",
 		"Subscriptions fed by each shared informer.",
-		[]string{"group", "version", "resource", "scope"}, nil)
+		informerLabels, nil)
+	syncedDesc = prometheus.NewDesc(ns+"_informer_synced",
+		"1 once the shared informer has received its first list, 0 before.",
+		informerLabels, nil)
+	failingDesc = prometheus.NewDesc(ns+"_informer_failing",
+		"1 while the shared informer's last list or watch failed (it retries; its subscriptions are WatchFailing), "+
+			"0 once that works.",
+		informerLabels, nil)
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(observed, delivered, failed, dropped, evicted, coalesced, deadLettered, duration, queueDepth, filterErrors,
-		filterOverBudget,
-		resyncs, checkFailures, registryCollector{})
+	ctrlmetrics.Registry.MustRegister(observed, delivered, failed, dropped, evicted, coalesced, deadLettered, duration,
+		latency, queueDepth, queueCapacity, ready, filterErrors, filterOverBudget, resyncs, checkFailures,
+		registryCollector{})
 }
+
+// ReasonDropped is the reason label of events_failed_total for events dropped for want of
+// room (in the queue or the memory budget): the status counts them as failed too.
+const ReasonDropped = "dropped"
+
+// failedReasons are every value of events_failed_total's reason label.
+var failedReasons = append(slices.Clip(sink.FailureReasons), ReasonDropped)
 
 // Subscription is one subscription's handles.
 type Subscription struct {
 	labels                                                         []string
 	observed, delivered, dropped, evicted, coalesced, deadLettered prometheus.Counter
-	duration                                                       prometheus.Observer
-	queueDepth                                                     prometheus.Gauge
+	droppedFailed                                                  prometheus.Counter
+	duration, latency                                              prometheus.Observer
+	queueDepth, queueCapacity                                      prometheus.Gauge
 }
 
-// For returns the metrics of a subscription.
+// For returns the metrics of a subscription. Every series it may have is created, at zero,
+// so rate() and increase() see its first increment (a series appearing at 1 counts for
+// nothing).
 func For(namespace, name string) *Subscription {
 	l := []string{namespace, name}
+	for _, reason := range failedReasons {
+		failed.WithLabelValues(namespace, name, reason)
+	}
+	for _, reason := range watch.ResyncReasons {
+		resyncs.WithLabelValues(namespace, name, reason)
+	}
+	for _, check := range checks {
+		checkFailures.WithLabelValues(namespace, name, check)
+	}
 	return &Subscription{labels: l,
 		observed: observed.WithLabelValues(l...), delivered: delivered.WithLabelValues(l...),
 		dropped: dropped.WithLabelValues(l...), evicted: evicted.WithLabelValues(l...),
-		coalesced: coalesced.WithLabelValues(l...), deadLettered: deadLettered.WithLabelValues(l...),
-		duration: duration.WithLabelValues(l...), queueDepth: queueDepth.WithLabelValues(l...)}
+		droppedFailed: failed.WithLabelValues(namespace, name, ReasonDropped),
+		coalesced:     coalesced.WithLabelValues(l...), deadLettered: deadLettered.WithLabelValues(l...),
+		duration: duration.WithLabelValues(l...), latency: latency.WithLabelValues(l...),
+		queueDepth: queueDepth.WithLabelValues(l...), queueCapacity: queueCapacity.WithLabelValues(l...)}
 }
 
 func (s *Subscription) Observed() { s.observed.Inc() }
@@ -99,13 +141,18 @@ func (s *Subscription) Delivered(n int, d time.Duration) {
 	s.duration.Observe(d.Seconds())
 }
 
+// Latency records how long after the change an event was accepted.
+func (s *Subscription) Latency(d time.Duration) { s.latency.Observe(d.Seconds()) }
+
 func (s *Subscription) Failed(reason string) {
 	failed.WithLabelValues(s.labels[0], s.labels[1], reason).Inc()
 }
 
-// Dropped counts an event that found no room (evicted: in the memory budget).
+// Dropped counts an event that found no room (evicted: in the memory budget), a failed one
+// too (reason "dropped"), as the status does.
 func (s *Subscription) Dropped(evicted bool) {
 	s.dropped.Inc()
+	s.droppedFailed.Inc()
 	if evicted {
 		s.evicted.Inc()
 	}
@@ -113,6 +160,32 @@ func (s *Subscription) Dropped(evicted bool) {
 func (s *Subscription) DeadLettered()    { s.deadLettered.Inc() }
 func (s *Subscription) Coalesced()       { s.coalesced.Inc() }
 func (s *Subscription) QueueDepth(n int) { s.queueDepth.Set(float64(n)) }
+
+// QueueCapacity sets the size of the subscription's delivery queue.
+func (s *Subscription) QueueCapacity(n int) { s.queueCapacity.Set(float64(n)) }
+
+// readyReasons are the reason label of each subscription's subscription_ready series, so a
+// new reason replaces the old series and Forget finds it.
+var (
+	readyMu      sync.Mutex
+	readyReasons = map[[2]string]string{}
+)
+
+// Ready sets a subscription's Ready condition: whether it is True, and its reason.
+func Ready(namespace, name string, isReady bool, reason string) {
+	key := [2]string{namespace, name}
+	readyMu.Lock()
+	defer readyMu.Unlock()
+	if old, ok := readyReasons[key]; ok && old != reason {
+		ready.DeleteLabelValues(namespace, name, old)
+	}
+	readyReasons[key] = reason
+	v := 0.0
+	if isReady {
+		v = 1
+	}
+	ready.WithLabelValues(namespace, name, reason).Set(v)
+}
 
 // FilterErrors is the counter of a subscription's failed filter evaluations.
 func FilterErrors(namespace, name string) prometheus.Counter {
@@ -149,7 +222,7 @@ func Forget(namespace, name string) {
 	for _, v := range []*prometheus.CounterVec{observed, delivered, dropped, evicted, coalesced, deadLettered, filterErrors, filterOverBudget} {
 		v.DeleteLabelValues(namespace, name)
 	}
-	for _, reason := range sink.FailureReasons {
+	for _, reason := range failedReasons {
 		failed.DeleteLabelValues(namespace, name, reason)
 	}
 	for _, reason := range watch.ResyncReasons {
@@ -159,7 +232,15 @@ func Forget(namespace, name string) {
 		checkFailures.DeleteLabelValues(namespace, name, check)
 	}
 	duration.DeleteLabelValues(namespace, name)
+	latency.DeleteLabelValues(namespace, name)
 	queueDepth.DeleteLabelValues(namespace, name)
+	queueCapacity.DeleteLabelValues(namespace, name)
+	readyMu.Lock()
+	if reason, ok := readyReasons[[2]string{namespace, name}]; ok {
+		ready.DeleteLabelValues(namespace, name, reason)
+		delete(readyReasons, [2]string{namespace, name})
+	}
+	readyMu.Unlock()
 }
 
 // budgets are the delivery memory budgets exposed (one per process in production).
@@ -195,6 +276,8 @@ type registryCollector struct{}
 func (registryCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- informersDesc
 	ch <- subscribersDesc
+	ch <- syncedDesc
+	ch <- failingDesc
 	ch <- budgetLimitDesc
 	ch <- budgetUsedDesc
 }
@@ -211,6 +294,10 @@ func (registryCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, reg := range regs {
 		for _, k := range reg.Keys() {
+			st, ok := reg.State(k)
+			if !ok {
+				continue // stopped since Keys
+			}
 			scope := k.Namespace
 			if scope == "" {
 				scope = "*"
@@ -218,6 +305,15 @@ func (registryCollector) Collect(ch chan<- prometheus.Metric) {
 			labels := []string{k.GVR.Group, k.GVR.Version, k.GVR.Resource, scope}
 			ch <- prometheus.MustNewConstMetric(informersDesc, prometheus.GaugeValue, 1, labels...)
 			ch <- prometheus.MustNewConstMetric(subscribersDesc, prometheus.GaugeValue, float64(reg.Subscribers(k)), labels...)
+			ch <- prometheus.MustNewConstMetric(syncedDesc, prometheus.GaugeValue, boolValue(st.Synced), labels...)
+			ch <- prometheus.MustNewConstMetric(failingDesc, prometheus.GaugeValue, boolValue(st.Err != nil), labels...)
 		}
 	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -47,6 +47,8 @@ func (o *outcomes) Failed(reason string) {
 	defer o.mu.Unlock()
 	o.failed = append(o.failed, reason)
 }
+func (o *outcomes) Accepted(*event.Event, time.Time) {}
+
 func (o *outcomes) DeadLettered()  {}
 func (o *outcomes) Dropped(bool)   {}
 func (o *outcomes) Coalesced()     {}

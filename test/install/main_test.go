@@ -59,6 +59,7 @@ func repo(parts ...string) string {
 // CRDs the test API server does not have. They are skipped, and only when their CRD is absent.
 var optionalKinds = []schema.GroupKind{
 	{Group: "monitoring.coreos.com", Kind: "ServiceMonitor"},
+	{Group: "monitoring.coreos.com", Kind: "PrometheusRule"},
 	{Group: "cert-manager.io", Kind: "Certificate"},
 	{Group: "cert-manager.io", Kind: "Issuer"},
 }

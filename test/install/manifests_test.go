@@ -298,6 +298,9 @@ func TestHelmChartRejectsBadValues(t *testing.T) {
 		"rule without resources":         `{rbac: {watch: {clusterWide: false, rules: [{apiGroups: [""]}]}}}`,
 		"replicas without leader":        `{replicaCount: 2, leaderElection: {enabled: false}}`,
 		"service monitor without metric": `{metrics: {enabled: false, serviceMonitor: {enabled: true}}}`,
+		"rules without metrics":          `{metrics: {enabled: false, prometheusRule: {enabled: true}}}`,
+		"dashboard without metrics":      `{metrics: {enabled: false, grafanaDashboard: {enabled: true}}}`,
+		"dashboard label not a string":   `{metrics: {grafanaDashboard: {enabled: true, labels: {grafana_dashboard: 1}}}}`,
 		"bad port":                       `{metrics: {port: 0}}`,
 		"unknown authorization":          `{subscriptions: {authorization: Maybe}}`,
 		"sink deny not a CIDR":           `{subscriptions: {sinkDenyCIDRs: [metadata.internal]}}`,
@@ -314,9 +317,12 @@ func TestHelmChartRejectsBadValues(t *testing.T) {
 // The chart carries copies of generated files (make helm-sync); they must not drift.
 func TestHelmChartCopiesAreCurrent(t *testing.T) {
 	pairs := map[string]string{
-		repo("config", "rbac", "role.yaml"):         filepath.Join(chartDir(), "files", "rbac", "role.yaml"),
-		repo("config", "admission", "policy.yaml"):  filepath.Join(chartDir(), "files", "admission", "policy.yaml"),
-		repo("config", "admission", "binding.yaml"): filepath.Join(chartDir(), "files", "admission", "binding.yaml"),
+		repo("config", "rbac", "role.yaml"):          filepath.Join(chartDir(), "files", "rbac", "role.yaml"),
+		repo("config", "admission", "policy.yaml"):   filepath.Join(chartDir(), "files", "admission", "policy.yaml"),
+		repo("config", "admission", "binding.yaml"):  filepath.Join(chartDir(), "files", "admission", "binding.yaml"),
+		repo("config", "prometheus", "monitor.yaml"): filepath.Join(chartDir(), "files", "prometheus", "monitor.yaml"),
+		repo("config", "prometheus", "alerts.yaml"):  filepath.Join(chartDir(), "files", "prometheus", "alerts.yaml"),
+		repo("config", "grafana", "dashboard.json"):  filepath.Join(chartDir(), "files", "grafana", "dashboard.json"),
 	}
 	generated, _ := filepath.Glob(repo("config", "crd", "bases", "*.yaml"))
 	for _, f := range generated {
