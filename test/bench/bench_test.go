@@ -88,7 +88,7 @@ func TestQuickRun(t *testing.T) {
 
 // wantRows are the row IDs a run with opts reports, in order.
 func wantRows(opts options) []string {
-	ids := make([]string, 0, 3*len(opts.ShareSubs)+3*len(opts.LatencySubs)+14+2*len(opts.MemoryObjects))
+	ids := make([]string, 0, 3*len(opts.ShareSubs)+3*len(opts.LatencySubs)+14+3*len(opts.MemoryObjects))
 	for _, n := range opts.ShareSubs {
 		for _, fig := range []string{"watches", "heap", "rss"} {
 			ids = append(ids, fmt.Sprintf("sharing/%d/%s", n, fig))
@@ -111,7 +111,8 @@ func wantRows(opts options) []string {
 		"budgetflood/healthy", "budgetflood/dropped", "budgetflood/accounted", "budgetflood/rss-peak",
 		"budgetflood/rss-settled")
 	for _, n := range opts.MemoryObjects {
-		ids = append(ids, fmt.Sprintf("memory/%d/heap", n), fmt.Sprintf("memory/%d/rss", n))
+		ids = append(ids, fmt.Sprintf("memory/%d/rss-peak", n), fmt.Sprintf("memory/%d/rss-settled", n),
+			fmt.Sprintf("memory/%d/heap", n))
 	}
 	return ids
 }

@@ -151,6 +151,7 @@ func (h *harness) deleteSubscriptions(ctx context.Context, ns string) error {
 // waitReady polls until n subscriptions of ns are Ready for their current generation.
 func (h *harness) waitReady(ctx context.Context, ns string, n int, timeout time.Duration) error {
 	ready := 0
+	var notReady string // one of those not Ready, with its condition
 	err := poll(ctx, 100*time.Millisecond, timeout, "subscriptions to be Ready", func() (bool, error) {
 		list := &notifyv1.WatchSubscriptionList{}
 		if err := h.k8s.List(ctx, list, client.InNamespace(ns)); err != nil {
@@ -158,14 +159,16 @@ func (h *harness) waitReady(ctx context.Context, ns string, n int, timeout time.
 		}
 		ready = 0
 		for i := range list.Items {
-			if isReady(&list.Items[i]) {
+			if ws := &list.Items[i]; isReady(ws) {
 				ready++
+			} else {
+				notReady = ws.Name + ": " + fmt.Sprint(ws.Status.Conditions)
 			}
 		}
 		return ready == n, nil
 	})
 	if err != nil {
-		return fmt.Errorf("%d of %d Ready: %w", ready, n, err)
+		return fmt.Errorf("%d of %d Ready (%s): %w", ready, n, notReady, err)
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/testenv"
 )
 
@@ -42,6 +43,12 @@ type processSpec struct {
 	Burst                int                  `json:"burst"`
 	CheckpointNamespace  string               `json:"checkpointNamespace"`
 	DeliveryMemoryBudget int64                `json:"deliveryMemoryBudget"`
+	// Authorization, when set, replaces the benchmarks' None (the binary's default is
+	// SubjectAccessReview).
+	Authorization operator.Authorization `json:"authorization,omitempty"`
+	// NaiveNamespace, when set, makes the process the naive baseline instead: one dynamic
+	// informer on the namespace's ConfigMaps, started by POST /start (see naiveProcessMain).
+	NaiveNamespace string `json:"naiveNamespace,omitempty"`
 }
 
 // processStats is what the operator process reports on GET /stats.
@@ -78,8 +85,14 @@ func operatorProcessMain(specJSON string) int {
 	}
 	cfg := &rest.Config{Host: spec.Host, TLSClientConfig: spec.TLS, BearerToken: spec.BearerToken,
 		QPS: spec.QPS, Burst: spec.Burst}
+	if spec.NaiveNamespace != "" {
+		return naiveProcessMain(cfg, spec.NaiveNamespace)
+	}
 	opts := operatorOptions(spec.CheckpointNamespace)
 	opts.DeliveryMemoryBudget = spec.DeliveryMemoryBudget
+	if spec.Authorization != "" {
+		opts.Authorization = spec.Authorization
+	}
 	r, err := launchOperator(cfg, opts)
 	if err != nil {
 		return fail(err)
@@ -156,6 +169,12 @@ func operatorProcessMain(specJSON string) int {
 		heapPeak.Store(int64(heapObjects()))
 		w.WriteHeader(http.StatusNoContent)
 	})
+	return serveProcess(mux, r.done, fail)
+}
+
+// serveProcess serves mux on loopback, prints its address on stdout, and returns when stdin
+// closes (0) or stopped reports an error.
+func serveProcess(mux *http.ServeMux, stopped <-chan error, fail func(error) int) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fail(err)
@@ -174,7 +193,7 @@ func operatorProcessMain(specJSON string) int {
 	case <-stdinClosed:
 		_ = srv.Close()
 		return 0 // no graceful stop: a sink that never answers would hold the drain
-	case err := <-r.done:
+	case err := <-stopped:
 		return fail(fmt.Errorf("the manager stopped: %w", err))
 	}
 }
@@ -193,13 +212,19 @@ type operatorProcess struct {
 // budget and GOMEMLIMIT set to memLimit, on the harness's control plane; checkpoints go to
 // checkpointNS.
 func (h *harness) startOperatorProcess(ctx context.Context, checkpointNS string, budget, memLimit int64) (*operatorProcess, error) {
+	return h.startProcess(ctx, processSpec{CheckpointNamespace: checkpointNS, DeliveryMemoryBudget: budget}, memLimit)
+}
+
+// startProcess runs this program as the process spec describes (its connection to the
+// harness's control plane filled in), with GOMEMLIMIT set to memLimit.
+func (h *harness) startProcess(ctx context.Context, s processSpec, memLimit int64) (*operatorProcess, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	spec, err := json.Marshal(processSpec{Host: h.opCfg.Host, TLS: h.opCfg.TLSClientConfig,
-		BearerToken: h.opCfg.BearerToken, QPS: h.opCfg.QPS, Burst: h.opCfg.Burst,
-		CheckpointNamespace: checkpointNS, DeliveryMemoryBudget: budget})
+	s.Host, s.TLS, s.BearerToken, s.QPS, s.Burst = h.opCfg.Host, h.opCfg.TLSClientConfig, h.opCfg.BearerToken,
+		h.opCfg.QPS, h.opCfg.Burst
+	spec, err := json.Marshal(s)
 	if err != nil {
 		return nil, err
 	}

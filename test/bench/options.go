@@ -77,6 +77,8 @@ type options struct {
 	// how many readings, 200 ms apart, the smallest is taken of.
 	Settle       time.Duration `json:"settle"`
 	HeapReadings int           `json:"heapReadings"`
+	// RSSSettle is how long after an initial sync a process's RSS is read as settled.
+	RSSSettle time.Duration `json:"rssSettle"`
 }
 
 func fullOptions() options {
@@ -92,7 +94,7 @@ func fullOptions() options {
 		Writers:          8,
 		FanOutSubs:       50,
 		FanOutWrites:     400,
-		MemoryObjects:    []int{10000, 100000},
+		MemoryObjects:    []int{20000, 100000},
 		FloodChanges:     100000,
 		FloodObjects:     300,
 		FloodBudget:      64 << 20,
@@ -106,6 +108,7 @@ func fullOptions() options {
 		CRDRounds:        3,
 		Settle:           time.Second,
 		HeapReadings:     3,
+		RSSSettle:        30 * time.Second,
 	}
 }
 
@@ -131,6 +134,7 @@ func quickOptions() options {
 	o.CRDRounds = 1
 	o.Settle = 200 * time.Millisecond
 	o.HeapReadings = 1
+	o.RSSSettle = time.Second
 	return o
 }
 

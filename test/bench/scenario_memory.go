@@ -2,9 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
 )
 
 // memoryPhase is one count of cached objects.
@@ -31,7 +37,20 @@ type memoryPhase struct {
 	NaiveSetup string `json:"naiveSetup"`
 	// CreateObjects is how long the objects added for this count took to create.
 	CreateObjects string `json:"createObjects"`
+	// OursProcess and NaiveProcess are processes of their own, RSS through the initial
+	// sync as a pod's would be: ours the operator as shipped (SubjectAccessReview,
+	// checkpoints, GOMEMLIMIT of the shipped limit), naive one informer factory with the
+	// same GOMEMLIMIT.
+	OursProcess  rssReading `json:"oursProcess"`
+	NaiveProcess rssReading `json:"naiveProcess"`
 }
+
+// rssGoals are issue 21's targets per watched object, over idle: during the initial sync
+// and settled after it.
+const (
+	rssPeakGoal    = 2000
+	rssSettledGoal = 1000
+)
 
 // perObjectGoal is DESIGN's target: at most 1 KB of operator memory per watched object.
 const perObjectGoal = 1000
@@ -41,6 +60,22 @@ const perObjectGoal = 1000
 func runMemory(ctx context.Context, h *harness) ([]Row, any, error) {
 	ns, err := h.namespace(ctx, "memory")
 	if err != nil {
+		return nil, nil, err
+	}
+	// The operator process checks access as the binary does: the namespace's default
+	// ServiceAccount may read what is there.
+	if err := h.k8s.Create(ctx, &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "watch-configmaps"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"},
+			Verbs: []string{"list", "watch"}}},
+	}); err != nil {
+		return nil, nil, err
+	}
+	if err := h.k8s.Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default-watch-configmaps"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "watch-configmaps"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "default"}},
+	}); err != nil {
 		return nil, nil, err
 	}
 	// The objects stay: memory runs last, and deleting 100,000 of them would take a minute
@@ -80,8 +115,17 @@ func runMemory(ctx context.Context, h *harness) ([]Row, any, error) {
 		case underKB && !half:
 			perObject = perObject.note("under 1 KB; over 0.5× naive")
 		}
-		rows = append(rows, perObject,
-			newRow(id+"rss", label, "RSS per cached object", "bytes", d.OursRSSPerObject, d.NaiveRSSPerObject, "naive"))
+		ours, naive := d.OursProcess, d.NaiveProcess
+		rows = append(rows,
+			newRow(id+"rss-peak", label, "RSS peak during the sync, per object (own process)", "bytes",
+				ours.PeakPerObject, naive.PeakPerObject, "naive").
+				goal("≤ 2 KB", ours.PeakPerObject <= rssPeakGoal).
+				note("idle %s, peak %s", format(float64(ours.Idle), "bytes"), format(float64(ours.Peak), "bytes")),
+			newRow(id+"rss-settled", label, "RSS settled, per object (own process)", "bytes",
+				ours.SettledPerObject, naive.SettledPerObject, "naive").
+				goal("≤ 1 KB", ours.SettledPerObject <= rssSettledGoal).
+				note("%s after the sync", h.opts.RSSSettle),
+			perObject)
 	}
 	return rows, details, nil
 }
@@ -101,6 +145,9 @@ func (h *harness) memoryPhase(ctx context.Context, ns string, d *memoryPhase) er
 	b.close()
 	d.Naive, d.NaiveRSS = heapDelta(d.NaiveBefore, d.NaiveAfter), rssDelta(d.NaiveBefore, d.NaiveAfter)
 
+	if err := h.memoryProcesses(ctx, ns, d); err != nil {
+		return err
+	}
 	objects := float64(d.Objects)
 	d.OursPerObject, d.NaivePerObject = float64(d.Ours)/objects, float64(d.Naive)/objects
 	d.OursRSSPerObject, d.NaiveRSSPerObject = float64(d.OursRSS)/objects, float64(d.NaiveRSS)/objects
@@ -125,4 +172,47 @@ func (h *harness) memoryOurs(ctx context.Context, ns string, d *memoryPhase) err
 	d.OursAfter = h.settledHeap(ctx, fmt.Sprintf("memory-%d-ours-after", d.Objects))
 	d.Ours, d.OursRSS = heapDelta(d.OursBefore, d.OursAfter), rssDelta(d.OursBefore, d.OursAfter)
 	return h.unsubscribe(ctx, ns, r)
+}
+
+// memoryProcesses reads the RSS of the operator and of the naive baseline, each a process
+// of its own, through an initial sync of ns.
+func (h *harness) memoryProcesses(ctx context.Context, ns string, d *memoryPhase) error {
+	var err error
+	d.OursProcess, err = h.rssThroughSync(ctx, processSpec{CheckpointNamespace: h.operatorNS,
+		Authorization: operator.DefaultAuthorization}, d.Objects,
+		func(ctx context.Context, _ *operatorProcess) error {
+			ws := subscription(ns, "rss", configMaps, h.sink.URL)
+			if err := h.k8s.Create(ctx, ws); err != nil {
+				return err
+			}
+			return h.waitReady(ctx, ns, 1, readyTimeout(d.Objects/100))
+		})
+	// Whatever happened, the next operator must not find it.
+	err = errors.Join(err, h.deleteSubscriptions(context.WithoutCancel(ctx), ns))
+	if err != nil {
+		return fmt.Errorf("operator process: %w", err)
+	}
+	h.logf("memory %d, own process: RSS idle %s, peak %s (%.0f B/object), settled %s (%.0f B/object), Ready in %s",
+		d.Objects, format(float64(d.OursProcess.Idle), "bytes"), format(float64(d.OursProcess.Peak), "bytes"),
+		d.OursProcess.PeakPerObject, format(float64(d.OursProcess.Settled), "bytes"), d.OursProcess.SettledPerObject,
+		d.OursProcess.Sync)
+
+	d.NaiveProcess, err = h.rssThroughSync(ctx, processSpec{NaiveNamespace: ns}, d.Objects,
+		func(ctx context.Context, p *operatorProcess) error {
+			if err := p.post(ctx, "/start"); err != nil {
+				return err
+			}
+			return poll(ctx, 20*time.Millisecond, readyTimeout(d.Objects/100), "the naive informer to sync",
+				func() (bool, error) {
+					var synced bool
+					return synced, p.get(ctx, "/synced", &synced)
+				})
+		})
+	if err != nil {
+		return fmt.Errorf("naive process: %w", err)
+	}
+	h.logf("memory %d, naive process: RSS idle %s, peak %s (%.0f B/object), settled %s (%.0f B/object)",
+		d.Objects, format(float64(d.NaiveProcess.Idle), "bytes"), format(float64(d.NaiveProcess.Peak), "bytes"),
+		d.NaiveProcess.PeakPerObject, format(float64(d.NaiveProcess.Settled), "bytes"), d.NaiveProcess.SettledPerObject)
+	return nil
 }
