@@ -112,8 +112,9 @@ func (s *Shards) isReleasing(key string) bool {
 	return s.releasing[key]
 }
 
-// NeedLeaderElection: every replica balances its own share.
-func (s *Shards) NeedLeaderElection() bool { return false }
+// NeedLeaderElection: in the group of the checkpoint keeper and the membership (see
+// membership.Membership.NeedLeaderElection); sharding runs without leader election.
+func (s *Shards) NeedLeaderElection() bool { return true }
 
 // Start balances until ctx ends. The final handover (every key at once) happens in
 // Finish, after the keeper's last save.
@@ -152,6 +153,12 @@ func (s *Shards) balance(ctx context.Context) {
 		wanted[shardKeyOf(gvrOf(&list.Items[i]))] = true
 	}
 	owners := shard.Assign(members, slices.Collect(maps.Keys(wanted)))
+	holders, err := s.Membership.Holders(ctx)
+	if err != nil {
+		s.Log.V(1).Info("Reading the claims failed", "error", err.Error())
+		return
+	}
+	s.dropLost(holders)
 	var release, claim, free []string
 	s.mu.Lock()
 	for k := range s.serving {
@@ -183,6 +190,34 @@ func (s *Shards) balance(ctx context.Context) {
 	served := len(s.serving)
 	s.mu.Unlock()
 	metrics.Shards(me, served, len(members))
+}
+
+// dropLost stops serving, at once and without saving, the keys whose claim another replica
+// holds: it took them from this one (its member Lease looked expired, as after a long
+// pause) and has loaded their checkpoints, which this one must not overwrite.
+func (s *Shards) dropLost(holders map[string]string) {
+	var lost []string
+	s.gate.Lock()
+	s.mu.Lock()
+	for k := range s.serving {
+		if h := holders[k]; h != s.Name() {
+			lost = append(lost, k)
+			delete(s.serving, k)
+		}
+	}
+	s.mu.Unlock()
+	s.gate.Unlock()
+	if len(lost) == 0 {
+		return
+	}
+	set := map[string]bool{}
+	for _, k := range lost {
+		set[k] = true
+	}
+	for _, nn := range s.r.running.using(func(k watch.Key) bool { return set[shardKeyOf(k.GVR)] }) {
+		s.r.letGo(nn)
+	}
+	s.Log.Info("Lost shards to another replica; stopped serving them", "shards", lost, "holders", holders)
 }
 
 // claim takes the claims of keys that are free or whose holder is gone, loads their
@@ -260,7 +295,9 @@ func (s *Shards) release(ctx context.Context, keys []string) {
 	for _, nn := range subs {
 		s.r.letGo(nn)
 	}
-	s.free(ctx, keys)
+	freeCtx, cancelFree := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancelFree()
+	s.free(freeCtx, keys)
 	metrics.ShardMoved(s.Name(), "released", len(keys))
 	s.Log.Info("Handed shards over", "shards", keys, "subscriptions", len(subs), "watchesStopped", stopped,
 		"pipelines", pipelines, "drained", drained, "checkpointsSaved", saved,

@@ -100,8 +100,11 @@ func (m *Membership) Name() string { return m.opts.Name }
 // Duration is how long a member stays live without renewing.
 func (m *Membership) Duration() time.Duration { return m.opts.Duration }
 
-// NeedLeaderElection: every replica is a member.
-func (m *Membership) NeedLeaderElection() bool { return false }
+// NeedLeaderElection puts the membership in the manager's group of the checkpoint keeper,
+// which is stopped together: the membership must outlive the keeper's last save (it waits
+// for Leave), and the manager waits for the other groups to end before it stops this one.
+// Sharding runs without leader election, so the group starts on every replica.
+func (m *Membership) NeedLeaderElection() bool { return true }
 
 // MemberLeaseName is the name of a member's Lease.
 func (m *Membership) MemberLeaseName(name string) string { return m.opts.Prefix + "-member-" + name }
@@ -166,7 +169,7 @@ func (m *Membership) Leave(ctx context.Context) {
 }
 
 func (m *Membership) renew(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, m.opts.RetryPeriod*2)
+	ctx, cancel := context.WithTimeout(ctx, m.opts.RenewDeadline)
 	defer cancel()
 	now := metav1.NowMicro()
 	seconds := int32(m.opts.Duration.Round(time.Second) / time.Second)
@@ -193,7 +196,7 @@ func (m *Membership) renew(ctx context.Context) error {
 
 // refresh reads the member Leases and tells OnChange when the live ones changed.
 func (m *Membership) refresh(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, m.opts.RetryPeriod*2)
+	ctx, cancel := context.WithTimeout(ctx, m.opts.RenewDeadline)
 	defer cancel()
 	var list coordinationv1.LeaseList
 	if err := m.opts.Client.List(ctx, &list, client.InNamespace(m.opts.Namespace),
@@ -242,12 +245,26 @@ func leaseDuration(l *coordinationv1.Lease, fallback time.Duration) time.Duratio
 	return fallback
 }
 
-// live tells whether name is a live member as last read.
-func (m *Membership) live(name string) bool {
+// gone tells whether the member name is certainly gone: its Lease deleted, or seen by this
+// replica unrenewed for its whole duration. A Lease this replica has not watched expire
+// (one created since the last read, say) is not gone: a claim is never taken from a
+// member that may be starting to serve it.
+func (m *Membership) gone(ctx context.Context, name string) bool {
+	lease := &coordinationv1.Lease{}
+	err := m.opts.Client.Get(ctx, client.ObjectKey{Namespace: m.opts.Namespace, Name: m.MemberLeaseName(name)}, lease)
+	if apierrors.IsNotFound(err) {
+		return true
+	}
+	if err != nil || lease.Spec.RenewTime == nil {
+		return false
+	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := slices.BinarySearch(m.members, name)
-	return ok
+	o, ok := m.seen[name]
+	m.mu.Unlock()
+	if !ok || !o.renew.Equal(lease.Spec.RenewTime) {
+		return false // renewed since we last looked, or never looked: alive
+	}
+	return time.Since(o.at) >= leaseDuration(lease, m.opts.Duration)
 }
 
 // ShardLeaseName is the name of the claim Lease of a shard key.
@@ -285,7 +302,7 @@ func (m *Membership) Claim(ctx context.Context, key string) (previous string, er
 	switch {
 	case holder == m.opts.Name:
 		return holder, nil
-	case holder != "" && m.live(holder):
+	case holder != "" && !m.gone(ctx, holder):
 		return holder, fmt.Errorf("shard %s: %w: %s", key, ErrHeld, holder)
 	}
 	// The update carries the resourceVersion read: of two replicas claiming at once, one

@@ -25,14 +25,14 @@ func Owner(members []string, key string) string {
 	return best
 }
 
-// Slack is how far above the mean a member's share of keys may grow in Assign: 25%.
-const Slack = 0.25
+// Slack is how far above the mean a member's share of keys may grow in Assign: 15%.
+const Slack = 0.15
 
 // Assign maps each key to a member: rendezvous hashing with bounded loads. Keys are taken in
 // a fixed order (by their hash) and each goes to the member that ranks it highest among
 // those holding fewer than ceil((1+Slack)·keys/members). Without the bound, a few dozen
 // keys spread unevenly (with 30 keys on 3 members, one often gets 14); with it no member
-// gets more than 1.25 times the mean, and a member joining or leaving still moves little
+// gets more than 1.15 times the mean (rounded up), and a member joining or leaving still moves little
 // more than its share. A pure function of the members and the set of keys: every replica
 // that sees the same ones computes the same map.
 func Assign(members, keys []string) map[string]string {
