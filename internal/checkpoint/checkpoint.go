@@ -273,7 +273,7 @@ func (c *ConfigMaps) merge(ctx context.Context, name string, mine []stored) erro
 				ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: name, Labels: labels},
 				Data:       map[string]string{dataKey: data}})
 		}
-		if err == nil || !(apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) {
+		if err == nil || (!apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err)) {
 			break
 		}
 	}

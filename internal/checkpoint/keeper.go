@@ -87,10 +87,7 @@ func (k *Keeper) Load(ctx context.Context, match func(stream string) bool) error
 }
 
 // SaveNow saves the checkpoints at once; false when they could not be saved.
-func (k *Keeper) SaveNow(ctx context.Context) bool {
-	_, ok := k.save(ctx)
-	return ok
-}
+func (k *Keeper) SaveNow(ctx context.Context) bool { return k.save(ctx) }
 
 // restore reads the checkpoints, retrying until it works, ctx ends or loadDeadline passes.
 func (k *Keeper) restore(ctx context.Context) {
@@ -137,9 +134,9 @@ func (k *Keeper) saveLoop(ctx context.Context) {
 	}
 }
 
-// save writes the current checkpoints if they differ from the last saved; it returns what
-// is stored and whether that is now.
-func (k *Keeper) save(ctx context.Context) (map[watch.PointKey]watch.Point, bool) {
+// save writes the current checkpoints if they differ from the last saved; false when they
+// could not be written.
+func (k *Keeper) save(ctx context.Context) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	last := k.last
@@ -148,7 +145,7 @@ func (k *Keeper) save(ctx context.Context) (map[watch.PointKey]watch.Point, bool
 		maps.DeleteFunc(now, func(pk watch.PointKey, _ watch.Point) bool { return !k.Owns(pk.Stream) })
 	}
 	if samePoints(now, last) {
-		return last, true
+		return true
 	}
 	if err := k.Store.Save(ctx, now); err != nil {
 		if ctx.Err() == nil {
@@ -160,14 +157,14 @@ func (k *Keeper) save(ctx context.Context) (map[watch.PointKey]watch.Point, bool
 			log.Info("Saving checkpoints failed; retrying at the next interval", "error", err.Error())
 		}
 		k.saveFailing = true
-		return last, false
+		return false
 	}
 	if k.saveFailing {
 		k.Log.Info("Saving checkpoints works again")
 		k.saveFailing = false
 	}
 	k.last = now
-	return now, true
+	return true
 }
 
 func samePoints(a, b map[watch.PointKey]watch.Point) bool {
@@ -192,7 +189,7 @@ func (k *Keeper) shutdown() {
 	}
 	saveCtx, cancelSave := context.WithTimeout(context.Background(), max(time.Until(started.Add(k.Grace)), minLastSave))
 	defer cancelSave()
-	if _, ok := k.save(saveCtx); !ok {
+	if !k.save(saveCtx) {
 		k.Log.Info("The last checkpoints could not be saved; the next operator resumes from the ones saved before")
 		return
 	}

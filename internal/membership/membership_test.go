@@ -123,7 +123,7 @@ func (m *member) kill() {
 	// Start renews until Leave; a killed process does not. Ending it through the leave
 	// channel would delete the Lease, so the member is abandoned instead: its Lease is
 	// deleted by hand after the renewals stop.
-	m.Membership.Abandon()
+	m.Abandon()
 }
 
 func TestClaimsAreExclusiveAndFollowLiveness(t *testing.T) {
@@ -164,7 +164,7 @@ func TestConcurrentClaimsHaveOneWinner(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
 	names := []string{"a", "b", "c", "d"}
-	var ms []*member
+	ms := make([]*member, 0, len(names))
 	for _, n := range names {
 		ms = append(ms, join(t, ns, n))
 	}

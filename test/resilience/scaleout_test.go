@@ -19,7 +19,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -65,10 +64,6 @@ func (c *cluster) subName(i, j int) string { return fmt.Sprintf("%s-%d", c.resou
 
 func (c *cluster) shardKey(i int) string { return c.resource(i) + "." + c.group + "/v1" }
 
-func (c *cluster) gvr(i int) schema.GroupVersionResource {
-	return schema.GroupVersionResource{Group: c.group, Version: "v1", Resource: c.resource(i)}
-}
-
 // setupScaleOut creates the CRDs, the grant for the subscriptions' ServiceAccount and the
 // subscriptions.
 func setupScaleOut(t *testing.T) *cluster {
@@ -109,9 +104,10 @@ func setupScaleOut(t *testing.T) *cluster {
 			if err := k8s.Get(s.ctx, client.ObjectKey{Name: c.resource(i) + "." + c.group}, crd); err != nil {
 				return err
 			}
-			established := slices.ContainsFunc(crd.Status.Conditions, func(cd apiextensionsv1.CustomResourceDefinitionCondition) bool {
-				return cd.Type == apiextensionsv1.Established && cd.Status == apiextensionsv1.ConditionTrue
-			})
+			established := slices.ContainsFunc(crd.Status.Conditions,
+				func(cd apiextensionsv1.CustomResourceDefinitionCondition) bool {
+					return cd.Type == apiextensionsv1.Established && cd.Status == apiextensionsv1.ConditionTrue
+				})
 			if !established {
 				return fmt.Errorf("%s not established", crd.Name)
 			}
@@ -160,7 +156,7 @@ func (c *cluster) served() (map[string]string, error) {
 // settle waits until the assignment the subscriptions show is the one shard.Assign
 // gives for the running replicas, and returns it.
 func (c *cluster) settle(timeout time.Duration, what string) map[string]string {
-	var keys []string
+	keys := make([]string, 0, scaleResources)
 	for i := range scaleResources {
 		keys = append(keys, c.shardKey(i))
 	}
@@ -287,8 +283,11 @@ func (c *cluster) missing() []string {
 	return out
 }
 
-func (c *cluster) allArrive(timeout time.Duration, what string) {
-	c.s.eventually(timeout, c.running(), what, func() error {
+// arrivalTimeout bounds how long the changes written take to reach every subscription.
+const arrivalTimeout = 30 * time.Second
+
+func (c *cluster) allArrive(what string) {
+	c.s.eventually(arrivalTimeout, c.running(), what, func() error {
 		if m := c.missing(); len(m) > 0 {
 			return fmt.Errorf("%d changes not delivered, such as %v", len(m), m[:min(5, len(m))])
 		}
@@ -347,7 +346,7 @@ func TestScaleOut(t *testing.T) {
 		t.Fatalf("%d member Leases, want 3", len(leases.Items))
 	}
 	requireNoError(t, c.write(s.ctx, 1))
-	c.allArrive(30*time.Second, "the first changes reach every subscription")
+	c.allArrive("the first changes reach every subscription")
 
 	// SIGKILL while changes stream.
 	written := make(chan error, 1)
@@ -357,10 +356,11 @@ func TestScaleOut(t *testing.T) {
 	victim := c.managers["replica-c"]
 	delete(c.managers, "replica-c")
 	victim.kill(t)
-	c.settle(memberLeaseDuration+8*time.Second-time.Since(killed), "the killed replica's subscriptions are served by the others")
+	c.settle(memberLeaseDuration+8*time.Second-time.Since(killed),
+		"the killed replica's subscriptions are served by the others")
 	t.Logf("served by the others %s after the kill", time.Since(killed).Round(time.Millisecond))
 	requireNoError(t, <-written)
-	c.allArrive(30*time.Second, "every change of the stream arrives after the kill")
+	c.allArrive("every change of the stream arrives after the kill")
 
 	// 2 → 5 → 2 with SIGTERM, writing meanwhile.
 	before := c.settle(time.Second, "two replicas")
@@ -372,7 +372,7 @@ func TestScaleOut(t *testing.T) {
 	if m := moves(before, after); float64(m) > 1.5*3.0/5*scaleResources {
 		t.Errorf("%d resources moved from 2 to 5 replicas, the hashing's share is about %d", m, scaleResources*3/5)
 	}
-	c.allArrive(30*time.Second, "every change arrives while scaling up")
+	c.allArrive("every change arrives while scaling up")
 
 	before = after
 	go func() { written <- c.write(s.ctx, 3) }()
@@ -386,11 +386,11 @@ func TestScaleOut(t *testing.T) {
 	requireNoError(t, <-written)
 	after = c.settle(30*time.Second, "two replicas again")
 	t.Logf("5 → 2: %d of %d resources moved", moves(before, after), scaleResources)
-	c.allArrive(30*time.Second, "every change arrives while scaling down")
+	c.allArrive("every change arrives while scaling down")
 	s.eventually(10*time.Second, c.running(), "the stopped replicas' Leases are gone", func() error {
 		requireNoError(t, k8s.List(s.ctx, &leases, client.InNamespace(s.cpNS),
 			client.MatchingLabels{"app.kubernetes.io/component": "member"}))
-		var names []string
+		names := make([]string, 0, len(leases.Items))
 		for _, l := range leases.Items {
 			names = append(names, *l.Spec.HolderIdentity)
 		}
