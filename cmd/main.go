@@ -17,6 +17,7 @@ limitations under the License.
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"flag"
@@ -69,6 +70,7 @@ func main() {
 	var checkpointNamespace string
 	var authzInterval, checkpointInterval, shutdownGrace time.Duration
 	var leaseDuration, renewDeadline, retryPeriod time.Duration
+	var sharding, replicaName string
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
 		"Use :8443 for HTTPS or :8080 for HTTP, or leave as 0 to disable the metrics service.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the probe endpoint binds to.")
@@ -114,11 +116,22 @@ func main() {
 			"before the last checkpoint is saved. The process exits at most "+operator.ShutdownSlack.String()+
 			" after it.")
 	flag.DurationVar(&leaseDuration, "leader-elect-lease-duration", 15*time.Second,
-		"How long a standby waits before taking over a leader that stopped renewing.")
+		"How long a standby waits before taking over a leader that stopped renewing. With --sharding=Leases: "+
+			"how long a replica that stopped renewing its member Lease stays a member; its work moves after it.")
 	flag.DurationVar(&renewDeadline, "leader-elect-renew-deadline", 10*time.Second,
-		"How long the leader keeps trying to renew before it steps down.")
+		"How long the leader (with --sharding=Leases, any replica) keeps trying to renew its Lease before it "+
+			"steps down (stops and exits).")
 	flag.DurationVar(&retryPeriod, "leader-elect-retry-period", 2*time.Second,
-		"How often leader election is attempted.")
+		"How often leader election is attempted; with --sharding=Leases, how often member Leases are renewed "+
+			"and read.")
+	flag.StringVar(&sharding, "sharding", string(operator.ShardingNone),
+		"How replicas share the work. None: one replica (with --leader-elect, the leader) watches and delivers "+
+			"for every subscription. Leases: every replica holds a member Lease in --checkpoint-namespace and "+
+			"serves the resources that rendezvous hashing over the live members gives it; handovers drain and "+
+			"checkpoint first. Not together with --leader-elect.")
+	flag.StringVar(&replicaName, "replica-name", cmp.Or(os.Getenv("POD_NAME"), hostname()),
+		"This replica's name among the others with --sharding=Leases (its member Lease, status.replica). "+
+			"Defaults to $POD_NAME, else the host name.")
 	// Production logging: JSON at info level; the --zap-* flags change it.
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
@@ -162,6 +175,10 @@ func main() {
 		metricsServerOptions.KeyName = metricsCertKey
 	}
 
+	if operator.Sharding(sharding) == operator.ShardingLeases && enableLeaderElection {
+		setupLog.Error(nil, "--sharding=Leases and --leader-elect exclude each other: with Leases every replica works")
+		os.Exit(1)
+	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Cache:                   operator.CacheOptions(),
 		Scheme:                  scheme,
@@ -193,7 +210,9 @@ func main() {
 		SinkFollowRedirects: sinkFollowRedirects, Authorization: operator.Authorization(subscriptionAuthz),
 		DeliveryMemoryBudget:  budget,
 		AuthorizationInterval: authzInterval, CheckpointNamespace: checkpointNamespace,
-		CheckpointInterval: checkpointInterval, ShutdownGrace: shutdownGrace}); err != nil {
+		CheckpointInterval: checkpointInterval, ShutdownGrace: shutdownGrace,
+		Sharding: operator.Sharding(sharding), ReplicaName: replicaName, MemberLeaseDuration: leaseDuration,
+		MemberRenewDeadline: renewDeadline, MemberRetryPeriod: retryPeriod}); err != nil {
 		setupLog.Error(err, "Failed to set up the operator")
 		os.Exit(1)
 	}
@@ -214,6 +233,11 @@ func main() {
 		setupLog.Error(err, "Failed to run manager")
 		os.Exit(1)
 	}
+}
+
+func hostname() string {
+	name, _ := os.Hostname()
+	return name
 }
 
 // exitIfShutdownHangs ends the process when it is still running limit after ctx ended: a

@@ -44,4 +44,7 @@ const (
 	// EventReasonResynced: the subscription could not resume from its checkpoint; changes
 	// were re-listed and an io.dynamicnotifier.resync event was delivered.
 	EventReasonResynced = "Resynced"
+	// EventReasonMoved: another operator replica serves the subscription now (scale-out:
+	// replicas joined or left); it resumed from the checkpoint the previous one saved.
+	EventReasonMoved = "Moved"
 )

@@ -783,6 +783,14 @@ type WatchSubscriptionStatus struct {
 	// were re-listed, and deletions in the gap may be missing.
 	// +optional
 	LastResyncTime *metav1.Time `json:"lastResyncTime,omitempty"`
+
+	// replica is the operator replica (its pod name) that serves this subscription: watches
+	// its streams, delivers its events and writes this status. Set when the operator runs
+	// with --sharding=Leases; absent with a single leader.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Replica string `json:"replica,omitempty"`
 }
 
 // WatchSubscription tells the operator to watch a Kubernetes resource and deliver its
@@ -795,6 +803,7 @@ type WatchSubscriptionStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Replica",type=string,priority=1,JSONPath=`.status.replica`
 // +kubebuilder:printcolumn:name="Message",type=string,priority=1,JSONPath=`.status.conditions[?(@.type=="Ready")].message`
 type WatchSubscription struct {
 	metav1.TypeMeta `json:",inline"`

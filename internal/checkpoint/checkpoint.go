@@ -82,6 +82,11 @@ type ConfigMaps struct {
 	Name string
 	// Shards is how many ConfigMaps to spread over; DefaultShards when zero.
 	Shards int
+	// Owns, when set, says which points this replica writes (scale-out: the streams it
+	// serves). Save then merges: a ConfigMap keeps the points of the others as stored,
+	// written back with its resourceVersion as a precondition, so replicas sharing a
+	// ConfigMap never undo each other's writes. Nil: the only writer, as with one leader.
+	Owns func(watch.PointKey) bool
 
 	mu sync.Mutex
 	// written is each shard's content as last stored: unchanged shards are not written.
@@ -128,7 +133,9 @@ func (c *ConfigMaps) Load(ctx context.Context) (map[watch.PointKey]watch.Point, 
 		}
 	}
 	c.mu.Lock()
-	c.written, c.legacy = written, legacy
+	if c.Owns == nil {
+		c.written, c.legacy = written, legacy
+	}
 	c.mu.Unlock()
 	return out, nil
 }
@@ -147,12 +154,10 @@ func readLegacy(data string, out map[watch.PointKey]watch.Point) {
 // Save stores points: every ConfigMap whose share of them changed is written, one that has
 // none left is emptied. It goes on past a failed write and returns every failure.
 func (c *ConfigMaps) Save(ctx context.Context, points map[watch.PointKey]watch.Point) error {
-	shards := map[string][]stored{}
-	for k, p := range points {
-		name := c.shardName(k.Subscriber)
-		shards[name] = append(shards[name], stored{PointKey: k, ResourceVersion: p.ResourceVersion,
-			Time: p.Time.UTC().Round(0)})
+	if c.Owns != nil {
+		return c.saveMerged(ctx, points)
 	}
+	shards := c.byShard(points)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.written == nil {
@@ -185,6 +190,97 @@ func (c *ConfigMaps) Save(ctx context.Context, points map[watch.PointKey]watch.P
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (c *ConfigMaps) byShard(points map[watch.PointKey]watch.Point) map[string][]stored {
+	shards := map[string][]stored{}
+	for k, p := range points {
+		name := c.shardName(k.Subscriber)
+		shards[name] = append(shards[name], stored{PointKey: k, ResourceVersion: p.ResourceVersion,
+			Time: p.Time.UTC().Round(0)})
+	}
+	return shards
+}
+
+// mergeAttempts bounds the retries of one ConfigMap's merge when other replicas write it
+// at the same time.
+const mergeAttempts = 5
+
+// saveMerged writes this replica's points (those it Owns) into each ConfigMap whose share
+// of them changed since it last wrote, keeping the others' points as stored.
+func (c *ConfigMaps) saveMerged(ctx context.Context, points map[watch.PointKey]watch.Point) error {
+	shards := c.byShard(points)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.written == nil {
+		c.written = map[string]string{}
+	}
+	for name := range c.written {
+		if _, ok := shards[name]; !ok {
+			shards[name] = nil
+		}
+	}
+	var errs []error
+	for _, name := range slices.Sorted(maps.Keys(shards)) {
+		mine, err := encode(shards[name])
+		if err != nil {
+			return err
+		}
+		if prev, ok := c.written[name]; ok && prev == mine {
+			continue
+		}
+		if err := c.merge(ctx, name, shards[name]); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c.written[name] = mine
+	}
+	return errors.Join(errs...)
+}
+
+// merge replaces the owned points of one ConfigMap by mine, retrying on conflicts.
+func (c *ConfigMaps) merge(ctx context.Context, name string, mine []stored) error {
+	var err error
+	for range mergeAttempts {
+		cm := &corev1.ConfigMap{}
+		err = c.Client.Get(ctx, client.ObjectKey{Namespace: c.Namespace, Name: name}, cm)
+		exists := err == nil
+		if err != nil && !apierrors.IsNotFound(err) {
+			break
+		}
+		points := slices.Clone(mine)
+		var doc document
+		if exists && json.Unmarshal([]byte(cm.Data[dataKey]), &doc) == nil && doc.Version == formatVersion {
+			for _, p := range doc.Points {
+				if !c.Owns(p.PointKey) {
+					points = append(points, p)
+				}
+			}
+		}
+		data, encErr := encode(points)
+		if encErr != nil {
+			return encErr
+		}
+		switch {
+		case exists && cm.Data[dataKey] == data:
+			return nil
+		case exists:
+			cm.Labels = labels
+			cm.Data = map[string]string{dataKey: data}
+			err = c.Client.Update(ctx, cm) // with the resourceVersion read: a conflict retries
+		default:
+			err = c.Client.Create(ctx, &corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: name, Labels: labels},
+				Data:       map[string]string{dataKey: data}})
+		}
+		if err == nil || (!apierrors.IsConflict(err) && !apierrors.IsAlreadyExists(err)) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("save checkpoints to ConfigMap %s/%s: %w", c.Namespace, name, err)
+	}
+	return nil
 }
 
 // encode writes a shard's points in a stable order, so equal content compares equal.

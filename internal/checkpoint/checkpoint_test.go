@@ -3,6 +3,8 @@ package checkpoint_test
 import (
 	"context"
 	"fmt"
+	"maps"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -173,4 +175,47 @@ func (c *countingWriter) writes() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.n
+}
+
+func TestReplicasSharingConfigMapsKeepEachOthersPoints(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	at := time.Date(2026, 11, 26, 9, 0, 0, 0, time.UTC)
+	owns := func(resource string) func(watch.PointKey) bool {
+		return func(pk watch.PointKey) bool { return strings.HasPrefix(pk.Stream, resource+".") }
+	}
+	// Two ConfigMaps only: both replicas write into both.
+	a := &checkpoint.ConfigMaps{Client: k8s, Namespace: ns, Shards: 2, Owns: owns("configmaps")}
+	b := &checkpoint.ConfigMaps{Client: k8s, Namespace: ns, Shards: 2, Owns: owns("secrets")}
+	pointsOf := func(resource string, rv int) map[watch.PointKey]watch.Point {
+		out := map[watch.PointKey]watch.Point{}
+		for i := range 20 {
+			stream := resource + "./v1@ns"
+			out[key(fmt.Sprintf("ns/%s-%d/uid", resource, i), stream)] = watch.Point{Stream: stream,
+				ResourceVersion: fmt.Sprint(rv + i), Time: at}
+		}
+		return out
+	}
+	var wg sync.WaitGroup
+	for round := range 5 {
+		wg.Go(func() { g.Expect(a.Save(ctx, pointsOf("configmaps", 100*round))).To(Succeed()) })
+		wg.Go(func() { g.Expect(b.Save(ctx, pointsOf("secrets", 100*round+50))).To(Succeed()) })
+		wg.Wait()
+	}
+	want := pointsOf("configmaps", 400)
+	maps.Copy(want, pointsOf("secrets", 450))
+	got, err := (&checkpoint.ConfigMaps{Client: k8s, Namespace: ns}).Load(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got).To(Equal(want), "each replica's last points, none undone by the other's writes")
+
+	// A replica that no longer has a point it owns (the subscription is gone) removes it;
+	// the other's stay.
+	fewer := pointsOf("configmaps", 400)
+	delete(fewer, key("ns/configmaps-3/uid", "configmaps./v1@ns"))
+	g.Expect(a.Save(ctx, fewer)).To(Succeed())
+	got, err = (&checkpoint.ConfigMaps{Client: k8s, Namespace: ns}).Load(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	delete(want, key("ns/configmaps-3/uid", "configmaps./v1@ns"))
+	g.Expect(got).To(Equal(want))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -35,8 +36,16 @@ type Keeper struct {
 	// Drain waits until the events handed to subscribers are finished with, or ctx ends; it
 	// reports how many pipelines there were and how many finished.
 	Drain func(ctx context.Context) (pipelines, drained int)
-	Log   logr.Logger
+	// Owns, when set, limits what this keeper saves to the streams its replica serves
+	// (scale-out); the Store must merge likewise. Nothing is loaded at start then: Load reads
+	// the checkpoints of streams as the replica comes to serve them.
+	Owns func(stream string) bool
+	// AfterShutdown is called once the last checkpoints are saved, or could not be.
+	AfterShutdown func()
+	Log           logr.Logger
 
+	mu          sync.Mutex // one save at a time
+	last        map[watch.PointKey]watch.Point
 	saveFailing bool
 }
 
@@ -46,15 +55,39 @@ func NewKeeper(reg *watch.Registry, store Store, interval, grace time.Duration, 
 	return &Keeper{Registry: reg, Store: store, Interval: interval, Grace: grace, Log: log}
 }
 
-// NeedLeaderElection: only the leader watches, delivers and writes checkpoints.
+// NeedLeaderElection: only the leader watches, delivers and writes checkpoints. Without
+// leader election (scale-out) it runs on every replica.
 func (k *Keeper) NeedLeaderElection() bool { return true }
 
 // Start runs until ctx ends, then shuts the registry down within the grace period.
 func (k *Keeper) Start(ctx context.Context) error {
-	k.restore(ctx)
-	k.shutdown(k.saveLoop(ctx))
+	if k.Owns != nil {
+		k.Registry.Restore(nil) // streams wait for Load instead
+	} else {
+		k.restore(ctx)
+	}
+	k.saveLoop(ctx)
+	k.shutdown()
+	if k.AfterShutdown != nil {
+		k.AfterShutdown()
+	}
 	return nil
 }
+
+// Load reads the stored checkpoints of the streams that match and hands them to the
+// registry in the place of any it had: call it before serving those streams, after their
+// previous replica saved them.
+func (k *Keeper) Load(ctx context.Context, match func(stream string) bool) error {
+	points, err := k.Store.Load(ctx)
+	if err != nil {
+		return err
+	}
+	k.Registry.ReplacePoints(match, points)
+	return nil
+}
+
+// SaveNow saves the checkpoints at once; false when they could not be saved.
+func (k *Keeper) SaveNow(ctx context.Context) bool { return k.save(ctx) }
 
 // restore reads the checkpoints, retrying until it works, ctx ends or loadDeadline passes.
 func (k *Keeper) restore(ctx context.Context) {
@@ -80,35 +113,39 @@ func (k *Keeper) restore(ctx context.Context) {
 	}
 }
 
-// saveLoop saves checkpoints every interval while they change, until ctx ends; it returns
-// what is stored.
-func (k *Keeper) saveLoop(ctx context.Context) map[watch.PointKey]watch.Point {
-	var last map[watch.PointKey]watch.Point
+// saveLoop saves checkpoints every interval while they change, until ctx ends.
+func (k *Keeper) saveLoop(ctx context.Context) {
 	tick := time.NewTicker(k.Interval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			return last
+			return
 		case <-tick.C:
 		case <-k.Registry.SaveSoon():
 			// Let a burst of starting subscribers share one write.
 			select {
 			case <-ctx.Done():
-				return last
+				return
 			case <-time.After(saveSoonDelay):
 			}
 		}
-		last, _ = k.save(ctx, last)
+		k.save(ctx)
 	}
 }
 
-// save writes the current checkpoints if they differ from last; it returns what is stored
-// and whether that is now.
-func (k *Keeper) save(ctx context.Context, last map[watch.PointKey]watch.Point) (map[watch.PointKey]watch.Point, bool) {
+// save writes the current checkpoints if they differ from the last saved; false when they
+// could not be written.
+func (k *Keeper) save(ctx context.Context) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	last := k.last
 	now := k.Registry.Checkpoints()
+	if k.Owns != nil {
+		maps.DeleteFunc(now, func(pk watch.PointKey, _ watch.Point) bool { return !k.Owns(pk.Stream) })
+	}
 	if samePoints(now, last) {
-		return last, true
+		return true
 	}
 	if err := k.Store.Save(ctx, now); err != nil {
 		if ctx.Err() == nil {
@@ -120,13 +157,14 @@ func (k *Keeper) save(ctx context.Context, last map[watch.PointKey]watch.Point) 
 			log.Info("Saving checkpoints failed; retrying at the next interval", "error", err.Error())
 		}
 		k.saveFailing = true
-		return last, false
+		return false
 	}
 	if k.saveFailing {
 		k.Log.Info("Saving checkpoints works again")
 		k.saveFailing = false
 	}
-	return now, true
+	k.last = now
+	return true
 }
 
 func samePoints(a, b map[watch.PointKey]watch.Point) bool {
@@ -136,7 +174,7 @@ func samePoints(a, b map[watch.PointKey]watch.Point) bool {
 // shutdown stops the watches, lets delivery finish what it holds and saves the checkpoints
 // that leaves; each step is bounded by what is left of the grace period, and each that
 // cannot finish says so, so the operator always ends in time.
-func (k *Keeper) shutdown(last map[watch.PointKey]watch.Point) {
+func (k *Keeper) shutdown() {
 	started := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), k.Grace)
 	defer cancel()
@@ -151,7 +189,7 @@ func (k *Keeper) shutdown(last map[watch.PointKey]watch.Point) {
 	}
 	saveCtx, cancelSave := context.WithTimeout(context.Background(), max(time.Until(started.Add(k.Grace)), minLastSave))
 	defer cancelSave()
-	if _, ok := k.save(saveCtx, last); !ok {
+	if !k.save(saveCtx) {
 		k.Log.Info("The last checkpoints could not be saved; the next operator resumes from the ones saved before")
 		return
 	}

@@ -61,7 +61,9 @@ type WatchSubscriptionReconciler struct {
 	StatusInterval time.Duration
 	// DeliveryTimeout bounds one delivery attempt.
 	DeliveryTimeout time.Duration
-	Log             logr.Logger
+	// Shards, when set, limits this replica to the subscriptions it serves (scale-out).
+	Shards *Shards
+	Log    logr.Logger
 
 	running *runningSubscriptions
 	wakeups *wakeups
@@ -76,6 +78,7 @@ type WatchSubscriptionReconciler struct {
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 // +kubebuilder:rbac:groups=*,resources=*,verbs=list;watch
 // +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=get;list;create;update;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,namespace=system,resources=leases,verbs=get;list;create;update;delete
 
 // Reconcile brings what runs for one subscription in line with its spec and reports it.
 func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -91,6 +94,14 @@ func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if !ws.DeletionTimestamp.IsZero() {
 		r.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
+	}
+	if r.Shards != nil {
+		served, done := r.Shards.enter(shardKeyOf(gvrOf(ws)))
+		defer done()
+		if !served {
+			r.notServed(req.NamespacedName)
+			return ctrl.Result{}, nil // its replica reconciles it
+		}
 	}
 	in, res, result := r.wire(ctx, ws)
 	recheck, err := r.writeStatus(ctx, ws, in, res)

@@ -200,6 +200,11 @@ func (w *runningSubscriptions) drain(ctx context.Context) (pipelines, drained in
 		running = append(running, c.pipeline)
 	}
 	w.mu.Unlock()
+	return drainAll(ctx, running)
+}
+
+// drainAll drains pipelines at once until each has finished or ctx ends.
+func drainAll(ctx context.Context, running []*delivery.Pipeline) (pipelines, drained int) {
 	results := make(chan bool, len(running))
 	for _, p := range running {
 		go func() { results <- p.Drain(ctx) }()
@@ -221,4 +226,41 @@ func (w *runningSubscriptions) subscribersOf(key watch.Key) []types.NamespacedNa
 		out = append(out, nn)
 	}
 	return out
+}
+
+// using lists the subscriptions running with a stream whose key matches.
+func (w *runningSubscriptions) using(match func(watch.Key) bool) []types.NamespacedName {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []types.NamespacedName
+	for nn, c := range w.subs {
+		if slices.ContainsFunc(c.keys, match) {
+			out = append(out, nn)
+		}
+	}
+	return out
+}
+
+// keysOf are the streams of what runs for nn.
+func (w *runningSubscriptions) keysOf(nn types.NamespacedName) ([]watch.Key, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	c, ok := w.subs[nn]
+	if !ok {
+		return nil, false
+	}
+	return c.keys, true
+}
+
+// drainSome is drain for the pipelines of some subscriptions.
+func (w *runningSubscriptions) drainSome(ctx context.Context, nns []types.NamespacedName) (pipelines, drained int) {
+	w.mu.Lock()
+	running := make([]*delivery.Pipeline, 0, len(nns))
+	for _, nn := range nns {
+		if c, ok := w.subs[nn]; ok {
+			running = append(running, c.pipeline)
+		}
+	}
+	w.mu.Unlock()
+	return drainAll(ctx, running)
 }

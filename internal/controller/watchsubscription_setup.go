@@ -46,6 +46,18 @@ func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}); err != nil {
 		return err
 	}
+	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &notifyv1.WatchSubscription{}, shardIndex,
+		func(o client.Object) []string {
+			return []string{shardKeyOf(gvrOf(o.(*notifyv1.WatchSubscription)))}
+		}); err != nil {
+		return err
+	}
+	if r.Shards != nil {
+		r.Shards.r = r
+		if err := mgr.Add(r.Shards); err != nil {
+			return err
+		}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&notifyv1.WatchSubscription{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{},

@@ -275,6 +275,9 @@ func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notif
 		st.Kind = res.Kind
 		st.Namespaced = &res.Namespaced
 	}
+	if r.Shards != nil {
+		st.Replica = r.Shards.Name()
+	}
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
 	if c, ok := r.running.peekCounters(nn, ws.UID); ok {
 		s := c.snapshot()
@@ -303,6 +306,10 @@ func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notif
 			return 0, nil
 		}
 		return 0, err
+	}
+	if from := before.Status.Replica; from != "" && from != st.Replica {
+		r.Recorder.Eventf(ws, nil, "Normal", notifyv1.EventReasonMoved, "Serve",
+			"Served by replica %s now (was %s)", st.Replica, from)
 	}
 	if kind, ok := readyEvent(oldReady, cond); ok {
 		r.Recorder.Eventf(ws, nil, kind, cond.Reason, "Reconcile", "%s", cond.Message)

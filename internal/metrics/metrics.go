@@ -317,3 +317,26 @@ func boolValue(b bool) float64 {
 	}
 	return 0
 }
+
+var (
+	shardsServed = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "shards_served",
+		Help: "Shard keys (resources) this replica serves, with --sharding=Leases."}, []string{"replica"})
+	shardMoves = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "shard_moves_total",
+		Help: "Shard keys this replica started serving (acquired) or handed over (released)."},
+		[]string{"replica", "direction"})
+	replicaMembers = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "replica_members",
+		Help: "Live replicas as this replica sees them (member Leases)."}, []string{"replica"})
+)
+
+func init() { ctrlmetrics.Registry.MustRegister(shardsServed, shardMoves, replicaMembers) }
+
+// Shards reports what a replica serves and sees.
+func Shards(replica string, served, members int) {
+	shardsServed.WithLabelValues(replica).Set(float64(served))
+	replicaMembers.WithLabelValues(replica).Set(float64(members))
+}
+
+// ShardMoved counts a shard key acquired or released by replica.
+func ShardMoved(replica, direction string, n int) {
+	shardMoves.WithLabelValues(replica, direction).Add(float64(n))
+}

@@ -29,6 +29,7 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/checkpoint"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/controller"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/membership"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/metrics"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
@@ -121,7 +122,27 @@ type Options struct {
 	// ShutdownGrace bounds the shutdown: watches stopped, deliveries drained, checkpoints
 	// saved.
 	ShutdownGrace time.Duration
+	// Sharding is how replicas share the work; empty means ShardingNone.
+	Sharding Sharding
+	// ReplicaName names this replica among the others (its pod name); required with
+	// ShardingLeases.
+	ReplicaName string
+	// MemberLeaseDuration, MemberRenewDeadline and MemberRetryPeriod time the member
+	// Leases with ShardingLeases (15s, 10s and 2s when zero).
+	MemberLeaseDuration, MemberRenewDeadline, MemberRetryPeriod time.Duration
 }
+
+// Sharding is how replicas share the work.
+type Sharding string
+
+const (
+	// ShardingNone: one replica does all the work (with --leader-elect, the leader; the
+	// others wait). The default.
+	ShardingNone Sharding = "None"
+	// ShardingLeases: every replica holds a member Lease and serves the resources that
+	// rendezvous hashing over the live members gives it.
+	ShardingLeases Sharding = "Leases"
+)
 
 // CacheOptions are the manager cache settings the operator is built for: cached objects
 // (subscriptions, CRD and Secret metadata) without managedFields, which are often larger
@@ -194,6 +215,17 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 			AuthorizationSubjectAccessReview, AuthorizationNone)
 	}
 	r.Registry = watch.New(dyn, ctrl.Log.WithName("watch"), r.InformerChanged)
+	sharding := cmp.Or(opts.Sharding, ShardingNone)
+	switch sharding {
+	case ShardingNone:
+	case ShardingLeases:
+		if opts.CheckpointNamespace == "" || opts.ReplicaName == "" {
+			return nil, fmt.Errorf("sharding %s needs the checkpoint namespace (for the Leases and checkpoints) and a "+
+				"replica name", ShardingLeases)
+		}
+	default:
+		return nil, fmt.Errorf("sharding %q: want %s or %s", opts.Sharding, ShardingNone, ShardingLeases)
+	}
 	// The registry ends with the manager: through the keeper, after the last checkpoint,
 	// when there are checkpoints.
 	var owner manager.Runnable = r.Registry
@@ -203,10 +235,16 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 			return nil, fmt.Errorf("checkpoint client: %w", err)
 		}
 		store := &checkpoint.ConfigMaps{Client: uncached, Namespace: opts.CheckpointNamespace}
+		grace := cmp.Or(opts.ShutdownGrace, DefaultShutdownGrace)
 		keeper := checkpoint.NewKeeper(r.Registry, store, cmp.Or(opts.CheckpointInterval, DefaultCheckpointInterval),
-			cmp.Or(opts.ShutdownGrace, DefaultShutdownGrace), ctrl.Log.WithName("checkpoint"))
+			grace, ctrl.Log.WithName("checkpoint"))
 		keeper.Drain = r.Drain
 		owner = keeper
+		if sharding == ShardingLeases {
+			if err := setupShards(mgr, r, keeper, store, uncached, opts, grace); err != nil {
+				return nil, err
+			}
+		}
 	}
 	metrics.Track(r.Registry)
 	metrics.TrackBudget(r.Budget)
@@ -223,6 +261,25 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		}
 	}
 	return &Operator{Registry: r.Registry, Budget: r.Budget}, nil
+}
+
+// setupShards adds the member Lease and the shard coordinator: the keeper saves and loads
+// only the streams this replica serves, and after its last save the replica frees its
+// claims and leaves.
+func setupShards(mgr ctrl.Manager, r *controller.WatchSubscriptionReconciler, keeper *checkpoint.Keeper,
+	store *checkpoint.ConfigMaps, uncached client.Client, opts Options, grace time.Duration) error {
+	var shards *controller.Shards
+	retry := cmp.Or(opts.MemberRetryPeriod, 2*time.Second)
+	m := membership.New(membership.Options{Client: uncached, Namespace: opts.CheckpointNamespace,
+		Name: opts.ReplicaName, Duration: opts.MemberLeaseDuration, RenewDeadline: opts.MemberRenewDeadline,
+		RetryPeriod: retry, LeaveTimeout: grace + ShutdownSlack,
+		OnChange: func([]string) { shards.Wake() }, Log: ctrl.Log.WithName("membership")})
+	shards = controller.NewShards(m, keeper, grace, retry, mgr.GetCache(), ctrl.Log.WithName("shards"))
+	keeper.Owns = shards.Owns
+	store.Owns = func(pk watch.PointKey) bool { return shards.Owns(pk.Stream) }
+	keeper.AfterShutdown = shards.Finish
+	r.Shards = shards
+	return mgr.Add(m)
 }
 
 func memoryBudget(configured int64) int64 {

@@ -34,6 +34,24 @@ func (r *Registry) Restore(points map[PointKey]Point) {
 	})
 }
 
+// ReplacePoints puts points in the place of the restored checkpoints of the streams that
+// match, which no subscriber has taken yet: a replica about to serve streams another one
+// served reads where that one left them.
+func (r *Registry) ReplacePoints(match func(stream string) bool, points map[PointKey]Point) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.points {
+		if match(k.Stream) {
+			delete(r.points, k)
+		}
+	}
+	for k, p := range points {
+		if match(k.Stream) {
+			r.points[k] = p
+		}
+	}
+}
+
 // SaveSoon signals when checkpoints should be saved before the next interval: a subscriber
 // got its first one, and a crash must not find it without.
 func (r *Registry) SaveSoon() <-chan struct{} { return r.saveSoon }

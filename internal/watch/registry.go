@@ -249,9 +249,18 @@ func (r *Registry) Start(ctx context.Context) error {
 // for them until ctx ends; false if some had not ended. Subscribers stay in place, so
 // their checkpoints can still be read.
 func (r *Registry) StopWatching(ctx context.Context) bool {
+	return r.StopWatchingSome(ctx, func(Key) bool { return true })
+}
+
+// StopWatchingSome is StopWatching for the informers whose key matches: a replica handing
+// some streams over to another stops only those.
+func (r *Registry) StopWatchingSome(ctx context.Context, match func(Key) bool) bool {
 	r.mu.Lock()
 	infs := make([]*informer, 0, len(r.informers))
-	for _, inf := range r.informers {
+	for key, inf := range r.informers {
+		if !match(key) {
+			continue
+		}
 		inf.cancel()
 		infs = append(infs, inf)
 	}

@@ -2,6 +2,7 @@ package install
 
 import (
 	"bytes"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -83,6 +85,37 @@ func checkCRDs(t *testing.T, objs []*unstructured.Unstructured) {
 			t.Errorf("CRD %s is missing", name)
 		}
 	}
+}
+
+// config/scaleout: the bundle with three active replicas, a PodDisruptionBudget and a
+// preference for a node per replica.
+func TestKustomizeScaleOut(t *testing.T) {
+	objs := kustomizeBuild(t, repo("config", "scaleout"))
+	dep := convert[appsv1.Deployment](t, only(objs, "Deployment")[0])
+	if dep.Spec.Replicas == nil || *dep.Spec.Replicas != 3 {
+		t.Errorf("replicas %v, want 3", dep.Spec.Replicas)
+	}
+	args := managerContainer(t, dep).Args
+	if !slices.Contains(args, "--sharding=Leases") || slices.Contains(args, "--leader-elect") {
+		t.Errorf("want --sharding=Leases without --leader-elect: %q", args)
+	}
+	if a := dep.Spec.Template.Spec.Affinity; a == nil || a.PodAntiAffinity == nil {
+		t.Errorf("no pod anti-affinity")
+	}
+	pdbs := only(objs, "PodDisruptionBudget")
+	if len(pdbs) != 1 || pdbs[0].GetNamespace() != dep.Namespace {
+		t.Fatalf("want one PodDisruptionBudget in %s, got %d", dep.Namespace, len(pdbs))
+	}
+	selector, _, _ := unstructured.NestedStringMap(pdbs[0].Object, "spec", "selector", "matchLabels")
+	for k, v := range selector {
+		if dep.Spec.Template.Labels[k] != v {
+			t.Errorf("the PodDisruptionBudget selects %s=%s, which the pods lack", k, v)
+		}
+	}
+	applyAll(t, objs)
+	want := defaults
+	want.leaderElection = false
+	checkInstallation(t, objs, want)
 }
 
 func TestKustomizeDefault(t *testing.T) {
@@ -265,6 +298,33 @@ subscriptions: {authorization: None, sinkDenyCIDRs: []}
 			}
 		},
 	}, {
+		name:   "three active replicas",
+		values: `{replicaCount: 3, sharding: Leases}`,
+		want:   expectations{metrics: "secure", metricsPort: 8443, clusterWideWatch: true},
+		check: func(t *testing.T, objs []*unstructured.Unstructured) {
+			dep := convert[appsv1.Deployment](t, only(objs, "Deployment")[0])
+			if args := managerContainer(t, dep).Args; !slices.Contains(args, "--sharding=Leases") {
+				t.Errorf("sharding Leases does not pass --sharding=Leases: %q", args)
+			}
+			if !slices.ContainsFunc(managerContainer(t, dep).Env, func(e corev1.EnvVar) bool {
+				return e.Name == "POD_NAME" && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil &&
+					e.ValueFrom.FieldRef.FieldPath == "metadata.name"
+			}) {
+				t.Errorf("no POD_NAME from metadata.name for --replica-name")
+			}
+			if a := dep.Spec.Template.Spec.Affinity; a == nil || a.PodAntiAffinity == nil ||
+				len(a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution) != 1 {
+				t.Errorf("no preferred pod anti-affinity with 3 replicas: %+v", a)
+			}
+			pdbs := only(objs, "PodDisruptionBudget")
+			if len(pdbs) != 1 {
+				t.Fatalf("%d PodDisruptionBudgets with 3 replicas, want 1", len(pdbs))
+			}
+			if n, _, _ := unstructured.NestedFieldNoCopy(pdbs[0].Object, "spec", "maxUnavailable"); fmt.Sprint(n) != "1" {
+				t.Errorf("PodDisruptionBudget maxUnavailable %v, want 1", n)
+			}
+		},
+	}, {
 		name:   "own sink deny list",
 		values: `{subscriptions: {sinkDenyCIDRs: [169.254.0.0/16, "fd00:ec2::254/128", 10.0.0.0/8]}}`,
 		want:   defaults,
@@ -297,6 +357,7 @@ func TestHelmChartRejectsBadValues(t *testing.T) {
 		"rules with clusterWide":         `{rbac: {watch: {rules: [{apiGroups: [""], resources: [pods]}]}}}`,
 		"rule without resources":         `{rbac: {watch: {clusterWide: false, rules: [{apiGroups: [""]}]}}}`,
 		"replicas without leader":        `{replicaCount: 2, leaderElection: {enabled: false}}`,
+		"unknown sharding":               `{sharding: Hash}`,
 		"service monitor without metric": `{metrics: {enabled: false, serviceMonitor: {enabled: true}}}`,
 		"rules without metrics":          `{metrics: {enabled: false, prometheusRule: {enabled: true}}}`,
 		"dashboard without metrics":      `{metrics: {enabled: false, grafanaDashboard: {enabled: true}}}`,

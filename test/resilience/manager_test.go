@@ -18,6 +18,11 @@ const (
 	leaseDuration = 4 * time.Second
 	renewDeadline = 3 * time.Second
 	retryPeriod   = 1 * time.Second
+	// memberLeaseDuration and memberRenewDeadline time the member Leases of the scale-out
+	// test: five managers and the API server share two cores, and a renewal late by the
+	// renew deadline stops a replica.
+	memberLeaseDuration = 8 * time.Second
+	memberRenewDeadline = 6 * time.Second
 	// shutdownGrace is what the graceful test gives the manager to drain.
 	shutdownGrace = 3 * time.Second
 	// checkpointInterval is how often the managers save checkpoints.
@@ -30,6 +35,9 @@ type managerOptions struct {
 	leaderElect         bool
 	// shutdownGrace, when set, is passed as --shutdown-grace.
 	shutdownGrace time.Duration
+	// replicaName, when set, runs the manager with --sharding=Leases under that name, its
+	// member Lease timed like leader election in these tests.
+	replicaName string
 	// authorizationInterval, when set, is passed as --subscription-authorization-interval
 	// (binaries before it was added reject the flag, so it is left out otherwise).
 	authorizationInterval time.Duration
@@ -50,6 +58,12 @@ func (o managerOptions) args() []string {
 		args = append(args, "--leader-elect",
 			"--leader-elect-lease-duration="+leaseDuration.String(),
 			"--leader-elect-renew-deadline="+renewDeadline.String(),
+			"--leader-elect-retry-period="+retryPeriod.String())
+	}
+	if o.replicaName != "" {
+		args = append(args, "--sharding=Leases", "--replica-name="+o.replicaName,
+			"--leader-elect-lease-duration="+memberLeaseDuration.String(),
+			"--leader-elect-renew-deadline="+memberRenewDeadline.String(),
 			"--leader-elect-retry-period="+retryPeriod.String())
 	}
 	if o.shutdownGrace > 0 {
