@@ -152,11 +152,10 @@ func readLegacy(data string, out map[watch.PointKey]watch.Point) {
 }
 
 // Save stores points: every ConfigMap whose share of them changed is written, one that has
-// none left is emptied. It goes on past a failed write and returns every failure.
+// none left is emptied. With Owns (several replicas share the ConfigMaps), only this
+// replica's points are replaced and the others' kept as stored. It goes on past a failed
+// write and returns every failure.
 func (c *ConfigMaps) Save(ctx context.Context, points map[watch.PointKey]watch.Point) error {
-	if c.Owns != nil {
-		return c.saveMerged(ctx, points)
-	}
 	shards := c.byShard(points)
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -177,13 +176,18 @@ func (c *ConfigMaps) Save(ctx context.Context, points map[watch.PointKey]watch.P
 		if prev, ok := c.written[name]; ok && prev == data {
 			continue
 		}
-		if err := c.write(ctx, name, data); err != nil {
+		if c.Owns != nil {
+			err = c.merge(ctx, name, shards[name])
+		} else {
+			err = c.write(ctx, name, data)
+		}
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		c.written[name] = data
 	}
-	if len(errs) == 0 && c.legacy {
+	if len(errs) == 0 && c.legacy && c.Owns == nil {
 		err := c.Client.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: c.prefix()}})
 		if err == nil || apierrors.IsNotFound(err) {
 			c.legacy = false
@@ -205,38 +209,6 @@ func (c *ConfigMaps) byShard(points map[watch.PointKey]watch.Point) map[string][
 // mergeAttempts bounds the retries of one ConfigMap's merge when other replicas write it
 // at the same time.
 const mergeAttempts = 5
-
-// saveMerged writes this replica's points (those it Owns) into each ConfigMap whose share
-// of them changed since it last wrote, keeping the others' points as stored.
-func (c *ConfigMaps) saveMerged(ctx context.Context, points map[watch.PointKey]watch.Point) error {
-	shards := c.byShard(points)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.written == nil {
-		c.written = map[string]string{}
-	}
-	for name := range c.written {
-		if _, ok := shards[name]; !ok {
-			shards[name] = nil
-		}
-	}
-	var errs []error
-	for _, name := range slices.Sorted(maps.Keys(shards)) {
-		mine, err := encode(shards[name])
-		if err != nil {
-			return err
-		}
-		if prev, ok := c.written[name]; ok && prev == mine {
-			continue
-		}
-		if err := c.merge(ctx, name, shards[name]); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		c.written[name] = mine
-	}
-	return errors.Join(errs...)
-}
 
 // merge replaces the owned points of one ConfigMap by mine, retrying on conflicts.
 func (c *ConfigMaps) merge(ctx context.Context, name string, mine []stored) error {
