@@ -77,6 +77,11 @@ func StartEnv(env *envtest.Environment) (*rest.Config, error) {
 	env.CRDDirectoryPaths = append([]string{filepath.Join(RepoRoot(), "config", "crd", "bases")}, env.CRDDirectoryPaths...)
 	env.ErrorIfCRDPathMissing = true
 	env.BinaryAssetsDirectory = assets
+	if env.ControlPlaneStartTimeout == 0 && os.Getenv("KUBEBUILDER_CONTROLPLANE_START_TIMEOUT") == "" {
+		// envtest's 20s is short for a kube-apiserver starting on two busy cores, where
+		// several test binaries start theirs at once.
+		env.ControlPlaneStartTimeout = 2 * time.Minute
+	}
 	cfg, err := env.Start()
 	if err != nil {
 		_ = env.Stop() // whatever did start (etcd, kube-apiserver) must not outlive us
