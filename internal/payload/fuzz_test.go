@@ -64,8 +64,9 @@ type shapeOptions struct {
 // allShapes are the shapes of every payload spec, RedactSecrets set as the controller does
 // (shapeFor): for Secrets, unless includeSecretData.
 func allShapes(secrets bool) []shapeOptions {
-	var out []shapeOptions
-	for _, mode := range []Mode{"", Full, Metadata, Reference} {
+	modes := []Mode{"", Full, Metadata, Reference}
+	out := make([]shapeOptions, 0, len(modes)*8)
+	for _, mode := range modes {
 		for bits := range 8 {
 			o := shapeOptions{Shape: Shape{Mode: mode, IncludeOldObject: bits&1 != 0, IncludeChangedPaths: bits&2 != 0},
 				secrets: secrets, includeSecretData: bits&4 != 0}

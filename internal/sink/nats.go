@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/payload"
 )
 
 // DefaultNATSSubject is the subject template of a NATS sink that names none.
@@ -370,7 +371,7 @@ func (n *NATS) message(subject string, msg Message) (*nats.Msg, error) {
 	h["ce-type"] = []string{CloudEventType(ev.Type)}
 	h["ce-subject"] = []string{percentEncode(ev.ObjectPath())}
 	h["ce-time"] = []string{ev.ObservedAt.UTC().Format(time.RFC3339Nano)}
-	h["ce-datacontenttype"] = []string{"application/json"}
+	h["ce-datacontenttype"] = []string{payload.JSON}
 	for k, v := range msg.Extensions {
 		h["ce-"+k] = []string{percentEncode(v)}
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/payload"
 )
 
 // TypePrefix starts the CloudEvents type of every resource change.
@@ -34,7 +35,7 @@ type Message struct {
 // dataContentType is the media type of the message's data.
 func (m Message) dataContentType() string {
 	if m.ContentType == "" {
-		return "application/json"
+		return payload.JSON
 	}
 	return m.ContentType
 }
@@ -47,7 +48,7 @@ func (m Message) jsonData() bool {
 		ct = ct[:i]
 	}
 	ct = strings.TrimSpace(strings.ToLower(ct))
-	return ct == "application/json" || strings.HasSuffix(ct, "+json")
+	return ct == payload.JSON || strings.HasSuffix(ct, "+json")
 }
 
 // Sink sends one message.

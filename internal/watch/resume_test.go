@@ -234,8 +234,9 @@ func TestResumedSubscriberGetsNoInitialEventsAgain(t *testing.T) {
 	ctx := context.Background()
 	cms, key := configMapScope(t)
 	store := &memStore{}
-	var existing []*corev1.ConfigMap
-	for _, name := range []string{"a", "b"} {
+	names := []string{"a", "b"}
+	existing := make([]*corev1.ConfigMap, 0, len(names))
+	for _, name := range names {
 		cm, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 		g.Expect(err).NotTo(HaveOccurred())
 		existing = append(existing, cm)

@@ -49,7 +49,8 @@ func admissionPolicy(t *testing.T, objs []*unstructured.Unstructured) (
 	if binding.Spec.PolicyName != policy.Name {
 		t.Errorf("the binding binds %q, not the policy %q", binding.Spec.PolicyName, policy.Name)
 	}
-	if !slices.Equal(binding.Spec.ValidationActions, []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}) ||
+	deny := []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}
+	if !slices.Equal(binding.Spec.ValidationActions, deny) ||
 		binding.Spec.ParamRef != nil || binding.Spec.MatchResources != nil {
 		t.Errorf("the binding is not Deny in every namespace: %+v", binding.Spec)
 	}
@@ -100,16 +101,17 @@ func TestAdmissionPolicyIsTheSameInBundleAndChart(t *testing.T) {
 	}
 	strict, _ := admissionPolicy(t, objs)
 	wantStrict := want.Spec.DeepCopy()
-	wantStrict.MatchConditions = slices.DeleteFunc(wantStrict.MatchConditions, func(c admissionregistrationv1.MatchCondition) bool {
-		return c.Name == defaultCondition
-	})
+	wantStrict.MatchConditions = slices.DeleteFunc(wantStrict.MatchConditions,
+		func(c admissionregistrationv1.MatchCondition) bool { return c.Name == defaultCondition })
 	if !equality.Semantic.DeepEqual(strict.Spec, *wantStrict) {
-		t.Errorf("with allowDefaultServiceAccount false, the chart's policy is not config/admission/policy.yaml without %s", defaultCondition)
+		t.Errorf("with allowDefaultServiceAccount false, the chart's policy is not "+
+			"config/admission/policy.yaml without %s", defaultCondition)
 	}
 
 	overlay, _ := admissionPolicy(t, kustomizeBuild(t, repo("config", "overlays", "strict-serviceaccounts")))
 	if !equality.Semantic.DeepEqual(overlay.Spec, *wantStrict) {
-		t.Errorf("config/overlays/strict-serviceaccounts' policy is not config/admission/policy.yaml without %s", defaultCondition)
+		t.Errorf("config/overlays/strict-serviceaccounts' policy is not config/admission/policy.yaml without %s",
+			defaultCondition)
 	}
 
 	objs, err = renderChart(t, `{admissionPolicy: {enabled: false}}`)
@@ -192,7 +194,8 @@ func checkImpersonationPolicy(t *testing.T, users tenancyClients,
 		}
 	}
 	denial := func(user, serviceAccount string) string {
-		return fmt.Sprintf("spec.serviceAccountName: user %s may not impersonate ServiceAccount %s/%s", user, ns, serviceAccount)
+		return fmt.Sprintf("spec.serviceAccountName: user %s may not impersonate ServiceAccount %s/%s",
+			user, ns, serviceAccount)
 	}
 	// probe is bob naming robot, without storing anything.
 	probe := func() error { return users.bob.Create(ctx, subscription("probe", "robot"), client.DryRunAll) }
@@ -258,7 +261,8 @@ func checkImpersonationPolicy(t *testing.T, users tenancyClients,
 	} else {
 		mustDeny(users.bob.Create(ctx, subscription("bob-unnamed", "")), "bob", "default", "bob names no ServiceAccount")
 		mustDeny(users.bob.Create(ctx, subscription("bob-default", "default")), "bob", "default", "bob names default")
-		mustDeny(users.alice.Create(ctx, subscription("alice-unnamed", "")), "alice", "default", "alice names no ServiceAccount")
+		mustDeny(users.alice.Create(ctx, subscription("alice-unnamed", "")), "alice", "default",
+			"alice names no ServiceAccount")
 	}
 
 	// Updating without changing the ServiceAccount: not checked, whoever names which.
@@ -293,7 +297,8 @@ func checkImpersonationPolicy(t *testing.T, users tenancyClients,
 		}
 	}
 	if !byAlice.Spec.Suspend || byAlice.Status.EventsObserved != 7 {
-		t.Errorf("by-alice: suspend %v, eventsObserved %d; want bob's and the operator's writes", byAlice.Spec.Suspend, byAlice.Status.EventsObserved)
+		t.Errorf("by-alice: suspend %v, eventsObserved %d; want bob's and the operator's writes",
+			byAlice.Spec.Suspend, byAlice.Status.EventsObserved)
 	}
 	if byAdmin.Spec.ServiceAccountName != "robot" {
 		t.Errorf("by-admin names %q, want robot (alice's change)", byAdmin.Spec.ServiceAccountName)
@@ -331,8 +336,10 @@ func tenancyNamespace(t *testing.T) string {
 		role("impersonate-robot", rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"serviceaccounts"},
 			ResourceNames: []string{"robot"}, Verbs: []string{"impersonate"}}),
 		binding("impersonate-robot", "alice"),
-		role("status", rbacv1.PolicyRule{APIGroups: []string{group}, Resources: []string{"watchsubscriptions"}, Verbs: []string{"get"}},
-			rbacv1.PolicyRule{APIGroups: []string{group}, Resources: []string{"watchsubscriptions/status"}, Verbs: []string{"patch", "update"}}),
+		role("status",
+			rbacv1.PolicyRule{APIGroups: []string{group}, Resources: []string{"watchsubscriptions"}, Verbs: []string{"get"}},
+			rbacv1.PolicyRule{APIGroups: []string{group}, Resources: []string{"watchsubscriptions/status"},
+				Verbs: []string{"patch", "update"}}),
 		binding("status", "operator"),
 	} {
 		if err := k8s.Create(ctx, obj); err != nil {
@@ -348,7 +355,8 @@ func tenancyNamespace(t *testing.T) string {
 	impersonate := func(sa string) authorizationv1.ResourceAttributes {
 		return authorizationv1.ResourceAttributes{Namespace: ns, Resource: "serviceaccounts", Name: sa, Verb: "impersonate"}
 	}
-	create := authorizationv1.ResourceAttributes{Namespace: ns, Group: group, Resource: "watchsubscriptions", Verb: "create"}
+	create := authorizationv1.ResourceAttributes{Namespace: ns, Group: group, Resource: "watchsubscriptions",
+		Verb: "create"}
 	status := authorizationv1.ResourceAttributes{Namespace: ns, Group: group, Resource: "watchsubscriptions",
 		Subresource: "status", Verb: "patch"}
 	for _, a := range []access{
@@ -357,7 +365,8 @@ func tenancyNamespace(t *testing.T) string {
 		{"alice", impersonate("default"), false}, {"bob", impersonate("default"), false},
 		{"operator", status, true}, {"operator", impersonate("robot"), false},
 	} {
-		eventually(t, 10*time.Second, fmt.Sprintf("RBAC: %s may %s %s/%s: %v", a.user, a.attr.Verb, a.attr.Resource, a.attr.Name, a.want), func() error {
+		what := fmt.Sprintf("RBAC: %s may %s %s/%s: %v", a.user, a.attr.Verb, a.attr.Resource, a.attr.Name, a.want)
+		eventually(t, 10*time.Second, what, func() error {
 			review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 				User: a.user, ResourceAttributes: &a.attr}}
 			if err := k8s.Create(ctx, review); err != nil {

@@ -153,7 +153,8 @@ func (l *ledger) remove(ctx context.Context, name, phase string) error {
 	l.mu.Lock()
 	o.deleted = true
 	l.mu.Unlock()
-	l.record(change{Name: name, Namespace: o.cm.Namespace, UID: o.cm.UID, Type: "Deleted", ID: eventID(o.cm.UID, "?", "Deleted"), Phase: phase})
+	l.record(change{Name: name, Namespace: o.cm.Namespace, UID: o.cm.UID, Type: "Deleted",
+		ID: eventID(o.cm.UID, "?", "Deleted"), Phase: phase})
 	return nil
 }
 

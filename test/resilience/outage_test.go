@@ -50,8 +50,10 @@ func TestAPIServerDownLongerThanRechecks(t *testing.T) {
 	}))
 	requireNoError(t, k8s.Create(s.ctx, &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: "read-sink-headers"},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: s.ns, Name: notifyv1.DefaultServiceAccountName}},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "read-sink-headers"},
+		Subjects: []rbacv1.Subject{{
+			Kind: rbacv1.ServiceAccountKind, Namespace: s.ns, Name: notifyv1.DefaultServiceAccountName,
+		}},
+		RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "read-sink-headers"},
 	}))
 	s.subscribeWith("sub", func(spec *notifyv1.WatchSubscriptionSpec) {
 		spec.Sink.Webhook.HeadersFrom = &notifyv1.HeadersFrom{SecretRef: notifyv1.LocalSecretReference{Name: "sink-headers"}}
@@ -172,13 +174,13 @@ func startSecondAPIServer(t *testing.T) client.Client {
 			t.Logf("---- second kube-apiserver output ----\n%s", out.tail(40))
 		}
 	})
-	cfg, err := api.SecureServing.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, &rest.Config{})
+	cfg, err := api.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, &rest.Config{})
 	requireNoError(t, err)
-	cfg.Host, cfg.CAData = api.SecureServing.URL("https", "/").String(), api.SecureServing.CA
+	cfg.Host, cfg.CAData = api.SecureServing.URL("https", "/").String(), api.CA
 	cfg.QPS, cfg.Burst = 500, 1000
 	c, err := client.New(cfg, client.Options{Scheme: k8s.Scheme()})
 	requireNoError(t, err)
-	t.Logf("second kube-apiserver on %s serving after %s", api.SecureServing.ListenAddr.HostPort(),
+	t.Logf("second kube-apiserver on %s serving after %s", api.HostPort(),
 		time.Since(started).Round(time.Millisecond))
 	return c
 }

@@ -154,7 +154,7 @@ func (s *scenario) subscribeWith(name string, edit func(*notifyv1.WatchSubscript
 	s.subs = append(s.subs, name)
 	watched := []string{s.ns}
 	if len(ws.Spec.Namespaces) > 0 {
-		watched = nil
+		watched = make([]string, 0, len(ws.Spec.Namespaces))
 		for _, ns := range ws.Spec.Namespaces {
 			watched = append(watched, string(ns))
 		}
@@ -289,7 +289,8 @@ func (s *scenario) savedPoints() (map[pointKey]uint64, string, error) {
 				points = append(points, p)
 			}
 		default:
-			return nil, "", fmt.Errorf("ConfigMap %s/%s: unknown checkpoint format version %d", cm.Namespace, cm.Name, doc.Version)
+			return nil, "", fmt.Errorf("ConfigMap %s/%s: unknown checkpoint format version %d",
+				cm.Namespace, cm.Name, doc.Version)
 		}
 		for _, p := range points {
 			rv, err := strconv.ParseUint(p.ResourceVersion, 10, 64)
@@ -331,7 +332,9 @@ func (s *scenario) waitCheckpoint(running ...*manager) {
 
 // waitPoints waits until every subscription has a saved checkpoint in each namespace it
 // watches at resourceVersion atLeast(subscription, namespace) or later, and returns them.
-func (s *scenario) waitPoints(running []*manager, what string, atLeast func(sub, ns string) uint64) map[pointKey]uint64 {
+func (s *scenario) waitPoints(
+	running []*manager, what string, atLeast func(sub, ns string) uint64,
+) map[pointKey]uint64 {
 	s.t.Helper()
 	var points map[pointKey]uint64
 	s.eventually(30*time.Second, running, what, func() error {

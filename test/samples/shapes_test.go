@@ -284,7 +284,8 @@ func adaptiveElement(where string, v any) error {
 	}
 	switch e["type"] {
 	case "TextBlock":
-		if err := onlyKeys(where, e, "type", "text", "size", "weight", "wrap", "color", "isSubtle", "spacing", "separator"); err != nil {
+		if err := onlyKeys(where, e, "type", "text", "size", "weight", "wrap", "color", "isSubtle",
+			"spacing", "separator"); err != nil {
 			return err
 		}
 		_, err := text(where, e, "text", 10000, true)
@@ -363,64 +364,75 @@ func discordWebhook(header http.Header, body []byte) error {
 	}
 	total := 0
 	for i, e := range embeds {
-		where := fmt.Sprintf("embeds[%d]", i)
-		embed, err := object(where, e)
+		chars, err := discordEmbed(fmt.Sprintf("embeds[%d]", i), e)
 		if err != nil {
 			return err
 		}
-		if err := onlyKeys(where, embed, "title", "description", "url", "timestamp", "color", "fields", "footer", "author"); err != nil {
-			return err
-		}
-		title, err := text(where, embed, "title", 256, false)
-		if err != nil {
-			return err
-		}
-		desc, err := text(where, embed, "description", 4096, false)
-		if err != nil {
-			return err
-		}
-		total += utf8.RuneCountInString(title) + utf8.RuneCountInString(desc)
-		if c, has := embed["color"]; has {
-			n, ok := c.(json.Number)
-			v, err := n.Int64()
-			if !ok || err != nil || v < 0 || v > 0xFFFFFF {
-				return fmt.Errorf("%s.color is %v, want an integer RGB value", where, c)
-			}
-		}
-		if ts, has := embed["timestamp"]; has {
-			s, _ := ts.(string)
-			if _, err := time.Parse(time.RFC3339, s); err != nil {
-				return fmt.Errorf("%s.timestamp %v is not ISO 8601", where, ts)
-			}
-		}
-		fields, err := list(where, embed, "fields", 25, false)
-		if err != nil {
-			return err
-		}
-		for j, f := range fields {
-			fw := fmt.Sprintf("%s.fields[%d]", where, j)
-			field, err := object(fw, f)
-			if err != nil {
-				return err
-			}
-			if err := onlyKeys(fw, field, "name", "value", "inline"); err != nil {
-				return err
-			}
-			n, err := text(fw, field, "name", 256, true)
-			if err != nil {
-				return err
-			}
-			v, err := text(fw, field, "value", 1024, true)
-			if err != nil {
-				return err
-			}
-			total += utf8.RuneCountInString(n) + utf8.RuneCountInString(v)
-		}
+		total += chars
 	}
 	if total > 6000 {
 		return fmt.Errorf("the embeds hold %d characters, at most 6000", total)
 	}
 	return nil
+}
+
+// discordEmbed checks one embed of a Discord Execute Webhook body and returns the characters
+// it counts towards the 6000 all embeds may hold.
+func discordEmbed(where string, e any) (int, error) {
+	embed, err := object(where, e)
+	if err != nil {
+		return 0, err
+	}
+	if err := onlyKeys(where, embed, "title", "description", "url", "timestamp", "color", "fields",
+		"footer", "author"); err != nil {
+		return 0, err
+	}
+	title, err := text(where, embed, "title", 256, false)
+	if err != nil {
+		return 0, err
+	}
+	desc, err := text(where, embed, "description", 4096, false)
+	if err != nil {
+		return 0, err
+	}
+	total := utf8.RuneCountInString(title) + utf8.RuneCountInString(desc)
+	if c, has := embed["color"]; has {
+		n, ok := c.(json.Number)
+		v, err := n.Int64()
+		if !ok || err != nil || v < 0 || v > 0xFFFFFF {
+			return 0, fmt.Errorf("%s.color is %v, want an integer RGB value", where, c)
+		}
+	}
+	if ts, has := embed["timestamp"]; has {
+		s, _ := ts.(string)
+		if _, err := time.Parse(time.RFC3339, s); err != nil {
+			return 0, fmt.Errorf("%s.timestamp %v is not ISO 8601", where, ts)
+		}
+	}
+	fields, err := list(where, embed, "fields", 25, false)
+	if err != nil {
+		return 0, err
+	}
+	for j, f := range fields {
+		fw := fmt.Sprintf("%s.fields[%d]", where, j)
+		field, err := object(fw, f)
+		if err != nil {
+			return 0, err
+		}
+		if err := onlyKeys(fw, field, "name", "value", "inline"); err != nil {
+			return 0, err
+		}
+		n, err := text(fw, field, "name", 256, true)
+		if err != nil {
+			return 0, err
+		}
+		v, err := text(fw, field, "value", 1024, true)
+		if err != nil {
+			return 0, err
+		}
+		total += utf8.RuneCountInString(n) + utf8.RuneCountInString(v)
+	}
+	return total, nil
 }
 
 // githubRepositoryDispatch checks a request to GitHub's "create a repository dispatch event":
@@ -468,8 +480,8 @@ func TestShapeChecksRefuseWhatTheServicesRefuse(t *testing.T) {
 		"Accept": {"application/vnd.github+json"}, "X-Github-Api-Version": {"2022-11-28"}}
 	long := strings.Repeat("x", 151)
 	card := func(version, element string) string {
-		return `{"type":"message","attachments":[{"contentType":"application/vnd.microsoft.card.adaptive","contentUrl":null,` +
-			`"content":{"type":"AdaptiveCard","version":"` + version + `","body":[` + element + `]}}]}`
+		return `{"type":"message","attachments":[{"contentType":"application/vnd.microsoft.card.adaptive",` +
+			`"contentUrl":null,"content":{"type":"AdaptiveCard","version":"` + version + `","body":[` + element + `]}}]}`
 	}
 	cases := []struct {
 		name   string
@@ -479,23 +491,32 @@ func TestShapeChecksRefuseWhatTheServicesRefuse(t *testing.T) {
 		ok     bool
 	}{
 		{"slack: text and blocks", slackMessage, jsonHeader,
-			`{"text":"x","blocks":[{"type":"header","text":{"type":"plain_text","text":"h"}},{"type":"section","text":{"type":"mrkdwn","text":"*s*"}},{"type":"context","elements":[{"type":"mrkdwn","text":"c"}]}]}`, true},
+			`{"text":"x","blocks":[{"type":"header","text":{"type":"plain_text","text":"h"}},` +
+				`{"type":"section","text":{"type":"mrkdwn","text":"*s*"}},` +
+				`{"type":"context","elements":[{"type":"mrkdwn","text":"c"}]}]}`, true},
 		{"slack: empty", slackMessage, jsonHeader, `{}`, false},
-		{"slack: a header in mrkdwn", slackMessage, jsonHeader, `{"blocks":[{"type":"header","text":{"type":"mrkdwn","text":"h"}}]}`, false},
-		{"slack: a header over 150", slackMessage, jsonHeader, `{"blocks":[{"type":"header","text":{"type":"plain_text","text":"` + long + `"}}]}`, false},
+		{"slack: a header in mrkdwn", slackMessage, jsonHeader,
+			`{"blocks":[{"type":"header","text":{"type":"mrkdwn","text":"h"}}]}`, false},
+		{"slack: a header over 150", slackMessage, jsonHeader,
+			`{"blocks":[{"type":"header","text":{"type":"plain_text","text":"` + long + `"}}]}`, false},
 		{"slack: not JSON", slackMessage, http.Header{"Content-Type": {"text/plain"}}, `hello`, false},
-		{"teams: a card", teamsWorkflowCard, jsonHeader, card("1.4", `{"type":"TextBlock","text":"t"},{"type":"FactSet","facts":[{"title":"a","value":"b"}]}`), true},
+		{"teams: a card", teamsWorkflowCard, jsonHeader,
+			card("1.4", `{"type":"TextBlock","text":"t"},{"type":"FactSet","facts":[{"title":"a","value":"b"}]}`), true},
 		{"teams: version 1.6", teamsWorkflowCard, jsonHeader, card("1.6", `{"type":"TextBlock","text":"t"}`), false},
-		{"teams: a fact without value", teamsWorkflowCard, jsonHeader, card("1.4", `{"type":"FactSet","facts":[{"title":"a"}]}`), false},
+		{"teams: a fact without value", teamsWorkflowCard, jsonHeader,
+			card("1.4", `{"type":"FactSet","facts":[{"title":"a"}]}`), false},
 		{"teams: a bare card", teamsWorkflowCard, jsonHeader, `{"type":"AdaptiveCard","version":"1.4","body":[]}`, false},
-		{"discord: an embed", discordWebhook, jsonHeader, `{"username":"bot","embeds":[{"title":"t","color":3066993,"timestamp":"2026-12-01T09:00:00Z","fields":[{"name":"n","value":"v"}]}]}`, true},
+		{"discord: an embed", discordWebhook, jsonHeader,
+			`{"username":"bot","embeds":[{"title":"t","color":3066993,"timestamp":"2026-12-01T09:00:00Z",` +
+				`"fields":[{"name":"n","value":"v"}]}]}`, true},
 		{"discord: empty", discordWebhook, jsonHeader, `{"username":"bot"}`, false},
 		{"discord: a username with discord", discordWebhook, jsonHeader, `{"username":"Discord bot","content":"x"}`, false},
 		{"discord: a color as a string", discordWebhook, jsonHeader, `{"embeds":[{"title":"t","color":"#ff0000"}]}`, false},
 		{"discord: content over 2000", discordWebhook, jsonHeader, `{"content":"` + strings.Repeat("x", 2001) + `"}`, false},
 		{"github: a dispatch", githubRepositoryDispatch, github, `{"event_type":"e","client_payload":{"a":1}}`, true},
 		{"github: no token", githubRepositoryDispatch, jsonHeader, `{"event_type":"e"}`, false},
-		{"github: event_type over 100", githubRepositoryDispatch, github, `{"event_type":"` + strings.Repeat("e", 101) + `"}`, false},
+		{"github: event_type over 100", githubRepositoryDispatch, github,
+			`{"event_type":"` + strings.Repeat("e", 101) + `"}`, false},
 		{"github: 11 payload properties", githubRepositoryDispatch, github,
 			`{"event_type":"e","client_payload":{"a":1,"b":1,"c":1,"d":1,"e":1,"f":1,"g":1,"h":1,"i":1,"j":1,"k":1}}`, false},
 	}
