@@ -52,8 +52,13 @@ func TestKubectlShowsPrinterColumnsShortNameAndCategory(t *testing.T) {
 	wide := kubectl(t, "get", "wsub", "-n", "default", "-o", "wide")
 	lines := strings.Split(strings.TrimSpace(wide), "\n")
 	g.Expect(lines).To(HaveLen(2), wide)
-	g.Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "RESOURCE", "SINK", "READY", "REASON", "AGE", "MESSAGE"}))
-	g.Expect(lines[1]).To(MatchRegexp(`^printer\s+apps/v1/deployments\s+webhook\s+False\s+DeliveryFailing\s+\S+\s+sink answered 503$`))
+	g.Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "RESOURCE", "SINK", "READY", "REASON", "AGE", "REPLICA", "MESSAGE"}))
+	ws.Status.Replica = "manager-0"
+	g.Expect(k8s.Status().Update(ctx, ws)).To(Succeed())
+	wide = kubectl(t, "get", "wsub", "-n", "default", "-o", "wide")
+	lines = strings.Split(strings.TrimSpace(wide), "\n")
+	g.Expect(lines[1]).To(MatchRegexp(
+		`^printer\s+apps/v1/deployments\s+webhook\s+False\s+DeliveryFailing\s+\S+\s+manager-0\s+sink answered 503$`))
 
 	narrow := kubectl(t, "get", "notifier", "-n", "default")
 	g.Expect(narrow).NotTo(ContainSubstring("MESSAGE"), "message column must be -o wide only")

@@ -34,7 +34,7 @@ func TestDemoOnce(t *testing.T) {
 		last = i
 	}
 
-	g.Expect(text).To(MatchRegexp(`(?m)^NAMESPACE\s+NAME\s+RESOURCE\s+SINK\s+READY\s+REASON\s+AGE\s+MESSAGE$`))
+	g.Expect(text).To(MatchRegexp(`(?m)^NAMESPACE\s+NAME\s+RESOURCE\s+SINK\s+READY\s+REASON\s+AGE\s+REPLICA\s+MESSAGE$`))
 	g.Expect(text).To(MatchRegexp(`(?m)^default\s+configmaps-to-webhook\s+v1/configmaps\s+webhook\s+True\s+Watching\s`))
 
 	// Cleanup happened: the temp dir with the kubeconfig is gone.

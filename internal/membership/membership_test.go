@@ -23,6 +23,8 @@ import (
 var k8s client.Client
 
 func TestMain(m *testing.M) {
+	// Lease writes and watches lag on a loaded machine; gomega's 1s default is for unit tests.
+	SetDefaultEventuallyTimeout(10 * time.Second)
 	testenv.Main(m, func(_ *envtest.Environment, cfg *rest.Config) error {
 		var err error
 		k8s, err = client.New(cfg, client.Options{})
@@ -51,9 +53,15 @@ type member struct {
 
 func join(t *testing.T, ns, name string) *member {
 	t.Helper()
+	return joinFor(t, ns, name, 3*time.Second)
+}
+
+// joinFor joins with a Lease of the given duration (renewed within two thirds of it).
+func joinFor(t *testing.T, ns, name string, duration time.Duration) *member {
+	t.Helper()
 	m := &member{done: make(chan error, 1)}
 	m.Membership = membership.New(membership.Options{Client: k8s, Namespace: ns, Name: name,
-		Duration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond,
+		Duration: duration, RenewDeadline: duration * 2 / 3, RetryPeriod: 200 * time.Millisecond,
 		LeaveTimeout: 10 * time.Second,
 		OnChange: func(members []string) {
 			m.mu.Lock()
@@ -82,7 +90,9 @@ func (m *member) stop(leave bool) {
 func TestMembersSeeEachOtherAndLeavingIsSeenAtOnce(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
-	a, b, c := join(t, ns, "a"), join(t, ns, "b"), join(t, ns, "c")
+	// Leases of a minute: seeing c gone within 20s proves its Lease was deleted, not that
+	// it expired, however slow the machine.
+	a, b, c := joinFor(t, ns, "a", time.Minute), joinFor(t, ns, "b", time.Minute), joinFor(t, ns, "c", time.Minute)
 	for _, m := range []*member{a, b, c} {
 		g.Eventually(m.Members).Should(Equal([]string{"a", "b", "c"}), "%s sees all three", m.Name())
 	}
@@ -93,9 +103,10 @@ func TestMembersSeeEachOtherAndLeavingIsSeenAtOnce(t *testing.T) {
 
 	c.stop(true)
 	g.Eventually(c.done).Should(Receive(BeNil()), "leaving ends Start")
-	// Well within the 3s duration: the Lease is deleted, not left to expire.
-	g.Eventually(a.Members, 2*time.Second, 100*time.Millisecond).Should(Equal([]string{"a", "b"}))
-	g.Eventually(b.Members, 2*time.Second, 100*time.Millisecond).Should(Equal([]string{"a", "b"}))
+	g.Eventually(a.Members, 20*time.Second, 100*time.Millisecond).Should(Equal([]string{"a", "b"}),
+		"a sees c gone long before its Lease could expire")
+	g.Eventually(b.Members, 20*time.Second, 100*time.Millisecond).Should(Equal([]string{"a", "b"}),
+		"b sees c gone long before its Lease could expire")
 }
 
 func TestAMemberThatStopsRenewingExpires(t *testing.T) {
