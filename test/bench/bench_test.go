@@ -88,7 +88,8 @@ func TestQuickRun(t *testing.T) {
 
 // wantRows are the row IDs a run with opts reports, in order.
 func wantRows(opts options) []string {
-	ids := make([]string, 0, 3*len(opts.ShareSubs)+3*len(opts.LatencySubs)+14+6*len(opts.ReplicaCounts)+3*len(opts.MemoryObjects))
+	ids := make([]string, 0, 3*len(opts.ShareSubs)+3*len(opts.LatencySubs)+24+6*len(opts.ReplicaCounts)+
+		3*len(opts.MemoryObjects))
 	for _, n := range opts.ShareSubs {
 		for _, fig := range []string{"watches", "heap", "rss"} {
 			ids = append(ids, fmt.Sprintf("sharing/%d/%s", n, fig))

@@ -160,7 +160,8 @@ func parseFlags(args []string) (options, error) {
 	out := fs.String("out", "", "where to write the raw figures as JSON (default bin/bench/results.json)")
 	md := fs.String("md", "", "where to write the Markdown table too (it is always printed on stdout)")
 	only := fs.String("only", "",
-		"comma-separated scenarios to run: sharing,latency,costlyneighbour,throughput,drain,flapping,convergence,crd,budgetflood,replicas,memory")
+		"comma-separated scenarios to run: sharing,latency,costlyneighbour,throughput,drain,flapping,convergence,crd,"+
+			"budgetflood,replicas,memory")
 	qps := fs.Float64("operator-qps", 0, "operator client QPS (default -1: unlimited, like the manager binary)")
 	shareSubs := fs.String("share-subs", "", "sharing: comma-separated subscription counts")
 	shareObjects := fs.Int("share-objects", 0, "sharing: ConfigMaps in the shared namespace")
@@ -179,7 +180,8 @@ func parseFlags(args []string) (options, error) {
 	flapChanges := fs.Int("flap-changes", 0, "flapping: changes per object")
 	convSubs := fs.Int("convergence-subs", 0, "convergence: subscriptions over 10 resources")
 	crdRounds := fs.Int("crd-rounds", 0, "crd: how often a CRD is installed after its subscription")
-	replicaCounts := fs.String("replica-counts", "", "replicas: comma-separated replica counts, ascending (the first is the baseline)")
+	replicaCounts := fs.String("replica-counts", "",
+		"replicas: comma-separated replica counts, ascending (the first is the baseline)")
 	replicaSubs := fs.Int("replica-subs", 0, "replicas: subscriptions over 10 resources")
 	replicaWrites := fs.Int("replica-writes", 0, "replicas: changes of each burst, over the 10 resources")
 	profile := fs.String("profile", "",

@@ -546,38 +546,49 @@ func (s *replicaSet) close(ctx context.Context) error {
 // replicaObject is a minimal valid object of one of convergenceGVRs. Nothing acts on it:
 // envtest runs no controllers, so no Pods, endpoints or status follow.
 func replicaObject(gvr schema.GroupVersionResource, ns, name string) *unstructured.Unstructured {
-	containers := []any{map[string]any{"name": "c", "image": "registry.k8s.io/pause:3.10"}}
+	// template is a pod template of one container, with labels when given.
+	template := func(labels map[string]any, restartPolicy string) map[string]any {
+		pod := map[string]any{"containers": []any{map[string]any{"name": "c", "image": "registry.k8s.io/pause:3.10"}}}
+		if restartPolicy != "" {
+			pod["restartPolicy"] = restartPolicy
+		}
+		t := map[string]any{"spec": pod}
+		if labels != nil {
+			t["metadata"] = map[string]any{"labels": labels}
+		}
+		return t
+	}
 	var kind string
+	var spec map[string]any
 	body := map[string]any{}
 	switch gvr.Resource {
-	case "configmaps":
+	case configMaps.Resource:
 		kind, body["data"] = "ConfigMap", map[string]any{"k": "v"}
-	case "secrets":
+	case secrets.Resource:
 		kind, body["data"] = "Secret", map[string]any{"k": "dg=="}
 	case "services":
 		// Headless: the small service IP range of the test API server is not used up.
-		kind, body["spec"] = "Service", map[string]any{"clusterIP": "None",
-			"ports": []any{map[string]any{"port": int64(80)}}}
+		kind, spec = "Service", map[string]any{"clusterIP": "None", "ports": []any{map[string]any{"port": int64(80)}}}
 	case "serviceaccounts":
 		kind = "ServiceAccount"
 	case "persistentvolumeclaims":
-		kind, body["spec"] = "PersistentVolumeClaim", map[string]any{"accessModes": []any{"ReadWriteOnce"},
+		kind, spec = "PersistentVolumeClaim", map[string]any{"accessModes": []any{"ReadWriteOnce"},
 			"resources": map[string]any{"requests": map[string]any{"storage": "1Gi"}}}
 	case "podtemplates":
-		kind, body["template"] = "PodTemplate", map[string]any{"spec": map[string]any{"containers": containers}}
+		kind, body["template"] = "PodTemplate", template(nil, "")
 	case "limitranges":
-		kind, body["spec"] = "LimitRange", map[string]any{"limits": []any{
+		kind, spec = "LimitRange", map[string]any{"limits": []any{
 			map[string]any{"type": "Container", "max": map[string]any{"cpu": "1"}}}}
 	case "resourcequotas":
-		kind, body["spec"] = "ResourceQuota", map[string]any{"hard": map[string]any{"pods": "10"}}
+		kind, spec = "ResourceQuota", map[string]any{"hard": map[string]any{"pods": "10"}}
 	case "deployments":
-		labels := map[string]any{"app": name}
-		kind, body["spec"] = "Deployment", map[string]any{"selector": map[string]any{"matchLabels": labels},
-			"template": map[string]any{"metadata": map[string]any{"labels": labels},
-				"spec": map[string]any{"containers": containers}}}
+		kind, spec = "Deployment", map[string]any{"selector": map[string]any{"matchLabels": map[string]any{"app": name}},
+			"template": template(map[string]any{"app": name}, "")}
 	case "jobs":
-		kind, body["spec"] = "Job", map[string]any{"template": map[string]any{
-			"spec": map[string]any{"containers": containers, "restartPolicy": "Never"}}}
+		kind, spec = "Job", map[string]any{"template": template(nil, "Never")}
+	}
+	if spec != nil {
+		body["spec"] = spec
 	}
 	u := &unstructured.Unstructured{Object: body}
 	u.SetAPIVersion(gvr.GroupVersion().String())
