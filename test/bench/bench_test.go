@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// TestMain lets the test binary be the operator process of the budgetflood scenario, as
+// TestMain lets the test binary be the operator process of the scenarios that run one, as
 // the bench binary is.
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(operatorProcessEnv); spec != "" {
@@ -88,7 +88,8 @@ func TestQuickRun(t *testing.T) {
 
 // wantRows are the row IDs a run with opts reports, in order.
 func wantRows(opts options) []string {
-	ids := make([]string, 0, 3*len(opts.ShareSubs)+3*len(opts.LatencySubs)+14+3*len(opts.MemoryObjects))
+	ids := make([]string, 0, 3*len(opts.ShareSubs)+3*len(opts.LatencySubs)+24+6*len(opts.ReplicaCounts)+
+		3*len(opts.MemoryObjects))
 	for _, n := range opts.ShareSubs {
 		for _, fig := range []string{"watches", "heap", "rss"} {
 			ids = append(ids, fmt.Sprintf("sharing/%d/%s", n, fig))
@@ -110,6 +111,11 @@ func wantRows(opts options) []string {
 		"crd/ready",
 		"budgetflood/healthy", "budgetflood/dropped", "budgetflood/accounted", "budgetflood/rss-peak",
 		"budgetflood/rss-settled")
+	for _, n := range opts.ReplicaCounts {
+		for _, fig := range []string{"streams", "spread", "rss-mean", "rss-max", "rate", "backlog"} {
+			ids = append(ids, fmt.Sprintf("replicas/%d/%s", n, fig))
+		}
+	}
 	for _, n := range opts.MemoryObjects {
 		ids = append(ids, fmt.Sprintf("memory/%d/rss-peak", n), fmt.Sprintf("memory/%d/rss-settled", n),
 			fmt.Sprintf("memory/%d/heap", n))

@@ -32,7 +32,10 @@ import (
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 )
 
-var configMaps = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+var (
+	configMaps = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	secrets    = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+)
 
 // harness holds what every scenario uses: clients on the control plane and the sink.
 type harness struct {

@@ -79,7 +79,7 @@ func (h *harness) warmUp(ctx context.Context, r *runningOperator) error {
 	if err != nil {
 		return err
 	}
-	ws := subscription(ns, "warm-up", schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, h.sink.URL)
+	ws := subscription(ns, "warm-up", secrets, h.sink.URL)
 	if err := h.k8s.Create(ctx, ws); err != nil {
 		return err
 	}

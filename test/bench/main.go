@@ -25,7 +25,7 @@ import (
 
 func main() {
 	if spec := os.Getenv(operatorProcessEnv); spec != "" {
-		os.Exit(operatorProcessMain(spec)) // started by the budgetflood scenario
+		os.Exit(operatorProcessMain(spec)) // started by the budgetflood, replicas and memory scenarios
 	}
 	opts, err := parseFlags(os.Args[1:])
 	if err != nil {
@@ -116,6 +116,7 @@ var scenarios = []scenario{
 	{"convergence", runConvergence},
 	{"crd", runCRD},
 	{"budgetflood", runBudgetFlood},
+	{"replicas", runReplicas},
 	{"memory", runMemory},
 }
 

@@ -49,6 +49,13 @@ type processSpec struct {
 	// NaiveNamespace, when set, makes the process the naive baseline instead: one dynamic
 	// informer on the namespace's ConfigMaps, started by POST /start (see naiveProcessMain).
 	NaiveNamespace string `json:"naiveNamespace,omitempty"`
+	// Sharding, when set, runs the operator as one of several replicas named ReplicaName,
+	// its member Lease timed by the Member fields (the replicas scenario).
+	Sharding            operator.Sharding `json:"sharding,omitempty"`
+	ReplicaName         string            `json:"replicaName,omitempty"`
+	MemberLeaseDuration time.Duration     `json:"memberLeaseDuration,omitempty"`
+	MemberRenewDeadline time.Duration     `json:"memberRenewDeadline,omitempty"`
+	MemberRetryPeriod   time.Duration     `json:"memberRetryPeriod,omitempty"`
 }
 
 // processStats is what the operator process reports on GET /stats.
@@ -93,6 +100,9 @@ func operatorProcessMain(specJSON string) int {
 	if spec.Authorization != "" {
 		opts.Authorization = spec.Authorization
 	}
+	opts.Sharding, opts.ReplicaName = spec.Sharding, spec.ReplicaName
+	opts.MemberLeaseDuration, opts.MemberRenewDeadline, opts.MemberRetryPeriod = spec.MemberLeaseDuration,
+		spec.MemberRenewDeadline, spec.MemberRetryPeriod
 	r, err := launchOperator(cfg, opts)
 	if err != nil {
 		return fail(err)

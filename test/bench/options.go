@@ -70,6 +70,14 @@ type options struct {
 	// CRDRounds: how often a CRD is installed after its subscription.
 	CRDRounds int `json:"crdRounds"`
 
+	// Replicas: for each count of ReplicaCounts (ascending; the first is the baseline of
+	// the others), that many operator processes with --sharding=Leases serve ReplicaSubs
+	// subscriptions spread over the ten resources of convergenceGVRs, and ReplicaWrites
+	// changes spread over those resources are delivered, live and then from a backlog.
+	ReplicaCounts []int `json:"replicaCounts"`
+	ReplicaSubs   int   `json:"replicaSubs"`
+	ReplicaWrites int   `json:"replicaWrites"`
+
 	// ProfileDir, when set, receives a heap profile at every heap reading and a CPU
 	// profile per scenario.
 	ProfileDir string `json:"profileDir,omitempty"`
@@ -106,6 +114,9 @@ func fullOptions() options {
 		ConvergenceSubs:  1000,
 		Idle:             5 * time.Second,
 		CRDRounds:        3,
+		ReplicaCounts:    []int{1, 2, 4},
+		ReplicaSubs:      100,
+		ReplicaWrites:    1000,
 		Settle:           time.Second,
 		HeapReadings:     3,
 		RSSSettle:        30 * time.Second,
@@ -132,6 +143,9 @@ func quickOptions() options {
 	o.ConvergenceSubs = 20
 	o.Idle = time.Second
 	o.CRDRounds = 1
+	o.ReplicaCounts = []int{1, 2}
+	o.ReplicaSubs = 20
+	o.ReplicaWrites = 100
 	o.Settle = 200 * time.Millisecond
 	o.HeapReadings = 1
 	o.RSSSettle = time.Second
@@ -146,7 +160,8 @@ func parseFlags(args []string) (options, error) {
 	out := fs.String("out", "", "where to write the raw figures as JSON (default bin/bench/results.json)")
 	md := fs.String("md", "", "where to write the Markdown table too (it is always printed on stdout)")
 	only := fs.String("only", "",
-		"comma-separated scenarios to run: sharing,latency,costlyneighbour,throughput,drain,flapping,convergence,crd,budgetflood,memory")
+		"comma-separated scenarios to run: sharing,latency,costlyneighbour,throughput,drain,flapping,convergence,crd,"+
+			"budgetflood,replicas,memory")
 	qps := fs.Float64("operator-qps", 0, "operator client QPS (default -1: unlimited, like the manager binary)")
 	shareSubs := fs.String("share-subs", "", "sharing: comma-separated subscription counts")
 	shareObjects := fs.Int("share-objects", 0, "sharing: ConfigMaps in the shared namespace")
@@ -165,6 +180,10 @@ func parseFlags(args []string) (options, error) {
 	flapChanges := fs.Int("flap-changes", 0, "flapping: changes per object")
 	convSubs := fs.Int("convergence-subs", 0, "convergence: subscriptions over 10 resources")
 	crdRounds := fs.Int("crd-rounds", 0, "crd: how often a CRD is installed after its subscription")
+	replicaCounts := fs.String("replica-counts", "",
+		"replicas: comma-separated replica counts, ascending (the first is the baseline)")
+	replicaSubs := fs.Int("replica-subs", 0, "replicas: subscriptions over 10 resources")
+	replicaWrites := fs.Int("replica-writes", 0, "replicas: changes of each burst, over the 10 resources")
 	profile := fs.String("profile", "",
 		"directory for a CPU profile per scenario and heap profiles at every heap reading (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
@@ -201,6 +220,12 @@ func parseFlags(args []string) (options, error) {
 	if !slices.IsSorted(o.MemoryObjects) {
 		return options{}, errors.New("-memory-objects: counts must ascend")
 	}
+	if o.ReplicaCounts, err = intList(*replicaCounts, o.ReplicaCounts); err != nil {
+		return options{}, fmt.Errorf("-replica-counts: %w", err)
+	}
+	if !slices.IsSorted(o.ReplicaCounts) {
+		return options{}, errors.New("-replica-counts: counts must ascend")
+	}
 	setInt(&o.ShareObjects, *shareObjects)
 	setInt(&o.LatencyWrites, *latencyWrites)
 	if *latencyInterval > 0 {
@@ -219,6 +244,8 @@ func parseFlags(args []string) (options, error) {
 	setInt(&o.FlapChanges, *flapChanges)
 	setInt(&o.ConvergenceSubs, *convSubs)
 	setInt(&o.CRDRounds, *crdRounds)
+	setInt(&o.ReplicaSubs, *replicaSubs)
+	setInt(&o.ReplicaWrites, *replicaWrites)
 	return o, nil
 }
 

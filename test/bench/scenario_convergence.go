@@ -14,7 +14,7 @@ import (
 // deprecated ones: their warnings would only add noise).
 var convergenceGVRs = []schema.GroupVersionResource{
 	configMaps,
-	{Version: "v1", Resource: "secrets"},
+	secrets,
 	{Version: "v1", Resource: "services"},
 	{Version: "v1", Resource: "serviceaccounts"},
 	{Version: "v1", Resource: "persistentvolumeclaims"},

@@ -20,6 +20,8 @@ import (
 type delivery struct {
 	Subject string
 	ID      string
+	// Type is the CloudEvents type, e.g. io.dynamicnotifier.resource.updated.
+	Type string
 	// Coalesced is the extension attribute coalesced: 0 for an event of one change.
 	Coalesced int
 	At        time.Duration
@@ -82,7 +84,8 @@ func (s *sinkServer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if fn := s.onEvent.Load(); fn != nil {
 		coalesced, _ := strconv.Atoi(r.Header.Get("Ce-" + pipeline.CoalescedExtension))
-		(*fn)(delivery{Subject: subject, ID: r.Header.Get("Ce-Id"), Coalesced: coalesced, At: at})
+		(*fn)(delivery{Subject: subject, ID: r.Header.Get("Ce-Id"), Type: r.Header.Get("Ce-Type"),
+			Coalesced: coalesced, At: at})
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -104,7 +107,7 @@ func (s *sinkServer) serveBatch(w http.ResponseWriter, r *http.Request, at time.
 			continue // not a CloudEvent of ours: not counted
 		}
 		if fn != nil {
-			(*fn)(delivery{Subject: ce.Subject, ID: ce.ID, At: at})
+			(*fn)(delivery{Subject: ce.Subject, ID: ce.ID, Type: ce.Type, At: at})
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)
