@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/subscription"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
 
@@ -38,7 +39,7 @@ func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &notifyv1.WatchSubscription{}, crdIndex,
 		func(o client.Object) []string {
-			return []string{crdName(gvrOf(o.(*notifyv1.WatchSubscription)))}
+			return []string{crdName(subscription.GVR(o.(*notifyv1.WatchSubscription)))}
 		}); err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/subscription"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/template"
 )
 
@@ -81,10 +82,10 @@ func readyCondition(r readiness) metav1.Condition {
 	case r.SpecErr != nil:
 		return cond(metav1.ConditionFalse, notifyv1.ReasonInvalidSpec, r.SpecErr.Error())
 	case r.SinkErr != nil:
-		if re, ok := errors.AsType[*sinkRefError](r.SinkErr); ok {
-			return cond(metav1.ConditionFalse, re.reason, re.msg)
+		if re, ok := errors.AsType[*subscription.SinkRefError](r.SinkErr); ok {
+			return cond(metav1.ConditionFalse, re.Reason, re.Msg)
 		}
-		if se, ok := errors.AsType[*sinkError](r.SinkErr); ok && se.denied {
+		if se, ok := errors.AsType[*subscription.SinkError](r.SinkErr); ok && se.Denied {
 			return cond(metav1.ConditionFalse, notifyv1.ReasonForbidden, r.SinkErr.Error())
 		}
 		return cond(metav1.ConditionFalse, notifyv1.ReasonInvalidSink, r.SinkErr.Error())
@@ -315,16 +316,4 @@ func optionalTime(t time.Time, current *metav1.Time) *metav1.Time {
 	}
 	mt := metav1.NewTime(t.Truncate(time.Second))
 	return &mt
-}
-
-func sinkKind(s notifyv1.Sink) string {
-	switch {
-	case s.Webhook != nil:
-		return "webhook"
-	case s.Service != nil:
-		return "service"
-	case s.Log != nil:
-		return "log"
-	}
-	return ""
 }
