@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/go-logr/logr/funcr"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/subscription"
+)
+
+// sinkReport describes a sink without reading its Secrets.
+type sinkReport struct {
+	// Described is what status.sink shows: webhook, service, log, or Kind/name of the sink
+	// object.
+	Described string `json:"described"`
+	Kind      string `json:"kind,omitempty"`
+	// URL is where requests go; a URL from a Secret is named, not read.
+	URL string `json:"url,omitempty"`
+	// Mode is binary, structured or batched for HTTP sinks.
+	Mode  sink.Mode `json:"mode,omitempty"`
+	Notes []string  `json:"notes,omitempty"`
+}
+
+// describeSink sums up the sink a subscription delivers to.
+func describeSink(target subscription.Target) sinkReport {
+	s := target.Sink
+	r := sinkReport{Described: target.Described, Kind: subscription.SinkKind(s), URL: sinkURL(target.Source, s),
+		Mode: subscription.WireMode(s)}
+	var opts notifyv1.HTTPOptions
+	switch {
+	case s.Webhook != nil:
+		opts = s.Webhook.HTTPOptions
+	case s.Service != nil:
+		opts = s.Service.HTTPOptions
+	default:
+		return r
+	}
+	secret := func(name string) string { return target.Source.Namespace + "/" + name }
+	if opts.HeadersFrom != nil {
+		r.Notes = append(r.Notes, "headers from Secret "+secret(opts.HeadersFrom.SecretRef.Name)+" (not read here)")
+	}
+	if ref := opts.SigningSecretRef; ref != nil {
+		r.Notes = append(r.Notes, "signed (Standard Webhooks) with the key in Secret "+secret(ref.Name)+
+			": webhook-id, webhook-timestamp and webhook-signature headers are added when sending, and the "+
+			"request is never binary")
+	}
+	if r.Mode == sink.ModeBatched {
+		size := notifyv1.DefaultMaxBatchSize
+		if opts.MaxBatchSize != nil {
+			size = int(*opts.MaxBatchSize)
+		}
+		r.Notes = append(r.Notes, fmt.Sprintf("batched: the events waiting for delivery go together, up to %d "+
+			"per request; a lone event goes as a batch of one, as shown", size))
+	}
+	if t := opts.TLS; t != nil {
+		if t.CASecretRef != nil {
+			r.Notes = append(r.Notes, "TLS: trusts the CA in Secret "+secret(t.CASecretRef.Name))
+		}
+		if t.CertSecretRef != nil {
+			r.Notes = append(r.Notes, "TLS: presents the client certificate in Secret "+secret(t.CertSecretRef.Name))
+		}
+		if t.InsecureSkipVerify {
+			r.Notes = append(r.Notes, "TLS: the server's certificate is not verified (insecureSkipVerify)")
+		}
+	}
+	if target.Source.Account == nil {
+		r.Notes = append(r.Notes, "a ClusterWatchSink: its Secrets are in namespace "+target.Source.Namespace+
+			" and the operator reads them with its own rights")
+	}
+	return r
+}
+
+// sinkURL is where an HTTP sink posts, as its errors name it: a URL from a Secret is named,
+// not read; credentials in a URL are masked.
+func sinkURL(src subscription.SecretSource, s notifyv1.Sink) string {
+	switch {
+	case s.Webhook != nil && s.Webhook.URLFrom != nil:
+		ref := s.Webhook.URLFrom.SecretKeyRef
+		return fmt.Sprintf("the URL in Secret %s/%s, key %s", src.Namespace, ref.Name, ref.Key)
+	case s.Webhook != nil:
+		return sink.MaskURL(s.Webhook.URL)
+	case s.Service != nil:
+		return subscription.ServiceURL(src.Namespace, s.Service)
+	case s.Log != nil:
+		return ""
+	}
+	return ""
+}
+
+// cloudEvent is what the operator would send for one change.
+type cloudEvent struct {
+	// Mode is binary, structured or batched for an HTTP sink, log for the log sink.
+	Mode   string `json:"mode"`
+	Method string `json:"method,omitempty"`
+	URL    string `json:"url,omitempty"`
+	// Headers are the request's headers the event makes; Notes name those the sink adds
+	// from its Secrets.
+	Headers map[string]string `json:"headers,omitempty"`
+	// Body is the request's body, exactly.
+	Body string `json:"body,omitempty"`
+	// Log is the log sink's line (the operator's logger writes the same keys and values).
+	Log   string   `json:"log,omitempty"`
+	Notes []string `json:"notes,omitempty"`
+}
+
+// renderCloudEvent encodes msg as the sink would send it: through the sink package's
+// encoding for HTTP sinks, through the log sink itself for the log.
+func renderCloudEvent(ctx context.Context, target subscription.Target, msg sink.Message) (*cloudEvent, error) {
+	if target.Sink.Log != nil {
+		var line string
+		logger := funcr.NewJSON(func(obj string) { line = obj }, funcr.Options{})
+		built, err := (&subscription.Sinks{Log: logger}).Build(ctx, target.Sink, target.Source, target.Field, io.Discard)
+		if err != nil {
+			return nil, err
+		}
+		if err := built.Send(ctx, msg); err != nil {
+			return nil, err
+		}
+		return &cloudEvent{Mode: "log", Log: line}, nil
+	}
+	mode := subscription.WireMode(target.Sink)
+	header, body, err := sink.Encode(mode, msg)
+	if err != nil {
+		return nil, fmt.Errorf("the event could not be encoded: %w", err)
+	}
+	header.Set("User-Agent", sink.UserAgent)
+	ce := &cloudEvent{Mode: string(mode), Method: http.MethodPost, URL: sinkURL(target.Source, target.Sink),
+		Headers: map[string]string{}, Body: string(body)}
+	for k, v := range header {
+		ce.Headers[k] = strings.Join(v, ", ")
+	}
+	ce.Notes = describeSink(target).Notes
+	return ce, nil
+}
+
+// readObject reads one object from a YAML or JSON file.
+func readObject(path string) (*unstructured.Unstructured, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	obj := map[string]any{}
+	if err := yaml.Unmarshal(data, &obj); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &unstructured.Unstructured{Object: obj}, nil
+}
+
+// printStructured writes v as JSON or YAML.
+func printStructured(out io.Writer, format string, v any) error {
+	var data []byte
+	var err error
+	if format == "yaml" {
+		data, err = yaml.Marshal(v)
+	} else {
+		data, err = json.MarshalIndent(v, "", "  ")
+		data = append(data, '\n')
+	}
+	if err != nil {
+		return err
+	}
+	_, err = out.Write(data)
+	return err
+}
+
+// printStructuredLine writes v as one line of JSON.
+func printStructuredLine(out io.Writer, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = out.Write(append(data, '\n'))
+	return err
+}
+
+// printTestReport writes a report for people.
+func printTestReport(w io.Writer, r *testReport) {
+	p := func(format string, args ...any) { _, _ = fmt.Fprintf(w, format, args...) }
+	p("WatchSubscription %s", r.Subscription)
+	if r.From != "" {
+		p(" (%s)", r.From)
+	}
+	p("\n")
+	field := func(name, value string) {
+		if value != "" {
+			p("  %-10s %s\n", name, value)
+		}
+	}
+	resource := r.Resource
+	if r.Kind != "" {
+		resource += " (" + r.Kind + ")"
+	}
+	field("resource", resource)
+	field("watches", strings.Join(r.Streams, ", "))
+	field("selects", r.Selects)
+	if r.Sink.Described != "" {
+		s := r.Sink.Described
+		if r.Sink.Kind != "" && r.Sink.Kind != r.Sink.Described {
+			s += ", " + r.Sink.Kind
+		}
+		if r.Sink.URL != "" {
+			s += " " + r.Sink.URL
+		}
+		if r.Sink.Mode != "" {
+			s += ", " + string(r.Sink.Mode) + " mode"
+		}
+		field("sink", s)
+		for _, n := range r.Sink.Notes {
+			field("", n)
+		}
+	}
+	field("payload", r.Payload)
+	for _, c := range r.Checks {
+		line := c.What + ": " + c.Result
+		if c.Detail != "" && c.Result != checkDenied {
+			line += " (" + c.Detail + ")"
+		}
+		field("check", line)
+	}
+	for _, problem := range r.Problems {
+		field("PROBLEM", problem)
+	}
+	if r.Resource != "" && len(r.Streams) > 0 {
+		printObjects(w, r)
+	}
+	p("\n")
+}
+
+func printObjects(w io.Writer, r *testReport) {
+	p := func(format string, args ...any) { _, _ = fmt.Fprintf(w, format, args...) }
+	if r.EventType == "Added" {
+		p("\n  %d objects exist, %d match. They are shown as the Added event each would be (as sendInitialEvents "+
+			"sends existing objects, or as their creation). Nothing was sent.\n", r.Listed, r.Matched)
+	} else {
+		p("\n  The %s event from --old-object to the live object. Nothing was sent.\n", r.EventType)
+	}
+	for _, o := range r.Objects {
+		switch {
+		case o.Error != "":
+			p("\n  %s: matches, but %s\n", o.Object, o.Error)
+		case !o.Matched:
+			p("\n  %s: does not match: %s\n", o.Object, o.Reason)
+		default:
+			p("\n  %s: matches, %s\n", o.Object, describeEvent(o))
+			printCloudEvent(w, o.CloudEvent, "    ")
+		}
+	}
+	if shown := len(r.Objects); shown < r.Listed {
+		p("\n  ... %d more objects not shown (--limit)\n", r.Listed-shown)
+	}
+}
+
+func describeEvent(o objectReport) string {
+	if o.CloudEvent == nil {
+		return o.EventType
+	}
+	if o.CloudEvent.Mode == "log" {
+		return "the operator would log:"
+	}
+	return "the operator would send:"
+}
+
+// printCloudEvent writes a request as it goes on the wire: the request line, the headers
+// sorted, a blank line and the body.
+func printCloudEvent(w io.Writer, ce *cloudEvent, indent string) {
+	p := func(format string, args ...any) { _, _ = fmt.Fprintf(w, format, args...) }
+	if ce.Mode == "log" {
+		p("%s%s\n", indent, ce.Log)
+		return
+	}
+	p("%s%s %s\n", indent, ce.Method, ce.URL)
+	for _, k := range slices.Sorted(maps.Keys(ce.Headers)) {
+		p("%s%s: %s\n", indent, k, ce.Headers[k])
+	}
+	for _, n := range ce.Notes {
+		p("%s# %s\n", indent, n)
+	}
+	p("%s\n%s%s\n", indent, indent, ce.Body)
+	p("%s(%s bytes)\n", indent, strconv.Itoa(len(ce.Body)))
+}
