@@ -88,13 +88,25 @@ func TestValidSpecsAreAccepted(t *testing.T) {
 		"sink by reference":         okResource + "sinkRef: {name: team-hook}\n",
 		"cluster sink by reference": okResource + "sinkRef: {kind: ClusterWatchSink, name: chat}\n",
 		"url from a Secret":         okResource + "sink: {webhook: {urlFrom: {secretKeyRef: {name: slack, key: url}}}}\n",
-		"client certificate":        okResource + "sink: {webhook: {url: 'https://a.example', tls: {certSecretRef: {name: client-tls}}}}\n",
-		"template":                  okResource + okSink + "payload: {template: '{\"text\": object.metadata.name}', contentType: 'application/json; charset=utf-8'}\n",
+		"noise control": okResource + okSink + "delivery: {coalesce: {window: 1s}, rateLimit: {eventsPerSecond: 5, burst: 20}}\n" +
+			"filter: '\"spec.replicas\" in changes'\n",
+		"client certificate": okResource + "sink: {webhook: {url: 'https://a.example', tls: {certSecretRef: {name: client-tls}}}}\n",
+		"template":           okResource + okSink + "payload: {template: '{\"text\": object.metadata.name}', contentType: 'application/json; charset=utf-8'}\n",
 		// Empty lists and objects mean the same as absent ones (explicit MinItems=0 and
 		// MinProperties=0, for kube-api-linter).
 		"empty lists and objects": okResource + okSink + "namespaces: []\neventTypes: []\nignore: {}\npayload: {}\n" +
 			"delivery: {retry: {}}\n",
 		"empty tls": okResource + "sink: {webhook: {url: 'https://a.example', tls: {}}}\n",
+		"kafka sink": okResource + "sink: {kafka: {brokers: ['kafka-0.kafka.messaging:9092', '10.0.0.7:9093', '[::1]:9094'], " +
+			"topic: k8s.events_v1-x, contentMode: structured, tls: {caSecretRef: {name: kafka-ca}}, " +
+			"sasl: {mechanism: SCRAM-SHA-512, secretRef: {name: kafka-user}}}}\n",
+		"minimal kafka sink": okResource + "sink: {kafka: {brokers: ['kafka:9092'], topic: events}}\n",
+		"nats sink": okResource + "sink: {nats: {servers: ['nats://nats.messaging:4222', 'tls://nats-1.messaging'], " +
+			"subject: 'k8s.{namespace}.{resource}.{name}.{type}', contentMode: binary, tls: {insecureSkipVerify: true}, " +
+			"credentials: {secretRef: {name: nats-user}}}}\n",
+		"minimal nats sink":      okResource + "sink: {nats: {servers: ['nats://127.0.0.1']}}\n",
+		"kafka dead-letter sink": okResource + okSink + "delivery: {deadLetterSink: {kafka: {brokers: ['127.0.0.1:9092'], topic: dlq}}}\n",
+		"nats dead-letter sink":  okResource + okSink + "delivery: {deadLetterSink: {nats: {servers: ['nats://127.0.0.1:4222'], subject: dlq}}}\n",
 	}
 	for name, spec := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -167,6 +179,11 @@ func TestInvalidSpecsAreRejectedNamingTheField(t *testing.T) {
 		{"zero attempts", okResource + okSink + "delivery: {retry: {maxAttempts: 0}}\n", "spec.delivery.retry.maxAttempts"},
 		{"queue too small", okResource + okSink + "delivery: {maxQueueSize: 0}\n", "spec.delivery.maxQueueSize"},
 		{"too parallel", okResource + okSink + "delivery: {parallelism: 65}\n", "spec.delivery.parallelism"},
+		{"zero window", okResource + okSink + "delivery: {coalesce: {window: 0s}}\n", "spec.delivery.coalesce.window"},
+		{"window over an hour", okResource + okSink + "delivery: {coalesce: {window: 61m}}\n", "spec.delivery.coalesce.window"},
+		{"coalesce without a window", okResource + okSink + "delivery: {coalesce: {}}\n", "spec.delivery.coalesce.window"},
+		{"zero rate", okResource + okSink + "delivery: {rateLimit: {eventsPerSecond: 0}}\n", "spec.delivery.rateLimit.eventsPerSecond"},
+		{"zero burst", okResource + okSink + "delivery: {rateLimit: {eventsPerSecond: 1, burst: 0}}\n", "spec.delivery.rateLimit.burst"},
 		{"empty dead-letter sink", okResource + okSink + "delivery: {deadLetterSink: {}}\n", "spec.delivery.deadLetterSink"},
 		{"too long filter", okResource + okSink + "filter: '" + strings.Repeat("a", 4097) + "'\n", "spec.filter"},
 		{"unknown payload mode", okResource + okSink + "payload: {mode: Everything}\n", "spec.payload.mode"},
@@ -179,6 +196,32 @@ func TestInvalidSpecsAreRejectedNamingTheField(t *testing.T) {
 		{"content type without template", okResource + okSink + "payload: {contentType: text/plain}\n", "spec.payload.contentType"},
 		{"content type not a media type", okResource + okSink + "payload: {template: 'object', contentType: 'plain text'}\n", "spec.payload.contentType"},
 		{"too long field selector", okResource + okSink + "fieldSelector: " + strings.Repeat("a", 1025) + "\n", "spec.fieldSelector"},
+		{"kafka and log", okResource + "sink: {log: {}, kafka: {brokers: ['kafka:9092'], topic: t}}\n", "exactly one of webhook, service, log, kafka or nats"},
+		{"nats and webhook", okResource + "sink: {webhook: {url: 'http://a.example'}, nats: {servers: ['nats://n']}}\n", "spec.sink"},
+		{"empty kafka", okResource + "sink: {kafka: {}}\n", "spec.sink.kafka.brokers"},
+		{"kafka without topic", okResource + "sink: {kafka: {brokers: ['kafka:9092']}}\n", "spec.sink.kafka.topic"},
+		{"kafka without brokers", okResource + "sink: {kafka: {brokers: [], topic: t}}\n", "spec.sink.kafka.brokers"},
+		{"broker without port", okResource + "sink: {kafka: {brokers: ['kafka'], topic: t}}\n", "spec.sink.kafka.brokers[0]"},
+		{"broker as a URL", okResource + "sink: {kafka: {brokers: ['kafka:9092', 'kafka://k:9092'], topic: t}}\n", "spec.sink.kafka.brokers[1]"},
+		{"duplicate broker", okResource + "sink: {kafka: {brokers: ['kafka:9092', 'kafka:9092'], topic: t}}\n", "spec.sink.kafka.brokers[1]"},
+		{"topic with a space", okResource + "sink: {kafka: {brokers: ['kafka:9092'], topic: 'k8s events'}}\n", "spec.sink.kafka.topic"},
+		{"topic ..", okResource + "sink: {kafka: {brokers: ['kafka:9092'], topic: '..'}}\n", "spec.sink.kafka.topic"},
+		{"too long topic", okResource + "sink: {kafka: {brokers: ['kafka:9092'], topic: " + strings.Repeat("t", 250) + "}}\n", "spec.sink.kafka.topic"},
+		{"batched kafka", okResource + "sink: {kafka: {brokers: ['kafka:9092'], topic: t, contentMode: batched}}\n", "spec.sink.kafka.contentMode"},
+		{"unknown SASL mechanism", okResource + "sink: {kafka: {brokers: ['kafka:9092'], topic: t, sasl: {mechanism: GSSAPI, secretRef: {name: u}}}}\n", "spec.sink.kafka.sasl.mechanism"},
+		{"SASL without a Secret", okResource + "sink: {kafka: {brokers: ['kafka:9092'], topic: t, sasl: {mechanism: PLAIN}}}\n", "spec.sink.kafka.sasl.secretRef"},
+		{"kafka client certificate", okResource + "sink: {kafka: {brokers: ['kafka:9092'], topic: t, tls: {certSecretRef: {name: c}}}}\n", "spec.sink.kafka.tls.certSecretRef"},
+		{"empty nats", okResource + "sink: {nats: {}}\n", "spec.sink.nats.servers"},
+		{"nats http URL", okResource + "sink: {nats: {servers: ['http://nats:4222']}}\n", "spec.sink.nats.servers[0]"},
+		{"nats URL with credentials", okResource + "sink: {nats: {servers: ['nats://u:p@nats:4222']}}\n", "spec.sink.nats.servers[0]"},
+		{"nats URL without host", okResource + "sink: {nats: {servers: ['nats://:4222']}}\n", "spec.sink.nats.servers[0]"},
+		{"nats subject with a wildcard", okResource + "sink: {nats: {servers: ['nats://n'], subject: 'k8s.>'}}\n", "spec.sink.nats.subject"},
+		{"empty nats subject", okResource + "sink: {nats: {servers: ['nats://n'], subject: ''}}\n", "spec.sink.nats.subject"},
+		{"batched nats", okResource + "sink: {nats: {servers: ['nats://n'], contentMode: batched}}\n", "spec.sink.nats.contentMode"},
+		{"nats credentials without a Secret", okResource + "sink: {nats: {servers: ['nats://n'], credentials: {}}}\n", "spec.sink.nats.credentials"},
+		{"nats client certificate", okResource + "sink: {nats: {servers: ['nats://n'], tls: {certSecretRef: {name: c}}}}\n", "spec.sink.nats.tls.certSecretRef"},
+		{"batched kafka dead-letter sink", okResource + okSink + "delivery: {deadLetterSink: {kafka: {brokers: ['kafka:9092'], topic: t, contentMode: batched}}}\n",
+			"spec.delivery.deadLetterSink.kafka.contentMode"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -257,6 +300,54 @@ func TestSamplesAreAccepted(t *testing.T) {
 			g.Expect(yaml.Unmarshal(data, &u.Object)).To(Succeed())
 			u.SetNamespace("default")
 			g.Expect(dryRunCreate(u)).To(Succeed())
+		})
+	}
+}
+
+// TestBrokerSinkObjects: a WatchSink and a ClusterWatchSink embed the Sink, broker members
+// and their rules included.
+func TestBrokerSinkObjects(t *testing.T) {
+	object := func(kind, spec string) *unstructured.Unstructured {
+		obj := map[string]any{}
+		if err := yaml.Unmarshal([]byte(spec), &obj); err != nil {
+			t.Fatalf("bad test spec: %v", err)
+		}
+		u := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "notify.dynamicnotifier.io/v1alpha1",
+			"kind":       kind,
+			"metadata":   map[string]any{"name": "s"},
+			"spec":       obj,
+		}}
+		if kind == "WatchSink" {
+			u.SetNamespace("default")
+		}
+		return u
+	}
+	const kafka = "kafka: {brokers: ['kafka:9092'], topic: events, sasl: {mechanism: PLAIN, secretRef: {name: kafka-user}}}\n"
+	const nats = "nats: {servers: ['tls://nats:4222'], credentials: {secretRef: {name: nats-user}}}\n"
+	for _, tc := range []struct {
+		name, kind, spec, field string
+	}{
+		{"kafka WatchSink", "WatchSink", kafka, ""},
+		{"nats WatchSink with a kafka dead-letter sink", "WatchSink",
+			nats + "delivery: {deadLetterSink: {kafka: {brokers: ['kafka:9092'], topic: dlq}}}\n", ""},
+		{"nats ClusterWatchSink", "ClusterWatchSink", nats + "namespaceSelector: {}\n", ""},
+		{"kafka ClusterWatchSink", "ClusterWatchSink", kafka + "namespaceSelector: {}\n", ""},
+		{"batched nats WatchSink", "WatchSink", "nats: {servers: ['nats://n'], contentMode: batched}\n", "spec.nats.contentMode"},
+		{"kafka and webhook ClusterWatchSink", "ClusterWatchSink",
+			kafka + "webhook: {url: 'http://a.example'}\nnamespaceSelector: {}\n", "exactly one of webhook, service, log, kafka or nats"},
+		{"kafka ClusterWatchSink without topic", "ClusterWatchSink",
+			"kafka: {brokers: ['kafka:9092']}\nnamespaceSelector: {}\n", "spec.kafka.topic"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			err := dryRunCreate(object(tc.kind, tc.spec))
+			if tc.field == "" {
+				g.Expect(err).NotTo(HaveOccurred())
+				return
+			}
+			g.Expect(err).To(HaveOccurred(), "spec was accepted:\n%s", tc.spec)
+			g.Expect(err.Error()).To(ContainSubstring(tc.field), "error does not name the field")
 		})
 	}
 }

@@ -263,7 +263,7 @@ const (
 // read from the sink's namespace: the subscription's for a sink written in it or a
 // WatchSink, the operator's for a ClusterWatchSink.
 // +kubebuilder:validation:MinProperties=1
-// +kubebuilder:validation:XValidation:rule="[has(self.webhook), has(self.service), has(self.log)].filter(x, x).size() == 1",message="sink: exactly one of webhook, service or log must be set"
+// +kubebuilder:validation:XValidation:rule="[has(self.webhook), has(self.service), has(self.log), has(self.kafka), has(self.nats)].filter(x, x).size() == 1",message="sink: exactly one of webhook, service, log, kafka or nats must be set"
 type Sink struct {
 	// webhook delivers each event as a CloudEvent over HTTP to a URL.
 	// +optional
@@ -276,6 +276,14 @@ type Sink struct {
 	// log writes each event as one structured line to the operator's log, for debugging.
 	// +optional
 	Log *LogSink `json:"log,omitempty"`
+
+	// kafka publishes each event as a CloudEvent record to a Kafka topic.
+	// +optional
+	Kafka KafkaSink `json:"kafka,omitzero"`
+
+	// nats publishes each event as a CloudEvent message to NATS JetStream.
+	// +optional
+	NATS NATSSink `json:"nats,omitzero"`
 }
 
 // WebhookSink posts CloudEvents to a URL.
@@ -333,7 +341,7 @@ type ServiceSink struct {
 	HTTPOptions `json:",inline"`
 }
 
-// ContentMode is how a CloudEvent is carried in an HTTP request.
+// ContentMode is how a CloudEvent is carried in an HTTP request or a broker's message.
 // +kubebuilder:validation:Enum=binary;structured;batched
 type ContentMode string
 
@@ -435,7 +443,7 @@ type SecretKeySelector struct {
 	Key string `json:"key,omitempty"`
 }
 
-// TLSConfig tunes certificate verification of an HTTP sink.
+// TLSConfig tunes certificate verification of a sink.
 // +kubebuilder:validation:MinProperties=0
 type TLSConfig struct {
 	// caSecretRef names a Secret in the sink's namespace whose key (default
@@ -444,7 +452,7 @@ type TLSConfig struct {
 	CASecretRef *SecretKeyReference `json:"caSecretRef,omitempty"`
 
 	// certSecretRef names a Secret of type kubernetes.io/tls (keys tls.crt and tls.key)
-	// whose certificate the operator presents to the sink (mutual TLS).
+	// whose certificate the operator presents to the sink (mutual TLS). HTTP sinks only.
 	// +optional
 	CertSecretRef *LocalSecretReference `json:"certSecretRef,omitempty"`
 
@@ -478,6 +486,124 @@ type SecretKeyReference struct {
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
 	Key string `json:"key,omitempty"`
+}
+
+// KafkaSink publishes CloudEvents to a Kafka topic, one record per event, by the CloudEvents
+// Kafka protocol binding. The record key is the object's namespace/name.
+// +kubebuilder:validation:XValidation:rule="!has(self.contentMode) || self.contentMode != 'batched'",message="contentMode batched is for HTTP sinks: a Kafka sink takes binary or structured",fieldPath=".contentMode"
+// +kubebuilder:validation:XValidation:rule="!has(self.tls) || !has(self.tls.certSecretRef)",message="tls.certSecretRef: a Kafka sink presents no client certificate; log in with sasl",fieldPath=".tls.certSecretRef"
+type KafkaSink struct {
+	// brokers are the bootstrap addresses of the Kafka cluster, host:port.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	Brokers []BrokerAddress `json:"brokers,omitempty"`
+
+	// topic every event is published to. The operator does not create it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=249
+	// +kubebuilder:validation:Pattern=`^[a-zA-Z0-9._-]+$`
+	// +kubebuilder:validation:XValidation:rule="self != '.' && self != '..'",message="sink.kafka.topic may not be \".\" or \"..\""
+	Topic string `json:"topic,omitempty"`
+
+	// contentMode is binary (the default: the attributes in ce_ headers, the data as the
+	// record value) or structured (the whole event as application/cloudevents+json).
+	// +optional
+	ContentMode ContentMode `json:"contentMode,omitempty"`
+
+	// tls connects over TLS: caSecretRef adds CAs to the system roots, insecureSkipVerify
+	// disables verification. Without it the connection is plain TCP.
+	// +optional
+	TLS *TLSConfig `json:"tls,omitempty"`
+
+	// sasl logs in with a SASL user.
+	// +optional
+	SASL KafkaSASL `json:"sasl,omitzero"`
+}
+
+// BrokerAddress is a broker's host:port; an IPv6 address is written in brackets.
+// +kubebuilder:validation:MinLength=3
+// +kubebuilder:validation:MaxLength=261
+// +kubebuilder:validation:Pattern=`^([a-zA-Z0-9]([-a-zA-Z0-9.]*[a-zA-Z0-9])?|\[[0-9a-fA-F:.]+\]):[0-9]{1,5}$`
+type BrokerAddress string
+
+// KafkaSASLMechanism is how a Kafka sink's SASL user logs in.
+// +kubebuilder:validation:Enum=PLAIN;SCRAM-SHA-256;SCRAM-SHA-512
+type KafkaSASLMechanism string
+
+const (
+	// KafkaSASLPlain sends the password as it is: use it over TLS only.
+	KafkaSASLPlain KafkaSASLMechanism = "PLAIN"
+	// KafkaSASLScramSHA256 proves the password without sending it (SCRAM-SHA-256).
+	KafkaSASLScramSHA256 KafkaSASLMechanism = "SCRAM-SHA-256"
+	// KafkaSASLScramSHA512 proves the password without sending it (SCRAM-SHA-512).
+	KafkaSASLScramSHA512 KafkaSASLMechanism = "SCRAM-SHA-512"
+)
+
+// KafkaSASL is the SASL user a Kafka sink logs in as.
+type KafkaSASL struct {
+	// mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.
+	// +required
+	Mechanism KafkaSASLMechanism `json:"mechanism,omitempty"`
+
+	// secretRef names a Secret in the sink's namespace with the keys username and password.
+	// +required
+	SecretRef LocalSecretReference `json:"secretRef,omitzero"`
+}
+
+// NATSSink publishes CloudEvents to NATS JetStream, one message per event, by the
+// CloudEvents NATS protocol binding, and waits for the stream's acknowledgement. The
+// message id (Nats-Msg-Id) is the event id, so a stream's duplicate window drops repeats.
+// +kubebuilder:validation:XValidation:rule="!has(self.contentMode) || self.contentMode != 'batched'",message="contentMode batched is for HTTP sinks: a NATS sink takes binary or structured",fieldPath=".contentMode"
+// +kubebuilder:validation:XValidation:rule="!has(self.tls) || !has(self.tls.certSecretRef)",message="tls.certSecretRef: a NATS sink presents no client certificate; authenticate with credentials",fieldPath=".tls.certSecretRef"
+type NATSSink struct {
+	// servers are the URLs of NATS servers of one cluster: nats://host:port, or
+	// tls://host:port (port 4222 when left out). Credentials go in credentials, not in
+	// the URLs.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	Servers []NATSServerURL `json:"servers,omitempty"`
+
+	// subject is the subject template, default "k8s.{namespace}.{resource}.{name}.{type}".
+	// Placeholders: {namespace}, {name}, {resource}, {group}, {version}, {kind} and {type}
+	// (added, updated, deleted or resync). Every subject it makes must be bound to a stream.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:Pattern=`^[^\s*>]+$`
+	Subject string `json:"subject,omitempty"`
+
+	// contentMode is binary (the default: the attributes in ce- headers, the data as the
+	// payload) or structured (the whole event as application/cloudevents+json).
+	// +optional
+	ContentMode ContentMode `json:"contentMode,omitempty"`
+
+	// tls requires TLS: caSecretRef adds CAs to the system roots, insecureSkipVerify
+	// disables verification. A server that does not offer TLS is refused.
+	// +optional
+	TLS *TLSConfig `json:"tls,omitempty"`
+
+	// credentials authenticate the connection; without them it is anonymous.
+	// +optional
+	Credentials NATSCredentials `json:"credentials,omitzero"`
+}
+
+// NATSServerURL is the URL of a NATS server: nats://host[:port] or tls://host[:port].
+// +kubebuilder:validation:MinLength=8
+// +kubebuilder:validation:MaxLength=512
+// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['nats', 'tls'] && size(url(self).getHostname()) > 0 && !self.contains('@')",message="sink.nats.servers: each must be a nats:// or tls:// URL with a host and no credentials"
+type NATSServerURL string
+
+// NATSCredentials name the Secret a NATS sink authenticates with.
+type NATSCredentials struct {
+	// secretRef names a Secret in the sink's namespace holding one of: the key token; the
+	// keys username and password; or the key nkeySeed, a user NKey seed (SU...).
+	// +required
+	SecretRef LocalSecretReference `json:"secretRef,omitzero"`
 }
 
 // LogSink writes events to the operator's log. It has no settings.
@@ -516,6 +642,47 @@ type DeliverySpec struct {
 	// and counted in status.eventsFailed.
 	// +optional
 	DeadLetterSink *Sink `json:"deadLetterSink,omitempty"`
+
+	// coalesce merges bursts of changes to one object into one event with its latest
+	// state. Off by default.
+	// +optional
+	Coalesce CoalesceSpec `json:"coalesce,omitzero"`
+
+	// rateLimit bounds how many events per second go to the sink. Over the limit, events
+	// wait and an object's updates merge into one with its latest state (as coalesce
+	// does), so the sink always gets each object's end state; nothing is dropped for the
+	// limit. Off by default.
+	// +optional
+	RateLimit RateLimitSpec `json:"rateLimit,omitzero"`
+}
+
+// CoalesceSpec holds each object's changes for a window and merges its updates.
+type CoalesceSpec struct {
+	// window is how long an object's first change waits, such as "1s": the updates of the
+	// object arriving meanwhile are merged into it, so the sink gets one event, with the
+	// latest object, the object as it was before the first change (for includeOldObject
+	// and filters), the union of the changed paths, and the extension attribute coalesced
+	// saying how many changes it stands for. An addition followed by updates stays one
+	// addition of the latest state. A deletion is never merged: it goes right after the
+	// object's held event. From "1ms" to "1h".
+	// +required
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]{1,6}([.][0-9]{1,9})?(ms|s|m|h))+$') && duration(self) >= duration('1ms') && duration(self) <= duration('1h')",message="coalesce.window must be from 1ms to 1h"
+	Window Duration `json:"window,omitempty"`
+}
+
+// RateLimitSpec is a token bucket: eventsPerSecond sustained, burst at once.
+type RateLimitSpec struct {
+	// eventsPerSecond is the sustained rate of events to the sink.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	EventsPerSecond int32 `json:"eventsPerSecond,omitempty"`
+
+	// burst is how many events may go at once after a quiet time (default eventsPerSecond).
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	Burst int32 `json:"burst,omitempty"`
 }
 
 // RetryPolicy is exponential backoff with jitter.
@@ -563,8 +730,8 @@ type WatchSubscriptionStatus struct {
 	// +kubebuilder:validation:MaxLength=512
 	Resource string `json:"resource,omitempty"`
 
-	// sink is the kind of sink in use (webhook, service or log), or the sink object named
-	// (WatchSink/<name>, ClusterWatchSink/<name>), for display.
+	// sink is the kind of sink in use (webhook, service, log, kafka or nats), or the sink
+	// object named (WatchSink/<name>, ClusterWatchSink/<name>), for display.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=270
@@ -596,6 +763,11 @@ type WatchSubscriptionStatus struct {
 	// eventsDropped counts the events dropped because the delivery queue was full.
 	// +optional
 	EventsDropped int64 `json:"eventsDropped,omitempty"`
+
+	// eventsCoalesced counts the changes merged into a later event of the same object
+	// (delivery.coalesce, delivery.rateLimit) instead of being sent on their own.
+	// +optional
+	EventsCoalesced int64 `json:"eventsCoalesced,omitempty"`
 
 	// lastEventTime is when the last matching change was observed.
 	// +optional

@@ -126,7 +126,11 @@ func renderCloudEvent(ctx context.Context, target subscription.Target, msg sink.
 		if err != nil {
 			return nil, err
 		}
-		if err := built.Send(ctx, msg); err != nil {
+		logSink, err := built.Open()
+		if err != nil {
+			return nil, err
+		}
+		if err := logSink.Send(ctx, msg); err != nil {
 			return nil, err
 		}
 		return &cloudEvent{Mode: "log", Log: line}, nil

@@ -33,9 +33,9 @@ const testEventType = event.TestCloudEventType
 // sendOptions are the flags of `send`.
 type sendOptions struct {
 	file, object, url, deny, output string
-	deadLetter              bool
-	timeout                 time.Duration
-	maxBody                 int
+	deadLetter                      bool
+	timeout                         time.Duration
+	maxBody                         int
 }
 
 func newSendCommand(o *options) *cobra.Command {
@@ -87,11 +87,11 @@ One attempt, no retries; redirects are not followed (the operator's default).`,
 
 // sendResult is what `send` sent and what came back.
 type sendResult struct {
-	Sink    string        `json:"sink"`
-	URL     string        `json:"url,omitempty"`
-	Mode    string        `json:"mode,omitempty"`
-	ID      string        `json:"id"`
-	Status  string        `json:"status,omitempty"`
+	Sink    string `json:"sink"`
+	URL     string `json:"url,omitempty"`
+	Mode    string `json:"mode,omitempty"`
+	ID      string `json:"id"`
+	Status  string `json:"status,omitempty"`
 	Latency string `json:"latency"`
 	// Body is the start of the answer's body; BodyBytes its length as far as it was read.
 	Body      string `json:"body,omitempty"`
@@ -146,11 +146,20 @@ func runSend(ctx context.Context, o *options, so *sendOptions, name string) erro
 	}
 
 	var logLine string
+	// The operator's defaults: the deny list, no proxy, no redirects followed.
 	builder := &subscription.Sinks{Secrets: cl.client, Clients: sink.NewClients(sink.ClientOptions{Deny: deny}),
-		Log: funcr.NewJSON(func(obj string) { logLine = obj }, funcr.Options{})}
-	built, err := builder.Build(ctx, target.Sink, target.Source, target.Field, io.Discard)
+		Brokers: sink.NewBrokers(sink.ClientOptions{Deny: deny}),
+		Log:     funcr.NewJSON(func(obj string) { logLine = obj }, funcr.Options{})}
+	prepared, err := builder.Build(ctx, target.Sink, target.Source, target.Field, io.Discard)
 	if err != nil {
 		return explainBuildError(err, target)
+	}
+	built, err := prepared.Open()
+	if err != nil {
+		return err
+	}
+	if c, ok := built.(io.Closer); ok {
+		defer func() { _ = c.Close() }()
 	}
 	res := sendResult{Sink: target.Described, ID: ev.ID()}
 	rec := &recorder{max: so.maxBody}

@@ -22,12 +22,14 @@ import (
 const CostBudget = celconfig.PerCallLimit / 100
 
 // Change declares the variables every expression about a change sees: object (after the
-// change, the last state for Deleted), oldObject (before an update, null otherwise) and
-// eventType ("Added", "Updated" or "Deleted").
+// change, the last state for Deleted), oldObject (before an update, null otherwise),
+// eventType ("Added", "Updated" or "Deleted") and changes (the dotted paths an update
+// changed, sorted, lists compared whole: "spec.replicas" in changes; empty otherwise).
 var Change = []cel.EnvOption{
 	cel.Variable("object", cel.DynType),
 	cel.Variable("oldObject", cel.DynType),
 	cel.Variable("eventType", cel.StringType),
+	cel.Variable("changes", cel.ListType(cel.StringType)),
 }
 
 // New returns the Kubernetes CEL environment with the variables declared.
@@ -59,8 +61,11 @@ func ProgramOf(env *cel.Env, ast *cel.Ast) (cel.Program, error) {
 }
 
 // ChangeVars are the values of Change's variables for one change.
-func ChangeVars(eventType string, obj, old *unstructured.Unstructured) map[string]any {
-	vars := map[string]any{"object": obj.Object, "oldObject": types.NullValue, "eventType": eventType}
+func ChangeVars(eventType string, obj, old *unstructured.Unstructured, changes []string) map[string]any {
+	if changes == nil {
+		changes = []string{}
+	}
+	vars := map[string]any{"object": obj.Object, "oldObject": types.NullValue, "eventType": eventType, "changes": changes}
 	if old != nil {
 		vars["oldObject"] = old.Object
 	}
@@ -72,5 +77,9 @@ func IsOverBudget(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "operation cancelled: actual cost limit exceeded")
 }
 
-// UsesOld tells whether an expression reads oldObject, so the informer keeps old objects.
-func UsesOld(expr string) bool { return strings.Contains(expr, "oldObject") }
+// UsesOld tells whether an expression reads oldObject or changes, which need the object
+// before each update: the informer keeps old objects for it. A field that happens to be
+// named so only keeps them needlessly.
+func UsesOld(expr string) bool {
+	return strings.Contains(expr, "oldObject") || strings.Contains(expr, "changes")
+}

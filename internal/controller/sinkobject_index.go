@@ -8,6 +8,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/subscription"
 )
 
 // Field indexes that tie subscriptions, sink objects and the Secrets they read together,
@@ -115,38 +116,18 @@ func sinkObjectsUsingSecret(ctx context.Context, c client.Reader, sec client.Obj
 	return keys
 }
 
-// secretRefs lists the Secrets a sink and a dead-letter sink read, for secretIndex.
+// secretRefs lists the Secrets a sink and a dead-letter sink read, for secretIndex: those
+// subscription.References names, which are those the sinks are built from.
 func secretRefs(s *notifyv1.Sink, d *notifyv1.DeliverySpec) []string {
 	var out []string
 	add := func(s *notifyv1.Sink) {
 		if s == nil {
 			return
 		}
-		var opts *notifyv1.HTTPOptions
-		switch {
-		case s.Webhook != nil:
-			opts = &s.Webhook.HTTPOptions
-			if s.Webhook.URLFrom != nil {
-				out = append(out, s.Webhook.URLFrom.SecretKeyRef.Name)
+		for _, ref := range subscription.References(*s, subscription.SecretSource{}, "") {
+			if ref.GVR.Resource == "secrets" {
+				out = append(out, ref.Name)
 			}
-		case s.Service != nil:
-			opts = &s.Service.HTTPOptions
-		default:
-			return
-		}
-		if opts.HeadersFrom != nil {
-			out = append(out, opts.HeadersFrom.SecretRef.Name)
-		}
-		if t := opts.TLS; t != nil {
-			if t.CASecretRef != nil {
-				out = append(out, t.CASecretRef.Name)
-			}
-			if t.CertSecretRef != nil {
-				out = append(out, t.CertSecretRef.Name)
-			}
-		}
-		if opts.SigningSecretRef != nil {
-			out = append(out, opts.SigningSecretRef.Name)
 		}
 	}
 	add(s)

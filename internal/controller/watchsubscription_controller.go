@@ -50,6 +50,9 @@ type WatchSubscriptionReconciler struct {
 	Authorizer *authz.Checker
 	// HTTPClients hands out pooled HTTP clients per TLS setting.
 	HTTPClients *sink.Clients
+	// Brokers hands out Kafka and NATS sinks, sharing their clients; one per operator, with
+	// the deny list of HTTPClients.
+	Brokers *sink.Brokers
 	// OperatorNamespace holds the Secrets of ClusterWatchSinks.
 	OperatorNamespace string
 	// Budget bounds the bytes all pipelines hold; nil for none.
@@ -221,10 +224,20 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 		// Look again within the interval: a revoked grant stops the subscription.
 		result.RequeueAfter = r.authzInterval()
 	}
-	r.retries.reset(nn)
 	c, same := r.running.current(nn, ws.UID, ws.Generation, keys, sinks.fingerprint)
+	var opened openedSinks
 	if !same {
-		c = r.start(ws, p, keys, sinks, c)
+		// Broker sinks connect here, for the pipeline about to start (a NATS connection may
+		// take seconds): no lock is held, only this subscription waits.
+		if opened, err = sinks.open(); err != nil {
+			in.SinkErr = err
+			r.running.teardown(nn, false)
+			return in, &res, ctrl.Result{RequeueAfter: r.retries.next(nn)}
+		}
+	}
+	r.retries.reset(nn)
+	if !same {
+		c = r.start(ws, p, keys, opened, sinks.fingerprint, c)
 	}
 	r.observe(&in, ws, c)
 	for _, s := range in.Scopes {
@@ -277,7 +290,7 @@ func (r *WatchSubscriptionReconciler) observe(in *readiness, ws *notifyv1.WatchS
 // not delivered yet, ahead of its own events. Streams what ran before already watched
 // get no initial events again.
 func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p subscription.Plan, keys []watch.Key,
-	sinks builtSinks, old *runningSubscription) *runningSubscription {
+	sinks openedSinks, fingerprint string, old *runningSubscription) *runningSubscription {
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
 	if old != nil && old.uid != ws.UID {
 		r.running.teardown(nn, false) // another subscription of the same name: nothing to take over
@@ -297,24 +310,16 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p su
 			info.Checkpoint, info.Reason)
 		r.wakeups.Now(nn)
 	}
-	pipeline := delivery.Start(delivery.Options{
-		Sink:        sinks.sink,
-		DeadLetter:  sinks.deadLetter,
-		Source:      p.Source(),
-		QueueSize:   p.Delivery.QueueSize,
-		Parallelism: p.Delivery.Parallelism,
-		Timeout:     p.Delivery.Timeout,
-		Retry:       p.Delivery.Retry,
-		Observer: &observer{nn: nn, counters: counts, metrics: metrics.For(ws.Namespace, ws.Name),
-			progress: progress, wakeups: r.wakeups, log: r.Log.WithValues("watchsubscription", nn)},
-		Held:   old != nil, // until the old pipeline's events are handed over
-		Log:    r.Log.WithValues("watchsubscription", nn),
-		Shape:  p.DeliveryShape(),
-		Filter: p.CELFilter(),
-		Budget: r.Budget,
-	})
-	c := &runningSubscription{uid: ws.UID, generation: ws.Generation, keys: keys, sinkFingerprint: sinks.fingerprint,
-		pipeline: pipeline, progress: progress, started: time.Now(), queueSize: p.Delivery.QueueSize,
+	opts := p.PipelineOptions()
+	opts.Sink, opts.DeadLetter = sinks.sink, sinks.deadLetter
+	opts.Observer = &observer{nn: nn, counters: counts, metrics: metrics.For(ws.Namespace, ws.Name),
+		progress: progress, wakeups: r.wakeups, log: r.Log.WithValues("watchsubscription", nn)}
+	opts.Held = old != nil // until the old pipeline's events are handed over
+	opts.Log = r.Log.WithValues("watchsubscription", nn)
+	opts.Budget = r.Budget
+	pipeline := delivery.Start(opts)
+	c := &runningSubscription{uid: ws.UID, generation: ws.Generation, keys: keys, sinkFingerprint: fingerprint,
+		pipeline: pipeline, sinks: sinks, progress: progress, started: time.Now(), queueSize: p.Delivery.QueueSize,
 		handles: make(map[watch.Key]*watch.Handle, len(keys))}
 	for _, k := range keys {
 		sub := watch.Subscriber{

@@ -130,6 +130,12 @@ func (o *observer) Dropped(evicted bool) {
 	o.wakeups.Now(o.nn)
 }
 
+func (o *observer) Coalesced() {
+	o.counters.delivery.Coalesced()
+	o.metrics.Coalesced()
+	o.wakeups.Soon(o.nn)
+}
+
 func (o *observer) QueueDepth(n int) { o.metrics.QueueDepth(n) }
 
 func (o *observer) Done(ev *event.Event) { o.progress.Done(ev) }

@@ -22,7 +22,9 @@ type runningSubscription struct {
 	// sinkFingerprint changes when a Secret the sinks read changes.
 	sinkFingerprint string
 	pipeline        *delivery.Pipeline
-	queueSize       int
+	// sinks are the pipeline's, closed once it has stopped.
+	sinks     openedSinks
+	queueSize int
 	// progress outlives a spec change, so events the replaced pipeline still delivers keep
 	// holding the checkpoint back.
 	progress *watch.Progress
@@ -101,7 +103,8 @@ func (w *runningSubscriptions) countersFor(ws *notifyv1.WatchSubscription) *coun
 	if e, ok := w.stats[nn]; ok && e.uid == ws.UID {
 		return e.counters
 	}
-	s := delivery.NewStats(ws.Status.EventsObserved, ws.Status.EventsDelivered, ws.Status.EventsFailed, ws.Status.EventsDropped)
+	s := delivery.NewStats(delivery.Snapshot{Observed: ws.Status.EventsObserved, Delivered: ws.Status.EventsDelivered,
+		Failed: ws.Status.EventsFailed, Dropped: ws.Status.EventsDropped, Coalesced: ws.Status.EventsCoalesced})
 	c := &counters{delivery: s}
 	w.stats[nn] = &statsEntry{uid: ws.UID, counters: c}
 	return c
@@ -139,8 +142,12 @@ func (w *runningSubscriptions) replace(nn types.NamespacedName, c, old *runningS
 		}
 	}
 	// The old pipeline's attempt in flight may take a moment to answer: hand over aside,
-	// the new pipeline holds its events meanwhile.
-	go c.pipeline.TakeOver(old.pipeline)
+	// the new pipeline holds its events meanwhile. The old pipeline has stopped when
+	// TakeOver returns: its sinks are closed then, not under an attempt in flight.
+	go func() {
+		c.pipeline.TakeOver(old.pipeline)
+		old.sinks.close()
+	}()
 }
 
 func (w *runningSubscriptions) index(nn types.NamespacedName, c *runningSubscription) {
@@ -172,6 +179,7 @@ func (w *runningSubscriptions) teardown(nn types.NamespacedName, forget bool) {
 		h.Unsubscribe()
 	}
 	c.pipeline.Stop()
+	c.sinks.close()
 }
 
 func (w *runningSubscriptions) unindex(nn types.NamespacedName, c *runningSubscription) {

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/subscription"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
@@ -31,6 +32,9 @@ const crdIndex = "spec.resource.crdName"
 func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.StatusInterval <= 0 {
 		r.StatusInterval = 2 * time.Second
+	}
+	if r.Brokers == nil {
+		r.Brokers = sink.NewBrokers(sink.ClientOptions{})
 	}
 	r.running = newRunningSubscriptions()
 	r.wakeups = newWakeups(r.StatusInterval)

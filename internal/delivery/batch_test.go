@@ -115,7 +115,7 @@ func TestBatchingSinkTakesWhatIsQueuedInOrder(t *testing.T) {
 	g := newG(t)
 	rcv := newBatchReceiver(t, nil)
 	var done doneLog
-	stats := NewStats(0, 0, 0, 0)
+	stats := NewStats(Snapshot{})
 	metrics := &recordingMetrics{}
 	// Held, so all 12 are queued before the lane's worker starts.
 	p := Start(Options{Sink: rcv.webhook(5), Parallelism: 1, Held: true, Observer: &watching{stats: stats, metrics: metrics, done: &done}})
@@ -141,7 +141,7 @@ func TestFailedBatchIsDeadLetteredEventByEvent(t *testing.T) {
 	g := newG(t)
 	down := newBatchReceiver(t, func(*http.Request, int, int) int { return http.StatusInternalServerError })
 	letters := newBatchReceiver(t, nil)
-	stats := NewStats(0, 0, 0, 0)
+	stats := NewStats(Snapshot{})
 	p := Start(Options{Sink: down.webhook(10), DeadLetter: letters.webhook(0),
 		Parallelism: 1, Held: true, Retry: Retry{MaxAttempts: 2, Backoff: time.Millisecond, MaxBackoff: time.Millisecond}, Observer: &watching{stats: stats}})
 	defer p.Stop()
@@ -234,7 +234,7 @@ func TestOneUnencodableEventFailsAloneInItsBatch(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			g := newG(t)
 			rcv := newBatchReceiver(t, nil)
-			stats, metrics := NewStats(0, 0, 0, 0), &recordingMetrics{}
+			stats, metrics := NewStats(Snapshot{}), &recordingMetrics{}
 			var done doneLog
 			p := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Shape: tc.shape, Observer: &watching{stats: stats, metrics: metrics, done: &done}})
 			defer p.Stop()
@@ -265,7 +265,7 @@ func TestBatchTooLargeForTheSinkIsSplit(t *testing.T) {
 		}
 		return http.StatusNoContent
 	})
-	stats := NewStats(0, 0, 0, 0)
+	stats := NewStats(Snapshot{})
 	p := Start(Options{Sink: rcv.webhook(10), Parallelism: 1, Held: true, Retry: fastRetry, Observer: &watching{stats: stats}})
 	defer p.Stop()
 	offerHeld(g, p, 5)

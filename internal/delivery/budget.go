@@ -127,3 +127,13 @@ func (b *MemoryBudget) forget(p *Pipeline) {
 	b.used -= b.held[p]
 	delete(b.held, p)
 }
+
+// swap accounts merged in place of replaced (see holding): the object's latest state takes
+// the room of the event it joined, without evicting anything, since nothing new is queued.
+func (b *MemoryBudget) swap(p *Pipeline, replaced, merged *event.Event) {
+	delta := int64(merged.Size() - replaced.Size())
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used += delta
+	b.held[p] += delta
+}

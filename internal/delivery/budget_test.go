@@ -29,11 +29,11 @@ func TestMemoryBudgetCostsOnlyTheFlooder(t *testing.T) {
 	// however slowly its worker gets scheduled.
 	budget := NewMemoryBudget(200 << 10)
 	hang := &fakeSink{send: func(ctx context.Context, _ sink.Message, _ int) error { <-ctx.Done(); return ctx.Err() }}
-	floodStats := NewStats(0, 0, 0, 0)
+	floodStats := NewStats(Snapshot{})
 	flood := Start(Options{Sink: hang, Budget: budget, QueueSize: 100000, Parallelism: 2, Observer: &watching{stats: floodStats}})
 	defer flood.Stop()
 	quiet := &fakeSink{}
-	quietStats := NewStats(0, 0, 0, 0)
+	quietStats := NewStats(Snapshot{})
 	calm := Start(Options{Sink: quiet, Budget: budget, Observer: &watching{stats: quietStats}})
 	defer calm.Stop()
 

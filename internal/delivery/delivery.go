@@ -7,6 +7,7 @@ package delivery
 import (
 	"context"
 	"hash/fnv"
+	"maps"
 	"math/rand/v2"
 	"strconv"
 	"sync"
@@ -30,6 +31,10 @@ const (
 	deadLetterAttempts  = 3
 	droppedRecentlyWait = time.Minute
 )
+
+// CoalescedExtension is the CloudEvents extension attribute that tells how many changes an
+// event stands for when several were merged into it.
+const CoalescedExtension = "coalesced"
 
 // MaxBatchBytes bounds a batched request: the events of a batch go in requests of at most
 // about 1 MiB (their data and attributes), though an event larger than that goes on its own.
@@ -68,6 +73,12 @@ type Options struct {
 	// Budget, when set, bounds the bytes held for delivery across the process (see
 	// MemoryBudget); events over this pipeline's share are dropped, oldest first.
 	Budget *MemoryBudget
+	// CoalesceWindow, when set, holds each object's events for this long after the first,
+	// merging its updates meanwhile into one event with the latest state (see holding).
+	CoalesceWindow time.Duration
+	// RateLimit, when set, bounds how fast events go to the lanes; what it holds back is
+	// merged per object instead of dropped.
+	RateLimit *RateLimit
 	// HandOverWait is how long an attempt in flight may go on when a successor takes over
 	// (default 5s): its answer may be on the way, and cutting it short could deliver the
 	// event twice. A sink that hangs longer is cut short.
@@ -93,6 +104,8 @@ type Observer interface {
 	DeadLettered()
 	// Dropped: an event found no room, in the queue or (evicted) in the memory budget.
 	Dropped(evicted bool)
+	// Coalesced: a change was merged into a held event of its object; it is Done at once.
+	Coalesced()
 	// QueueDepth: how many events are queued or in flight now.
 	QueueDepth(n int)
 	// Done: an event is finished with, delivered, failed for good or dropped. An event
@@ -108,14 +121,18 @@ func (nopObserver) Attempted(int, time.Duration, error) {}
 func (nopObserver) Failed(string)                       {}
 func (nopObserver) DeadLettered()                       {}
 func (nopObserver) Dropped(bool)                        {}
+func (nopObserver) Coalesced()                          {}
 func (nopObserver) QueueDepth(int)                      {}
 func (nopObserver) Done(*event.Event)                   {}
 
 // Pipeline is one subscription's queue and workers.
 type Pipeline struct {
-	opts   Options
-	slots  chan struct{} // one token per queued event: bounds the queue across lanes
-	lanes  []*lane
+	opts  Options
+	slots chan struct{} // one token per queued or held event: bounds the queue across lanes
+	lanes []*lane
+	// hold is the stage before the lanes when the subscription coalesces or is rate
+	// limited; nil otherwise.
+	hold   *holding
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -153,7 +170,8 @@ func Start(opts Options) *Pipeline {
 	opts = withDefaults(opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Pipeline{opts: opts, slots: make(chan struct{}, opts.QueueSize), ctx: ctx, cancel: cancel, held: opts.Held,
-		batch: 1, stopping: make(chan struct{}), released: make(chan struct{})}
+		batch: 1, stopping: make(chan struct{}), released: make(chan struct{}),
+		hold: newHolding(opts.CoalesceWindow, opts.RateLimit)}
 	if !opts.Held {
 		close(p.released)
 	}
@@ -251,6 +269,10 @@ func (p *Pipeline) handOver() []*event.Event {
 		l.current, l.queue = nil, nil
 		l.mu.Unlock()
 	}
+	if p.hold != nil {
+		// Held events are younger than any queued event of their object.
+		left = append(left, p.hold.drain()...)
+	}
 	return left
 }
 
@@ -342,6 +364,9 @@ func (p *Pipeline) halted() bool {
 // Drain waits until every queued event is finished with, or ctx ends; false if events
 // were left. New events may still arrive: stop the informers first.
 func (p *Pipeline) Drain(ctx context.Context) bool {
+	if p.hold != nil {
+		p.hold.flushNow()
+	}
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for len(p.slots) > 0 {
@@ -364,6 +389,9 @@ func (p *Pipeline) Offer(ev *event.Event) bool {
 	if !p.filtered(ev) {
 		p.observe()
 	}
+	if p.merge(ev) {
+		return true // merged into its object's held event: it needs no room of its own
+	}
 	select {
 	case p.slots <- struct{}{}:
 		if !p.admit(ev) {
@@ -371,12 +399,55 @@ func (p *Pipeline) Offer(ev *event.Event) bool {
 			p.dropped(ev, false)
 			return false
 		}
-		p.enqueue(ev)
+		p.queue(ev)
 		return true
 	default:
 		p.dropped(ev, false)
 		return false
 	}
+}
+
+// merge merges ev into the held event of its object, when there is one it can join.
+func (p *Pipeline) merge(ev *event.Event) bool {
+	if p.hold == nil {
+		return false
+	}
+	replaced, merged := p.hold.absorb(ev)
+	if merged == nil {
+		return false
+	}
+	if p.opts.Budget != nil {
+		p.opts.Budget.swap(p, replaced, merged)
+	}
+	p.opts.Observer.Coalesced()
+	p.opts.Observer.Done(ev)
+	return true
+}
+
+// queue hands an event that has its room to the holding stage, or to its lane.
+func (p *Pipeline) queue(ev *event.Event) {
+	if p.hold == nil {
+		p.enqueue(ev)
+		return
+	}
+	if p.hold.add(ev, time.Now()) {
+		p.startRelease()
+	}
+	p.opts.Observer.QueueDepth(len(p.slots))
+}
+
+// startRelease starts the holding stage's release loop, unless the pipeline was stopped
+// (what is held then waits for a successor).
+func (p *Pipeline) startRelease() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		p.hold.mu.Lock()
+		p.hold.running = false
+		p.hold.mu.Unlock()
+		return
+	}
+	p.wg.Go(p.release)
 }
 
 // dropped counts an event the pipeline had no room for (evicted: in the memory budget),
@@ -434,6 +505,9 @@ func (p *Pipeline) Put(ctx context.Context, ev *event.Event) error {
 	if !p.filtered(ev) {
 		p.observe()
 	}
+	if p.merge(ev) {
+		return nil
+	}
 	select {
 	case p.slots <- struct{}{}:
 		if !p.admit(ev) {
@@ -441,7 +515,7 @@ func (p *Pipeline) Put(ctx context.Context, ev *event.Event) error {
 			p.dropped(ev, false)
 			return nil
 		}
-		p.enqueue(ev)
+		p.queue(ev)
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -570,6 +644,9 @@ func (p *Pipeline) deliver(l *lane, evs []*event.Event) bool {
 			p.observe()
 		}
 		msg := sink.Message{Event: ev, Source: p.opts.Source}
+		if n := ev.Changes(); n > 1 {
+			msg.Extensions = map[string]string{CoalescedExtension: strconv.Itoa(n)}
+		}
 		data, contentType, err := p.data(ev)
 		if err != nil {
 			// Only this event fails; it is dead-lettered ahead of the batch it left.
@@ -680,7 +757,9 @@ func (p *Pipeline) giveUp(msg sink.Message, cause error, attempts int) bool {
 			"error", cause.Error())
 		return true
 	}
-	msg.Extensions = map[string]string{"deliveryerror": cause.Error(), "deliveryattempts": strconv.Itoa(attempts)}
+	exts := map[string]string{"deliveryerror": cause.Error(), "deliveryattempts": strconv.Itoa(attempts)}
+	maps.Copy(exts, msg.Extensions)
+	msg.Extensions = exts
 	for try := 1; try <= deadLetterAttempts; try++ {
 		err := p.attempt(p.opts.DeadLetter, []sink.Message{msg})
 		if err == nil {

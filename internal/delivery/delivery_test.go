@@ -154,7 +154,7 @@ func TestOrderPerObjectUnderParallelism(t *testing.T) {
 		}
 		return nil
 	}}
-	stats := NewStats(0, 0, 0, 0)
+	stats := NewStats(Snapshot{})
 	p := Start(Options{Sink: s, Parallelism: 4, QueueSize: objects * perObject,
 		Retry: Retry{MaxAttempts: 100, Backoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond}, Observer: &watching{stats: stats}})
 	defer p.Stop()
@@ -235,7 +235,7 @@ func TestRetriesThenSuccess(t *testing.T) {
 		<-release
 		return nil
 	}}
-	stats := NewStats(0, 0, 0, 0)
+	stats := NewStats(Snapshot{})
 	var note notifications
 	m := &recordingMetrics{}
 	p := Start(Options{Sink: s, Retry: fastRetry, Observer: &watching{stats: stats, metrics: m, notify: &note}})
@@ -305,7 +305,7 @@ func TestGivingUp(t *testing.T) {
 			var dl *fakeSink
 			dlDone := make(chan struct{})
 			var dlOnce sync.Once
-			seen := &watching{stats: NewStats(0, 0, 0, 0), metrics: &recordingMetrics{}}
+			seen := &watching{stats: NewStats(Snapshot{}), metrics: &recordingMetrics{}}
 			opts := Options{Sink: s, Source: "/apis/x/v1/namespaces/team-a/watchsubscriptions/w", Retry: fastRetry,
 				Observer: seen}
 			if tc.deadLetter != nil {
@@ -371,7 +371,7 @@ func TestAttemptTimeout(t *testing.T) {
 		return ctx.Err()
 	}}
 	m := &recordingMetrics{}
-	stats := NewStats(0, 0, 0, 0)
+	stats := NewStats(Snapshot{})
 	p := Start(Options{Sink: s, Timeout: 5 * time.Millisecond,
 		Retry: Retry{MaxAttempts: 2, Backoff: time.Millisecond, MaxBackoff: time.Millisecond}, Observer: &watching{stats: stats, metrics: m}})
 	defer p.Stop()
@@ -388,7 +388,7 @@ func TestQueueFull(t *testing.T) {
 	g := newG(t)
 	gate := make(chan struct{})
 	s := gatedSink(gate)
-	stats := NewStats(0, 0, 0, 0)
+	stats := NewStats(Snapshot{})
 	var note notifications
 	m := &recordingMetrics{}
 	p := Start(Options{Sink: s, QueueSize: 2, Parallelism: 1, Observer: &watching{stats: stats, metrics: m, notify: &note}})
@@ -499,7 +499,7 @@ func TestStop(t *testing.T) {
 				}
 				return err
 			}}
-			stats := NewStats(0, 0, 0, 0)
+			stats := NewStats(Snapshot{})
 			opts := Options{Sink: s, Parallelism: 2,
 				Retry: Retry{MaxAttempts: 3, Backoff: time.Hour, MaxBackoff: time.Hour}, Observer: &watching{stats: stats}}
 			if tc.deadLetter {
@@ -549,7 +549,7 @@ func TestStopCancelledAttemptDoesNotFlipHealth(t *testing.T) {
 		<-ctx.Done()
 		return errors.New("request aborted")
 	}}
-	stats := NewStats(0, 0, 0, 0)
+	stats := NewStats(Snapshot{})
 	var note notifications
 	p := Start(Options{Sink: s, Observer: &watching{stats: stats, notify: &note}})
 	g.Expect(p.Offer(newEvent("a", 1))).To(BeTrue())
@@ -853,6 +853,12 @@ func (w *watching) Dropped(evicted bool) {
 		w.metrics.Dropped()
 	}
 	w.note(true)
+}
+
+func (w *watching) Coalesced() {
+	if w.stats != nil {
+		w.stats.Coalesced()
+	}
 }
 
 func (w *watching) QueueDepth(int) {}

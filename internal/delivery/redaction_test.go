@@ -50,7 +50,7 @@ func TestDeadLettersCarryTheShapedPayload(t *testing.T) {
 			refuses := &fakeSink{send: func(context.Context, sink.Message, int) error {
 				return &sink.HTTPError{Method: "POST", URL: "http://sink", StatusCode: 400, Status: "400 Bad Request"}
 			}}
-			stats := NewStats(0, 0, 0, 0)
+			stats := NewStats(Snapshot{})
 			p := Start(Options{Sink: refuses, DeadLetter: letters, Shape: shape.Body, Retry: fastRetry, Observer: &watching{stats: stats}})
 			defer p.Stop()
 			ev := event.New(event.Updated, schema.GroupVersionResource{Version: "v1", Resource: "secrets"},

@@ -9,7 +9,7 @@ import (
 // Stats are a subscription's counters. They outlive pipelines: a spec change rebuilds the
 // pipeline but keeps counting.
 type Stats struct {
-	observed, delivered, failed, dropped, deadLettered, evicted atomic.Int64
+	observed, delivered, failed, dropped, deadLettered, evicted, coalesced atomic.Int64
 
 	mu               sync.Mutex
 	lastEventTime    time.Time
@@ -20,12 +20,13 @@ type Stats struct {
 }
 
 // NewStats starts counting from the values a status already reports (after a restart).
-func NewStats(observed, delivered, failed, dropped int64) *Stats {
+func NewStats(from Snapshot) *Stats {
 	s := &Stats{}
-	s.observed.Store(observed)
-	s.delivered.Store(delivered)
-	s.failed.Store(failed)
-	s.dropped.Store(dropped)
+	s.observed.Store(from.Observed)
+	s.delivered.Store(from.Delivered)
+	s.failed.Store(from.Failed)
+	s.dropped.Store(from.Dropped)
+	s.coalesced.Store(from.Coalesced)
 	return s
 }
 
@@ -34,7 +35,10 @@ type Snapshot struct {
 	Observed, Delivered, Failed, Dropped, DeadLettered int64
 	// Evicted counts the dropped events (in Dropped too) that went to keep the process's
 	// memory budget, not for a full queue.
-	Evicted                                       int64
+	Evicted int64
+	// Coalesced counts the changes merged into a later event of the same object (see
+	// holding), which were not sent on their own.
+	Coalesced                                     int64
 	LastEventTime, LastDeliveryTime, LastDropTime time.Time
 	// Failing is true while the last attempt failed and none has succeeded since.
 	Failing   bool
@@ -58,6 +62,7 @@ func (s *Stats) Snapshot() Snapshot {
 	return Snapshot{
 		Observed: s.observed.Load(), Delivered: s.delivered.Load(), Failed: s.failed.Load(),
 		Dropped: s.dropped.Load(), DeadLettered: s.deadLettered.Load(), Evicted: s.evicted.Load(),
+		Coalesced:     s.coalesced.Load(),
 		LastEventTime: s.lastEventTime, LastDeliveryTime: s.lastDeliveryTime, LastDropTime: s.lastDropTime,
 		Failing: s.failing, LastError: s.lastError,
 	}
@@ -85,6 +90,9 @@ func (s *Stats) Dropped(evicted bool) {
 	s.lastDropTime = now
 	s.mu.Unlock()
 }
+
+// Coalesced counts a change merged into a later event of its object.
+func (s *Stats) Coalesced() { s.coalesced.Add(1) }
 
 // Failed counts an event that failed for good.
 func (s *Stats) Failed() { s.failed.Add(1) }

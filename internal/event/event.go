@@ -95,6 +95,11 @@ type Event struct {
 	sizeOnce sync.Once
 	size     int
 
+	// merged counts the changes merged into the event (see Merge); 0 for one change.
+	merged      int
+	changedOnce sync.Once
+	changed     []string
+
 	memoMu    sync.Mutex
 	memo      map[string]memoEntry
 	decisions map[string]*decision
@@ -167,6 +172,9 @@ func (e *Event) Size() int {
 		}
 		if e.OldObject != nil {
 			e.size += jsonSize(e.OldObject.Object)
+		}
+		for _, p := range e.changed {
+			e.size += len(p) + 16
 		}
 		e.size += 256 // the event itself: id, path, attributes
 	})

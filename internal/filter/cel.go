@@ -3,16 +3,12 @@ package filter
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/google/cel-go/cel"
-	"github.com/google/cel-go/common/types"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/util/version"
-	celconfig "k8s.io/apiserver/pkg/apis/cel"
-	"k8s.io/apiserver/pkg/cel/environment"
 
+	"github.com/dynamic-notifier/dynamic-notifier/internal/celenv"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 )
 
@@ -23,28 +19,14 @@ var ErrInvalidFilter = errors.New("invalid filter")
 // Expression is a compiled spec.filter.
 type Expression struct {
 	program cel.Program
-	// usesOld tells whether the expression reads oldObject, so the informer must keep
-	// old objects for this subscriber.
+	// usesOld tells whether the expression reads oldObject or changes, so the informer
+	// must keep old objects for this subscriber.
 	usesOld bool
 }
 
 // celEnv is the Kubernetes CEL environment (the libraries the API server offers in
-// validation rules) with our three variables. Built once: it is costly and immutable.
-var celEnv = sync.OnceValues(func() (*cel.Env, error) {
-	set, err := environment.MustBaseEnvSet(environment.DefaultCompatibilityVersion()).Extend(
-		environment.VersionedOptions{
-			IntroducedVersion: version.MajorMinor(1, 0),
-			EnvOptions: []cel.EnvOption{
-				cel.Variable("object", cel.DynType),
-				cel.Variable("oldObject", cel.DynType),
-				cel.Variable("eventType", cel.StringType),
-			},
-		})
-	if err != nil {
-		return nil, err
-	}
-	return set.Env(environment.NewExpressions)
-})
+// validation rules) with the variables of a change. Built once: it is costly and immutable.
+var celEnv = sync.OnceValues(func() (*cel.Env, error) { return celenv.New(celenv.Change...) })
 
 // CompileCEL compiles a filter expression; it must return a bool.
 func CompileCEL(expr string) (*Expression, error) {
@@ -52,41 +34,28 @@ func CompileCEL(expr string) (*Expression, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CEL environment: %w", err)
 	}
-	ast, issues := env.Compile(expr)
-	if issues != nil && issues.Err() != nil {
-		return nil, fmt.Errorf("%w: spec.filter: %s", ErrInvalidFilter, issues.Err().Error())
+	prg, ast, err := celenv.Program(env, expr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: spec.filter: %s", ErrInvalidFilter, err.Error())
 	}
 	// Field access on objects is dynamically typed: a dyn result is checked when it runs.
 	if out := ast.OutputType(); !out.IsExactType(cel.BoolType) && !out.IsExactType(cel.DynType) {
 		return nil, fmt.Errorf("%w: spec.filter must return a bool, it returns %s", ErrInvalidFilter, ast.OutputType())
 	}
-	prg, err := env.Program(ast, cel.CostLimit(EvalCostBudget), cel.InterruptCheckFrequency(100))
-	if err != nil {
-		return nil, fmt.Errorf("%w: spec.filter: %s", ErrInvalidFilter, err.Error())
-	}
-	return &Expression{program: prg, usesOld: strings.Contains(expr, "oldObject")}, nil
+	return &Expression{program: prg, usesOld: celenv.UsesOld(expr)}, nil
 }
 
-// EvalCostBudget bounds what one evaluation may cost, in CEL's cost units. The API
-// server's own limit per validation call (celconfig.PerCallLimit, 1,000,000) lets a filter
-// run for about 100 ms per change; a hundredth of it stops one at about 4 ms on the 2-core
-// machines we measure on (BenchmarkFilterAtTheBudget), which is far more than a filter on
-// one object needs: a loop over a hundred list items costs a few hundred units.
-const EvalCostBudget = celconfig.PerCallLimit / 100
+// EvalCostBudget bounds what one evaluation may cost (see celenv.CostBudget); about 4 ms
+// on the 2-core machines we measure on (BenchmarkFilterAtTheBudget).
+const EvalCostBudget = celenv.CostBudget
 
 // IsOverBudget tells whether an evaluation failed for costing more than EvalCostBudget.
-func IsOverBudget(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "operation cancelled: actual cost limit exceeded")
-}
+func IsOverBudget(err error) bool { return celenv.IsOverBudget(err) }
 
 // Eval runs the expression for one change. An error (a missing field, the cost limit)
 // means "not matched" to the caller.
-func (e *Expression) Eval(t event.Type, obj, old *unstructured.Unstructured) (bool, error) {
-	vars := map[string]any{"object": obj.Object, "oldObject": types.NullValue, "eventType": string(t)}
-	if old != nil {
-		vars["oldObject"] = old.Object
-	}
-	out, _, err := e.program.Eval(vars)
+func (e *Expression) Eval(t event.Type, obj, old *unstructured.Unstructured, changes []string) (bool, error) {
+	out, _, err := e.program.Eval(celenv.ChangeVars(string(t), obj, old, changes))
 	if err != nil {
 		return false, err
 	}

@@ -64,6 +64,11 @@ func TestCELFilters(t *testing.T) {
 		{"kubernetes library", `object.metadata.name.matches("^w.b$") && quantity("1Gi").isGreaterThan(quantity("1Mi"))`, event.Added, base, nil, true, false},
 		{"missing field is an error, not a match", `object.spec.template.spec.hostNetwork`, event.Added, base, nil, false, true},
 		{"a dyn that is not a bool is an error", `object.spec.replicas`, event.Added, base, nil, false, true},
+		{"replicas in changes", `"spec.replicas" in changes`, event.Updated, scaled, base, true, false},
+		{"replicas not in changes", `"spec.replicas" in changes`, event.Updated, labelled, base, false, false},
+		{"any spec change", `changes.exists(p, p.startsWith("spec."))`, event.Updated, scaled, base, true, false},
+		{"only metadata changed", `changes.all(p, p.startsWith("metadata."))`, event.Updated, annotated, base, true, false},
+		{"changes is empty for Added", `changes.size() == 0`, event.Added, base, nil, true, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,6 +96,7 @@ func TestNeedsOldObject(t *testing.T) {
 		{Options{}, false},
 		{Options{CEL: `object.spec.replicas > 1`}, false},
 		{Options{CEL: `object.spec.replicas != oldObject.spec.replicas`}, true},
+		{Options{CEL: `"spec.replicas" in changes`}, true},
 		{Options{IgnoreStatusOnly: true}, true},
 		{Options{IgnoreMetadataOnly: true}, true},
 	}
@@ -179,10 +185,10 @@ func TestAFilterOverItsBudgetStopsEarly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := expr.Eval(event.Added, objectWithKeys(10), nil); err != nil || !ok {
+	if ok, err := expr.Eval(event.Added, objectWithKeys(10), nil, nil); err != nil || !ok {
 		t.Fatalf("a small object: %v, %v", ok, err)
 	}
-	_, err = expr.Eval(event.Added, objectWithKeys(1000), nil)
+	_, err = expr.Eval(event.Added, objectWithKeys(1000), nil, nil)
 	if !IsOverBudget(err) {
 		t.Fatalf("a million-step evaluation: err = %v, want over budget", err)
 	}
@@ -197,7 +203,7 @@ func BenchmarkFilterAtTheBudget(b *testing.B) {
 	}
 	obj := objectWithKeys(1000)
 	for b.Loop() {
-		if _, err := expr.Eval(event.Added, obj, nil); !IsOverBudget(err) {
+		if _, err := expr.Eval(event.Added, obj, nil, nil); !IsOverBudget(err) {
 			b.Fatalf("err = %v, want over budget", err)
 		}
 	}

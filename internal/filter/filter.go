@@ -182,7 +182,8 @@ func (f *Filter) MatchCEL(ev *event.Event) bool {
 				old = payload.Redact(old)
 			}
 		}
-		return f.cel.Eval(ev.Type, obj, old)
+		// Changed paths name keys, never values: they come from the objects as they are.
+		return f.cel.Eval(ev.Type, obj, old, ev.ChangedPaths())
 	})
 	if err != nil {
 		if f.onEvalError != nil {

@@ -32,6 +32,9 @@ var (
 	evicted = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_evicted_total",
 		Help: "Queued events dropped, oldest first, to keep the process's delivery memory budget (also counted " +
 			"in events_dropped_total)."}, subLabels)
+	coalesced = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_coalesced_total",
+		Help: "Changes merged into a later event of the same object (spec.delivery.coalesce, rateLimit), " +
+			"not sent on their own."}, subLabels)
 	deadLettered = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "events_dead_lettered_total",
 		Help: "Events sent to the dead-letter sink."}, subLabels)
 	duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "delivery_duration_seconds",
@@ -65,17 +68,17 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(observed, delivered, failed, dropped, evicted, deadLettered, duration, queueDepth, filterErrors,
+	ctrlmetrics.Registry.MustRegister(observed, delivered, failed, dropped, evicted, coalesced, deadLettered, duration, queueDepth, filterErrors,
 		filterOverBudget,
 		resyncs, checkFailures, registryCollector{})
 }
 
 // Subscription is one subscription's handles.
 type Subscription struct {
-	labels                                              []string
-	observed, delivered, dropped, evicted, deadLettered prometheus.Counter
-	duration                                            prometheus.Observer
-	queueDepth                                          prometheus.Gauge
+	labels                                                         []string
+	observed, delivered, dropped, evicted, coalesced, deadLettered prometheus.Counter
+	duration                                                       prometheus.Observer
+	queueDepth                                                     prometheus.Gauge
 }
 
 // For returns the metrics of a subscription.
@@ -84,8 +87,8 @@ func For(namespace, name string) *Subscription {
 	return &Subscription{labels: l,
 		observed: observed.WithLabelValues(l...), delivered: delivered.WithLabelValues(l...),
 		dropped: dropped.WithLabelValues(l...), evicted: evicted.WithLabelValues(l...),
-		deadLettered: deadLettered.WithLabelValues(l...),
-		duration:     duration.WithLabelValues(l...), queueDepth: queueDepth.WithLabelValues(l...)}
+		coalesced: coalesced.WithLabelValues(l...), deadLettered: deadLettered.WithLabelValues(l...),
+		duration: duration.WithLabelValues(l...), queueDepth: queueDepth.WithLabelValues(l...)}
 }
 
 func (s *Subscription) Observed() { s.observed.Inc() }
@@ -108,6 +111,7 @@ func (s *Subscription) Dropped(evicted bool) {
 	}
 }
 func (s *Subscription) DeadLettered()    { s.deadLettered.Inc() }
+func (s *Subscription) Coalesced()       { s.coalesced.Inc() }
 func (s *Subscription) QueueDepth(n int) { s.queueDepth.Set(float64(n)) }
 
 // FilterErrors is the counter of a subscription's failed filter evaluations.
@@ -142,7 +146,7 @@ func CheckFailed(namespace, name, check string) {
 func Forget(namespace, name string) {
 	// Exact label values: DeletePartialMatch scans every series, which made deleting many
 	// subscriptions quadratic.
-	for _, v := range []*prometheus.CounterVec{observed, delivered, dropped, evicted, deadLettered, filterErrors, filterOverBudget} {
+	for _, v := range []*prometheus.CounterVec{observed, delivered, dropped, evicted, coalesced, deadLettered, filterErrors, filterOverBudget} {
 		v.DeleteLabelValues(namespace, name)
 	}
 	for _, reason := range sink.FailureReasons {

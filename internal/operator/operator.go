@@ -177,6 +177,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		Recorder:          mgr.GetEventRecorder("dynamic-notifier"),
 		Resolver:          resolve.New(disco, 250*time.Millisecond),
 		HTTPClients:       sink.NewClients(sinkClientOptions(opts)),
+		Brokers:           sink.NewBrokers(sinkClientOptions(opts)),
 		Budget:            delivery.NewMemoryBudget(memoryBudget(opts.DeliveryMemoryBudget)),
 		OperatorNamespace: cmp.Or(opts.OperatorNamespace, opts.CheckpointNamespace),
 		StatusInterval:    cmp.Or(opts.StatusInterval, DefaultStatusInterval),

@@ -23,6 +23,6 @@ func (s Shape) Body(ev *event.Event) ([]byte, string, error) {
 			old = Redact(old)
 		}
 	}
-	return s.Template.Render(string(ev.Type), obj, old, template.Attributes{ID: ev.ID(), Type: ev.Type.CloudEventType(),
+	return s.Template.Render(string(ev.Type), obj, old, ev.ChangedPaths(), template.Attributes{ID: ev.ID(), Type: ev.Type.CloudEventType(),
 		Source: s.Source, Subject: ev.ObjectPath(), Time: ev.ObservedAt})
 }

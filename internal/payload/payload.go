@@ -5,9 +5,6 @@ package payload
 import (
 	"encoding/json"
 	"maps"
-	"reflect"
-	"slices"
-	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -73,7 +70,7 @@ func (s Shape) Data(ev *event.Event) ([]byte, error) {
 			env.OldObject = s.view(ev.OldObject)
 		}
 		if s.IncludeChangedPaths {
-			env.ChangedPaths = ChangedPaths(ev.OldObject.Object, ev.Object.Object)
+			env.ChangedPaths = ev.ChangedPaths()
 		}
 	}
 	return json.Marshal(env)
@@ -106,52 +103,7 @@ func (s Shape) view(u *unstructured.Unstructured) any {
 
 // ChangedPaths lists the dotted paths whose values differ between old and updated, sorted.
 // Lists are compared whole; resourceVersion and managedFields are left out as noise.
-func ChangedPaths(old, updated map[string]any) []string {
-	var out []string
-	diff("", old, updated, &out)
-	slices.Sort(out)
-	return out
-}
-
-func diff(prefix string, a, b map[string]any, out *[]string) {
-	for k, av := range a {
-		path := join(prefix, k)
-		if path == "metadata.resourceVersion" || path == "metadata.managedFields" {
-			continue
-		}
-		bv, ok := b[k]
-		if !ok {
-			*out = append(*out, path)
-			continue
-		}
-		am, aIsMap := av.(map[string]any)
-		bm, bIsMap := bv.(map[string]any)
-		switch {
-		case aIsMap && bIsMap:
-			diff(path, am, bm, out)
-		case !reflect.DeepEqual(av, bv):
-			*out = append(*out, path)
-		}
-	}
-	for k := range b {
-		if _, ok := a[k]; !ok {
-			if path := join(prefix, k); path != "metadata.resourceVersion" && path != "metadata.managedFields" {
-				*out = append(*out, path)
-			}
-		}
-	}
-}
-
-func join(prefix, k string) string {
-	if prefix == "" {
-		return k
-	}
-	var b strings.Builder
-	b.WriteString(prefix)
-	b.WriteByte('.')
-	b.WriteString(k)
-	return b.String()
-}
+func ChangedPaths(old, updated map[string]any) []string { return event.Diff(old, updated) }
 
 // lastApplied is the annotation kubectl apply writes: for a Secret it holds the values.
 const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"

@@ -49,6 +49,7 @@ func (o *outcomes) Failed(reason string) {
 }
 func (o *outcomes) DeadLettered()  {}
 func (o *outcomes) Dropped(bool)   {}
+func (o *outcomes) Coalesced()     {}
 func (o *outcomes) QueueDepth(int) {}
 func (o *outcomes) Done(*event.Event) {
 	o.mu.Lock()

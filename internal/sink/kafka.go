@@ -88,15 +88,7 @@ func NewKafka(cfg KafkaConfig) (*Kafka, error) {
 // Kafka returns a Kafka sink, sharing the client of sinks with the same brokers, TLS
 // setting, SASL user and client id. Close it when it is no longer used.
 func (b *Brokers) Kafka(cfg KafkaConfig) (*Kafka, error) {
-	if len(cfg.Brokers) == 0 {
-		return nil, errors.New("a Kafka sink needs at least one broker address")
-	}
-	for _, addr := range cfg.Brokers {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, fmt.Errorf("broker address %q: %w", addr, err)
-		}
-	}
-	if err := validTopic(cfg.Topic); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.ClientID == "" {
@@ -122,6 +114,24 @@ func (b *Brokers) Kafka(cfg KafkaConfig) (*Kafka, error) {
 		batch = DefaultKafkaBatchSize
 	}
 	return &Kafka{topic: cfg.Topic, structured: cfg.Structured, batch: max(batch, 1), client: client, release: release}, nil
+}
+
+// Validate checks what Brokers.Kafka checks before it opens a client: the broker
+// addresses, the topic and the SASL user. An error is the sink's author's to fix.
+func (cfg KafkaConfig) Validate() error {
+	if len(cfg.Brokers) == 0 {
+		return errors.New("a Kafka sink needs at least one broker address")
+	}
+	for _, addr := range cfg.Brokers {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("broker address %q: %w", addr, err)
+		}
+	}
+	if err := validTopic(cfg.Topic); err != nil {
+		return err
+	}
+	_, err := saslMechanism(cfg.SASL)
+	return err
 }
 
 // validTopic checks a topic name as Kafka does: 1 to 249 of [a-zA-Z0-9._-], not . or ..

@@ -489,8 +489,11 @@ func TestKafkaConfigIsChecked(t *testing.T) {
 	} {
 		_, err := b.Kafka(cfg)
 		g.Expect(err).To(HaveOccurred(), "%+v", cfg)
+		g.Expect(cfg.Validate()).To(MatchError(err.Error()), "Validate finds what the constructor finds")
 	}
 	g.Expect(b.kafkaClients()).To(Equal(0))
+	g.Expect(KafkaConfig{Brokers: []string{"127.0.0.1:9092"}, Topic: testTopic,
+		SASL: &KafkaSASL{Mechanism: "scram-sha-512", Username: "u"}}.Validate()).To(Succeed())
 }
 
 func TestClassifyKafka(t *testing.T) {

@@ -78,7 +78,7 @@ func NewNATS(cfg NATSConfig) (*NATS, error) {
 // publishes fail as retryable until it succeeds. Close the sink when it is no longer used.
 func (b *Brokers) NATS(cfg NATSConfig) (*NATS, error) {
 	if len(cfg.Servers) == 0 {
-		return nil, errors.New("a NATS sink needs at least one server URL")
+		return nil, errNoNATSServer
 	}
 	if cfg.Subject == "" {
 		cfg.Subject = DefaultNATSSubject
@@ -103,6 +103,23 @@ func (b *Brokers) NATS(cfg NATSConfig) (*NATS, error) {
 		return nil, err
 	}
 	return &NATS{subject: subject, structured: cfg.Structured, conn: conn, release: release}, nil
+}
+
+var errNoNATSServer = errors.New("a NATS sink needs at least one server URL")
+
+// Validate checks what Brokers.NATS checks before it connects: the servers, the subject
+// template and the credentials. An error is the sink's author's to fix.
+func (cfg NATSConfig) Validate() error {
+	if len(cfg.Servers) == 0 {
+		return errNoNATSServer
+	}
+	if cfg.Subject != "" {
+		if _, err := ParseSubject(cfg.Subject); err != nil {
+			return err
+		}
+	}
+	_, err := natsAuth(cfg.Credentials)
+	return err
 }
 
 func natsAuth(c NATSCredentials) (nats.Option, error) {

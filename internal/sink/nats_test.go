@@ -430,7 +430,9 @@ func TestNATSConfigIsChecked(t *testing.T) {
 	} {
 		_, err := b.NATS(cfg)
 		g.Expect(err).To(HaveOccurred(), "%+v", cfg)
+		g.Expect(cfg.Validate()).To(MatchError(err.Error()), "Validate finds what the constructor finds")
 	}
+	g.Expect(NATSConfig{Servers: []string{"nats://127.0.0.1:4222"}, Credentials: NATSCredentials{Token: "t"}}.Validate()).To(Succeed())
 	g.Expect(b.natsConns()).To(Equal(0))
 }
 

@@ -51,8 +51,9 @@ func TestMessageIsWhatDeliverySends(t *testing.T) {
 					t.Fatal(err)
 				}
 				got := make(capture, 1)
-				pipeline := delivery.Start(delivery.Options{Sink: got, Source: p.Source(), Shape: p.DeliveryShape(),
-					Filter: p.CELFilter()})
+				opts := p.PipelineOptions()
+				opts.Sink = got
+				pipeline := delivery.Start(opts)
 				defer pipeline.Stop()
 				ev := event.New(event.Added, p.GVR, secret)
 				if err := pipeline.Put(context.Background(), ev); err != nil {

@@ -51,6 +51,17 @@ type DeliverySettings struct {
 	QueueSize, Parallelism int
 	Timeout                time.Duration
 	Retry                  delivery.Retry
+	// CoalesceWindow is 0 and RateLimit zero when off.
+	CoalesceWindow time.Duration
+	RateLimit      delivery.RateLimit
+}
+
+// RateLimiter is the pipeline's rate limit (delivery.Options.RateLimit), nil when off.
+func (d DeliverySettings) RateLimiter() *delivery.RateLimit {
+	if d.RateLimit.PerSecond <= 0 {
+		return nil
+	}
+	return &d.RateLimit
 }
 
 // Options are what the operator adds to a spec: its own defaults and hooks.
@@ -154,6 +165,17 @@ func deliveryFor(d *notifyv1.DeliverySpec, timeout time.Duration) (DeliverySetti
 	if out.Timeout, err = parseDuration(d.Timeout, "spec.delivery.timeout", out.Timeout); err != nil {
 		return DeliverySettings{}, err
 	}
+	if w := d.Coalesce.Window; w != "" {
+		if out.CoalesceWindow, err = parseDuration(&w, "spec.delivery.coalesce.window", 0); err != nil {
+			return DeliverySettings{}, err
+		}
+	}
+	if r := d.RateLimit; r.EventsPerSecond > 0 {
+		out.RateLimit = delivery.RateLimit{PerSecond: float64(r.EventsPerSecond), Burst: int(r.EventsPerSecond)}
+		if r.Burst > 0 {
+			out.RateLimit.Burst = int(r.Burst)
+		}
+	}
 	rp := d.Retry
 	if rp == nil {
 		return out, nil
@@ -245,6 +267,23 @@ func (p Plan) DeliveryShape() func(*event.Event) ([]byte, string, error) {
 		return p.Shape.Body
 	}
 	return nil
+}
+
+// PipelineOptions are the options of a delivery pipeline that come from the plan: source,
+// bounds, retries, coalescing, rate limit, shape and the CEL filter. The controller adds the
+// sinks, its observer, the budget and the log.
+func (p Plan) PipelineOptions() delivery.Options {
+	return delivery.Options{
+		Source:         p.Source(),
+		QueueSize:      p.Delivery.QueueSize,
+		Parallelism:    p.Delivery.Parallelism,
+		Timeout:        p.Delivery.Timeout,
+		Retry:          p.Delivery.Retry,
+		CoalesceWindow: p.Delivery.CoalesceWindow,
+		RateLimit:      p.Delivery.RateLimiter(),
+		Shape:          p.DeliveryShape(),
+		Filter:         p.CELFilter(),
+	}
 }
 
 // Message is the message delivery hands the sink for ev: the subscription's source and its

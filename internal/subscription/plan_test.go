@@ -99,6 +99,18 @@ func TestPlanDefaultsAndDelivery(t *testing.T) {
 		{name: "a zero timeout", spec: func(s *notifyv1.WatchSubscriptionSpec) {
 			s.Delivery = &notifyv1.DeliverySpec{Timeout: dur("0s")}
 		}, wantErr: "spec.delivery.timeout"},
+		{name: "coalescing and a rate limit", spec: func(s *notifyv1.WatchSubscriptionSpec) {
+			s.Delivery = &notifyv1.DeliverySpec{Coalesce: notifyv1.CoalesceSpec{Window: "1.5s"},
+				RateLimit: notifyv1.RateLimitSpec{EventsPerSecond: 5, Burst: 20}}
+		}, want: func(d *DeliverySettings) {
+			d.CoalesceWindow, d.RateLimit = 1500*time.Millisecond, delivery.RateLimit{PerSecond: 5, Burst: 20}
+		}},
+		{name: "a rate limit's burst defaults to its rate", spec: func(s *notifyv1.WatchSubscriptionSpec) {
+			s.Delivery = &notifyv1.DeliverySpec{RateLimit: notifyv1.RateLimitSpec{EventsPerSecond: 7}}
+		}, want: func(d *DeliverySettings) { d.RateLimit = delivery.RateLimit{PerSecond: 7, Burst: 7} }},
+		{name: "a window stored by a looser schema", spec: func(s *notifyv1.WatchSubscriptionSpec) {
+			s.Delivery = &notifyv1.DeliverySpec{Coalesce: notifyv1.CoalesceSpec{Window: "soon"}}
+		}, wantErr: "spec.delivery.coalesce.window"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -172,14 +184,16 @@ func TestSinkDefaultsCompleteTheSubscription(t *testing.T) {
 	target := Target{Source: clusterSource,
 		Delivery: &notifyv1.DeliverySpec{Parallelism: new(int32(8)), MaxQueueSize: new(int32(50)),
 			Retry:          &notifyv1.RetryPolicy{MaxAttempts: new(int32(9)), Backoff: dur("2s")},
-			DeadLetterSink: &notifyv1.Sink{Log: &notifyv1.LogSink{}}},
+			DeadLetterSink: &notifyv1.Sink{Log: &notifyv1.LogSink{}},
+			Coalesce:       notifyv1.CoalesceSpec{Window: "5s"}, RateLimit: notifyv1.RateLimitSpec{EventsPerSecond: 1}},
 		Payload: &notifyv1.PayloadSpec{Template: `"x"`}}
 	got, deadLetterSource := WithSinkDefaults(ws, target)
 	d := got.Spec.Delivery
 	switch {
 	case *d.Parallelism != 2, *d.Retry.MaxAttempts != 3:
 		t.Errorf("the subscription's own fields win: %+v", d)
-	case *d.MaxQueueSize != 50, *d.Retry.Backoff != "2s", d.DeadLetterSink == nil:
+	case *d.MaxQueueSize != 50, *d.Retry.Backoff != "2s", d.DeadLetterSink == nil, d.Coalesce.Window != "5s",
+		d.RateLimit.EventsPerSecond != 1:
 		t.Errorf("the sink's defaults fill the rest: %+v", d)
 	case got.Spec.Payload == nil || got.Spec.Payload.Template != `"x"`:
 		t.Errorf("the sink's payload when the subscription sets none: %+v", got.Spec.Payload)

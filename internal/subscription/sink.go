@@ -3,11 +3,13 @@ package subscription
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -74,14 +76,63 @@ type Sinks struct {
 	Authorizer *authz.Checker
 	// Clients hands out the HTTP clients, with the deny list and the redirect rules.
 	Clients *sink.Clients
+	// Brokers hands out Kafka and NATS sinks (sharing their clients) and their TLS
+	// settings, with the deny list of Clients.
+	Brokers *sink.Brokers
 	// Log is where a log sink writes, as the logger named "sink".
 	Log logr.Logger
+}
+
+// Prepared is a sink built from its spec and Secrets, checked. An HTTP or log sink is
+// ready; a broker sink connects only when opened, for a pipeline that starts: every
+// reconcile prepares a subscription's sinks to compare their fingerprint with what runs,
+// and the sink objects' status prepares them to check them.
+type Prepared struct {
+	ready sink.Sink
+	// open connects a broker sink; field names it in errors.
+	open  func() (sink.Sink, error)
+	field string
+}
+
+// Set tells whether there is a sink (a subscription may have no dead-letter sink).
+func (p Prepared) Set() bool { return p.ready != nil || p.open != nil }
+
+// Open is the sink to send to: the one built, or a broker sink connected now. An error
+// is the sink's to fix (a *SinkError): a setting the broker client refuses. A sink that
+// holds a connection is an io.Closer: close it once nothing sends to it.
+func (p Prepared) Open() (sink.Sink, error) {
+	if p.open == nil {
+		return p.ready, nil
+	}
+	s, err := p.open()
+	if err != nil {
+		return nil, &SinkError{Msg: fmt.Sprintf("%s: %v", p.field, err)}
+	}
+	return s, nil
 }
 
 // Build builds one sink; fp (io.Discard when unused) accumulates the versions of the
 // Secrets it reads, so a rotated Secret can rebuild what uses it. Its errors are
 // *SinkError.
-func (b *Sinks) Build(ctx context.Context, s notifyv1.Sink, src SecretSource, field string, fp io.Writer) (sink.Sink, error) {
+func (b *Sinks) Build(ctx context.Context, s notifyv1.Sink, src SecretSource, field string, fp io.Writer) (Prepared, error) {
+	switch {
+	case isSet(s.Kafka):
+		return b.kafkaSink(ctx, s.Kafka, src, field+".kafka", fp)
+	case isSet(s.NATS):
+		return b.natsSink(ctx, s.NATS, src, field+".nats", fp)
+	}
+	h, err := b.httpSink(ctx, s, src, field, fp)
+	if err != nil {
+		return Prepared{}, err
+	}
+	return Prepared{ready: h}, nil
+}
+
+// isSet tells whether a sink member kept as a value (omitzero) is set.
+func isSet[T any](v T) bool { return !reflect.ValueOf(v).IsZero() }
+
+// httpSink builds a webhook, service or log sink.
+func (b *Sinks) httpSink(ctx context.Context, s notifyv1.Sink, src SecretSource, field string, fp io.Writer) (sink.Sink, error) {
 	var opts notifyv1.HTTPOptions
 	wh := &sink.Webhook{}
 	switch {
@@ -159,6 +210,134 @@ func (b *Sinks) Build(ctx context.Context, s notifyv1.Sink, src SecretSource, fi
 	return wh, nil
 }
 
+// Keys of the Secrets broker sinks read.
+const (
+	keyUsername = "username"
+	keyPassword = "password"
+	keyToken    = "token"
+	keyNKeySeed = "nkeySeed"
+)
+
+// kafkaSink checks a Kafka sink and reads its Secrets; it connects when opened.
+func (b *Sinks) kafkaSink(ctx context.Context, k notifyv1.KafkaSink, src SecretSource, field string,
+	fp io.Writer) (Prepared, error) {
+	cfg := KafkaConfig(k)
+	var err error
+	if cfg.TLS, err = b.brokerTLS(ctx, k.TLS, src, field, fp); err != nil {
+		return Prepared{}, err
+	}
+	if isSet(k.SASL) {
+		ref := k.SASL.SecretRef
+		sec, err := b.secret(ctx, src, ref.Name, field+".sasl.secretRef", fp)
+		if err != nil {
+			return Prepared{}, err
+		}
+		user, pass := sec.Data[keyUsername], sec.Data[keyPassword]
+		if len(user) == 0 || len(pass) == 0 {
+			return Prepared{}, &SinkError{Msg: fmt.Sprintf("%s.sasl.secretRef: Secret %s needs the keys %s and %s",
+				field, ref.Name, keyUsername, keyPassword)}
+		}
+		cfg.SASL = &sink.KafkaSASL{Mechanism: string(k.SASL.Mechanism), Username: string(user), Password: string(pass)}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Prepared{}, &SinkError{Msg: fmt.Sprintf("%s: %v", field, err)}
+	}
+	brokers := b.Brokers
+	return Prepared{field: field, open: func() (sink.Sink, error) { return brokers.Kafka(cfg) }}, nil
+}
+
+// KafkaConfig is a Kafka sink's settings from its spec alone, without its Secrets.
+func KafkaConfig(k notifyv1.KafkaSink) sink.KafkaConfig {
+	cfg := sink.KafkaConfig{Topic: k.Topic, Structured: k.ContentMode == notifyv1.ContentModeStructured}
+	for _, b := range k.Brokers {
+		cfg.Brokers = append(cfg.Brokers, string(b))
+	}
+	return cfg
+}
+
+// NATSConfig is a NATS sink's settings from its spec alone, without its Secrets.
+func NATSConfig(n notifyv1.NATSSink) sink.NATSConfig {
+	cfg := sink.NATSConfig{Subject: n.Subject, Structured: n.ContentMode == notifyv1.ContentModeStructured}
+	for _, s := range n.Servers {
+		cfg.Servers = append(cfg.Servers, string(s))
+	}
+	return cfg
+}
+
+// natsSink checks a NATS sink and reads its Secrets; it connects when opened.
+func (b *Sinks) natsSink(ctx context.Context, n notifyv1.NATSSink, src SecretSource, field string,
+	fp io.Writer) (Prepared, error) {
+	cfg := NATSConfig(n)
+	var err error
+	if cfg.TLS, err = b.brokerTLS(ctx, n.TLS, src, field, fp); err != nil {
+		return Prepared{}, err
+	}
+	if isSet(n.Credentials) {
+		if cfg.Credentials, err = b.natsCredentials(ctx, n.Credentials.SecretRef, src, field+".credentials.secretRef", fp); err != nil {
+			return Prepared{}, err
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		return Prepared{}, &SinkError{Msg: fmt.Sprintf("%s: %v", field, err)}
+	}
+	brokers := b.Brokers
+	return Prepared{field: field, open: func() (sink.Sink, error) { return brokers.NATS(cfg) }}, nil
+}
+
+// natsCredentials reads a NATS sink's Secret: one of a token, a username and password, or
+// an NKey seed.
+func (b *Sinks) natsCredentials(ctx context.Context, ref notifyv1.LocalSecretReference,
+	src SecretSource, field string, fp io.Writer) (sink.NATSCredentials, error) {
+	sec, err := b.secret(ctx, src, ref.Name, field, fp)
+	if err != nil {
+		return sink.NATSCredentials{}, err
+	}
+	c := sink.NATSCredentials{Token: string(sec.Data[keyToken]), Username: string(sec.Data[keyUsername]),
+		Password: string(sec.Data[keyPassword]), NKeySeed: string(sec.Data[keyNKeySeed])}
+	forms := 0
+	for _, set := range []bool{c.Token != "", c.Username != "" || c.Password != "", c.NKeySeed != ""} {
+		if set {
+			forms++
+		}
+	}
+	oneOf := fmt.Sprintf("the key %s; the keys %s and %s; or the key %s", keyToken, keyUsername, keyPassword, keyNKeySeed)
+	switch {
+	case forms == 0:
+		return c, &SinkError{Msg: fmt.Sprintf("%s: Secret %s holds none of %s", field, ref.Name, oneOf)}
+	case forms > 1:
+		return c, &SinkError{Msg: fmt.Sprintf("%s: Secret %s holds more than one of %s", field, ref.Name, oneOf)}
+	case (c.Username == "") != (c.Password == ""):
+		return c, &SinkError{Msg: fmt.Sprintf("%s: Secret %s needs both keys %s and %s", field, ref.Name, keyUsername, keyPassword)}
+	}
+	return c, nil
+}
+
+// brokerTLS is a broker sink's TLS setting, shared with the sinks of the same CA bundle
+// (broker clients are shared per *tls.Config); nil without tls.
+func (b *Sinks) brokerTLS(ctx context.Context, t *notifyv1.TLSConfig, src SecretSource, field string,
+	fp io.Writer) (*tls.Config, error) {
+	if t == nil {
+		return nil, nil
+	}
+	if t.CertSecretRef != nil {
+		return nil, &SinkError{Msg: field + ".tls.certSecretRef: broker sinks present no client certificate"}
+	}
+	var ca []byte
+	if ref := t.CASecretRef; ref != nil {
+		var err error
+		key := cmp.Or(ref.Key, defaultCAKey)
+		if ca, err = b.secretKey(ctx, src, ref.Name, key, field+".tls.caSecretRef", fp); err != nil {
+			return nil, err
+		}
+		cfg, err := b.Brokers.TLSConfig(ca, t.InsecureSkipVerify)
+		if err != nil {
+			return nil, &SinkError{Msg: fmt.Sprintf("%s.tls.caSecretRef: Secret %s, key %q: %v", field, ref.Name, key, err)}
+		}
+		return cfg, nil
+	}
+	return b.Brokers.TLSConfig(nil, t.InsecureSkipVerify)
+}
+
 // wireOptions are the settings of an HTTP sink's content mode: structured, or batched with
 // a batch size (see sink.Webhook).
 func wireOptions(opts notifyv1.HTTPOptions) (structured bool, batch int) {
@@ -206,8 +385,31 @@ func References(s notifyv1.Sink, src SecretSource, field string) []Reference {
 		return Reference{Field: field + f, GVR: secrets, Namespace: src.Namespace, Name: name}
 	}
 	var out []Reference
+	tlsRefs := func(t *notifyv1.TLSConfig, f string) {
+		if t == nil {
+			return
+		}
+		if ref := t.CASecretRef; ref != nil {
+			out = append(out, secret(ref.Name, f+".tls.caSecretRef"))
+		}
+		if ref := t.CertSecretRef; ref != nil {
+			out = append(out, secret(ref.Name, f+".tls.certSecretRef"))
+		}
+	}
 	var opts notifyv1.HTTPOptions
 	switch {
+	case isSet(s.Kafka):
+		tlsRefs(s.Kafka.TLS, ".kafka")
+		if isSet(s.Kafka.SASL) {
+			out = append(out, secret(s.Kafka.SASL.SecretRef.Name, ".kafka.sasl.secretRef"))
+		}
+		return out
+	case isSet(s.NATS):
+		tlsRefs(s.NATS.TLS, ".nats")
+		if isSet(s.NATS.Credentials) {
+			out = append(out, secret(s.NATS.Credentials.SecretRef.Name, ".nats.credentials.secretRef"))
+		}
+		return out
 	case s.Webhook != nil:
 		opts = s.Webhook.HTTPOptions
 		if from := s.Webhook.URLFrom; from != nil {
@@ -228,14 +430,7 @@ func References(s notifyv1.Sink, src SecretSource, field string) []Reference {
 	if ref := opts.SigningSecretRef; ref != nil {
 		out = append(out, secret(ref.Name, ".signingSecretRef"))
 	}
-	if t := opts.TLS; t != nil {
-		if ref := t.CASecretRef; ref != nil {
-			out = append(out, secret(ref.Name, ".tls.caSecretRef"))
-		}
-		if ref := t.CertSecretRef; ref != nil {
-			out = append(out, secret(ref.Name, ".tls.certSecretRef"))
-		}
-	}
+	tlsRefs(opts.TLS, "")
 	return out
 }
 

@@ -39,11 +39,13 @@ func (r *recordingReader) Get(_ context.Context, key client.ObjectKey, obj clien
 	sec := obj.(*corev1.Secret)
 	*sec = corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name},
 		Data: map[string][]byte{"url": []byte("https://example.com/hook"), "key": []byte("signing-key"),
-			"X-Token": []byte("t")}}
+			"X-Token": []byte("t"), "username": []byte("u"), "password": []byte("p")}}
 	return nil
 }
 
-func (r *recordingReader) List(context.Context, client.ObjectList, ...client.ListOption) error { return nil }
+func (r *recordingReader) List(context.Context, client.ObjectList, ...client.ListOption) error {
+	return nil
+}
 
 // TestReferencesAreWhatBuildReads: kubectl-notifier checks References for the
 // subscription's ServiceAccount; they must be the Secrets the operator reads.
@@ -61,10 +63,16 @@ func TestReferencesAreWhatBuildReads(t *testing.T) {
 			HTTPOptions: opts}},
 		"service of another namespace": {Service: &notifyv1.ServiceSink{Name: "rcv", Namespace: "other", HTTPOptions: opts}},
 		"log":                          {Log: &notifyv1.LogSink{}},
+		"kafka with a SASL user": {Kafka: notifyv1.KafkaSink{Brokers: []notifyv1.BrokerAddress{"127.0.0.1:9092"},
+			Topic: "changes", SASL: notifyv1.KafkaSASL{Mechanism: notifyv1.KafkaSASLPlain,
+				SecretRef: notifyv1.LocalSecretReference{Name: "kafka-user"}}}},
+		"nats with credentials": {NATS: notifyv1.NATSSink{Servers: []notifyv1.NATSServerURL{"nats://127.0.0.1:4222"},
+			Credentials: notifyv1.NATSCredentials{SecretRef: notifyv1.LocalSecretReference{Name: "nats-user"}}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			reader := &recordingReader{}
-			b := &Sinks{Secrets: reader, Clients: sink.NewClients(sink.ClientOptions{}), Log: logr.Discard()}
+			b := &Sinks{Secrets: reader, Clients: sink.NewClients(sink.ClientOptions{}),
+				Brokers: sink.NewBrokers(sink.ClientOptions{}), Log: logr.Discard()}
 			built, err := b.Build(context.Background(), s, src, "spec.sink", io.Discard)
 			if err != nil {
 				t.Fatal(err)
@@ -78,7 +86,10 @@ func TestReferencesAreWhatBuildReads(t *testing.T) {
 			if !slices.Equal(reader.read, want) {
 				t.Errorf("Build read %q, References name %q", reader.read, want)
 			}
-			if wh, ok := built.(*sink.Webhook); ok && wh.Mode() != WireMode(s) {
+			if !built.Set() {
+				t.Fatal("Build prepared no sink")
+			}
+			if wh, ok := built.ready.(*sink.Webhook); ok && wh.Mode() != WireMode(s) {
 				t.Errorf("the built webhook sends %s, WireMode says %s", wh.Mode(), WireMode(s))
 			}
 		})

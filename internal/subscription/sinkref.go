@@ -101,7 +101,7 @@ func resolveClusterSink(ctx context.Context, c client.Reader, ws *notifyv1.Watch
 		Delivery: obj.Spec.Delivery, Payload: obj.Spec.Payload, Described: "ClusterWatchSink/" + obj.Name}, nil
 }
 
-// SinkKind is what status.sink shows for an inline sink: webhook, service or log.
+// SinkKind is what status.sink shows for an inline sink: webhook, service, log, kafka or nats.
 func SinkKind(s notifyv1.Sink) string {
 	switch {
 	case s.Webhook != nil:
@@ -110,6 +110,10 @@ func SinkKind(s notifyv1.Sink) string {
 		return "service"
 	case s.Log != nil:
 		return "log"
+	case isSet(s.Kafka):
+		return "kafka"
+	case isSet(s.NATS):
+		return "nats"
 	}
 	return ""
 }
@@ -143,6 +147,12 @@ func WithSinkDefaults(ws *notifyv1.WatchSubscription, target Target) (*notifyv1.
 	}
 	if own.Parallelism == nil {
 		own.Parallelism = d.Parallelism
+	}
+	if own.Coalesce == (notifyv1.CoalesceSpec{}) {
+		own.Coalesce = d.Coalesce
+	}
+	if own.RateLimit == (notifyv1.RateLimitSpec{}) {
+		own.RateLimit = d.RateLimit
 	}
 	if own.DeadLetterSink == nil && d.DeadLetterSink != nil {
 		own.DeadLetterSink = d.DeadLetterSink.DeepCopy()

@@ -113,13 +113,13 @@ var environment = sync.OnceValues(func() (*cel.Env, error) {
 	)...)
 })
 
-// NeedsOldObject tells whether the template reads oldObject.
+// NeedsOldObject tells whether the template reads oldObject or changes.
 func (t *Template) NeedsOldObject() bool { return t.usesOld }
 
 // Render evaluates the template for a change: the body and its content type. An error (a
 // missing field, the cost budget) fails the event's delivery, which is not retried.
-func (t *Template) Render(eventType string, obj, old *unstructured.Unstructured, attrs Attributes) ([]byte, string, error) {
-	vars := celenv.ChangeVars(eventType, obj, old)
+func (t *Template) Render(eventType string, obj, old *unstructured.Unstructured, changes []string, attrs Attributes) ([]byte, string, error) {
+	vars := celenv.ChangeVars(eventType, obj, old, changes)
 	vars["event"] = map[string]any{"id": attrs.ID, "type": attrs.Type, "source": attrs.Source,
 		"subject": attrs.Subject, "time": attrs.Time.UTC().Format(time.RFC3339Nano)}
 	out, _, err := t.program.Eval(vars)

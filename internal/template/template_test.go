@@ -30,6 +30,7 @@ func TestRender(t *testing.T) {
 		{"a content type chosen", `{"subject": event.subject, "at": event.time}`, "application/vnd.example+json",
 			`{"at":"2026-12-01T09:00:00Z","subject":"/apis/apps/v1/namespaces/shop/deployments/web"}`, "application/vnd.example+json"},
 		{"a number is JSON", `object.spec.replicas * 2`, "", `6`, "application/json"},
+		{"what changed", `{"changed": changes}`, "", `{"changed":["spec.replicas"]}`, "application/json"},
 		{"literals mix types, as JSON does", `{"text": object.metadata.name, "blocks": [{"type": "section", "count": object.spec.replicas}, "divider", true]}`, "",
 			`{"blocks":[{"count":3,"type":"section"},"divider",true],"text":"web"}`, "application/json"},
 	}
@@ -39,7 +40,7 @@ func TestRender(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			body, ct, err := tpl.Render("Updated", deployment(3), deployment(2), attrs)
+			body, ct, err := tpl.Render("Updated", deployment(3), deployment(2), []string{"spec.replicas"}, attrs)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -57,7 +58,7 @@ func TestCompileErrors(t *testing.T) {
 		`object.metadata.name +`: "Syntax error",
 		// Positions point into what was written, not into the wrapping that lets literals mix.
 		`{"text": "x",` + "\n" + ` "n": nosuch}`: "<input>:2:7: undeclared reference to 'nosuch'",
-		`{"a": 1}.a == 1`: "must yield a string, a map or a list, it yields bool",
+		`{"a": 1}.a == 1`:                        "must yield a string, a map or a list, it yields bool",
 	} {
 		_, err := Compile(expr, "")
 		if !errors.Is(err, ErrInvalidTemplate) || !strings.Contains(err.Error(), want) {
@@ -68,11 +69,11 @@ func TestCompileErrors(t *testing.T) {
 
 func TestRenderErrorsAndBudget(t *testing.T) {
 	missing, _ := Compile(`{"x": object.spec.missing}`, "")
-	if _, _, err := missing.Render("Added", deployment(1), nil, attrs); err == nil {
+	if _, _, err := missing.Render("Added", deployment(1), nil, nil, attrs); err == nil {
 		t.Errorf("a missing field renders: want an error")
 	}
 	costly, _ := Compile(`[0,1,2,3,4,5,6,7,8,9].map(a, [0,1,2,3,4,5,6,7,8,9].map(b, [0,1,2,3,4,5,6,7,8,9].map(c, [0,1,2,3,4,5,6,7,8,9].map(d, a+b+c+d))))`, "")
-	if _, _, err := costly.Render("Added", deployment(1), nil, attrs); err == nil || !strings.Contains(err.Error(), "cost limit") {
+	if _, _, err := costly.Render("Added", deployment(1), nil, nil, attrs); err == nil || !strings.Contains(err.Error(), "cost limit") {
 		t.Errorf("an expression over the budget: err = %v, want the cost limit", err)
 	}
 	if missing.NeedsOldObject() {

@@ -88,7 +88,7 @@ func TestQuickRun(t *testing.T) {
 
 // wantRows are the row IDs a run with opts reports, in order.
 func wantRows(opts options) []string {
-	ids := make([]string, 0, 3*len(opts.ShareSubs)+3*len(opts.LatencySubs)+8+2*len(opts.MemoryObjects))
+	ids := make([]string, 0, 3*len(opts.ShareSubs)+3*len(opts.LatencySubs)+14+2*len(opts.MemoryObjects))
 	for _, n := range opts.ShareSubs {
 		for _, fig := range []string{"watches", "heap", "rss"} {
 			ids = append(ids, fmt.Sprintf("sharing/%d/%s", n, fig))
@@ -103,6 +103,8 @@ func wantRows(opts options) []string {
 		"costlyneighbour/under-budget/p50", "costlyneighbour/under-budget/p99")
 	ids = append(ids, "throughput/rate", "throughput/fanout/rate", "throughput/fanout/time",
 		"throughput/fanout-batched/rate", "throughput/fanout-batched/time", "drain/binary", "drain/batched",
+		"flapping/plain/out", "flapping/plain/final", "flapping/coalesce/out", "flapping/coalesce/final",
+		"flapping/ratelimit/out", "flapping/ratelimit/final",
 		"convergence/ready", "convergence/watches", "convergence/idle-status-writes", "convergence/teardown",
 		"convergence/teardown-after-api",
 		"crd/ready",

@@ -112,6 +112,7 @@ var scenarios = []scenario{
 	{"costlyneighbour", runCostlyNeighbour},
 	{"throughput", runThroughput},
 	{"drain", runDrain},
+	{"flapping", runFlapping},
 	{"convergence", runConvergence},
 	{"crd", runCRD},
 	{"budgetflood", runBudgetFlood},

@@ -54,6 +54,14 @@ type options struct {
 	FloodObjects int   `json:"floodObjects"`
 	FloodBudget  int64 `json:"floodBudget"`
 
+	// Flapping: FlapObjects ConfigMaps, each changed FlapChanges times back to back, to a
+	// subscription without coalescing, with a window of FlapWindow and with a rate limit
+	// of FlapRate events a second.
+	FlapObjects int           `json:"flapObjects"`
+	FlapChanges int           `json:"flapChanges"`
+	FlapWindow  time.Duration `json:"flapWindow"`
+	FlapRate    int32         `json:"flapRate"`
+
 	// Convergence: subscriptions spread over the ten resources of convergenceGVRs.
 	ConvergenceSubs int `json:"convergenceSubs"`
 	// Idle is how long convergence watches for status writes once everything is Ready.
@@ -89,6 +97,10 @@ func fullOptions() options {
 		FloodObjects:     300,
 		FloodBudget:      64 << 20,
 		ObjectBytes:      1024,
+		FlapObjects:      10,
+		FlapChanges:      200,
+		FlapWindow:       time.Second,
+		FlapRate:         10,
 		ConvergenceSubs:  1000,
 		Idle:             5 * time.Second,
 		CRDRounds:        3,
@@ -112,6 +124,8 @@ func quickOptions() options {
 	o.FloodChanges = 5000
 	o.FloodObjects = 100
 	o.FloodBudget = 4 << 20
+	o.FlapObjects = 3
+	o.FlapChanges = 30
 	o.ConvergenceSubs = 20
 	o.Idle = time.Second
 	o.CRDRounds = 1
@@ -128,7 +142,7 @@ func parseFlags(args []string) (options, error) {
 	out := fs.String("out", "", "where to write the raw figures as JSON (default bin/bench/results.json)")
 	md := fs.String("md", "", "where to write the Markdown table too (it is always printed on stdout)")
 	only := fs.String("only", "",
-		"comma-separated scenarios to run: sharing,latency,costlyneighbour,throughput,drain,convergence,crd,budgetflood,memory")
+		"comma-separated scenarios to run: sharing,latency,costlyneighbour,throughput,drain,flapping,convergence,crd,budgetflood,memory")
 	qps := fs.Float64("operator-qps", 0, "operator client QPS (default -1: unlimited, like the manager binary)")
 	shareSubs := fs.String("share-subs", "", "sharing: comma-separated subscription counts")
 	shareObjects := fs.Int("share-objects", 0, "sharing: ConfigMaps in the shared namespace")
@@ -143,6 +157,8 @@ func parseFlags(args []string) (options, error) {
 	floodObjects := fs.Int("flood-objects", 0, "budgetflood: ConfigMaps the updates go round")
 	floodBudget := fs.Int("flood-budget-mib", 0, "budgetflood: the operator's delivery memory budget in MiB")
 	memObjects := fs.String("memory-objects", "", "memory: comma-separated counts of cached ConfigMaps, e.g. 10000,100000")
+	flapObjects := fs.Int("flap-objects", 0, "flapping: objects changed")
+	flapChanges := fs.Int("flap-changes", 0, "flapping: changes per object")
 	convSubs := fs.Int("convergence-subs", 0, "convergence: subscriptions over 10 resources")
 	crdRounds := fs.Int("crd-rounds", 0, "crd: how often a CRD is installed after its subscription")
 	profile := fs.String("profile", "",
@@ -195,6 +211,8 @@ func parseFlags(args []string) (options, error) {
 	if *floodBudget > 0 {
 		o.FloodBudget = int64(*floodBudget) << 20
 	}
+	setInt(&o.FlapObjects, *flapObjects)
+	setInt(&o.FlapChanges, *flapChanges)
 	setInt(&o.ConvergenceSubs, *convSubs)
 	setInt(&o.CRDRounds, *crdRounds)
 	return o, nil

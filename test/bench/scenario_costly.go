@@ -219,7 +219,7 @@ func evalCost(expr string, overBudget bool) (float64, uint64, error) {
 	runtime.ReadMemStats(&before)
 	for i := range times {
 		start := time.Now()
-		ok, err := e.Eval(event.Added, obj, nil)
+		ok, err := e.Eval(event.Added, obj, nil, nil)
 		times[i] = time.Since(start)
 		if ok || filter.IsOverBudget(err) != overBudget || (!overBudget && err != nil) {
 			return 0, 0, fmt.Errorf("filter %.40q…: matched %v, error %v; want over budget %v", expr, ok, err, overBudget)
@@ -237,7 +237,7 @@ func underBudgetFilter() (string, error) {
 		if err != nil {
 			return false, err
 		}
-		_, err = e.Eval(event.Added, sampleObject(), nil)
+		_, err = e.Eval(event.Added, sampleObject(), nil, nil)
 		if err != nil && !filter.IsOverBudget(err) {
 			return false, err
 		}

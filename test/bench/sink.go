@@ -6,18 +6,23 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	pipeline "github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 )
 
 // delivery is what the sink learns from one request: the CloudEvent's subject (the
-// object's API path) and when it arrived.
+// object's API path), its id, how many changes it stands for, and when it arrived.
 type delivery struct {
 	Subject string
-	At      time.Duration
+	ID      string
+	// Coalesced is the extension attribute coalesced: 0 for an event of one change.
+	Coalesced int
+	At        time.Duration
 }
 
 // sinkServer is a CloudEvents receiver on loopback. In binary mode it reads only the
@@ -76,7 +81,8 @@ func (s *sinkServer) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if fn := s.onEvent.Load(); fn != nil {
-		(*fn)(delivery{Subject: subject, At: at})
+		coalesced, _ := strconv.Atoi(r.Header.Get("Ce-" + pipeline.CoalescedExtension))
+		(*fn)(delivery{Subject: subject, ID: r.Header.Get("Ce-Id"), Coalesced: coalesced, At: at})
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -98,7 +104,7 @@ func (s *sinkServer) serveBatch(w http.ResponseWriter, r *http.Request, at time.
 			continue // not a CloudEvent of ours: not counted
 		}
 		if fn != nil {
-			(*fn)(delivery{Subject: ce.Subject, At: at})
+			(*fn)(delivery{Subject: ce.Subject, ID: ce.ID, At: at})
 		}
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -119,6 +119,21 @@ func sampleCases() map[string]sampleCase {
 			bodyContains: "registry.example/web:2",
 		},
 
+		// Scaled three times in a row, then relabelled: one event, with the final count.
+		"deployments-scaled": {
+			trigger: func(t *testing.T) {
+				dep := deployment(sampleNamespace, "api", nil)
+				create(t, dep)
+				for _, n := range []int32{2, 3, 4} {
+					update(t, dep, func() { dep.Spec.Replicas = new(n) })
+				}
+				update(t, dep, func() { dep.Labels = map[string]string{"team": "payments"} })
+			},
+			want:         event{updated, "/apis/apps/v1/namespaces/samples/deployments/api"},
+			only:         true,
+			bodyContains: `"replicas":4`,
+		},
+
 		// The Deployment controller's verdict, written as it writes it: the status.
 		"stalled-rollouts-to-teams": {
 			trigger: func(t *testing.T) {
