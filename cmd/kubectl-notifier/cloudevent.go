@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -39,16 +40,25 @@ func describeSink(target subscription.Target) sinkReport {
 	s := target.Sink
 	r := sinkReport{Described: target.Described, Kind: subscription.SinkKind(s), URL: sinkURL(target.Source, s),
 		Mode: subscription.WireMode(s)}
+	secret := func(name string) string { return target.Source.Namespace + "/" + name }
 	var opts notifyv1.HTTPOptions
-	switch {
-	case s.Webhook != nil:
+	switch r.Kind {
+	case "webhook":
 		opts = s.Webhook.HTTPOptions
-	case s.Service != nil:
+	case "service":
 		opts = s.Service.HTTPOptions
+	case "kafka", "nats":
+		r.Mode = sink.ModeBinary
+		if s.Kafka.ContentMode == notifyv1.ContentModeStructured || s.NATS.ContentMode == notifyv1.ContentModeStructured {
+			r.Mode = sink.ModeStructured
+		}
+		for _, ref := range subscription.References(s, target.Source, target.Field) {
+			r.Notes = append(r.Notes, "reads Secret "+secret(ref.Name)+" ("+ref.Field+", not read here)")
+		}
+		return r
 	default:
 		return r
 	}
-	secret := func(name string) string { return target.Source.Namespace + "/" + name }
 	if opts.HeadersFrom != nil {
 		r.Notes = append(r.Notes, "headers from Secret "+secret(opts.HeadersFrom.SecretRef.Name)+" (not read here)")
 	}
@@ -94,8 +104,11 @@ func sinkURL(src subscription.SecretSource, s notifyv1.Sink) string {
 		return sink.MaskURL(s.Webhook.URL)
 	case s.Service != nil:
 		return subscription.ServiceURL(src.Namespace, s.Service)
-	case s.Log != nil:
-		return ""
+	case s.Kafka.Topic != "" || len(s.Kafka.Brokers) > 0:
+		cfg := subscription.KafkaConfig(s.Kafka)
+		return "topic " + cfg.Topic + " on " + strings.Join(cfg.Brokers, ",")
+	case len(s.NATS.Servers) > 0:
+		return strings.Join(subscription.NATSConfig(s.NATS).Servers, ",")
 	}
 	return ""
 }
@@ -106,6 +119,10 @@ type cloudEvent struct {
 	Mode   string `json:"mode"`
 	Method string `json:"method,omitempty"`
 	URL    string `json:"url,omitempty"`
+	// Topic and Key are a Kafka record's; Subject a NATS message's.
+	Topic   string `json:"topic,omitempty"`
+	Key     string `json:"key,omitempty"`
+	Subject string `json:"subject,omitempty"`
 	// Headers are the request's headers the event makes; Notes name those the sink adds
 	// from its Secrets.
 	Headers map[string]string `json:"headers,omitempty"`
@@ -117,9 +134,10 @@ type cloudEvent struct {
 }
 
 // renderCloudEvent encodes msg as the sink would send it: through the sink package's
-// encoding for HTTP sinks, through the log sink itself for the log.
+// encodings for HTTP, Kafka and NATS sinks, through the log sink itself for the log.
 func renderCloudEvent(ctx context.Context, target subscription.Target, msg sink.Message) (*cloudEvent, error) {
-	if target.Sink.Log != nil {
+	switch subscription.SinkKind(target.Sink) {
+	case "log":
 		var line string
 		logger := funcr.NewJSON(func(obj string) { line = obj }, funcr.Options{})
 		built, err := (&subscription.Sinks{Log: logger}).Build(ctx, target.Sink, target.Source, target.Field, io.Discard)
@@ -134,6 +152,34 @@ func renderCloudEvent(ctx context.Context, target subscription.Target, msg sink.
 			return nil, err
 		}
 		return &cloudEvent{Mode: "log", Log: line}, nil
+	case "kafka":
+		cfg := subscription.KafkaConfig(target.Sink.Kafka)
+		rec, err := sink.KafkaRecord(cfg.Topic, cfg.Structured, msg)
+		if err != nil {
+			return nil, fmt.Errorf("the event could not be encoded: %w", err)
+		}
+		ce := &cloudEvent{Mode: string(describeSink(target).Mode), Topic: rec.Topic, Key: string(rec.Key),
+			Headers: map[string]string{}, Body: string(rec.Value), Notes: describeSink(target).Notes}
+		for _, h := range rec.Headers {
+			ce.Headers[h.Key] = string(h.Value)
+		}
+		return ce, nil
+	case "nats":
+		cfg := subscription.NATSConfig(target.Sink.NATS)
+		subject, err := sink.ParseSubject(cmp.Or(cfg.Subject, sink.DefaultNATSSubject))
+		if err != nil {
+			return nil, err
+		}
+		m, err := sink.NATSMessage(subject.Render(msg), cfg.Structured, msg)
+		if err != nil {
+			return nil, fmt.Errorf("the event could not be encoded: %w", err)
+		}
+		ce := &cloudEvent{Mode: string(describeSink(target).Mode), Subject: m.Subject, Headers: map[string]string{},
+			Body: string(m.Data), Notes: describeSink(target).Notes}
+		for k, v := range m.Header {
+			ce.Headers[k] = strings.Join(v, ", ")
+		}
+		return ce, nil
 	}
 	mode := subscription.WireMode(target.Sink)
 	header, body, err := sink.Encode(mode, msg)
@@ -285,7 +331,14 @@ func printCloudEvent(w io.Writer, ce *cloudEvent, indent string) {
 		p("%s%s\n", indent, ce.Log)
 		return
 	}
-	p("%s%s %s\n", indent, ce.Method, ce.URL)
+	switch {
+	case ce.Topic != "":
+		p("%sKafka record to topic %s, key %s\n", indent, ce.Topic, ce.Key)
+	case ce.Subject != "":
+		p("%sNATS JetStream message on subject %s\n", indent, ce.Subject)
+	default:
+		p("%s%s %s\n", indent, ce.Method, ce.URL)
+	}
 	for _, k := range slices.Sorted(maps.Keys(ce.Headers)) {
 		p("%s%s: %s\n", indent, k, ce.Headers[k])
 	}

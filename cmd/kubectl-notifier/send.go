@@ -172,7 +172,9 @@ func runSend(ctx context.Context, o *options, so *sendOptions, name string) erro
 		client.Transport = &recordingTransport{next: wh.Client.Transport, rec: rec}
 		wh.Client = &client
 	} else if so.url != "" {
-		return errors.New("--url applies to webhook and Service sinks; this one is the operator's log")
+		return fmt.Errorf("--url applies to webhook and Service sinks, not to a %s sink", subscription.SinkKind(target.Sink))
+	} else if kind := subscription.SinkKind(target.Sink); kind == "kafka" || kind == "nats" {
+		res.URL, res.Mode = sinkURL(target.Source, target.Sink), kind+" "+string(describeSink(target).Mode)
 	}
 
 	timeout := cmp.Or(so.timeout, p.Delivery.Timeout) // the spec's, or the operator's default
@@ -182,6 +184,9 @@ func runSend(ctx context.Context, o *options, so *sendOptions, name string) erro
 	err = built.Send(sendCtx, msg)
 	res.Latency = time.Since(start).Round(time.Millisecond).String()
 	res.Status, res.Body, res.BodyBytes = rec.answer()
+	if _, broker := built.(io.Closer); broker && err == nil {
+		res.Status = "acknowledged"
+	}
 	res.Log = logLine
 	if err != nil {
 		res.Error = err.Error()
