@@ -15,6 +15,7 @@ import (
 
 	"github.com/go-logr/logr/funcr"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
@@ -347,4 +348,40 @@ func printCloudEvent(w io.Writer, ce *cloudEvent, indent string) {
 	}
 	p("%s\n%s%s\n", indent, indent, ce.Body)
 	p("%s(%s bytes)\n", indent, strconv.Itoa(len(ce.Body)))
+}
+
+// printSinkObjects describes the sink objects of files that hold no subscription: a sink
+// object sends nothing by itself.
+func printSinkObjects(w io.Writer, in *files, operatorNamespace string) {
+	p := func(format string, args ...any) { _, _ = fmt.Fprintf(w, format, args...) }
+	for i, obj := range in.sinks {
+		var spec notifyv1.WatchSinkSpec
+		src := subscription.SecretSource{Namespace: obj.GetNamespace(),
+			// Read as each subscription's ServiceAccount; any account says "not the operator's".
+			Account: &types.NamespacedName{Namespace: obj.GetNamespace()}}
+		switch s := obj.(type) {
+		case *notifyv1.WatchSink:
+			spec = s.Spec
+		case *notifyv1.ClusterWatchSink:
+			spec = s.Spec.WatchSinkSpec
+			src = subscription.SecretSource{Namespace: operatorNamespace}
+		}
+		r := describeSink(subscription.Target{Sink: spec.Sink, Source: src, Described: in.sinkNames()[i]})
+		p("%s: a sink object; it sends nothing by itself\n", r.Described)
+		line := r.Kind
+		if r.URL != "" {
+			line += " " + r.URL
+		}
+		if r.Mode != "" {
+			line += ", " + string(r.Mode) + " mode"
+		}
+		p("  %-10s %s\n", "sink", line)
+		for _, n := range r.Notes {
+			p("  %-10s %s\n", "", n)
+		}
+		if spec.Payload != nil {
+			p("  %-10s its subscriptions that set no spec.payload use its own\n", "payload")
+		}
+	}
+	p("\nTest a subscription that names it: kubectl notifier test -f SINK.yaml -f SUBSCRIPTION.yaml\n")
 }

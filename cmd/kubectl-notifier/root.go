@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -127,22 +129,41 @@ type loaded struct {
 	from string
 }
 
-// loadSubscriptions reads the WatchSubscriptions of a file ("-" is stdin), placing each
-// in the command's namespace as kubectl apply -n would. Other objects (the WatchSinks
-// of the samples) are reported in skipped.
-func (o *options) loadSubscriptions(path string) (subs []loaded, skipped []string, err error) {
+// files are the objects read from -f files: the WatchSubscriptions, and the sink objects
+// they may name, which stand in for the cluster's (as if they were applied).
+type files struct {
+	subs  []loaded
+	sinks []client.Object
+	// skipped names the other objects.
+	skipped []string
+}
+
+// load reads the WatchSubscriptions and sink objects of files ("-" is stdin), placing
+// namespaced ones in the command's namespace as kubectl apply -n would.
+func (o *options) load(paths []string) (*files, error) {
+	ns, explicit, err := o.namespace()
+	if err != nil {
+		return nil, err
+	}
+	out := &files{}
+	for _, path := range paths {
+		if err := o.loadFile(path, ns, explicit, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (o *options) loadFile(path, ns string, explicit bool, out *files) error {
 	var data []byte
+	var err error
 	if path == "-" {
 		data, err = io.ReadAll(o.streams.In)
 	} else {
 		data, err = os.ReadFile(path)
 	}
 	if err != nil {
-		return nil, nil, err
-	}
-	ns, explicit, err := o.namespace()
-	if err != nil {
-		return nil, nil, err
+		return err
 	}
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	for i := 1; ; i++ {
@@ -150,31 +171,81 @@ func (o *options) loadSubscriptions(path string) (subs []loaded, skipped []strin
 		if err := dec.Decode(&raw); errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
-			return nil, nil, fmt.Errorf("%s: document %d: %w", path, i, err)
+			return fmt.Errorf("%s: document %d: %w", path, i, err)
 		}
 		if len(raw) == 0 {
 			continue
 		}
 		u := &unstructured.Unstructured{Object: raw}
-		gvk := u.GroupVersionKind()
-		if gvk != notifyv1.GroupVersion.WithKind("WatchSubscription") {
-			skipped = append(skipped, fmt.Sprintf("%s %s", describeGVK(gvk), u.GetName()))
+		var obj client.Object
+		switch u.GroupVersionKind() {
+		case notifyv1.GroupVersion.WithKind("WatchSubscription"):
+			obj = &notifyv1.WatchSubscription{}
+		case notifyv1.GroupVersion.WithKind("WatchSink"):
+			obj = &notifyv1.WatchSink{}
+		case notifyv1.GroupVersion.WithKind("ClusterWatchSink"):
+			obj = &notifyv1.ClusterWatchSink{}
+		default:
+			out.skipped = append(out.skipped, fmt.Sprintf("%s %s", describeGVK(u.GroupVersionKind()), u.GetName()))
 			continue
 		}
-		ws := &notifyv1.WatchSubscription{}
-		if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(raw, ws, true); err != nil {
-			return nil, nil, fmt.Errorf("%s: WatchSubscription %s: %w", path, u.GetName(), err)
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(raw, obj, true); err != nil {
+			return fmt.Errorf("%s: %s %s: %w", path, u.GetKind(), u.GetName(), err)
 		}
-		switch {
-		case ws.Namespace == "":
-			ws.Namespace = ns
-		case explicit && ws.Namespace != ns:
-			return nil, nil, fmt.Errorf("%s: WatchSubscription %s is in namespace %s, not %s (-n)", path, ws.Name,
-				ws.Namespace, ns)
+		if _, cluster := obj.(*notifyv1.ClusterWatchSink); !cluster {
+			switch {
+			case obj.GetNamespace() == "":
+				obj.SetNamespace(ns)
+			case explicit && obj.GetNamespace() != ns:
+				return fmt.Errorf("%s: %s %s is in namespace %s, not %s (-n)", path, u.GetKind(), obj.GetName(),
+					obj.GetNamespace(), ns)
+			}
 		}
-		subs = append(subs, loaded{sub: ws, from: path})
+		if ws, ok := obj.(*notifyv1.WatchSubscription); ok {
+			out.subs = append(out.subs, loaded{sub: ws, from: path})
+		} else {
+			out.sinks = append(out.sinks, obj)
+		}
 	}
-	return subs, skipped, nil
+	return nil
+}
+
+// reader reads sink objects from the files first, then from the cluster through c.
+func (f *files) reader(c client.Reader) client.Reader {
+	if len(f.sinks) == 0 {
+		return c
+	}
+	return &withSinks{Reader: c, sinks: f.sinks}
+}
+
+// withSinks is a client.Reader that serves the sink objects of the files.
+type withSinks struct {
+	client.Reader
+	sinks []client.Object
+}
+
+func (r *withSinks) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	for _, s := range r.sinks {
+		if reflect.TypeOf(s) != reflect.TypeOf(obj) || client.ObjectKeyFromObject(s) != key {
+			continue
+		}
+		reflect.ValueOf(obj).Elem().Set(reflect.ValueOf(s.DeepCopyObject()).Elem())
+		return nil
+	}
+	return r.Reader.Get(ctx, key, obj, opts...)
+}
+
+// sinkNames names the sink objects of the files.
+func (f *files) sinkNames() []string {
+	out := make([]string, len(f.sinks))
+	for i, s := range f.sinks {
+		if _, ok := s.(*notifyv1.ClusterWatchSink); ok {
+			out[i] = "ClusterWatchSink " + s.GetName()
+		} else {
+			out[i] = "WatchSink " + s.GetNamespace() + "/" + s.GetName()
+		}
+	}
+	return out
 }
 
 func describeGVK(gvk schema.GroupVersionKind) string {

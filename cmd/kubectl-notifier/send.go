@@ -32,10 +32,11 @@ const testEventType = event.TestCloudEventType
 
 // sendOptions are the flags of `send`.
 type sendOptions struct {
-	file, object, url, deny, output string
-	deadLetter                      bool
-	timeout                         time.Duration
-	maxBody                         int
+	files                     []string
+	object, url, deny, output string
+	deadLetter                bool
+	timeout                   time.Duration
+	maxBody                   int
 }
 
 func newSendCommand(o *options) *cobra.Command {
@@ -65,13 +66,14 @@ One attempt, no retries; redirects are not followed (the operator's default).`,
 			if len(args) == 1 {
 				name = args[0]
 			}
-			if (name == "") == (so.file == "") {
+			if (name == "") == (len(so.files) == 0) {
 				return errors.New("name a subscription, or give its file with -f")
 			}
 			return runSend(cmd.Context(), o, so, name)
 		},
 	}
-	cmd.Flags().StringVarP(&so.file, "filename", "f", "", "the file with the WatchSubscription (- for stdin)")
+	cmd.Flags().StringArrayVarP(&so.files, "filename", "f", nil, "a file with the WatchSubscription and the sink "+
+		"object it names (- for stdin); repeat for more files")
 	cmd.Flags().StringVar(&so.object, "object", "", "send this live object's payload, [NAMESPACE/]NAME, instead of a "+
 		"synthetic one")
 	cmd.Flags().BoolVar(&so.deadLetter, "dead-letter-sink", false, "send to the subscription's dead-letter sink instead")
@@ -113,11 +115,11 @@ func runSend(ctx context.Context, o *options, so *sendOptions, name string) erro
 	if err != nil {
 		return err
 	}
-	ws, err := o.subscriptionToSend(ctx, cl, so.file, name)
+	ws, sinks, err := o.subscriptionToSend(ctx, cl, so.files, name)
 	if err != nil {
 		return err
 	}
-	target, err := subscription.ResolveSink(ctx, cl.client, ws, o.operatorNamespace)
+	target, err := subscription.ResolveSink(ctx, sinks, ws, o.operatorNamespace)
 	if err != nil {
 		return fmt.Errorf("WatchSubscription %s/%s: %w", ws.Namespace, ws.Name, err)
 	}
@@ -211,27 +213,30 @@ func runSend(ctx context.Context, o *options, so *sendOptions, name string) erro
 	return nil
 }
 
-// subscriptionToSend reads the subscription from its file or from the cluster.
-func (o *options) subscriptionToSend(ctx context.Context, cl *clients, file, name string) (*notifyv1.WatchSubscription, error) {
-	if file != "" {
-		subs, _, err := o.loadSubscriptions(file)
+// subscriptionToSend reads the subscription from its files or from the cluster, and
+// returns where its sink object is read: the files first, then the cluster.
+func (o *options) subscriptionToSend(ctx context.Context, cl *clients, paths []string,
+	name string) (*notifyv1.WatchSubscription, client.Reader, error) {
+	if len(paths) > 0 {
+		in, err := o.load(paths)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if len(subs) != 1 {
-			return nil, fmt.Errorf("%s holds %d WatchSubscriptions; send takes one", file, len(subs))
+		if len(in.subs) != 1 {
+			return nil, nil, fmt.Errorf("%s hold %d WatchSubscriptions; send takes one", strings.Join(paths, ", "),
+				len(in.subs))
 		}
-		return subs[0].sub, nil
+		return in.subs[0].sub, in.reader(cl.client), nil
 	}
 	ns, _, err := o.namespace()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ws := &notifyv1.WatchSubscription{}
 	if err := cl.client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, ws); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return ws, nil
+	return ws, cl.client, nil
 }
 
 // testObjectFor is the object the test event carries: a live one, or a synthetic object

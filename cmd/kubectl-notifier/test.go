@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/authz"
@@ -28,19 +29,20 @@ import (
 
 // testOptions are the flags of `test`.
 type testOptions struct {
-	file, object, eventType, oldObject, output string
-	limit                                      int
+	files                                []string
+	object, eventType, oldObject, output string
+	limit                                int
 }
 
 func newTestCommand(o *options) *cobra.Command {
 	to := &testOptions{}
 	cmd := &cobra.Command{
-		Use:   "test -f FILE [--object [NAMESPACE/]NAME]",
+		Use:   "test -f FILE... [--object [NAMESPACE/]NAME]",
 		Short: "Show what a subscription would send for the objects that exist now; nothing is sent",
 		Long: `Show what a WatchSubscription would send, without applying it and without sending anything.
 
-For each WatchSubscription in the file (other objects, such as WatchSinks, are skipped), it
-finds the sink (a sinkRef names a WatchSink or ClusterWatchSink that must exist), resolves
+For each WatchSubscription in the files, it finds the sink (a sinkRef names a WatchSink or
+ClusterWatchSink of the files, as if they were applied, or else of the cluster), resolves
 the resource as the operator does, asks the API server (SubjectAccessReviews) whether the
 subscription's ServiceAccount may list and watch it and get the Secrets its sink reads,
 compiles the filter and the payload template, and lists the objects that exist now. For
@@ -55,11 +57,13 @@ The Secrets a sink reads are not read: headers from a headersFrom Secret, a URL 
 Secret and the signature are named, not shown. Exits 1 when the subscription would not
 become Ready (a spec, sink or resource error, a denied ServiceAccount).`,
 		Example: `  kubectl notifier test -f config/samples/configmaps-to-webhook.yaml
+  kubectl notifier test -f config/samples/slack-sink.yaml -f config/samples/slack-deployment-rollouts.yaml
   kubectl notifier test -n shop -f rollouts.yaml --object shop/web --event-type Updated --old-object web-before.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runTest(cmd.Context(), o, to) },
 	}
-	cmd.Flags().StringVarP(&to.file, "filename", "f", "", "the file with the WatchSubscription (- for stdin)")
+	cmd.Flags().StringArrayVarP(&to.files, "filename", "f", nil, "a file with WatchSubscriptions and the sink objects "+
+		"they name (- for stdin); repeat for more files")
 	cmd.Flags().StringVar(&to.object, "object", "", "test one object, [NAMESPACE/]NAME, instead of listing them")
 	cmd.Flags().StringVar(&to.eventType, "event-type", string(event.Added), "Added, or Updated with --old-object")
 	cmd.Flags().StringVar(&to.oldObject, "old-object", "", "with --event-type Updated: a file with the object before the update")
@@ -135,14 +139,18 @@ func runTest(ctx context.Context, o *options, to *testOptions) error {
 	default:
 		return fmt.Errorf("--event-type %q: want Added, or Updated with --old-object", to.eventType)
 	}
-	subs, skipped, err := o.loadSubscriptions(to.file)
+	in, err := o.load(to.files)
 	if err != nil {
 		return err
 	}
 	out := o.streams.Out
-	if len(subs) == 0 {
-		return fmt.Errorf("%s holds no WatchSubscription (it holds %s); test applies to WatchSubscriptions, and "+
-			"the sink objects they name must exist in the cluster", to.file, strings.Join(skipped, ", "))
+	if len(in.subs) == 0 {
+		if len(in.sinks) > 0 {
+			printSinkObjects(out, in, o.operatorNamespace)
+			return nil
+		}
+		return fmt.Errorf("%s holds no WatchSubscription (it holds %s)", strings.Join(to.files, ", "),
+			cmp.Or(strings.Join(in.skipped, ", "), "nothing"))
 	}
 	cl, err := o.clients()
 	if err != nil {
@@ -150,8 +158,8 @@ func runTest(ctx context.Context, o *options, to *testOptions) error {
 	}
 	var reports []*testReport
 	problems := 0
-	for _, l := range subs {
-		r, err := testSubscription(ctx, o, cl, to, l)
+	for _, l := range in.subs {
+		r, err := testSubscription(ctx, o, cl, in.reader(cl.client), to, l)
 		if err != nil {
 			return err
 		}
@@ -167,7 +175,7 @@ func runTest(ctx context.Context, o *options, to *testOptions) error {
 			return err
 		}
 	} else {
-		for _, s := range skipped {
+		for _, s := range in.skipped {
 			_, _ = fmt.Fprintf(out, "skipped %s: test applies to WatchSubscriptions\n", s)
 		}
 		for _, r := range reports {
@@ -182,19 +190,24 @@ func runTest(ctx context.Context, o *options, to *testOptions) error {
 
 // testSubscription tests one subscription. Its error is a failure of the plugin itself (the
 // API server unreachable); what is wrong with the subscription goes in the report.
-func testSubscription(ctx context.Context, o *options, cl *clients, to *testOptions, l loaded) (*testReport, error) {
+func testSubscription(ctx context.Context, o *options, cl *clients, sinks client.Reader, to *testOptions,
+	l loaded) (*testReport, error) {
 	ws := l.sub
 	r := &testReport{Subscription: ws.Namespace + "/" + ws.Name, From: l.from,
 		Resource: resolve.Describe(subscription.GVR(ws)), EventType: to.eventType}
 
 	// The sink, as the operator finds it.
-	target, err := subscription.ResolveSink(ctx, cl.client, ws, o.operatorNamespace)
+	target, err := subscription.ResolveSink(ctx, sinks, ws, o.operatorNamespace)
 	if err != nil {
 		var refErr *subscription.SinkRefError
 		if !errors.As(err, &refErr) {
 			return nil, fmt.Errorf("WatchSubscription %s: finding its sink: %w", r.Subscription, err)
 		}
-		r.Problems = append(r.Problems, refErr.Reason+": "+refErr.Msg)
+		problem := refErr.Reason + ": " + refErr.Msg
+		if refErr.Reason == notifyv1.ReasonSinkNotFound {
+			problem += " (nor in the files: pass the sink object's file with another -f)"
+		}
+		r.Problems = append(r.Problems, problem)
 		return r, nil
 	}
 	r.Sink = describeSink(target)
