@@ -47,8 +47,8 @@ its sink, its counters, last event and delivery, the last error (Ready's message
 is not True, else the last Warning Event), and its resync history (status.lastResyncTime
 and the Resynced Events the API server still keeps, an hour by default).
 
-The queue's bound is shown; its depth now is not in status but in the operator's metric
-` + queueDepthMetric + `.`,
+The queue's depth is status.eventsQueued, as of the operator's last status write (every
+few seconds while events flow); the operator's metric ` + queueDepthMetric + ` has it live.`,
 		Example: `  kubectl notifier status -n shop
   kubectl notifier status rollouts -n shop -o yaml
   kubectl notifier status -A`,
@@ -88,7 +88,9 @@ type statusReport struct {
 	Delivered  int64          `json:"eventsDelivered"`
 	Failed     int64          `json:"eventsFailed"`
 	Dropped    int64          `json:"eventsDropped"`
-	// QueueSize bounds the events waiting for delivery; 0 when it could not be worked out.
+	// Queued are the events waiting for delivery or in flight (status.eventsQueued).
+	Queued int64 `json:"eventsQueued"`
+	// QueueSize bounds them; 0 when it could not be worked out.
 	QueueSize    int        `json:"queueSize,omitempty"`
 	LastEvent    *time.Time `json:"lastEventTime,omitempty"`
 	LastDelivery *time.Time `json:"lastDeliveryTime,omitempty"`
@@ -231,7 +233,7 @@ func statusOf(ctx context.Context, o *options, cl *clients, ws *notifyv1.WatchSu
 	r := &statusReport{Subscription: id, Suspended: ws.Spec.Suspend, Ready: "Unknown",
 		Resource: resolve.Describe(subscription.GVR(ws)), Kind: st.Kind, Sink: st.Sink,
 		Selects: describeSelection(ws), Observed: st.EventsObserved, Delivered: st.EventsDelivered,
-		Failed: st.EventsFailed, Dropped: st.EventsDropped,
+		Failed: st.EventsFailed, Dropped: st.EventsDropped, Queued: st.EventsQueued,
 		LastEvent: timeOf(st.LastEventTime), LastDelivery: timeOf(st.LastDeliveryTime), LastResync: timeOf(st.LastResyncTime)}
 	if cond := meta.FindStatusCondition(st.Conditions, notifyv1.ConditionReady); cond != nil {
 		r.Ready, r.Reason, r.Message = string(cond.Status), cond.Reason, cond.Message
@@ -350,9 +352,9 @@ func printStatusReport(w io.Writer, r *statusReport, now time.Time) {
 	field("sink", r.Sink)
 	field("deliveries", fmt.Sprintf("observed %d, delivered %d, failed %d, dropped %d", r.Observed, r.Delivered,
 		r.Failed, r.Dropped))
-	queue := "its depth is not in status: see the operator's metric " + queueDepthMetric
+	queue := fmt.Sprintf("%d events waiting or in flight", r.Queued)
 	if r.QueueSize > 0 {
-		queue = fmt.Sprintf("up to %d events; ", r.QueueSize) + queue
+		queue += fmt.Sprintf(", up to %d", r.QueueSize)
 	}
 	field("queue", queue)
 	field("last event", ago(r.LastEvent))

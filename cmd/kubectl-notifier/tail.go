@@ -41,8 +41,8 @@ get, list and watch on watchsubscriptions and on events in its namespace (the bu
 role), and reads no Secret and no event payload. It shows what the operator reports:
 
   ready   the Ready condition changed (DeliveryFailing carries the last delivery error)
-  counts  events observed, delivered, failed and dropped since the last line, with totals
-          and the last delivery time
+  counts  events observed, delivered, failed and dropped since the last line, with totals,
+          the events queued and the last delivery time
   resync  the operator could not resume from its checkpoint (status.lastResyncTime)
   event   an Event about the subscription (Ready transitions, Resynced)
   spec    the spec changed
@@ -79,6 +79,8 @@ type counts struct {
 	Observed, Delivered, Failed, Dropped                     int64
 	TotalObserved, TotalDelivered, TotalFailed, TotalDropped int64
 	LastDelivery                                             *time.Time `json:",omitempty"`
+	// Queued are the events waiting for delivery or in flight.
+	Queued int64
 }
 
 // statusChanges are the lines that tell what changed from prev (nil: nothing seen yet) to
@@ -111,12 +113,12 @@ func statusChanges(prev, cur *notifyv1.WatchSubscription, now time.Time) []tailL
 	c := counts{Observed: s.EventsObserved - p.EventsObserved, Delivered: s.EventsDelivered - p.EventsDelivered,
 		Failed: s.EventsFailed - p.EventsFailed, Dropped: s.EventsDropped - p.EventsDropped,
 		TotalObserved: s.EventsObserved, TotalDelivered: s.EventsDelivered, TotalFailed: s.EventsFailed,
-		TotalDropped: s.EventsDropped}
+		TotalDropped: s.EventsDropped, Queued: s.EventsQueued}
 	if t := s.LastDeliveryTime; t != nil {
 		c.LastDelivery = &t.Time
 	}
 	if prev == nil || c.Observed != 0 || c.Delivered != 0 || c.Failed != 0 || c.Dropped != 0 ||
-		!timesEqual(s.LastDeliveryTime, p.LastDeliveryTime) {
+		s.EventsQueued != p.EventsQueued || !timesEqual(s.LastDeliveryTime, p.LastDeliveryTime) {
 		out = append(out, tailLine{Time: now, Kind: "counts", Counts: &c, Message: describeCounts(c, prev == nil)})
 	}
 	if t := s.LastResyncTime; t != nil && (prev == nil || !timesEqual(t, p.LastResyncTime)) {
@@ -139,8 +141,8 @@ func timesEqual(a, b *metav1.Time) bool {
 
 func describeCounts(c counts, initial bool) string {
 	if initial {
-		msg := fmt.Sprintf("so far: observed %d, delivered %d, failed %d, dropped %d", c.TotalObserved,
-			c.TotalDelivered, c.TotalFailed, c.TotalDropped)
+		msg := fmt.Sprintf("so far: observed %d, delivered %d, failed %d, dropped %d; queued %d", c.TotalObserved,
+			c.TotalDelivered, c.TotalFailed, c.TotalDropped, c.Queued)
 		if c.LastDelivery != nil {
 			msg += "; last delivery " + c.LastDelivery.Format(time.RFC3339)
 		}
@@ -156,6 +158,7 @@ func describeCounts(c counts, initial bool) string {
 			parts = append(parts, fmt.Sprintf("%s %+d (%d)", n.name, n.delta, n.total))
 		}
 	}
+	parts = append(parts, fmt.Sprintf("queued %d", c.Queued))
 	msg := strings.Join(parts, ", ")
 	if c.LastDelivery != nil {
 		if msg != "" {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -48,12 +49,12 @@ func TestTailFollowsDeliveries(t *testing.T) {
 		"the state when tail starts")
 
 	create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "settings"}})
-	g.Eventually(out.String).WithTimeout(10*time.Second).Should(ContainSubstring("delivered +1 (1)"))
+	g.Eventually(out.String).WithTimeout(10 * time.Second).Should(ContainSubstring("delivered +1 (1)"))
 
 	// A failing sink: Ready turns, with the sink's answer, and a Warning Event says so.
 	rcv.setStatus(http.StatusInternalServerError)
 	create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "refused"}})
-	g.Eventually(out.String).WithTimeout(20*time.Second).Should(And(
+	g.Eventually(out.String).WithTimeout(20 * time.Second).Should(And(
 		ContainSubstring("ready   Ready False DeliveryFailing"), ContainSubstring("500")))
 	g.Eventually(out.String).WithTimeout(10*time.Second).Should(MatchRegexp(`event +Warning`),
 		"the operator's Event about Ready")
@@ -125,5 +126,77 @@ func TestStatusSumsUp(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred(), out)
 	g.Expect(out).To(ContainSubstring("shared with   " + ns + "/b, " + ns + "/c (in namespace " + ns + ")"))
 	g.Expect(out).To(ContainSubstring("deliveries    observed 1, delivered 1, failed 0, dropped 0"))
+	g.Expect(out).To(ContainSubstring("queue         0 events waiting or in flight, up to 50"))
 	g.Expect(out).To(ContainSubstring("resyncs       none"))
+
+	// A sink that does not answer: the event waits in the queue, retried, and status says so.
+	hung := make(chan struct{})
+	hanging := httptest.NewServer(http.HandlerFunc(func(_ http.ResponseWriter, req *http.Request) {
+		select {
+		case <-hung:
+		case <-req.Context().Done():
+		}
+	}))
+	t.Cleanup(hanging.Close)
+	t.Cleanup(func() { close(hung) })
+	slow := watchSubscription(ns, "slow", hanging.URL)
+	slow.Spec.Resource.Resource = "secrets"
+	create(t, slow)
+	waitReason(t, slow, notifyv1.ReasonWatching)
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"}})
+	g.Eventually(func() string {
+		out, _ := run(t, kubeconfig, "status", "slow", "-n", ns)
+		return out
+	}).WithTimeout(10*time.Second).Should(ContainSubstring("queue         1 events waiting or in flight"),
+		"the operator writes the queue depth into status")
+}
+
+// TestStatusChanges: tail's lines are what changed between two versions of a subscription.
+func TestStatusChanges(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := metav1.NewTime(now.Add(-time.Minute))
+	ready := func(status metav1.ConditionStatus, reason string) []metav1.Condition {
+		return []metav1.Condition{{Type: notifyv1.ConditionReady, Status: status, Reason: reason, Message: "m"}}
+	}
+	sub := func(change func(*notifyv1.WatchSubscription)) *notifyv1.WatchSubscription {
+		ws := &notifyv1.WatchSubscription{ObjectMeta: metav1.ObjectMeta{Generation: 1},
+			Status: notifyv1.WatchSubscriptionStatus{Conditions: ready(metav1.ConditionTrue, "Watching"),
+				EventsObserved: 3, EventsDelivered: 3}}
+		if change != nil {
+			change(ws)
+		}
+		return ws
+	}
+	for _, tc := range []struct {
+		name      string
+		prev, cur *notifyv1.WatchSubscription
+		want      []string
+	}{
+		{name: "the first look", cur: sub(nil), want: []string{
+			"ready Ready True Watching: m", "counts so far: observed 3, delivered 3, failed 0, dropped 0; queued 0"}},
+		{name: "the first look, before the operator", cur: &notifyv1.WatchSubscription{}, want: []string{
+			"ready no Ready condition yet: the operator has not reported on this subscription (is it running?)",
+			"counts so far: observed 0, delivered 0, failed 0, dropped 0; queued 0"}},
+		{name: "nothing changed", prev: sub(nil), cur: sub(nil)},
+		{name: "deliveries", prev: sub(nil), cur: sub(func(ws *notifyv1.WatchSubscription) {
+			ws.Status.EventsObserved, ws.Status.EventsDelivered, ws.Status.EventsQueued = 5, 4, 1
+			ws.Status.LastDeliveryTime = &at
+		}), want: []string{"counts observed +2 (5), delivered +1 (4), queued 1; last delivery " + at.Format(time.RFC3339)}},
+		{name: "Ready turns", prev: sub(nil), cur: sub(func(ws *notifyv1.WatchSubscription) {
+			ws.Status.Conditions = ready(metav1.ConditionFalse, "DeliveryFailing")
+		}), want: []string{"ready Ready False DeliveryFailing: m"}},
+		{name: "a resync and a spec change", prev: sub(nil), cur: sub(func(ws *notifyv1.WatchSubscription) {
+			ws.Generation, ws.Status.LastResyncTime = 2, &at
+		}), want: []string{"spec the spec changed (generation 2)",
+			"resync the operator could not resume from its checkpoint at " + at.Format(time.RFC3339) +
+				": changes in the gap were re-listed and deletions may be missing"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, l := range statusChanges(tc.prev, tc.cur, now) {
+				got = append(got, l.Kind+" "+l.Message)
+			}
+			NewWithT(t).Expect(got).To(Equal(tc.want))
+		})
+	}
 }

@@ -279,7 +279,7 @@ func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notif
 	if c, ok := r.running.peekCounters(nn, ws.UID); ok {
 		s := c.snapshot()
 		st.EventsObserved, st.EventsDelivered, st.EventsFailed, st.EventsDropped = s.Observed, s.Delivered, s.Failed, s.Dropped
-		st.EventsCoalesced = s.Coalesced
+		st.EventsCoalesced, st.EventsQueued = s.Coalesced, s.Queued
 		st.LastEventTime = optionalTime(s.LastEventTime, st.LastEventTime)
 		st.LastDeliveryTime = optionalTime(s.LastDeliveryTime, st.LastDeliveryTime)
 		st.LastResyncTime = optionalTime(s.LastResyncTime, st.LastResyncTime)
