@@ -4,7 +4,7 @@
 // It uses the operator's own code for everything that decides what is sent
 // (internal/subscription), so what it shows is what the operator does.
 //
-// Installed as kubectl-notifier on the PATH (or through krew, plugins/notifier.yaml), it runs
+// Installed as kubectl-notifier on the PATH (or through krew, plugins/krew/notifier.yaml), it runs
 // as `kubectl notifier ...`; it honours kubectl's flags (--kubeconfig, --context, -n, ...).
 package main
 
