@@ -37,8 +37,8 @@ func newTailCommand(o *options) *cobra.Command {
 		Long: `Follow what a subscription delivers: one line per change of its status and per Kubernetes Event about it.
 
 tail watches the WatchSubscription and the Events that regard it; it needs nothing beyond
-get, list and watch on watchsubscriptions and on events in its namespace (the built-in view
-role), and reads no Secret and no event payload. It shows what the operator reports:
+get, list and watch on watchsubscriptions and on events in its namespace, and reads no
+Secret and no event payload. It shows what the operator reports:
 
   ready   the Ready condition changed (DeliveryFailing carries the last delivery error)
   counts  events observed, delivered, failed and dropped since the last line, with totals,
