@@ -44,11 +44,11 @@ func describeSink(target subscription.Target) sinkReport {
 	secret := func(name string) string { return target.Source.Namespace + "/" + name }
 	var opts notifyv1.HTTPOptions
 	switch r.Kind {
-	case "webhook":
+	case subscription.KindWebhook:
 		opts = s.Webhook.HTTPOptions
-	case "service":
+	case subscription.KindService:
 		opts = s.Service.HTTPOptions
-	case "kafka", "nats":
+	case subscription.KindKafka, subscription.KindNATS:
 		r.Mode = sink.ModeBinary
 		if s.Kafka.ContentMode == notifyv1.ContentModeStructured || s.NATS.ContentMode == notifyv1.ContentModeStructured {
 			r.Mode = sink.ModeStructured
@@ -138,7 +138,7 @@ type cloudEvent struct {
 // encodings for HTTP, Kafka and NATS sinks, through the log sink itself for the log.
 func renderCloudEvent(ctx context.Context, target subscription.Target, msg sink.Message) (*cloudEvent, error) {
 	switch subscription.SinkKind(target.Sink) {
-	case "log":
+	case subscription.KindLog:
 		var line string
 		logger := funcr.NewJSON(func(obj string) { line = obj }, funcr.Options{})
 		built, err := (&subscription.Sinks{Log: logger}).Build(ctx, target.Sink, target.Source, target.Field, io.Discard)
@@ -152,8 +152,8 @@ func renderCloudEvent(ctx context.Context, target subscription.Target, msg sink.
 		if err := logSink.Send(ctx, msg); err != nil {
 			return nil, err
 		}
-		return &cloudEvent{Mode: "log", Log: line}, nil
-	case "kafka":
+		return &cloudEvent{Mode: subscription.KindLog, Log: line}, nil
+	case subscription.KindKafka:
 		cfg := subscription.KafkaConfig(target.Sink.Kafka)
 		rec, err := sink.KafkaRecord(cfg.Topic, cfg.Structured, msg)
 		if err != nil {
@@ -165,7 +165,7 @@ func renderCloudEvent(ctx context.Context, target subscription.Target, msg sink.
 			ce.Headers[h.Key] = string(h.Value)
 		}
 		return ce, nil
-	case "nats":
+	case subscription.KindNATS:
 		cfg := subscription.NATSConfig(target.Sink.NATS)
 		subject, err := sink.ParseSubject(cmp.Or(cfg.Subject, sink.DefaultNATSSubject))
 		if err != nil {
@@ -214,7 +214,7 @@ func readObject(path string) (*unstructured.Unstructured, error) {
 func printStructured(out io.Writer, format string, v any) error {
 	var data []byte
 	var err error
-	if format == "yaml" {
+	if format == formatYAML {
 		data, err = yaml.Marshal(v)
 	} else {
 		data, err = json.MarshalIndent(v, "", "  ")
@@ -318,7 +318,7 @@ func describeEvent(o objectReport) string {
 	if o.CloudEvent == nil {
 		return o.EventType
 	}
-	if o.CloudEvent.Mode == "log" {
+	if o.CloudEvent.Mode == subscription.KindLog {
 		return "the operator would log:"
 	}
 	return "the operator would send:"
@@ -328,7 +328,7 @@ func describeEvent(o objectReport) string {
 // sorted, a blank line and the body.
 func printCloudEvent(w io.Writer, ce *cloudEvent, indent string) {
 	p := func(format string, args ...any) { _, _ = fmt.Fprintf(w, format, args...) }
-	if ce.Mode == "log" {
+	if ce.Mode == subscription.KindLog {
 		p("%s%s\n", indent, ce.Log)
 		return
 	}

@@ -128,17 +128,6 @@ func newNamespace(t *testing.T) string {
 	return ns.Name
 }
 
-// grantSecrets lets the default ServiceAccount of ns get the named Secrets.
-func grantSecrets(t *testing.T, ns string, names ...string) {
-	t.Helper()
-	create(t, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "get-secrets"},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"},
-			ResourceNames: names}}})
-	create(t, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "get-secrets"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "get-secrets"},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: ns, Name: "default"}}})
-}
-
 // create creates obj and deletes it when the test ends.
 func create(t *testing.T, obj client.Object) {
 	t.Helper()
@@ -151,7 +140,7 @@ func create(t *testing.T, obj client.Object) {
 // writeFile writes objects as a multi-document YAML file, as a user would write them.
 func writeFile(t *testing.T, objs ...client.Object) string {
 	t.Helper()
-	var docs []string
+	docs := make([]string, 0, len(objs))
 	for _, obj := range objs {
 		data, err := yaml.Marshal(obj)
 		if err != nil {

@@ -27,6 +27,18 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
 )
 
+// pluginName is the binary's name, which kubectl runs for `kubectl notifier`.
+const pluginName = "kubectl-notifier"
+
+// Output formats besides text.
+const (
+	formatJSON = "json"
+	formatYAML = "yaml"
+)
+
+// structured tells whether format is JSON or YAML rather than text.
+func structured(format string) bool { return format == formatJSON || format == formatYAML }
+
 // defaultOperatorNamespace is where the install puts the operator, and so the Secrets of
 // ClusterWatchSinks (install.md).
 const defaultOperatorNamespace = "dynamic-notifier-system"
@@ -42,7 +54,7 @@ type options struct {
 func newRootCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	o := &options{flags: genericclioptions.NewConfigFlags(true), streams: streams}
 	cmd := &cobra.Command{
-		Use:   "kubectl-notifier",
+		Use:   pluginName,
 		Short: "Try, follow and inspect dynamic-notifier WatchSubscriptions",
 		Long: `Try, follow and inspect dynamic-notifier WatchSubscriptions.
 
@@ -88,7 +100,7 @@ func (o *options) clients() (*clients, error) {
 		return nil, err
 	}
 	cfg = rest.CopyConfig(cfg)
-	cfg.UserAgent = "kubectl-notifier"
+	cfg.UserAgent = pluginName
 	c, err := client.New(cfg, client.Options{Scheme: newScheme()})
 	if err != nil {
 		return nil, err
@@ -258,7 +270,7 @@ func describeGVK(gvk schema.GroupVersionKind) string {
 // outputFormat checks an -o value: text (the default), json or yaml.
 func outputFormat(format string) error {
 	switch format {
-	case "", "text", "json", "yaml":
+	case "", "text", formatJSON, formatYAML:
 		return nil
 	}
 	return fmt.Errorf("--output %q: want text, json or yaml", format)

@@ -103,6 +103,37 @@ type sendResult struct {
 	Log string `json:"log,omitempty"`
 }
 
+// sendTarget is the subscription send tries, the sink it sends to (its dead-letter sink with
+// --dead-letter-sink) and its compiled plan.
+func (o *options) sendTarget(ctx context.Context, cl *clients, so *sendOptions,
+	name string) (*notifyv1.WatchSubscription, subscription.Target, subscription.Plan, error) {
+	fail := func(err error) (*notifyv1.WatchSubscription, subscription.Target, subscription.Plan, error) {
+		return nil, subscription.Target{}, subscription.Plan{}, err
+	}
+	ws, sinks, err := o.subscriptionToSend(ctx, cl, so.files, name)
+	if err != nil {
+		return fail(err)
+	}
+	target, err := subscription.ResolveSink(ctx, sinks, ws, o.operatorNamespace)
+	if err != nil {
+		return fail(fmt.Errorf("WatchSubscription %s/%s: %w", ws.Namespace, ws.Name, err))
+	}
+	effective, deadLetterSource := subscription.WithSinkDefaults(ws, target)
+	p, err := subscription.Compile(effective, subscription.Options{})
+	if err != nil {
+		return fail(fmt.Errorf("WatchSubscription %s/%s: %w", ws.Namespace, ws.Name, err))
+	}
+	if so.deadLetter {
+		d := effective.Spec.Delivery
+		if d == nil || d.DeadLetterSink == nil {
+			return fail(fmt.Errorf("WatchSubscription %s/%s has no dead-letter sink", ws.Namespace, ws.Name))
+		}
+		target = subscription.Target{Sink: *d.DeadLetterSink, Source: deadLetterSource,
+			Field: "spec.delivery.deadLetterSink", Described: "dead-letter sink, " + subscription.SinkKind(*d.DeadLetterSink)}
+	}
+	return ws, target, p, nil
+}
+
 func runSend(ctx context.Context, o *options, so *sendOptions, name string) error {
 	if err := outputFormat(so.output); err != nil {
 		return err
@@ -115,26 +146,9 @@ func runSend(ctx context.Context, o *options, so *sendOptions, name string) erro
 	if err != nil {
 		return err
 	}
-	ws, sinks, err := o.subscriptionToSend(ctx, cl, so.files, name)
+	ws, target, p, err := o.sendTarget(ctx, cl, so, name)
 	if err != nil {
 		return err
-	}
-	target, err := subscription.ResolveSink(ctx, sinks, ws, o.operatorNamespace)
-	if err != nil {
-		return fmt.Errorf("WatchSubscription %s/%s: %w", ws.Namespace, ws.Name, err)
-	}
-	effective, deadLetterSource := subscription.WithSinkDefaults(ws, target)
-	p, err := subscription.Compile(effective, subscription.Options{})
-	if err != nil {
-		return fmt.Errorf("WatchSubscription %s/%s: %w", ws.Namespace, ws.Name, err)
-	}
-	if so.deadLetter {
-		d := effective.Spec.Delivery
-		if d == nil || d.DeadLetterSink == nil {
-			return fmt.Errorf("WatchSubscription %s/%s has no dead-letter sink", ws.Namespace, ws.Name)
-		}
-		target = subscription.Target{Sink: *d.DeadLetterSink, Source: deadLetterSource,
-			Field: "spec.delivery.deadLetterSink", Described: "dead-letter sink, " + subscription.SinkKind(*d.DeadLetterSink)}
 	}
 
 	obj, err := testObjectFor(ctx, cl, ws, p, so.object)
@@ -170,12 +184,13 @@ func runSend(ctx context.Context, o *options, so *sendOptions, name string) erro
 			wh.URL, wh.DisplayURL = so.url, ""
 		}
 		res.URL, res.Mode = cmp.Or(wh.DisplayURL, sink.MaskURL(wh.URL)), string(wh.Mode())
-		client := *wh.Client
-		client.Transport = &recordingTransport{next: wh.Client.Transport, rec: rec}
-		wh.Client = &client
+		hc := *wh.Client
+		hc.Transport = &recordingTransport{next: wh.Client.Transport, rec: rec}
+		wh.Client = &hc
 	} else if so.url != "" {
 		return fmt.Errorf("--url applies to webhook and Service sinks, not to a %s sink", subscription.SinkKind(target.Sink))
-	} else if kind := subscription.SinkKind(target.Sink); kind == "kafka" || kind == "nats" {
+	} else if kind := subscription.SinkKind(target.Sink); kind == subscription.KindKafka ||
+		kind == subscription.KindNATS {
 		res.URL, res.Mode = sinkURL(target.Source, target.Sink), kind+" "+string(describeSink(target).Mode)
 	}
 
@@ -191,16 +206,9 @@ func runSend(ctx context.Context, o *options, so *sendOptions, name string) erro
 	}
 	res.Log = logLine
 	if err != nil {
-		res.Error = err.Error()
-		if errors.Is(err, context.DeadlineExceeded) || sendCtx.Err() != nil {
-			res.Error += fmt.Sprintf(" (no answer within %s)", timeout)
-		}
-		if target.Sink.Service != nil && so.url == "" && strings.Contains(err.Error(), "no such host") {
-			res.Error += "; a Service sink resolves only inside the cluster: run kubectl port-forward to the " +
-				"Service and pass --url http://127.0.0.1:PORT" + target.Sink.Service.Path
-		}
+		res.Error = explainSendError(err, sendCtx.Err() != nil, timeout, target, so.url)
 	}
-	if so.output == "json" || so.output == "yaml" {
+	if structured(so.output) {
 		if perr := printStructured(o.streams.Out, so.output, res); perr != nil {
 			return perr
 		}
@@ -272,7 +280,7 @@ func testObjectFor(ctx context.Context, cl *clients, ws *notifyv1.WatchSubscript
 	u.SetUID(uuid.NewUUID())
 	u.SetResourceVersion("0")
 	u.SetCreationTimestamp(metav1.Now())
-	u.SetLabels(map[string]string{"app.kubernetes.io/managed-by": "kubectl-notifier"})
+	u.SetLabels(map[string]string{"app.kubernetes.io/managed-by": pluginName})
 	return u, nil
 }
 
@@ -285,6 +293,19 @@ func describeObject(u *unstructured.Unstructured, object string) string {
 
 func describeGVR(p subscription.Plan) string {
 	return strings.TrimPrefix(p.GVR.Group+"/", "/") + p.GVR.Version + "/" + p.GVR.Resource
+}
+
+// explainSendError is the error of a send, with what the user can do about it.
+func explainSendError(err error, timedOut bool, timeout time.Duration, target subscription.Target, url string) string {
+	msg := err.Error()
+	if errors.Is(err, context.DeadlineExceeded) || timedOut {
+		msg += fmt.Sprintf(" (no answer within %s)", timeout)
+	}
+	if target.Sink.Service != nil && url == "" && strings.Contains(err.Error(), "no such host") {
+		msg += "; a Service sink resolves only inside the cluster: run kubectl port-forward to the " +
+			"Service and pass --url http://127.0.0.1:PORT" + target.Sink.Service.Path
+	}
+	return msg
 }
 
 // explainBuildError says why the sink could not be built: send reads the Secrets with the

@@ -200,7 +200,7 @@ func runStatus(ctx context.Context, o *options, so *statusOptions, name string) 
 		}
 		reports = append(reports, r)
 	}
-	if so.output == "json" || so.output == "yaml" {
+	if structured(so.output) {
 		var v any = reports
 		if name != "" {
 			v = reports[0]
@@ -226,8 +226,8 @@ func streamsOf(cl *clients, ws *notifyv1.WatchSubscription) ([]watch.Key, bool) 
 	return subscription.Streams(ws, res.Namespaced), true
 }
 
-func statusOf(ctx context.Context, o *options, cl *clients, ws *notifyv1.WatchSubscription, keysOf map[string][]watch.Key,
-	streams map[watch.Key][]string, events []corev1.Event) *statusReport {
+func statusOf(ctx context.Context, o *options, cl *clients, ws *notifyv1.WatchSubscription,
+	keysOf map[string][]watch.Key, streams map[watch.Key][]string, events []corev1.Event) *statusReport {
 	id := ws.Namespace + "/" + ws.Name
 	st := ws.Status
 	r := &statusReport{Subscription: id, Suspended: ws.Spec.Suspend, Ready: "Unknown",

@@ -205,7 +205,7 @@ func (p *tailPrinter) print(lines ...tailLine) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, l := range lines {
-		if p.format == "json" {
+		if p.format == formatJSON {
 			_ = printStructuredLine(p.out, l)
 			continue
 		}
@@ -228,7 +228,7 @@ func runTail(ctx context.Context, o *options, to *tailOptions, name string) erro
 		return err
 	}
 	printer := &tailPrinter{out: o.streams.Out, format: to.output}
-	if to.output != "json" {
+	if to.output != formatJSON {
 		_, _ = fmt.Fprintf(o.streams.Out, "following WatchSubscription %s/%s (Ctrl-C stops)\n", ns, name)
 	}
 

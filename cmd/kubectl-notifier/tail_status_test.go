@@ -69,7 +69,7 @@ func TestTailFollowsDeliveries(t *testing.T) {
 	g.Expect(k8s.Delete(context.Background(), ws)).To(Succeed())
 	g.Eventually(done).WithTimeout(10 * time.Second).Should(Receive(BeNil()))
 	g.Expect(out.String()).To(ContainSubstring(`"kind":"deleted"`))
-	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+	for line := range strings.SplitSeq(strings.TrimSpace(out.String()), "\n") {
 		var l tailLine
 		g.Expect(json.Unmarshal([]byte(line), &l)).To(Succeed(), "one JSON object per line: %s", line)
 	}
@@ -177,7 +177,7 @@ func TestStatusChanges(t *testing.T) {
 		{name: "the first look, before the operator", cur: &notifyv1.WatchSubscription{}, want: []string{
 			"ready no Ready condition yet: the operator has not reported on this subscription (is it running?)",
 			"counts so far: observed 0, delivered 0, failed 0, dropped 0; queued 0"}},
-		{name: "nothing changed", prev: sub(nil), cur: sub(nil)},
+		{name: "nothing changed", prev: sub(nil), cur: sub(nil), want: []string{}},
 		{name: "deliveries", prev: sub(nil), cur: sub(func(ws *notifyv1.WatchSubscription) {
 			ws.Status.EventsObserved, ws.Status.EventsDelivered, ws.Status.EventsQueued = 5, 4, 1
 			ws.Status.LastDeliveryTime = &at
@@ -192,8 +192,9 @@ func TestStatusChanges(t *testing.T) {
 				": changes in the gap were re-listed and deletions may be missing"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var got []string
-			for _, l := range statusChanges(tc.prev, tc.cur, now) {
+			lines := statusChanges(tc.prev, tc.cur, now)
+			got := make([]string, 0, len(lines))
+			for _, l := range lines {
 				got = append(got, l.Kind+" "+l.Message)
 			}
 			NewWithT(t).Expect(got).To(Equal(tc.want))

@@ -66,7 +66,8 @@ become Ready (a spec, sink or resource error, a denied ServiceAccount).`,
 		"they name (- for stdin); repeat for more files")
 	cmd.Flags().StringVar(&to.object, "object", "", "test one object, [NAMESPACE/]NAME, instead of listing them")
 	cmd.Flags().StringVar(&to.eventType, "event-type", string(event.Added), "Added, or Updated with --old-object")
-	cmd.Flags().StringVar(&to.oldObject, "old-object", "", "with --event-type Updated: a file with the object before the update")
+	cmd.Flags().StringVar(&to.oldObject, "old-object", "",
+		"with --event-type Updated: a file with the object before the update")
 	cmd.Flags().IntVar(&to.limit, "limit", 50, "show at most this many objects per subscription (0: all)")
 	cmd.Flags().StringVarP(&to.output, "output", "o", "", "output format: text, json or yaml")
 	_ = cmd.MarkFlagRequired("filename")
@@ -166,7 +167,7 @@ func runTest(ctx context.Context, o *options, to *testOptions) error {
 		reports = append(reports, r)
 		problems += len(r.Problems)
 	}
-	if to.output == "json" || to.output == "yaml" {
+	if structured(to.output) {
 		var v any = reports
 		if len(reports) == 1 {
 			v = reports[0]

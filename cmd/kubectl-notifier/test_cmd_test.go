@@ -26,7 +26,7 @@ func TestTestShowsWhatTheOperatorSends(t *testing.T) {
 	kubeconfig := adminKubeconfig(t)
 	ns := newNamespace(t)
 	rcv := newReceiver(t, false)
-	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db", Labels: map[string]string{"app": "shop"}},
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "db"},
 		Data: map[string][]byte{"password": []byte("secret")}})
 	create(t, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "settings"},
 		Data: map[string]string{"color": "blue"}})
@@ -148,7 +148,7 @@ func TestTestReportsWhatStopsASubscription(t *testing.T) {
 			g := NewWithT(t)
 			ws := watchSubscription("", "try", "http://127.0.0.1:9/hook")
 			tc.change(ws)
-			args := []string{"test", "-n", ns, "-f", writeFile(t, ws)}
+			args := append(make([]string, 0, 5+2*len(tc.files)), "test", "-n", ns, "-f", writeFile(t, ws))
 			for _, f := range tc.files {
 				args = append(args, "-f", f)
 			}

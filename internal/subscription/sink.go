@@ -25,6 +25,12 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 )
 
+// URL schemes of HTTP sinks.
+const (
+	schemeHTTP  = "http"
+	schemeHTTPS = "https"
+)
+
 // Keys read from Secrets when a reference names none.
 const (
 	defaultCAKey      = notifyv1.DefaultCAKey
@@ -449,7 +455,7 @@ func (b *Sinks) urlFromSecret(ctx context.Context, wh *sink.Webhook, ref notifyv
 		return err
 	}
 	u, err := url.Parse(strings.TrimSpace(string(value)))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if err != nil || (u.Scheme != schemeHTTP && u.Scheme != schemeHTTPS) || u.Host == "" {
 		return &SinkError{Msg: fmt.Sprintf("%s: Secret %s, key %q does not hold an absolute http or https URL with a host",
 			field, ref.Name, ref.Key)}
 	}
@@ -525,13 +531,13 @@ func ServiceURL(subNamespace string, s *notifyv1.ServiceSink) string {
 	if ns == "" {
 		ns = subNamespace
 	}
-	scheme, port := "http", s.Port
+	scheme, port := schemeHTTP, s.Port
 	if s.TLS != nil {
-		scheme = "https"
+		scheme = schemeHTTPS
 	}
 	if port == 0 {
 		port = 80
-		if scheme == "https" {
+		if scheme == schemeHTTPS {
 			port = 443
 		}
 	}

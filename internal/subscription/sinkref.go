@@ -101,19 +101,28 @@ func resolveClusterSink(ctx context.Context, c client.Reader, ws *notifyv1.Watch
 		Delivery: obj.Spec.Delivery, Payload: obj.Spec.Payload, Described: "ClusterWatchSink/" + obj.Name}, nil
 }
 
+// What SinkKind returns.
+const (
+	KindWebhook = "webhook"
+	KindService = "service"
+	KindLog     = "log"
+	KindKafka   = "kafka"
+	KindNATS    = "nats"
+)
+
 // SinkKind is what status.sink shows for an inline sink: webhook, service, log, kafka or nats.
 func SinkKind(s notifyv1.Sink) string {
 	switch {
 	case s.Webhook != nil:
-		return "webhook"
+		return KindWebhook
 	case s.Service != nil:
-		return "service"
+		return KindService
 	case s.Log != nil:
-		return "log"
+		return KindLog
 	case isSet(s.Kafka):
-		return "kafka"
+		return KindKafka
 	case isSet(s.NATS):
-		return "nats"
+		return KindNATS
 	}
 	return ""
 }
