@@ -149,6 +149,22 @@ build: manifests generate fmt vet manager ## Generate, check and build the manag
 manager: ## Compile bin/manager only (what the Dockerfile runs).
 	$(GO_BUILD_MANAGER)
 
+.PHONY: plugin
+plugin: ## Compile bin/kubectl-notifier, the kubectl plugin: put it on the PATH and run `kubectl notifier`.
+	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o bin/kubectl-notifier ./cmd/kubectl-notifier
+
+# The archives plugins/krew/notifier.yaml points at: one per platform, each with the binary
+# alone, and their sha256 to put in the manifest.
+PLUGIN_PLATFORMS ?= linux/amd64 linux/arm64 darwin/amd64 darwin/arm64 windows/amd64
+.PHONY: plugin-dist
+plugin-dist: ## Build the krew archives of kubectl-notifier into dist/ and print their sha256.
+	@set -e; mkdir -p dist; for p in $(PLUGIN_PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; ext=; [ $$os = windows ] && ext=.exe; \
+		dir=$$(mktemp -d); \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch go build -trimpath -ldflags="-s -w" -o $$dir/kubectl-notifier$$ext ./cmd/kubectl-notifier; \
+		tar -czf dist/kubectl-notifier_$${os}_$${arch}.tar.gz -C $$dir .; rm -rf $$dir; \
+	done; cd dist && sha256sum kubectl-notifier_*.tar.gz
+
 .PHONY: run
 run: manifests generate fmt vet ## Run a controller from your host.
 	go run ./cmd

@@ -769,6 +769,12 @@ type WatchSubscriptionStatus struct {
 	// +optional
 	EventsCoalesced int64 `json:"eventsCoalesced,omitempty"`
 
+	// eventsQueued is how many events were waiting for delivery or being delivered (retries
+	// included) when the status was last written: the depth of the delivery queue, bounded
+	// by delivery.maxQueueSize.
+	// +optional
+	EventsQueued int64 `json:"eventsQueued,omitempty"`
+
 	// lastEventTime is when the last matching change was observed.
 	// +optional
 	LastEventTime *metav1.Time `json:"lastEventTime,omitempty"`

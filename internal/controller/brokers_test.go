@@ -23,7 +23,6 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 )
@@ -320,9 +319,7 @@ func TestNATSSink(t *testing.T) {
 
 	// Other credentials: a new connection takes over, the old one closes once the old
 	// pipeline has stopped.
-	g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ws), ws)).To(Succeed())
-	ws.Spec.Sink.NATS.Credentials.SecretRef.Name = "nats-other"
-	g.Expect(k8s.Update(ctx, ws)).To(Succeed())
+	patchSpec(t, ws, func(ws *notifyv1.WatchSubscription) { ws.Spec.Sink.NATS.Credentials.SecretRef.Name = "nats-other" })
 	g.Eventually(func(g Gomega) []string { return operatorUsers(g, srv) }).WithTimeout(15*time.Second).
 		Should(Equal([]string{"other"}), "the connection of the replaced sink is closed")
 	create(t, configMap(ns, "after", nil))

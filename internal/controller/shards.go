@@ -18,6 +18,7 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/membership"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/metrics"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/shard"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/subscription"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
 
@@ -150,7 +151,7 @@ func (s *Shards) balance(ctx context.Context) {
 	}
 	wanted := map[string]bool{}
 	for i := range list.Items {
-		wanted[shardKeyOf(gvrOf(&list.Items[i]))] = true
+		wanted[shardKeyOf(subscription.GVR(&list.Items[i]))] = true
 	}
 	owners := shard.Assign(members, slices.Collect(maps.Keys(wanted)))
 	holders, err := s.Membership.Holders(ctx)

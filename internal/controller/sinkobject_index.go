@@ -8,6 +8,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/subscription"
 )
 
 // Field indexes that tie subscriptions, sink objects and the Secrets they read together,
@@ -115,63 +116,23 @@ func sinkObjectsUsingSecret(ctx context.Context, c client.Reader, sec client.Obj
 	return keys
 }
 
-// secretRefs lists the Secrets a sink and a dead-letter sink read, for secretIndex.
+// secretRefs lists the Secrets a sink and a dead-letter sink read, for secretIndex: those
+// subscription.References names, which are those the sinks are built from.
 func secretRefs(s *notifyv1.Sink, d *notifyv1.DeliverySpec) []string {
 	var out []string
 	add := func(s *notifyv1.Sink) {
 		if s == nil {
 			return
 		}
-		var opts *notifyv1.HTTPOptions
-		switch {
-		case isSet(s.Kafka):
-			out = append(out, tlsSecrets(s.Kafka.TLS)...)
-			if isSet(s.Kafka.SASL) {
-				out = append(out, s.Kafka.SASL.SecretRef.Name)
+		for _, ref := range subscription.References(*s, subscription.SecretSource{}, "") {
+			if ref.GVR.Resource == "secrets" {
+				out = append(out, ref.Name)
 			}
-			return
-		case isSet(s.NATS):
-			out = append(out, tlsSecrets(s.NATS.TLS)...)
-			if isSet(s.NATS.Credentials) {
-				out = append(out, s.NATS.Credentials.SecretRef.Name)
-			}
-			return
-		case s.Webhook != nil:
-			opts = &s.Webhook.HTTPOptions
-			if s.Webhook.URLFrom != nil {
-				out = append(out, s.Webhook.URLFrom.SecretKeyRef.Name)
-			}
-		case s.Service != nil:
-			opts = &s.Service.HTTPOptions
-		default:
-			return
-		}
-		if opts.HeadersFrom != nil {
-			out = append(out, opts.HeadersFrom.SecretRef.Name)
-		}
-		out = append(out, tlsSecrets(opts.TLS)...)
-		if opts.SigningSecretRef != nil {
-			out = append(out, opts.SigningSecretRef.Name)
 		}
 	}
 	add(s)
 	if d != nil {
 		add(d.DeadLetterSink)
-	}
-	return out
-}
-
-// tlsSecrets lists the Secrets a TLS setting reads.
-func tlsSecrets(t *notifyv1.TLSConfig) []string {
-	var out []string
-	if t == nil {
-		return nil
-	}
-	if t.CASecretRef != nil {
-		out = append(out, t.CASecretRef.Name)
-	}
-	if t.CertSecretRef != nil {
-		out = append(out, t.CertSecretRef.Name)
 	}
 	return out
 }

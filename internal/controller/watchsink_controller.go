@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/subscription"
 )
 
 // +kubebuilder:rbac:groups=notify.dynamicnotifier.io,resources=watchsinks;clusterwatchsinks,verbs=get;list;watch
@@ -107,13 +108,15 @@ func (r *SinkStatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 // needs. They are read with the operator's rights, where the sink's Secrets live; whether
 // a subscription's ServiceAccount may read them is for that subscription to say.
 func (r *SinkStatusReconciler) readyCondition(ctx context.Context, s sinkObject) metav1.Condition {
-	src := sinkSource{namespace: s.obj.GetNamespace(), owner: types.NamespacedName{Namespace: s.obj.GetNamespace(), Name: s.obj.GetName()}}
+	src := subscription.SecretSource{Namespace: s.obj.GetNamespace(),
+		Owner: types.NamespacedName{Namespace: s.obj.GetNamespace(), Name: s.obj.GetName()}}
 	if r.Kind == notifyv1.SinkKindClusterWatchSink {
-		src.namespace = r.Subscriptions.OperatorNamespace
+		src.Namespace = r.Subscriptions.OperatorNamespace
 	}
-	_, err := r.Subscriptions.buildSink(ctx, s.spec.Sink, src, "spec", io.Discard)
+	b := r.Subscriptions.sinkBuilder()
+	_, err := b.Build(ctx, s.spec.Sink, src, "spec", io.Discard)
 	if d := s.spec.Delivery; err == nil && d != nil && d.DeadLetterSink != nil {
-		_, err = r.Subscriptions.buildSink(ctx, *d.DeadLetterSink, src, "spec.delivery.deadLetterSink", io.Discard)
+		_, err = b.Build(ctx, *d.DeadLetterSink, src, "spec.delivery.deadLetterSink", io.Discard)
 	}
 	return sinkReadyCondition(err)
 }

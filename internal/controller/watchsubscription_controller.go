@@ -27,9 +27,9 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/filter"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/metrics"
-	"github.com/dynamic-notifier/dynamic-notifier/internal/payload"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/subscription"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
 
@@ -96,7 +96,7 @@ func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, nil
 	}
 	if r.Shards != nil {
-		served, done := r.Shards.enter(shardKeyOf(gvrOf(ws)))
+		served, done := r.Shards.enter(shardKeyOf(subscription.GVR(ws)))
 		defer done()
 		if !served {
 			r.notServed(req.NamespacedName)
@@ -145,7 +145,7 @@ func apiServerUnavailable(err error) bool {
 // forget stops a deleted subscription and drops its counters and metrics.
 func (r *WatchSubscriptionReconciler) forget(nn types.NamespacedName) {
 	if uid, ok := r.running.uidOf(nn); ok {
-		r.Registry.Forget(checkpointName(nn, uid))
+		r.Registry.Forget(subscription.CheckpointName(nn, uid))
 	}
 	r.running.teardown(nn, true)
 	r.retries.reset(nn)
@@ -162,24 +162,25 @@ func (r *WatchSubscriptionReconciler) forget(nn types.NamespacedName) {
 // keeps running on the last answer, and the check is retried with backoff.
 func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.WatchSubscription) (readiness, *resolve.Resource, ctrl.Result) {
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
-	gvr := gvrOf(ws)
+	gvr := subscription.GVR(ws)
 	in := readiness{Resource: resolve.Describe(gvr), Suspended: ws.Spec.Suspend}
 	if in.Suspended {
 		r.running.teardown(nn, false)
 		return in, nil, ctrl.Result{}
 	}
-	target, err := r.resolveSink(ctx, ws)
+	target, err := subscription.ResolveSink(ctx, r.Client, ws, r.OperatorNamespace)
 	if err != nil {
-		if _, definite := errors.AsType[*sinkRefError](err); !definite {
+		if _, definite := errors.AsType[*subscription.SinkRefError](err); !definite {
 			return r.keepRunning(&in, ws, metrics.CheckSinks, err, nil)
 		}
 		in.SinkErr = err
 		r.running.teardown(nn, false)
 		return in, nil, ctrl.Result{} // waits for the sink object or the namespace to change
 	}
-	in.Sink = target.described
-	effective, deadLetterSource := withSinkDefaults(ws, target)
-	p, err := planFor(effective, planOptions{DeliveryTimeout: r.DeliveryTimeout, OnFilterError: r.filterErrorHook(nn, ws.UID)})
+	in.Sink = target.Described
+	effective, deadLetterSource := subscription.WithSinkDefaults(ws, target)
+	p, err := subscription.Compile(effective, subscription.Options{DeliveryTimeout: r.DeliveryTimeout,
+		OnFilterError: r.filterErrorHook(nn, ws.UID)})
 	if err != nil {
 		in.SpecErr = err
 		r.running.teardown(nn, false)
@@ -199,7 +200,7 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 		}
 		in.SinkErr = err
 		r.running.teardown(nn, false)
-		if se, ok := errors.AsType[*sinkError](err); ok && se.denied {
+		if se, ok := errors.AsType[*subscription.SinkError](err); ok && se.Denied {
 			return in, nil, ctrl.Result{RequeueAfter: r.authzInterval()} // a grant takes effect within it
 		}
 		return in, nil, ctrl.Result{} // waits for the spec or the Secret to change
@@ -220,10 +221,10 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 		}
 	}
 
-	keys := p.streams(res.Namespaced)
+	keys := p.Streams(res.Namespaced)
 	var result ctrl.Result
 	if r.Authorizer != nil {
-		if err := r.authorize(ctx, p.ServiceAccount, keys); err != nil {
+		if err := p.Authorize(ctx, r.Authorizer, keys); err != nil {
 			if _, denied := errors.AsType[*authz.DeniedError](err); !denied {
 				return keepRunning(metrics.CheckAuthorization, err, &res)
 			}
@@ -299,7 +300,7 @@ func (r *WatchSubscriptionReconciler) observe(in *readiness, ws *notifyv1.WatchS
 // change goes to both or to neither, and the new pipeline takes over what the old one had
 // not delivered yet, ahead of its own events. Streams what ran before already watched
 // get no initial events again.
-func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p plan, keys []watch.Key,
+func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p subscription.Plan, keys []watch.Key,
 	sinks openedSinks, fingerprint string, old *runningSubscription) *runningSubscription {
 	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
 	if old != nil && old.uid != ws.UID {
@@ -320,26 +321,16 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 			info.Checkpoint, info.Reason)
 		r.wakeups.Now(nn)
 	}
+	opts := p.PipelineOptions()
+	opts.Sink, opts.DeadLetter = sinks.sink, sinks.deadLetter
 	m := metrics.For(ws.Namespace, ws.Name)
 	m.QueueCapacity(p.Delivery.QueueSize)
-	pipeline := delivery.Start(delivery.Options{
-		Sink:           sinks.sink,
-		DeadLetter:     sinks.deadLetter,
-		Source:         event.ResourcePath(notifyv1.GroupVersion.WithResource("watchsubscriptions"), ws.Namespace, ws.Name),
-		QueueSize:      p.Delivery.QueueSize,
-		Parallelism:    p.Delivery.Parallelism,
-		Timeout:        p.Delivery.Timeout,
-		Retry:          p.Delivery.Retry,
-		CoalesceWindow: p.Delivery.CoalesceWindow,
-		RateLimit:      p.Delivery.rateLimit(),
-		Observer: &observer{nn: nn, counters: counts, metrics: m,
-			progress: progress, wakeups: r.wakeups, log: r.Log.WithValues("watchsubscription", nn)},
-		Held:   old != nil, // until the old pipeline's events are handed over
-		Log:    r.Log.WithValues("watchsubscription", nn),
-		Shape:  shapeFunc(p.Shape),
-		Filter: celFilter(p),
-		Budget: r.Budget,
-	})
+	opts.Observer = &observer{nn: nn, counters: counts, metrics: m,
+		progress: progress, wakeups: r.wakeups, log: r.Log.WithValues("watchsubscription", nn)}
+	opts.Held = old != nil // until the old pipeline's events are handed over
+	opts.Log = r.Log.WithValues("watchsubscription", nn)
+	opts.Budget = r.Budget
+	pipeline := delivery.Start(opts)
 	c := &runningSubscription{uid: ws.UID, generation: ws.Generation, keys: keys, sinkFingerprint: fingerprint,
 		pipeline: pipeline, sinks: sinks, progress: progress, started: time.Now(), queueSize: p.Delivery.QueueSize,
 		handles: make(map[watch.Key]*watch.Handle, len(keys))}
@@ -364,14 +355,6 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p pl
 	}
 	r.running.replace(nn, c, old)
 	return c
-}
-
-// celFilter is the part of the filter the delivery workers run: the CEL expression.
-func celFilter(p plan) func(*event.Event) bool {
-	if !p.Filter.HasCEL() {
-		return nil
-	}
-	return p.Filter.MatchCEL
 }
 
 // filterErrorHook counts CEL evaluation errors (the change then does not match), notes those
@@ -401,26 +384,6 @@ func (r *WatchSubscriptionReconciler) filterErrorHook(nn types.NamespacedName, u
 				"error", err.Error())
 		}
 	}
-}
-
-// shapeFunc is nil for plain payloads, so they keep the encoding shared by all subscribers.
-func shapeFunc(shape payload.Shape) func(*event.Event) ([]byte, string, error) {
-	if !shape.Plain() {
-		return shape.Body
-	}
-	return nil
-}
-
-// authorize checks the subscription's ServiceAccount (namespace/name) against every scope
-// it covers.
-func (r *WatchSubscriptionReconciler) authorize(ctx context.Context, serviceAccount string, keys []watch.Key) error {
-	saNamespace, saName, _ := strings.Cut(serviceAccount, "/")
-	for _, k := range keys {
-		if err := r.Authorizer.Check(ctx, saNamespace, saName, k.GVR, k.Namespace); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func (r *WatchSubscriptionReconciler) authzInterval() time.Duration {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -18,6 +19,9 @@ import (
 type counters struct {
 	delivery *delivery.Stats
 
+	// queued is the pipeline's queue depth, as it last reported it.
+	queued atomic.Int64
+
 	mu             sync.Mutex
 	lastResync     time.Time
 	overBudget     int64
@@ -32,13 +36,15 @@ type countersSnapshot struct {
 	// were not delivered); LastOverBudget is when that last happened.
 	FilterOverBudget int64
 	LastOverBudget   time.Time
+	// Queued is the queue depth: events waiting for delivery or in flight.
+	Queued int64
 }
 
 func (c *counters) snapshot() countersSnapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return countersSnapshot{Snapshot: c.delivery.Snapshot(), LastResyncTime: c.lastResync,
-		FilterOverBudget: c.overBudget, LastOverBudget: c.lastOverBudget}
+		FilterOverBudget: c.overBudget, LastOverBudget: c.lastOverBudget, Queued: c.queued.Load()}
 }
 
 func (c *counters) resynced() {
@@ -143,6 +149,9 @@ func (o *observer) Coalesced() {
 	o.wakeups.Soon(o.nn)
 }
 
-func (o *observer) QueueDepth(n int) { o.metrics.QueueDepth(n) }
+func (o *observer) QueueDepth(n int) {
+	o.counters.queued.Store(int64(n))
+	o.metrics.QueueDepth(n)
+}
 
 func (o *observer) Done(ev *event.Event) { o.progress.Done(ev) }

@@ -20,6 +20,7 @@ import (
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/subscription"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/watch"
 )
 
@@ -42,13 +43,13 @@ func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &notifyv1.WatchSubscription{}, crdIndex,
 		func(o client.Object) []string {
-			return []string{crdName(gvrOf(o.(*notifyv1.WatchSubscription)))}
+			return []string{crdName(subscription.GVR(o.(*notifyv1.WatchSubscription)))}
 		}); err != nil {
 		return err
 	}
 	if err := mgr.GetFieldIndexer().IndexField(context.Background(), &notifyv1.WatchSubscription{}, shardIndex,
 		func(o client.Object) []string {
-			return []string{shardKeyOf(gvrOf(o.(*notifyv1.WatchSubscription)))}
+			return []string{shardKeyOf(subscription.GVR(o.(*notifyv1.WatchSubscription)))}
 		}); err != nil {
 		return err
 	}

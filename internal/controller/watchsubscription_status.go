@@ -22,6 +22,7 @@ import (
 	"github.com/dynamic-notifier/dynamic-notifier/internal/metrics"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/subscription"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/template"
 )
 
@@ -82,10 +83,10 @@ func readyCondition(r readiness) metav1.Condition {
 	case r.SpecErr != nil:
 		return cond(metav1.ConditionFalse, notifyv1.ReasonInvalidSpec, r.SpecErr.Error())
 	case r.SinkErr != nil:
-		if re, ok := errors.AsType[*sinkRefError](r.SinkErr); ok {
-			return cond(metav1.ConditionFalse, re.reason, re.msg)
+		if re, ok := errors.AsType[*subscription.SinkRefError](r.SinkErr); ok {
+			return cond(metav1.ConditionFalse, re.Reason, re.Msg)
 		}
-		if se, ok := errors.AsType[*sinkError](r.SinkErr); ok && se.denied {
+		if se, ok := errors.AsType[*subscription.SinkError](r.SinkErr); ok && se.Denied {
 			return cond(metav1.ConditionFalse, notifyv1.ReasonForbidden, r.SinkErr.Error())
 		}
 		return cond(metav1.ConditionFalse, notifyv1.ReasonInvalidSink, r.SinkErr.Error())
@@ -282,7 +283,7 @@ func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notif
 	if c, ok := r.running.peekCounters(nn, ws.UID); ok {
 		s := c.snapshot()
 		st.EventsObserved, st.EventsDelivered, st.EventsFailed, st.EventsDropped = s.Observed, s.Delivered, s.Failed, s.Dropped
-		st.EventsCoalesced = s.Coalesced
+		st.EventsCoalesced, st.EventsQueued = s.Coalesced, s.Queued
 		st.LastEventTime = optionalTime(s.LastEventTime, st.LastEventTime)
 		st.LastDeliveryTime = optionalTime(s.LastDeliveryTime, st.LastDeliveryTime)
 		st.LastResyncTime = optionalTime(s.LastResyncTime, st.LastResyncTime)
@@ -325,20 +326,4 @@ func optionalTime(t time.Time, current *metav1.Time) *metav1.Time {
 	}
 	mt := metav1.NewTime(t.Truncate(time.Second))
 	return &mt
-}
-
-func sinkKind(s notifyv1.Sink) string {
-	switch {
-	case s.Webhook != nil:
-		return "webhook"
-	case s.Service != nil:
-		return "service"
-	case s.Log != nil:
-		return "log"
-	case isSet(s.Kafka):
-		return "kafka"
-	case isSet(s.NATS):
-		return "nats"
-	}
-	return ""
 }

@@ -22,6 +22,7 @@ import (
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/delivery"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/subscription"
 )
 
 func TestReadyCondition(t *testing.T) {
@@ -63,7 +64,7 @@ func TestReadyCondition(t *testing.T) {
 			metav1.ConditionUnknown, notifyv1.ReasonCheckFailing, "Could not check authorization: connection refused, retrying"},
 		{"a check without an answer, running on the last one", readiness{Resource: "x", Scopes: synced, CheckErr: errors.New("authorization: timeout")},
 			metav1.ConditionTrue, notifyv1.ReasonWatching, "could not re-check authorization: timeout; running on the last answer"},
-		{"a sink Secret the ServiceAccount may not get", readiness{Resource: "x", SinkErr: &sinkError{msg: "spec.sink.headersFrom.secretRef: denied", denied: true}},
+		{"a sink Secret the ServiceAccount may not get", readiness{Resource: "x", SinkErr: &subscription.SinkError{Msg: "spec.sink.headersFrom.secretRef: denied", Denied: true}},
 			metav1.ConditionFalse, notifyv1.ReasonForbidden, "spec.sink.headersFrom.secretRef"},
 		{"filter over budget", readiness{Resource: "x", Scopes: synced, OverBudgetRecently: true, Delivery: countersSnapshot{FilterOverBudget: 3}},
 			metav1.ConditionFalse, notifyv1.ReasonFilterOverBudget, "for 3 changes"},
@@ -124,18 +125,6 @@ func TestCRDName(t *testing.T) {
 	} {
 		if got := crdName(gvr); got != want {
 			t.Errorf("crdName(%v) = %q, want %q", gvr, got, want)
-		}
-	}
-}
-
-func TestReservedHeaders(t *testing.T) {
-	for name, want := range map[string]bool{
-		"Authorization": false, "X-Api-Key": false, "ce-id": true, "Ce-Type": true,
-		"content-type": true, "Content-Length": true, "host": true,
-		"webhook-id": true, "Webhook-Timestamp": true, "WEBHOOK-SIGNATURE": true, "Webhook-Other": false,
-	} {
-		if got := reservedHeader(name); got != want {
-			t.Errorf("reservedHeader(%q) = %v, want %v", name, got, want)
 		}
 	}
 }
@@ -210,13 +199,13 @@ func TestBoundMessage(t *testing.T) {
 }
 
 func TestSinkReadyCondition(t *testing.T) {
-	unreachable := &sinkError{msg: "spec.webhook.urlFrom: reading Secret hook: connection refused",
-		cause: errors.New("dial tcp 127.0.0.1:6443: connection refused")}
-	overloaded := &sinkError{msg: "spec.webhook.urlFrom: reading Secret hook: too many requests",
-		cause: apierrors.NewTooManyRequests("slow down", 1)}
-	missing := &sinkError{msg: "spec.webhook.urlFrom: Secret hook not found in namespace shop",
-		cause: apierrors.NewNotFound(corev1.Resource("secrets"), "hook")}
-	noKey := &sinkError{msg: "spec.webhook.urlFrom: Secret hook has no key url"}
+	unreachable := &subscription.SinkError{Msg: "spec.webhook.urlFrom: reading Secret hook: connection refused",
+		Cause: errors.New("dial tcp 127.0.0.1:6443: connection refused")}
+	overloaded := &subscription.SinkError{Msg: "spec.webhook.urlFrom: reading Secret hook: too many requests",
+		Cause: apierrors.NewTooManyRequests("slow down", 1)}
+	missing := &subscription.SinkError{Msg: "spec.webhook.urlFrom: Secret hook not found in namespace shop",
+		Cause: apierrors.NewNotFound(corev1.Resource("secrets"), "hook")}
+	noKey := &subscription.SinkError{Msg: "spec.webhook.urlFrom: Secret hook has no key url"}
 	cases := []struct {
 		name       string
 		err        error

@@ -22,6 +22,9 @@ const (
 	// Resync is not a change: it tells a subscriber that the watch could not resume from its
 	// checkpoint, so changes in the gap were re-listed and deletions in it may be missing.
 	Resync Type = "Resync"
+	// Test is not a change either: a synthetic event that `kubectl notifier send` sends to
+	// try a subscription's sink. The operator never sends one.
+	Test Type = "Test"
 )
 
 // CloudEventTypePrefix starts the CloudEvents type of every resource change.
@@ -30,11 +33,17 @@ const CloudEventTypePrefix = "io.dynamicnotifier.resource."
 // ResyncCloudEventType is the CloudEvents type of a Resync event.
 const ResyncCloudEventType = "io.dynamicnotifier.resync"
 
+// TestCloudEventType is the CloudEvents type of a Test event, so receivers can tell a
+// try of the sink from a change.
+const TestCloudEventType = "io.dynamicnotifier.test"
+
 // CloudEventType is the CloudEvents type of a change, e.g. io.dynamicnotifier.resource.added.
 func (t Type) CloudEventType() string {
 	switch t {
 	case Resync:
 		return ResyncCloudEventType
+	case Test:
+		return TestCloudEventType
 	case Added:
 		return CloudEventTypePrefix + "added" // constant: no allocation per delivery
 	case Updated:

@@ -48,3 +48,15 @@ func TestDataIsEncodedOnceAndShared(t *testing.T) {
 		t.Fatalf("want one shared encoding, got %q and %q", a, b)
 	}
 }
+
+func TestCloudEventTypes(t *testing.T) {
+	for typ, want := range map[Type]string{
+		Added: "io.dynamicnotifier.resource.added", Updated: "io.dynamicnotifier.resource.updated",
+		Deleted: "io.dynamicnotifier.resource.deleted", Resync: "io.dynamicnotifier.resync",
+		Test: "io.dynamicnotifier.test",
+	} {
+		if got := typ.CloudEventType(); got != want {
+			t.Errorf("%s.CloudEventType() = %q, want %q", typ, got, want)
+		}
+	}
+}

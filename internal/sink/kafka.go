@@ -358,9 +358,14 @@ func (k *Kafka) SendBatch(ctx context.Context, msgs []Message) error {
 
 // record is msg as a Kafka record of the sink's topic.
 func (k *Kafka) record(msg Message) (*kgo.Record, error) {
+	return KafkaRecord(k.topic, k.structured, msg)
+}
+
+// KafkaRecord is msg as a Kafka sink sends it to topic, in structured or binary mode.
+func KafkaRecord(topic string, structured bool, msg Message) (*kgo.Record, error) {
 	ev := msg.Event
-	r := &kgo.Record{Topic: k.topic, Key: []byte(kafkaKey(msg))}
-	if k.structured {
+	r := &kgo.Record{Topic: topic, Key: []byte(kafkaKey(msg))}
+	if structured {
 		body, err := structuredBody(msg)
 		if err != nil {
 			return nil, err

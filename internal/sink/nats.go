@@ -346,11 +346,17 @@ func (n *NATS) Send(ctx context.Context, msg Message) error {
 
 // message is msg as a NATS message on subject.
 func (n *NATS) message(subject string, msg Message) (*nats.Msg, error) {
+	return NATSMessage(subject, n.structured, msg)
+}
+
+// NATSMessage is msg as a NATS sink publishes it on subject (SubjectTemplate.Render), in
+// structured or binary mode.
+func NATSMessage(subject string, structured bool, msg Message) (*nats.Msg, error) {
 	ev := msg.Event
 	m := &nats.Msg{Subject: subject, Header: nats.Header{}}
 	// JetStream's duplicate window drops a message whose id it has seen.
 	m.Header[jetstream.MsgIDHeader] = []string{validUTF8(ev.ID())}
-	if n.structured {
+	if structured {
 		body, err := structuredBody(msg)
 		if err != nil {
 			return nil, err

@@ -50,22 +50,70 @@ type Batcher interface {
 // BatchSize is how many messages one request may carry.
 func (w *Webhook) BatchSize() int { return max(w.Batch, 1) }
 
+// Mode is how an HTTP sink puts events on the wire: the CloudEvents HTTP binding's
+// content modes.
+type Mode string
+
+const (
+	// ModeBinary: the data is the body, the attributes are ce-* headers.
+	ModeBinary Mode = "binary"
+	// ModeStructured: one application/cloudevents+json object.
+	ModeStructured Mode = "structured"
+	// ModeBatched: an application/cloudevents-batch+json array.
+	ModeBatched Mode = "batched"
+)
+
+// ModeOf is the mode of a webhook asked for structured mode or batches of batch events,
+// signed or not: batched when batch is above zero, else structured when asked or when
+// signed (a signature covers the body only, not ce-* headers), else binary.
+func ModeOf(structured bool, batch int, signed bool) Mode {
+	switch {
+	case batch > 0:
+		return ModeBatched
+	case structured || signed:
+		return ModeStructured
+	}
+	return ModeBinary
+}
+
+// Mode is how w sends.
+func (w *Webhook) Mode() Mode { return ModeOf(w.Structured, w.Batch, len(w.SigningKey) > 0) }
+
+// Encode is the body of one request carrying msgs in mode m (one message unless batched),
+// and the headers that describe it: Content-Type and, in binary mode, the CloudEvents
+// attributes. A webhook adds its own headers, User-Agent and the signature when it sends.
+func Encode(m Mode, msgs ...Message) (http.Header, []byte, error) {
+	header := http.Header{}
+	body, err := encodeInto(header, m, msgs)
+	return header, body, err
+}
+
+// encodeInto writes what Encode returns into header.
+func encodeInto(header http.Header, m Mode, msgs []Message) ([]byte, error) {
+	if m == ModeBatched {
+		header["Content-Type"] = []string{BatchContentType}
+		return batchBody(msgs)
+	}
+	if len(msgs) != 1 {
+		return nil, fmt.Errorf("%s mode carries one event per request, not %d", m, len(msgs))
+	}
+	if m == ModeStructured {
+		header["Content-Type"] = []string{StructuredContentType}
+		return structuredBody(msgs[0])
+	}
+	setBinaryHeaders(header, msgs[0])
+	return messageData(msgs[0])
+}
+
 // Send posts msg. A response outside 2xx is an *HTTPError naming the URL and status.
 func (w *Webhook) Send(ctx context.Context, msg Message) error {
-	if w.Batch > 0 {
+	mode := w.Mode()
+	if mode == ModeBatched {
 		return w.SendBatch(ctx, []Message{msg})
 	}
 	header := http.Header{}
 	maps.Copy(header, w.Header)
-	var body []byte
-	var err error
-	if w.Structured || len(w.SigningKey) > 0 {
-		body, err = structuredBody(msg)
-		header["Content-Type"] = []string{StructuredContentType}
-	} else {
-		body, err = messageData(msg)
-		setBinaryHeaders(header, msg)
-	}
+	body, err := encodeInto(header, mode, []Message{msg})
 	if err != nil {
 		return Unencodable(msg.Event, err)
 	}
@@ -74,13 +122,12 @@ func (w *Webhook) Send(ctx context.Context, msg Message) error {
 
 // SendBatch posts msgs as one batched-mode request.
 func (w *Webhook) SendBatch(ctx context.Context, msgs []Message) error {
-	body, err := batchBody(msgs)
+	header := http.Header{}
+	maps.Copy(header, w.Header)
+	body, err := encodeInto(header, ModeBatched, msgs)
 	if err != nil {
 		return fmt.Errorf("encoding a batch of %d events: %w: %w", len(msgs), errPermanent, err)
 	}
-	header := http.Header{}
-	maps.Copy(header, w.Header)
-	header["Content-Type"] = []string{BatchContentType}
 	return w.post(ctx, header, body, func() string { return batchID(msgs) })
 }
 

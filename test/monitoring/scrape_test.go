@@ -26,7 +26,7 @@ import (
 )
 
 // statusMetrics says, for each counter of a WatchSubscription's status, the metric that
-// counts the same, summed over its labels other than namespace and subscription. A counter
+// counts (or, for the queue, measures) the same, summed over its labels other than namespace and subscription. A counter
 // added to the status without one here fails TestOperatorMetrics.
 var statusMetrics = map[string]string{
 	"eventsObserved":  "dynamicnotifier_events_observed_total",
@@ -34,6 +34,8 @@ var statusMetrics = map[string]string{
 	"eventsFailed":    "dynamicnotifier_events_failed_total",
 	"eventsDropped":   "dynamicnotifier_events_dropped_total",
 	"eventsCoalesced": "dynamicnotifier_events_coalesced_total",
+	// A gauge: the queue's depth when the status was written, compared once it is still.
+	"eventsQueued": "dynamicnotifier_delivery_queue_depth",
 }
 
 // statusCounters are the counters of a status by JSON name: its int64 fields but the

@@ -1,4 +1,4 @@
-package controller
+package subscription
 
 import (
 	"errors"
@@ -47,11 +47,11 @@ func TestPlanStreams(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := planFor(tc.ws, planOptions{})
+			p, err := Compile(tc.ws, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := p.streams(tc.namespaced)
+			got := p.Streams(tc.namespaced)
 			if len(got) != len(tc.want) {
 				t.Fatalf("got %v, want namespaces %q", got, tc.want)
 			}
@@ -65,29 +65,29 @@ func TestPlanStreams(t *testing.T) {
 }
 
 func TestPlanDefaultsAndDelivery(t *testing.T) {
-	defaults := deliverySettings{QueueSize: notifyv1.DefaultMaxQueueSize, Parallelism: notifyv1.DefaultParallelism,
+	defaults := DeliverySettings{QueueSize: notifyv1.DefaultMaxQueueSize, Parallelism: notifyv1.DefaultParallelism,
 		Timeout: notifyv1.DefaultTimeout, Retry: delivery.Retry{MaxAttempts: notifyv1.DefaultMaxAttempts,
 			Backoff: notifyv1.DefaultBackoff, MaxBackoff: notifyv1.DefaultMaxBackoff}}
 	cases := []struct {
 		name    string
 		spec    func(*notifyv1.WatchSubscriptionSpec)
-		opts    planOptions
-		want    func(d *deliverySettings)
+		opts    Options
+		want    func(d *DeliverySettings)
 		wantErr string
 	}{
-		{name: "all defaults", want: func(*deliverySettings) {}},
-		{name: "the operator's timeout when the spec has none", opts: planOptions{DeliveryTimeout: 3 * time.Second},
-			want: func(d *deliverySettings) { d.Timeout = 3 * time.Second }},
+		{name: "all defaults", want: func(*DeliverySettings) {}},
+		{name: "the operator's timeout when the spec has none", opts: Options{DeliveryTimeout: 3 * time.Second},
+			want: func(d *DeliverySettings) { d.Timeout = 3 * time.Second }},
 		{name: "everything set", spec: func(s *notifyv1.WatchSubscriptionSpec) {
 			s.Delivery = &notifyv1.DeliverySpec{Timeout: dur("2.5s"), MaxQueueSize: new(int32(5)), Parallelism: new(int32(2)),
 				Retry: &notifyv1.RetryPolicy{MaxAttempts: new(int32(3)), Backoff: dur("100ms"), MaxBackoff: dur("2m")}}
-		}, want: func(d *deliverySettings) {
-			*d = deliverySettings{QueueSize: 5, Parallelism: 2, Timeout: 2500 * time.Millisecond,
+		}, want: func(d *DeliverySettings) {
+			*d = DeliverySettings{QueueSize: 5, Parallelism: 2, Timeout: 2500 * time.Millisecond,
 				Retry: delivery.Retry{MaxAttempts: 3, Backoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Minute}}
 		}},
 		{name: "a cap below the default first wait lowers it", spec: func(s *notifyv1.WatchSubscriptionSpec) {
 			s.Delivery = &notifyv1.DeliverySpec{Retry: &notifyv1.RetryPolicy{MaxBackoff: dur("200ms")}}
-		}, want: func(d *deliverySettings) {
+		}, want: func(d *DeliverySettings) {
 			d.Retry.Backoff, d.Retry.MaxBackoff = 200*time.Millisecond, 200*time.Millisecond
 		}},
 		{name: "a backoff stored by a looser schema", spec: func(s *notifyv1.WatchSubscriptionSpec) {
@@ -102,19 +102,19 @@ func TestPlanDefaultsAndDelivery(t *testing.T) {
 		{name: "coalescing and a rate limit", spec: func(s *notifyv1.WatchSubscriptionSpec) {
 			s.Delivery = &notifyv1.DeliverySpec{Coalesce: notifyv1.CoalesceSpec{Window: "1.5s"},
 				RateLimit: notifyv1.RateLimitSpec{EventsPerSecond: 5, Burst: 20}}
-		}, want: func(d *deliverySettings) {
+		}, want: func(d *DeliverySettings) {
 			d.CoalesceWindow, d.RateLimit = 1500*time.Millisecond, delivery.RateLimit{PerSecond: 5, Burst: 20}
 		}},
 		{name: "a rate limit's burst defaults to its rate", spec: func(s *notifyv1.WatchSubscriptionSpec) {
 			s.Delivery = &notifyv1.DeliverySpec{RateLimit: notifyv1.RateLimitSpec{EventsPerSecond: 7}}
-		}, want: func(d *deliverySettings) { d.RateLimit = delivery.RateLimit{PerSecond: 7, Burst: 7} }},
+		}, want: func(d *DeliverySettings) { d.RateLimit = delivery.RateLimit{PerSecond: 7, Burst: 7} }},
 		{name: "a window stored by a looser schema", spec: func(s *notifyv1.WatchSubscriptionSpec) {
 			s.Delivery = &notifyv1.DeliverySpec{Coalesce: notifyv1.CoalesceSpec{Window: "soon"}}
 		}, wantErr: "spec.delivery.coalesce.window"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := planFor(planned(tc.spec), tc.opts)
+			p, err := Compile(planned(tc.spec), tc.opts)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want one naming %s", err, tc.wantErr)
@@ -134,43 +134,43 @@ func TestPlanDefaultsAndDelivery(t *testing.T) {
 }
 
 func TestPlanIdentityAndShape(t *testing.T) {
-	p, err := planFor(planned(nil), planOptions{})
+	p, err := Compile(planned(nil), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.ServiceAccount != "home/default" || p.Checkpoint != "home/sub/u1" {
 		t.Errorf("identity = %q, checkpoint = %q", p.ServiceAccount, p.Checkpoint)
 	}
-	secrets, err := planFor(planned(func(s *notifyv1.WatchSubscriptionSpec) {
+	secrets, err := Compile(planned(func(s *notifyv1.WatchSubscriptionSpec) {
 		s.Resource.Resource = "secrets"
 		s.ServiceAccountName = "robot"
 		s.Payload = &notifyv1.PayloadSpec{IncludeOldObject: true}
-	}), planOptions{})
+	}), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if secrets.ServiceAccount != "home/robot" || !secrets.Shape.RedactSecrets || !secrets.Shape.NeedsOldObject() {
 		t.Errorf("secrets plan = %+v", secrets)
 	}
-	_, err = planFor(planned(func(s *notifyv1.WatchSubscriptionSpec) { s.Filter = "object." }), planOptions{})
+	_, err = Compile(planned(func(s *notifyv1.WatchSubscriptionSpec) { s.Filter = "object." }), Options{})
 	if !errors.Is(err, filter.ErrInvalidFilter) {
 		t.Errorf("a filter that does not compile: err = %v, want ErrInvalidFilter", err)
 	}
 }
 
 func TestPlanTemplate(t *testing.T) {
-	p, err := planFor(planned(func(s *notifyv1.WatchSubscriptionSpec) {
+	p, err := Compile(planned(func(s *notifyv1.WatchSubscriptionSpec) {
 		s.Payload = &notifyv1.PayloadSpec{Template: `{"text": oldObject.metadata.name}`}
-	}), planOptions{})
+	}), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.Shape.Template == nil || !p.Shape.NeedsOldObject() || p.Shape.Plain() {
 		t.Errorf("a template's shape: %+v", p.Shape)
 	}
-	_, err = planFor(planned(func(s *notifyv1.WatchSubscriptionSpec) {
+	_, err = Compile(planned(func(s *notifyv1.WatchSubscriptionSpec) {
 		s.Payload = &notifyv1.PayloadSpec{Template: `{"text": }`}
-	}), planOptions{})
+	}), Options{})
 	if !errors.Is(err, template.ErrInvalidTemplate) {
 		t.Errorf("a template that does not compile: err = %v, want ErrInvalidTemplate", err)
 	}
@@ -180,14 +180,14 @@ func TestSinkDefaultsCompleteTheSubscription(t *testing.T) {
 	ws := planned(func(s *notifyv1.WatchSubscriptionSpec) {
 		s.Delivery = &notifyv1.DeliverySpec{Parallelism: new(int32(2)), Retry: &notifyv1.RetryPolicy{MaxAttempts: new(int32(3))}}
 	})
-	clusterSource := sinkSource{namespace: "operator"}
-	target := resolvedSink{source: clusterSource,
-		delivery: &notifyv1.DeliverySpec{Parallelism: new(int32(8)), MaxQueueSize: new(int32(50)),
+	clusterSource := SecretSource{Namespace: "operator"}
+	target := Target{Source: clusterSource,
+		Delivery: &notifyv1.DeliverySpec{Parallelism: new(int32(8)), MaxQueueSize: new(int32(50)),
 			Retry:          &notifyv1.RetryPolicy{MaxAttempts: new(int32(9)), Backoff: dur("2s")},
 			DeadLetterSink: &notifyv1.Sink{Log: &notifyv1.LogSink{}},
 			Coalesce:       notifyv1.CoalesceSpec{Window: "5s"}, RateLimit: notifyv1.RateLimitSpec{EventsPerSecond: 1}},
-		payload: &notifyv1.PayloadSpec{Template: `"x"`}}
-	got, deadLetterSource := withSinkDefaults(ws, target)
+		Payload: &notifyv1.PayloadSpec{Template: `"x"`}}
+	got, deadLetterSource := WithSinkDefaults(ws, target)
 	d := got.Spec.Delivery
 	switch {
 	case *d.Parallelism != 2, *d.Retry.MaxAttempts != 3:
@@ -197,13 +197,13 @@ func TestSinkDefaultsCompleteTheSubscription(t *testing.T) {
 		t.Errorf("the sink's defaults fill the rest: %+v", d)
 	case got.Spec.Payload == nil || got.Spec.Payload.Template != `"x"`:
 		t.Errorf("the sink's payload when the subscription sets none: %+v", got.Spec.Payload)
-	case deadLetterSource.namespace != "operator":
+	case deadLetterSource.Namespace != "operator":
 		t.Errorf("a dead-letter sink from a ClusterWatchSink reads its Secrets where the sink does: %+v", deadLetterSource)
 	case ws.Spec.Delivery.MaxQueueSize != nil:
 		t.Errorf("the subscription itself is not changed")
 	}
-	own, ownSource := withSinkDefaults(ws, resolvedSink{})
-	if own != ws || ownSource.namespace != "home" {
+	own, ownSource := WithSinkDefaults(ws, Target{})
+	if own != ws || ownSource.Namespace != "home" {
 		t.Errorf("without defaults, the subscription as it is")
 	}
 }
