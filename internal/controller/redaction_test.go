@@ -146,7 +146,8 @@ func TestSinkCredentialsAreMaskedAndDeadLettersRedacted(t *testing.T) {
 	}).WithTimeout(5 * time.Second).Should(Succeed())
 	g.Eventually(logs.String).Should(ContainSubstring("Delivery failing"))
 
-	texts := []string{cond.Message, logs.String(), fmt.Sprint(letter.Extensions), fmt.Sprint(status(g, ws))}
+	texts := make([]string, 0, 4+len(events.Items))
+	texts = append(texts, cond.Message, logs.String(), fmt.Sprint(letter.Extensions), fmt.Sprint(status(g, ws)))
 	for _, e := range events.Items {
 		texts = append(texts, e.Note)
 	}

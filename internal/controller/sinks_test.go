@@ -97,7 +97,7 @@ func TestWatchSinkIsNamedByItsSubscriptions(t *testing.T) {
 	sk.Spec.Webhook.URL = second.URL
 	g.Expect(k8s.Update(ctx, sk)).To(Succeed())
 	g.Eventually(func() []string {
-		var out []string
+		out := make([]string, 0, 2)
 		for _, ws := range []*notifyv1.WatchSubscription{early, late} {
 			got := &notifyv1.WatchSubscription{}
 			g.Expect(k8s.Get(ctx, client.ObjectKeyFromObject(ws), got)).To(Succeed())

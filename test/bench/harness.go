@@ -254,8 +254,11 @@ func (h *harness) watches(ctx context.Context, gvrs ...schema.GroupVersionResour
 
 // Labels of the API server's metrics.
 const (
-	labelResource = "resource"
-	labelVerb     = "verb"
+	labelResource    = "resource"
+	labelSubresource = "subresource"
+	labelVerb        = "verb"
+	// subresourceStatus is the subresource of status writes.
+	subresourceStatus = "status"
 )
 
 // apiMetric sums the API server's own metric name over the series whose labels include

@@ -221,7 +221,8 @@ type operatorProcess struct {
 // startOperatorProcess runs the operator in a process of its own, with a delivery memory
 // budget and GOMEMLIMIT set to memLimit, on the harness's control plane; checkpoints go to
 // checkpointNS.
-func (h *harness) startOperatorProcess(ctx context.Context, checkpointNS string, budget, memLimit int64) (*operatorProcess, error) {
+func (h *harness) startOperatorProcess(ctx context.Context, checkpointNS string,
+	budget, memLimit int64) (*operatorProcess, error) {
 	return h.startProcess(ctx, processSpec{CheckpointNamespace: checkpointNS, DeliveryMemoryBudget: budget}, memLimit)
 }
 

@@ -85,7 +85,8 @@ const eventsPerBudget = 3
 // changes. The flooding subscription must give up its oldest events to keep the process
 // within its budget, and the healthy one must lose none.
 func runBudgetFlood(ctx context.Context, h *harness) ([]Row, any, error) {
-	d := floodDetails{Budget: h.opts.FloodBudget, MemoryLimit: max(4*h.opts.FloodBudget, minMemoryLimit), Objects: h.opts.FloodObjects,
+	d := floodDetails{Budget: h.opts.FloodBudget, MemoryLimit: max(4*h.opts.FloodBudget, minMemoryLimit),
+		Objects:     h.opts.FloodObjects,
 		ObjectBytes: h.opts.ObjectBytes, Changes: h.opts.FloodChanges}
 	err := h.budgetFlood(ctx, &d)
 	if err != nil {
@@ -95,7 +96,8 @@ func runBudgetFlood(ctx context.Context, h *harness) ([]Row, any, error) {
 	label := fmt.Sprintf("Budget flood, %d changes, budget %s", d.Changes, format(float64(d.Budget), "bytes"))
 	budget := float64(d.Budget)
 	rssGoal := fmt.Sprintf("≤ %d× budget", eventsPerBudget)
-	peak := newRow("budgetflood/rss-peak", label, "RSS growth over idle, at peak", "bytes", growth(d.PeakRSS), budget, "budget")
+	peak := newRow("budgetflood/rss-peak", label, "RSS growth over idle, at peak", "bytes", growth(d.PeakRSS), budget,
+		"budget")
 	peak = peak.goal(rssGoal, peak.Ours <= eventsPerBudget*budget).
 		note("peak RSS %s (VmHWM), idle %s; GOMEMLIMIT %s", format(float64(d.PeakRSS), "bytes"),
 			format(float64(d.Idle.RSS), "bytes"), format(float64(d.MemoryLimit), "bytes"))
@@ -105,7 +107,8 @@ func runBudgetFlood(ctx context.Context, h *harness) ([]Row, any, error) {
 	settled := newRow("budgetflood/rss-settled", label, "RSS growth over idle, settled (after GC)", "bytes",
 		growth(d.Settled.RSS), budget, "budget")
 	settled = settled.goal(rssGoal, settled.Ours <= eventsPerBudget*budget).
-		note("heap growth %s; the flooding subscription still holds %s of events", format(float64(heapDelta(d.Idle, d.Settled)), "bytes"),
+		note("heap growth %s; the flooding subscription still holds %s of events",
+			format(float64(heapDelta(d.Idle, d.Settled)), "bytes"),
 			format(float64(d.AccountedAtEnd), "bytes"))
 	return []Row{
 		newRow("budgetflood/healthy", label, "events delivered by the healthy subscription", "",
@@ -137,7 +140,8 @@ func (h *harness) budgetFlood(ctx context.Context, d *floodDetails) (err error) 
 		return err
 	}
 	defer func() { err = errors.Join(err, h.deleteConfigMaps(context.WithoutCancel(ctx), checkpointNS)) }()
-	if _, err := h.create(ctx, writes{ns: ns, prefix: "f", count: d.Objects, workers: 16, bytes: d.ObjectBytes}); err != nil {
+	objects := writes{ns: ns, prefix: "f", count: d.Objects, workers: 16, bytes: d.ObjectBytes}
+	if _, err := h.create(ctx, objects); err != nil {
 		return err
 	}
 
@@ -233,7 +237,8 @@ func (h *harness) budgetFlood(ctx context.Context, d *floodDetails) (err error) 
 		return err
 	}
 	p.heapProfile(ctx, h, "budgetflood-settled")
-	h.logf("budgetflood: %d of %d delivered by the healthy subscription (%.0f writes/s); flooding dropped %.0f (%.0f evicted); "+
+	h.logf("budgetflood: %d of %d delivered by the healthy subscription (%.0f writes/s); "+
+		"flooding dropped %.0f (%.0f evicted); "+
 		"accounted at most %s; RSS idle %s, peak %s, settled %s (%s before GC)",
 		d.HealthyDelivered, d.Changes, d.WriteRate, d.FloodDropped, d.FloodEvicted, format(float64(d.PeakAccounted), "bytes"),
 		format(float64(d.Idle.RSS), "bytes"), format(float64(d.PeakRSS), "bytes"), format(float64(d.Settled.RSS), "bytes"),
@@ -262,7 +267,8 @@ func (p *operatorProcess) settled(ctx context.Context, settle time.Duration, rea
 // sampleFlood reads the operator process's RSS every 100 ms (the largest goes to
 // d.PeakRSSSampled) and adds a reading a second to d.Timeline, until the returned function
 // is called.
-func (h *harness) sampleFlood(ctx context.Context, p *operatorProcess, delivered *atomic.Int64, d *floodDetails) (stop func()) {
+func (h *harness) sampleFlood(ctx context.Context, p *operatorProcess, delivered *atomic.Int64,
+	d *floodDetails) (stop func()) {
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	start := time.Now()

@@ -71,7 +71,8 @@ func runFlapping(ctx context.Context, h *harness) ([]Row, any, error) {
 		if err != nil {
 			return rows, details, fmt.Errorf("%s: %w", s.name, err)
 		}
-		h.logf("flapping, %s: %d changes in %.1fs, %d in, %d out (standing for %d), final states %d/%d, p50 %.1f ms (raw %.1f), max %.1f ms",
+		h.logf("flapping, %s: %d changes in %.1fs, %d in, %d out (standing for %d), final states %d/%d, "+
+			"p50 %.1f ms (raw %.1f), max %.1f ms",
 			s.name, p.Changes, p.WriteSeconds, p.In, p.Out, p.Accounted, p.FinalStates, p.Objects,
 			p.Final.P50, p.RawFinal.P50, p.Final.Max)
 		rows = append(rows, flapRows(s, p)...)
@@ -92,7 +93,8 @@ func flapRows(s flapSetting, p flappingPhase) []Row {
 			p.Out <= windows*p.Objects && whole)
 	case s.rate > 0:
 		allowed := int(math.Ceil(p.WriteSeconds*float64(s.rate))) + int(s.rate) + p.Objects
-		out = out.goal(fmt.Sprintf("≤ %d (the limit over the writes, its burst, one per object), every change accounted for", allowed),
+		out = out.goal(fmt.Sprintf(
+			"≤ %d (the limit over the writes, its burst, one per object), every change accounted for", allowed),
 			p.Out <= allowed && whole)
 	default:
 		out = out.goal("= in", p.Out == p.In && whole)
@@ -122,11 +124,13 @@ func (h *harness) flap(ctx context.Context, s flapSetting) (p flappingPhase, err
 	defer done()
 	// The next operator's warm-up waits for no informers: the subscription goes first.
 	defer func() { err = errors.Join(err, h.unsubscribe(context.WithoutCancel(ctx), ns, r)) }()
-	if _, err := h.create(ctx, writes{ns: ns, prefix: "f", count: objects, workers: 4, bytes: h.opts.ObjectBytes}); err != nil {
+	flapping := writes{ns: ns, prefix: "f", count: objects, workers: 4, bytes: h.opts.ObjectBytes}
+	if _, err := h.create(ctx, flapping); err != nil {
 		return p, err
 	}
 
-	rec := &flapRecorder{starts: map[string]time.Duration{}, raw: map[string]time.Duration{}, ours: map[string]time.Duration{}}
+	rec := &flapRecorder{starts: map[string]time.Duration{}, raw: map[string]time.Duration{},
+		ours: map[string]time.Duration{}}
 	h.sink.handle(rec.ourArrival)
 	defer h.sink.handle(nil)
 	raw, err := h.startRawWatch(ctx, configMaps, ns, rec.rawArrival)
