@@ -318,14 +318,17 @@ func boolValue(b bool) float64 {
 	return 0
 }
 
+// replicaLabel names the replica a sharding series is about.
+const replicaLabel = "replica"
+
 var (
 	shardsServed = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "shards_served",
-		Help: "Shard keys (resources) this replica serves, with --sharding=Leases."}, []string{"replica"})
+		Help: "Shard keys (resources) this replica serves, with --sharding=Leases."}, []string{replicaLabel})
 	shardMoves = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "shard_moves_total",
 		Help: "Shard keys this replica started serving (acquired) or handed over (released)."},
-		[]string{"replica", "direction"})
+		[]string{replicaLabel, "direction"})
 	replicaMembers = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "replica_members",
-		Help: "Live replicas as this replica sees them (member Leases)."}, []string{"replica"})
+		Help: "Live replicas as this replica sees them (member Leases)."}, []string{replicaLabel})
 )
 
 func init() { ctrlmetrics.Registry.MustRegister(shardsServed, shardMoves, replicaMembers) }
