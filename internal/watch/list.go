@@ -2,6 +2,8 @@ package watch
 
 import (
 	"context"
+	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -26,6 +28,23 @@ var listPageSize int64 = 500
 
 // listRestarts bounds how often a list whose continue token expired starts over.
 const listRestarts = 2
+
+// largeList is the size of a first list after which the memory its pages used is handed
+// back to the OS at once (returnMemory).
+const largeList = 5000
+
+var returningMemory atomic.Bool
+
+// returnMemory hands the heap's free memory back to the OS. After a large first list the
+// pages it decoded are garbage, but the runtime keeps the memory they took (RSS at the
+// list's high-water mark) for reuse, returning it only slowly. One forced collection per
+// large first list is cheap next to the list itself; lists that end together share it.
+func returnMemory() {
+	if returningMemory.CompareAndSwap(false, true) {
+		debug.FreeOSMemory()
+		returningMemory.Store(false)
+	}
+}
 
 // listing is a list being streamed into the view. Guarded by informer.mu.
 type listing struct {

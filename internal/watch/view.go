@@ -145,9 +145,13 @@ func (i *informer) Replace(items []any, resourceVersion string) error {
 	changed := !i.synced || i.err != nil
 	i.synced, i.err = true, nil
 	i.settleResume()
+	large := l.first && len(i.objects) >= largeList
 	i.mu.Unlock()
 	if changed {
 		i.reg.onChange(i.key)
+	}
+	if large {
+		returnMemory()
 	}
 	return nil
 }
