@@ -232,3 +232,23 @@ func TestStreamedRelistSendsTheGapOnce(t *testing.T) {
 	g.Expect(got.names()).To(Equal([]string{"Updated cm-00", "Updated cm-02", "Added cm-40", "Deleted cm-13",
 		"Deleted cm-24", "Added cm-barrier"}), "the gap's changes once, deletions after the last page")
 }
+
+// Old objects kept while the first list streams in cover every page: the first update of an
+// object on any page carries the object as it was.
+func TestStreamedListKeepsOldObjectsOfEveryPage(t *testing.T) {
+	g := NewWithT(t)
+	reg, key, _, put := pagedScope(t, 25)
+	got := &collector{}
+	reg.Subscribe(key, watch.Subscriber{ID: "s", NeedsOldObject: true, Receiver: got})
+	g.Eventually(synced(reg, key)).WithTimeout(20 * time.Second).Should(BeTrue())
+	put("cm-03", "2")
+	put("cm-23", "2")
+	g.Eventually(got.names).WithTimeout(20 * time.Second).Should(Equal([]string{"Updated cm-03", "Updated cm-23"}))
+	got.mu.Lock()
+	defer got.mu.Unlock()
+	for _, ev := range got.events {
+		g.Expect(ev.OldObject).NotTo(BeNil(), ev.Object.GetName())
+		v, _, _ := unstructured.NestedString(ev.OldObject.Object, "data", "v")
+		g.Expect(v).To(Equal("1"), ev.Object.GetName())
+	}
+}

@@ -176,7 +176,7 @@ func TestStreamedListTurnsPagesIntoChanges(t *testing.T) {
 			if ev := got.take(); !slices.Equal(ev, tt.want) {
 				t.Errorf("at the end got %q, want %q", ev, tt.want)
 			}
-			var view []string
+			view := make([]string, 0, len(i.objects))
 			for key, rec := range i.objects {
 				view = append(view, key[len("ns/"):]+" "+rec.rv)
 			}
