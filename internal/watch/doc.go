@@ -9,6 +9,7 @@
 //	registry.go   the registry: keys, subscribe and resubscribe, reference counting
 //	informer.go   one informer's state and lifecycle
 //	reflector.go  the client-go reflector feeding it, its backoff and quiet logs
+//	list.go       lists streamed into the view a page at a time, finished by Replace
 //	client.go     the dynamic client and its brief retries of transient failures
 //	view.go       the lean view (uid, resourceVersion, labels per object) and the changes
 //	              it turns list and watch events into; hash.go fingerprints objects for it

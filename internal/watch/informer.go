@@ -19,6 +19,8 @@ type informer struct {
 	stream string
 	log    logr.Logger
 
+	// ctx ends when the informer stops or stops watching.
+	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
 
@@ -30,6 +32,8 @@ type informer struct {
 	objects map[string]record
 	synced  bool
 	err     error
+	// listing is the list being streamed into the view, nil between lists (list.go).
+	listing *listing
 	// olds holds full objects only while some subscriber needs the object before an
 	// update (keepOld of them); nil otherwise. oldsComplete is true once it holds every
 	// object in scope; oldsFilling is closed when a fill in progress ends, and oldsChanged
@@ -52,8 +56,10 @@ type informer struct {
 
 func newInformer(reg *Registry, key Key) *informer {
 	stream := key.String()
+	ctx, cancel := context.WithCancel(reg.ctx)
 	return &informer{reg: reg, key: key, stream: stream, log: reg.log.WithValues("informer", stream),
-		subs: map[string]*subscriber{}, objects: map[string]record{}, done: make(chan struct{})}
+		ctx: ctx, cancel: cancel, subs: map[string]*subscriber{}, objects: map[string]record{},
+		done: make(chan struct{})}
 }
 
 // stop ends the reflector and releases the view. Called with the registry lock held.
@@ -64,6 +70,7 @@ func (i *informer) stop() {
 		i.resume.timer.Stop()
 	}
 	i.resume = nil
+	i.endListing()
 	for _, s := range i.subs {
 		s.cancel()
 	}

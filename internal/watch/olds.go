@@ -35,8 +35,12 @@ func (i *informer) keepOlds() (release func()) {
 func (i *informer) holdOld() {
 	if i.keepOld++; i.olds == nil {
 		i.olds = map[string]*unstructured.Unstructured{}
-		// Before the first list the map fills from it; after, fillOlds must fill it.
-		i.oldsComplete = !i.synced
+		// Before the first list the map fills from it; after it, or once a list is under
+		// way (its earlier pages are gone), fillOlds must fill it.
+		i.oldsComplete = !i.synced && i.listing == nil
+		if i.listing != nil {
+			i.listing.oldsPartial = true
+		}
 	}
 }
 
@@ -73,6 +77,20 @@ func (i *informer) fillOlds() {
 			i.mu.Unlock()
 			<-f
 			continue
+		}
+		if l := i.listing; l != nil { // fill once the list is over, from where it left the view
+			i.mu.Unlock()
+			select {
+			case <-l.done:
+			case <-i.ctx.Done():
+				return
+			}
+			continue
+		}
+		if !i.synced { // the next list fills them from its first page
+			i.oldsComplete = true
+			i.mu.Unlock()
+			return
 		}
 		done := make(chan struct{})
 		i.oldsFilling, i.oldsChanged = done, map[string]bool{}

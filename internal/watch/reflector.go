@@ -17,16 +17,23 @@ import (
 // start runs a reflector that lists and watches the informer's scope into its view (see
 // view.go), until the informer stops.
 func (i *informer) start() {
-	ctx, cancel := context.WithCancel(i.reg.ctx)
-	i.cancel = cancel
+	ctx := i.ctx
 	ri := i.reg.client.Resource(i.key.GVR).Namespace(i.key.Namespace)
-	lw := &cache.ListWatch{
-		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
-			list, err := retryBriefly(ctx, func() (*unstructured.UnstructuredList, error) {
-				return ri.List(ctx, opts)
-			})
+	// The lister streams its list into the view page by page (list.go) and hands the
+	// reflector an empty list carrying the list's resourceVersion; the reflector's Replace
+	// call then finishes the streamed list, and it watches from there. The lister opts out
+	// of the streaming list (WatchList), which would gather every object before handing
+	// them over, and could not resume from a checkpoint either.
+	lister := listThenWatch{&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, _ metav1.ListOptions) (runtime.Object, error) {
+			rv, err := i.listStreamed(ctx, ri)
 			i.observe(ctx, err)
-			return list, err
+			if err != nil {
+				return nil, err
+			}
+			list := &unstructured.UnstructuredList{}
+			list.SetResourceVersion(rv)
+			return list, nil
 		},
 		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (apiwatch.Interface, error) {
 			opts.ResourceVersion = i.watchFrom(opts.ResourceVersion)
@@ -34,13 +41,7 @@ func (i *informer) start() {
 			i.observe(ctx, err)
 			return w, err
 		},
-	}
-	var lister cache.ListerWatcher = lw
-	if i.resume != nil {
-		// Resuming needs a list, then a watch from the checkpoint: the streaming list
-		// (WatchList) would carry on from the present instead.
-		lister = listThenWatch{lw}
-	}
+	}}
 	reflector := cache.NewReflectorWithOptions(lister, &unstructured.Unstructured{}, i,
 		cache.ReflectorOptions{Name: i.stream, Backoff: &reconnectBackoff})
 	// The reflector retries failures with backoff and reports each through klog. Those

@@ -190,39 +190,34 @@ func (i *informer) advanceReplay(rv uint64, ok bool) bool {
 	return false
 }
 
-// gapRelisted turns a list that arrived while the replay was incomplete into the changes it
-// implies for resumed subscribers: every object changed since the replay stopped, as Added
-// when created after the checkpoint and Updated otherwise, then one Resync each, since
-// deletions in the gap cannot be known. Called with mu held; returns the keys it covered.
-func (i *informer) gapRelisted(items []any, listRV uint64) map[string]bool {
-	rs := i.resume
-	covered := map[string]bool{}
-	since := max(rs.from, rs.lastReplayed)
-	for _, item := range items {
-		u, ok := item.(*unstructured.Unstructured)
-		if !ok {
-			continue
-		}
-		rv, ok := parseRV(u.GetResourceVersion())
-		if ok && rv <= since {
-			continue
-		}
-		t := event.Updated
-		if !u.GetCreationTimestamp().Time.Before(rs.fromTime.Truncate(time.Second)) {
-			t = event.Added
-		}
-		ev := i.newEvent(t, u, rv)
-		ev.Replayed = true
-		covered[objectKey(u)] = true
-		i.fanOut(ev)
+// gapChange turns an object of a list taken while the replay was incomplete into the
+// change it implies for resumed subscribers, if it changed since the replay stopped: Added
+// when created after the checkpoint, Updated otherwise. It reports whether it did (the list's
+// own diff then skips the object). Called with mu held.
+func (i *informer) gapChange(u *unstructured.Unstructured, l *listing) bool {
+	rv, ok := parseRV(u.GetResourceVersion())
+	if ok && rv <= l.since {
+		return false
 	}
+	t := event.Updated
+	if !u.GetCreationTimestamp().Time.Before(l.fromTime.Truncate(time.Second)) {
+		t = event.Added
+	}
+	ev := i.newEvent(t, u, rv)
+	ev.Replayed = true
+	i.fanOut(ev)
+	return true
+}
+
+// gapFinished ends a replay that a list had to complete: deletions in the gap cannot be
+// known, so every resumed subscriber gets a Resync. Called with mu held, before the
+// informer moves to the list's resourceVersion.
+func (i *informer) gapFinished() {
+	rs := i.resume
 	rs.replaying, rs.gap = false, true
 	for _, s := range i.subs {
 		if s.resumed() {
 			i.offerResync(s, ResyncWatchExpired, s.point.ResourceVersion)
 		}
 	}
-	i.listRV = listRV
-	i.settleResume()
-	return covered
 }

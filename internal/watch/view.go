@@ -117,82 +117,41 @@ func (i *informer) apply(t event.Type, obj any) {
 	i.fanOut(ev)
 }
 
-// Replace receives a full list: the first one fills the view silently (its objects existed
-// before anyone subscribed); later ones, after a watch gap, become the changes they imply.
+// Replace ends a list: the streamed one whose pages are in (list.go), or one the reflector
+// hands over whole, taken as a single page. The first list fills the view silently (its
+// objects existed before anyone subscribed); later ones, after a watch gap, become the
+// changes they imply.
 func (i *informer) Replace(items []any, resourceVersion string) error {
 	i.mu.Lock()
 	if i.objects == nil {
 		i.mu.Unlock()
 		return nil
 	}
-	first := !i.synced
-	listRV, _ := parseRV(resourceVersion)
-	for _, item := range items {
-		if u, ok := item.(*unstructured.Unstructured); ok {
-			u.SetManagedFields(nil) // before any event shares the object
-		}
+	l := i.listing
+	if l == nil || !l.complete {
+		l = i.beginList()
 	}
-	var covered map[string]bool
-	if first {
-		i.listed(listRV)
-	} else if i.resume != nil && i.resume.replaying {
-		covered = i.gapRelisted(items, listRV)
-	}
-	seen := make(map[string]record, len(items))
-	for _, item := range items {
-		u, ok := item.(*unstructured.Unstructured)
-		if !ok {
-			continue
-		}
-		key := objectKey(u)
-		rec := recordOf(u)
-		seen[key] = rec
-		if first || covered[key] {
-			continue
-		}
-		switch prev, known := i.objects[key]; {
-		case !known || prev.uid != rec.uid:
-			i.fanOut(i.newEvent(event.Added, u, streamRV(rec.rv)))
-		case prev.rv != rec.rv && prev.hash != rec.hash:
-			ev := i.newEvent(event.Updated, u, streamRV(rec.rv))
-			ev.MetadataUnchanged = rec.metaHash == prev.metaHash
-			if i.olds != nil {
-				ev.OldObject = i.olds[key]
-			}
-			i.fanOut(ev)
-		}
-	}
-	if !first {
-		for key, prev := range i.objects {
-			if _, still := seen[key]; !still {
-				i.fanOut(i.newEvent(event.Deleted, i.tombstone(key, prev), streamRV(prev.rv)))
-			}
-		}
-	}
-	i.objects = seen
-	if !first {
-		i.listRV = listRV
-		i.relists++
-		if listRV > i.seen {
-			i.seen, i.seenAt = listRV, time.Now()
-		}
-	}
-	i.viewRV = max(i.viewRV, listRV)
-	if i.olds != nil {
-		i.olds = make(map[string]*unstructured.Unstructured, len(items))
+	if len(items) > 0 {
+		page := make([]*unstructured.Unstructured, 0, len(items))
 		for _, item := range items {
 			if u, ok := item.(*unstructured.Unstructured); ok {
-				i.olds[objectKey(u)] = u
+				page = append(page, u)
 			}
 		}
-		i.oldsComplete = true
+		i.listPage(l, page)
 	}
+	listRV, _ := parseRV(resourceVersion)
+	i.finishList(l, listRV)
 	changed := !i.synced || i.err != nil
 	i.synced, i.err = true, nil
 	i.settleResume()
+	large := l.first && len(i.objects) >= largeList
 	i.mu.Unlock()
 	if changed {
 		i.reg.onChange(i.key)
+	}
+	if large {
+		returnMemory()
 	}
 	return nil
 }
