@@ -83,7 +83,7 @@ func main() {
 		"The directory that contains the metrics server certificate.")
 	flag.StringVar(&metricsCertName, "metrics-cert-name", "tls.crt", "The name of the metrics server certificate file.")
 	flag.StringVar(&metricsCertKey, "metrics-cert-key", "tls.key", "The name of the metrics server key file.")
-	flag.StringVar(&sinkDenyCIDRs, "sink-deny-cidrs", operator.FormatCIDRs(sink.DefaultDeny),
+	flag.StringVar(&sinkDenyCIDRs, "sink-deny-cidrs", sink.FormatCIDRs(sink.DefaultDeny),
 		"Comma-separated address ranges sinks may never reach (the default: cloud metadata services, "+
 			"link-local and unspecified addresses), checked on the URL and after DNS resolution when dialing. "+
 			"Empty denies nothing.")
@@ -201,7 +201,7 @@ func main() {
 		os.Exit(1)
 	}
 
-	deny, err := operator.ParseCIDRs(sinkDenyCIDRs)
+	deny, err := sink.ParseCIDRs(sinkDenyCIDRs)
 	if err != nil {
 		setupLog.Error(err, "Invalid --sink-deny-cidrs")
 		os.Exit(1)

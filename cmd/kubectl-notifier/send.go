@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -40,7 +39,7 @@ type sendOptions struct {
 }
 
 func newSendCommand(o *options) *cobra.Command {
-	so := &sendOptions{deny: formatPrefixes(sink.DefaultDeny)}
+	so := &sendOptions{deny: sink.FormatCIDRs(sink.DefaultDeny)}
 	cmd := &cobra.Command{
 		Use:   "send (NAME | -f FILE)",
 		Short: "Send one test event through a subscription's sink and show the answer",
@@ -138,7 +137,7 @@ func runSend(ctx context.Context, o *options, so *sendOptions, name string) erro
 	if err := outputFormat(so.output); err != nil {
 		return err
 	}
-	deny, err := parsePrefixes(so.deny)
+	deny, err := sink.ParseCIDRs(so.deny)
 	if err != nil {
 		return fmt.Errorf("--sink-deny-cidrs: %w", err)
 	}
@@ -400,29 +399,4 @@ func printSendResult(w io.Writer, r sendResult) {
 	if r.Error != "" {
 		p("error: %s\n", r.Error)
 	}
-}
-
-// parsePrefixes reads a comma-separated list of address ranges, as the operator's
-// --sink-deny-cidrs; empty denies nothing.
-func parsePrefixes(list string) ([]netip.Prefix, error) {
-	out := []netip.Prefix{}
-	for part := range strings.SplitSeq(list, ",") {
-		if part = strings.TrimSpace(part); part == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(part)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
-}
-
-func formatPrefixes(prefixes []netip.Prefix) string {
-	parts := make([]string, len(prefixes))
-	for i, p := range prefixes {
-		parts[i] = p.String()
-	}
-	return strings.Join(parts, ",")
 }

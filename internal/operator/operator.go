@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/netip"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -47,22 +46,6 @@ const (
 	AuthorizationNone Authorization = "None"
 )
 
-// ParseCIDRs reads a comma-separated list of address ranges; empty gives an empty list.
-func ParseCIDRs(list string) ([]netip.Prefix, error) {
-	out := []netip.Prefix{}
-	for part := range strings.SplitSeq(list, ",") {
-		if part = strings.TrimSpace(part); part == "" {
-			continue
-		}
-		p, err := netip.ParsePrefix(part)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
-}
-
 // Defaults of the operator's settings, in one place: the binary's flags, the Helm chart's
 // values (checked by test/install) and the operator that tests and the demo embed all
 // start from these.
@@ -78,15 +61,6 @@ const (
 	// checkpoint save and releasing the Lease. After it, the process exits regardless.
 	ShutdownSlack = 10 * time.Second
 )
-
-// FormatCIDRs writes ranges as ParseCIDRs reads them.
-func FormatCIDRs(prefixes []netip.Prefix) string {
-	parts := make([]string, len(prefixes))
-	for i, p := range prefixes {
-		parts[i] = p.String()
-	}
-	return strings.Join(parts, ",")
-}
 
 // Options tune the operator; zero values take the defaults.
 type Options struct {

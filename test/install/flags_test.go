@@ -189,7 +189,7 @@ func TestManagerFlags(t *testing.T) {
 	for flag, value := range map[string]string{
 		"subscription-authorization": string(operator.DefaultAuthorization),
 		"shutdown-grace":             operator.DefaultShutdownGrace.String(),
-		"sink-deny-cidrs":            operator.FormatCIDRs(sink.DefaultDeny),
+		"sink-deny-cidrs":            sink.FormatCIDRs(sink.DefaultDeny),
 		"checkpoint-interval":        operator.DefaultCheckpointInterval.String(),
 	} {
 		if f := flags[flag]; !f.same(f.def, value) {
