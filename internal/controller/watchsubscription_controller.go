@@ -195,30 +195,11 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 	}
 	sinks, err := r.buildSinks(ctx, target, deadLetter, deadLetterSource)
 	if err != nil {
-		if sinkCouldNotAsk(err) {
-			return keepRunning(metrics.CheckSecrets, err, nil)
-		}
-		in.SinkErr = err
-		r.running.teardown(nn, false)
-		if se, ok := errors.AsType[*subscription.SinkError](err); ok && se.Denied {
-			return in, nil, ctrl.Result{RequeueAfter: r.authzInterval()} // a grant takes effect within it
-		}
-		return in, nil, ctrl.Result{} // waits for the spec or the Secret to change
+		return r.sinksFailed(&in, ws, err)
 	}
 	res, err := r.Resolver.Resolve(gvr)
 	if err != nil {
-		switch {
-		case meta.IsNoMatchError(err):
-			in.ResolveErr = err
-			r.running.teardown(nn, false)
-			return in, nil, r.waitForCRD(ctx, gvr, &in)
-		case resolve.IsNotWatchable(err), !couldNotAsk(err):
-			in.ResolveErr = err
-			r.running.teardown(nn, false)
-			return in, nil, ctrl.Result{}
-		default:
-			return keepRunning(metrics.CheckDiscovery, err, nil)
-		}
+		return r.unresolved(ctx, &in, ws, err)
 	}
 
 	keys := p.Streams(res.Namespaced)
@@ -251,6 +232,49 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 		c = r.start(ws, p, keys, opened, sinks.fingerprint, c)
 	}
 	r.observe(&in, ws, c)
+	return in, &res, r.lookAgain(in, gvr, result)
+}
+
+// sinksFailed answers sinks that could not be built: a Secret that could not be read keeps
+// what runs; a definite answer stops the subscription until a grant, the spec or the Secret
+// changes.
+func (r *WatchSubscriptionReconciler) sinksFailed(in *readiness, ws *notifyv1.WatchSubscription,
+	err error) (readiness, *resolve.Resource, ctrl.Result) {
+	if sinkCouldNotAsk(err) {
+		return r.keepRunning(in, ws, metrics.CheckSecrets, err, nil)
+	}
+	in.SinkErr = err
+	r.running.teardown(types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}, false)
+	if se, ok := errors.AsType[*subscription.SinkError](err); ok && se.Denied {
+		return *in, nil, ctrl.Result{RequeueAfter: r.authzInterval()} // a grant takes effect within it
+	}
+	return *in, nil, ctrl.Result{} // waits for the spec or the Secret to change
+}
+
+// unresolved answers a resource discovery does not give: a CRD not installed yet is waited
+// for, a resource that cannot be watched is terminal, discovery not answering keeps what runs.
+func (r *WatchSubscriptionReconciler) unresolved(ctx context.Context, in *readiness, ws *notifyv1.WatchSubscription,
+	err error) (readiness, *resolve.Resource, ctrl.Result) {
+	nn := types.NamespacedName{Namespace: ws.Namespace, Name: ws.Name}
+	switch {
+	case meta.IsNoMatchError(err):
+		in.ResolveErr = err
+		r.running.teardown(nn, false)
+		return *in, nil, r.waitForCRD(ctx, subscription.GVR(ws), in)
+	case resolve.IsNotWatchable(err), !couldNotAsk(err):
+		in.ResolveErr = err
+		r.running.teardown(nn, false)
+		return *in, nil, ctrl.Result{}
+	default:
+		return r.keepRunning(in, ws, metrics.CheckDiscovery, err, nil)
+	}
+}
+
+// lookAgain shortens result's requeue for what will change by itself: a resource gone under
+// a running watch, and drops or filters over budget that stop being recent (which clears
+// their condition).
+func (r *WatchSubscriptionReconciler) lookAgain(in readiness, gvr schema.GroupVersionResource,
+	result ctrl.Result) ctrl.Result {
 	for _, s := range in.Scopes {
 		if apierrors.IsNotFound(s.Err) {
 			// The resource went away under a running watch: look again rather than retry it.
@@ -258,13 +282,12 @@ func (r *WatchSubscriptionReconciler) wire(ctx context.Context, ws *notifyv1.Wat
 			result.RequeueAfter = min(nonZero(result.RequeueAfter), time.Second)
 		}
 	}
-	// Look again when drops or filters over budget stop being recent, to clear the condition.
 	for _, recent := range []func(time.Time) (bool, time.Duration){in.Delivery.DroppedRecently, in.Delivery.OverBudgetRecently} {
 		if yes, left := recent(time.Now()); yes {
 			result.RequeueAfter = min(nonZero(result.RequeueAfter), left+100*time.Millisecond)
 		}
 	}
-	return in, &res, result
+	return result
 }
 
 // keepRunning is the answer to a check that could not be made: what runs keeps running on

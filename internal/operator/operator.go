@@ -179,26 +179,13 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		DeliveryTimeout:   opts.DeliveryTimeout,
 		Log:               log,
 	}
-	switch cmp.Or(opts.Authorization, DefaultAuthorization) {
-	case AuthorizationSubjectAccessReview:
-		r.Authorizer = &authz.Checker{Client: mgr.GetClient(),
-			Interval: cmp.Or(opts.AuthorizationInterval, DefaultAuthorizationInterval)}
-	case AuthorizationNone:
-	default:
-		return nil, fmt.Errorf("authorization %q: want %s or %s", opts.Authorization,
-			AuthorizationSubjectAccessReview, AuthorizationNone)
+	if r.Authorizer, err = authorizer(mgr, opts); err != nil {
+		return nil, err
 	}
 	r.Registry = watch.New(dyn, ctrl.Log.WithName("watch"), r.InformerChanged)
 	sharding := cmp.Or(opts.Sharding, ShardingNone)
-	switch sharding {
-	case ShardingNone:
-	case ShardingLeases:
-		if opts.CheckpointNamespace == "" || opts.ReplicaName == "" {
-			return nil, fmt.Errorf("sharding %s needs the checkpoint namespace (for the Leases and checkpoints) and a "+
-				"replica name", ShardingLeases)
-		}
-	default:
-		return nil, fmt.Errorf("sharding %q: want %s or %s", opts.Sharding, ShardingNone, ShardingLeases)
+	if err := checkSharding(sharding, opts); err != nil {
+		return nil, err
 	}
 	// The registry ends with the manager: through the keeper, after the last checkpoint,
 	// when there are checkpoints.
@@ -235,6 +222,36 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		}
 	}
 	return &Operator{Registry: r.Registry, Budget: r.Budget}, nil
+}
+
+// authorizer checks subscriptions' access as opts say; nil trusts them.
+func authorizer(mgr ctrl.Manager, opts Options) (*authz.Checker, error) {
+	switch cmp.Or(opts.Authorization, DefaultAuthorization) {
+	case AuthorizationSubjectAccessReview:
+		return &authz.Checker{Client: mgr.GetClient(),
+			Interval: cmp.Or(opts.AuthorizationInterval, DefaultAuthorizationInterval)}, nil
+	case AuthorizationNone:
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("authorization %q: want %s or %s", opts.Authorization,
+			AuthorizationSubjectAccessReview, AuthorizationNone)
+	}
+}
+
+// checkSharding refuses a sharding mode it does not know, or Leases without what they need.
+func checkSharding(sharding Sharding, opts Options) error {
+	switch sharding {
+	case ShardingNone:
+		return nil
+	case ShardingLeases:
+		if opts.CheckpointNamespace == "" || opts.ReplicaName == "" {
+			return fmt.Errorf("sharding %s needs the checkpoint namespace (for the Leases and checkpoints) and a "+
+				"replica name", ShardingLeases)
+		}
+		return nil
+	default:
+		return fmt.Errorf("sharding %q: want %s or %s", opts.Sharding, ShardingNone, ShardingLeases)
+	}
 }
 
 // setupShards adds the member Lease and the shard coordinator: the keeper saves and loads
