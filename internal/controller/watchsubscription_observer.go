@@ -152,6 +152,11 @@ func (o *observer) Coalesced() {
 func (o *observer) QueueDepth(n int) {
 	o.counters.queued.Store(int64(n))
 	o.metrics.QueueDepth(n)
+	if n == 0 {
+		// The last status write may have seen the queue before its last event left; an
+		// idle subscription must not show events queued.
+		o.wakeups.Soon(o.nn)
+	}
 }
 
 func (o *observer) Done(ev *event.Event) { o.progress.Done(ev) }

@@ -140,6 +140,9 @@ type Pipeline struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// depthMu orders the queue depth reports: each reads the depth under it, so the last
+	// report follows the last change.
+	depthMu sync.Mutex
 
 	// mu orders starting workers against Stop and TakeOver (taken before a lane's mu).
 	mu            sync.Mutex
@@ -305,7 +308,7 @@ func (p *Pipeline) prepend(events []*event.Event) {
 		l.queue = append(ahead[i], l.queue...)
 		l.mu.Unlock()
 	}
-	p.opts.Observer.QueueDepth(len(p.slots))
+	p.reportDepth()
 }
 
 func withDefaults(o Options) Options {
@@ -437,7 +440,7 @@ func (p *Pipeline) queue(ev *event.Event) {
 	if p.hold.add(ev, time.Now()) {
 		p.startRelease()
 	}
-	p.opts.Observer.QueueDepth(len(p.slots))
+	p.reportDepth()
 }
 
 // startRelease starts the holding stage's release loop, unless the pipeline was stopped
@@ -497,7 +500,7 @@ func (p *Pipeline) evictOldest(need int64) int64 {
 		<-p.slots
 		p.dropped(ev, true)
 	}
-	p.opts.Observer.QueueDepth(len(p.slots))
+	p.reportDepth()
 	return freed
 }
 
@@ -547,7 +550,7 @@ func (p *Pipeline) enqueue(ev *event.Event) {
 	if start {
 		p.spawn(l)
 	}
-	p.opts.Observer.QueueDepth(len(p.slots))
+	p.reportDepth()
 }
 
 func (p *Pipeline) laneOf(ev *event.Event) int {
@@ -588,7 +591,7 @@ func (p *Pipeline) work(l *lane) {
 		// the workers have ended.
 		clear(evs) // let delivered events go
 		l.batchBuf = evs
-		p.opts.Observer.QueueDepth(len(p.slots))
+		p.reportDepth()
 	}
 }
 
@@ -616,6 +619,13 @@ func (p *Pipeline) finish(ev *event.Event) {
 	}
 	p.opts.Observer.Done(ev)
 	<-p.slots
+}
+
+// reportDepth tells the Observer how many events are queued, held or in flight now.
+func (p *Pipeline) reportDepth() {
+	p.depthMu.Lock()
+	defer p.depthMu.Unlock()
+	p.opts.Observer.QueueDepth(len(p.slots))
 }
 
 // fit is how many of msgs, from the first, go in one request: as many as stay within

@@ -391,13 +391,16 @@ func TestQueueFull(t *testing.T) {
 	stats := NewStats(Snapshot{})
 	var note notifications
 	m := &recordingMetrics{}
-	p := Start(Options{Sink: s, QueueSize: 2, Parallelism: 1, Observer: &watching{stats: stats, metrics: m, notify: &note}})
+	var depth atomic.Int64
+	p := Start(Options{Sink: s, QueueSize: 2, Parallelism: 1,
+		Observer: &watching{stats: stats, metrics: m, notify: &note, depth: &depth}})
 	defer p.Stop()
 
 	// An event in the sink still holds its slot, so two fill the queue.
 	g.Expect(p.Offer(newEvent("a", 1))).To(BeTrue())
 	g.Expect(p.Offer(newEvent("a", 2))).To(BeTrue())
 	g.Expect(p.Offer(newEvent("a", 3))).To(BeFalse())
+	g.Expect(depth.Load()).To(BeEquivalentTo(2), "the depth reported counts the event in the sink")
 
 	snap := stats.Snapshot()
 	g.Expect(snap.Observed).To(BeEquivalentTo(3))
@@ -433,6 +436,7 @@ func TestQueueFull(t *testing.T) {
 	}
 	g.Expect(rvs).To(Equal([]string{"1", "2", "4"}))
 	g.Expect(stats.Snapshot().Dropped).To(BeEquivalentTo(1), "a Put that gave up is not a drop")
+	g.Eventually(depth.Load).Should(BeZero(), "the last depth reported is the empty queue")
 }
 
 func TestPutReturnsWhenPipelineStops(t *testing.T) {
@@ -796,6 +800,8 @@ type watching struct {
 	metrics *recordingMetrics
 	notify  *notifications
 	done    *doneLog
+	// depth is the last queue depth reported, when set.
+	depth *atomic.Int64
 }
 
 func (w *watching) note(urgent bool) {
@@ -863,7 +869,11 @@ func (w *watching) Coalesced() {
 	}
 }
 
-func (w *watching) QueueDepth(int) {}
+func (w *watching) QueueDepth(n int) {
+	if w.depth != nil {
+		w.depth.Store(int64(n))
+	}
+}
 
 func (w *watching) Done(ev *event.Event) {
 	if w.done != nil {
