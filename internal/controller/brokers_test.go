@@ -155,9 +155,11 @@ func TestKafkaSink(t *testing.T) {
 // the failure in the deliveryerror extension.
 func TestKafkaDeadLetterSink(t *testing.T) {
 	g := NewWithT(t)
+	// The cluster outlives the operator (cleanups run last first): on a loaded machine, a
+	// manager stopping after its dead-letter cluster had gone once overran its 30s grace.
+	c := kafkaCluster(t, []string{"dead-letters"})
 	startOperator(t)
 	ns := newNamespace(t)
-	c := kafkaCluster(t, []string{"dead-letters"})
 	sk := newSink(t)
 	sk.status = func() int { return 400 }
 	ws := subscription(ns, "rejected", sk.URL)

@@ -257,6 +257,8 @@ const (
 	labelResource    = "resource"
 	labelSubresource = "subresource"
 	labelVerb        = "verb"
+	// resourceSubscriptions is our resource as the API server's metrics name it.
+	resourceSubscriptions = "watchsubscriptions"
 	// subresourceStatus is the subresource of status writes.
 	subresourceStatus = "status"
 )

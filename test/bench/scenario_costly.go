@@ -300,7 +300,7 @@ func (h *harness) inspectCostly(ctx context.Context, ns string, d *costlyDetails
 // statusWrites counts the status writes of WatchSubscriptions the API server has served.
 func (h *harness) statusWrites(ctx context.Context) (int, error) {
 	n, err := h.apiMetric(ctx, "apiserver_request_total",
-		map[string]string{labelVerb: "PATCH", labelResource: "watchsubscriptions", labelSubresource: subresourceStatus},
-		map[string]string{labelVerb: "PUT", labelResource: "watchsubscriptions", labelSubresource: subresourceStatus})
+		map[string]string{labelVerb: "PATCH", labelResource: resourceSubscriptions, labelSubresource: subresourceStatus},
+		map[string]string{labelVerb: "PUT", labelResource: resourceSubscriptions, labelSubresource: subresourceStatus})
 	return int(n), err
 }

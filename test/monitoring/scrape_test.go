@@ -26,8 +26,9 @@ import (
 )
 
 // statusMetrics says, for each counter of a WatchSubscription's status, the metric that
-// counts (or, for the queue, measures) the same, summed over its labels other than namespace and subscription. A counter
-// added to the status without one here fails TestOperatorMetrics.
+// counts (or, for the queue, measures) the same, summed over its labels other than
+// namespace and subscription. A counter added to the status without one here fails
+// TestOperatorMetrics.
 var statusMetrics = map[string]string{
 	"eventsObserved":  "dynamicnotifier_events_observed_total",
 	"eventsDelivered": "dynamicnotifier_events_delivered_total",
