@@ -77,7 +77,8 @@ type convergenceDetails struct {
 }
 
 var (
-	statusWrites  = map[string]string{labelResource: resourceSubscriptions, labelSubresource: subresourceStatus, labelVerb: "PATCH"}
+	statusWrites = map[string]string{labelResource: resourceSubscriptions, labelSubresource: subresourceStatus,
+		labelVerb: "PATCH"}
 	eventsCreated = map[string]string{labelResource: "events", labelVerb: "POST"}
 )
 
