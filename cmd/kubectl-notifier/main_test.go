@@ -232,18 +232,7 @@ func startOperator(t *testing.T) {
 		DeliveryTimeout: 2 * time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil {
-			t.Errorf("manager stopped: %v", err)
-		}
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
+	testenv.RunManager(t, mgr)
 }
 
 // waitReason waits until the subscription's Ready condition has this reason.

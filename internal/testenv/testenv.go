@@ -19,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 )
 
 // RepoRoot is the repository's top directory, found from this file's location.
@@ -164,4 +165,20 @@ func MainWith(m *testing.M, apiServerFlags map[string]string, setup func(env *en
 	}
 	_ = env.Stop()
 	os.Exit(code)
+}
+
+// RunManager runs mgr until the test ends, failing the test if it stops with an error.
+func RunManager(t testing.TB, mgr manager.Manager) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			t.Errorf("manager stopped: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 }

@@ -86,21 +86,13 @@ func startOperator(t *testing.T) string {
 	if err := mgr.Add(srv); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil {
-			t.Errorf("manager stopped: %v", err)
-		}
-	}()
+	// Registered first, so it runs after the manager has stopped.
 	t.Cleanup(func() {
-		cancel()
-		<-done
 		if t.Failed() {
 			t.Logf("operator log:\n%s", tail(operatorLog.String(), 200))
 		}
 	})
+	testenv.RunManager(t, mgr)
 	var addr string
 	deadline := time.Now().Add(30 * time.Second)
 	for addr = bound.GetBindAddr(); addr == ""; addr = bound.GetBindAddr() {
