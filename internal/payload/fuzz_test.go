@@ -38,6 +38,13 @@ func FuzzShapes(f *testing.F) {
 				if json.Unmarshal([]byte(oldRaw), &oldObj) != nil || json.Unmarshal([]byte(newRaw), &newObj) != nil {
 					return
 				}
+				// JSON null decodes to a nil map: an object with nothing in it.
+				if oldObj == nil {
+					oldObj = map[string]any{}
+				}
+				if newObj == nil {
+					newObj = map[string]any{}
+				}
 				plant(oldObj, kind, form)
 				plant(newObj, kind, form)
 				gvr := schema.GroupVersionResource{Version: "v1", Resource: strings.ToLower(kind) + "s"}
