@@ -353,5 +353,6 @@ func (r *WatchSubscriptionReconciler) letGo(nn types.NamespacedName) {
 	r.running.teardown(nn, true)
 	r.retries.reset(nn)
 	r.wakeups.forget(nn)
+	r.written.forget(nn)
 	metrics.Forget(nn.Namespace, nn.Name)
 }

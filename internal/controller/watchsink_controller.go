@@ -48,6 +48,7 @@ type SinkStatusReconciler struct {
 	Subscriptions *WatchSubscriptionReconciler
 
 	retries checkRetry
+	written writtenStatuses[notifyv1.WatchSinkStatus, *notifyv1.WatchSinkStatus]
 }
 
 // sinkObject is a WatchSink or a ClusterWatchSink, seen the same way.
@@ -70,8 +71,12 @@ func (r *SinkStatusReconciler) newObject() sinkObject {
 func (r *SinkStatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	s := r.newObject()
 	if err := r.Get(ctx, req.NamespacedName, s.obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.written.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	r.written.freshen(s.obj, s.status)
 	before := s.obj.DeepCopyObject().(client.Object)
 	s.status.ObservedGeneration = s.obj.GetGeneration()
 	ready := r.readyCondition(ctx, s)
@@ -98,9 +103,13 @@ func (r *SinkStatusReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if equality.Semantic.DeepEqual(before, s.obj) {
 		return result, nil
 	}
-	if err := r.Status().Patch(ctx, s.obj, client.MergeFrom(before)); err != nil && !apierrors.IsNotFound(err) {
+	if err := r.Status().Patch(ctx, s.obj, client.MergeFrom(before)); err != nil {
+		if apierrors.IsNotFound(err) {
+			return result, nil
+		}
 		return ctrl.Result{}, err
 	}
+	r.written.record(s.obj, s.status)
 	return result, nil
 }
 

@@ -68,6 +68,7 @@ type WatchSubscriptionReconciler struct {
 	running *runningSubscriptions
 	wakeups *wakeups
 	retries checkRetry
+	written writtenStatuses[notifyv1.WatchSubscriptionStatus, *notifyv1.WatchSubscriptionStatus]
 }
 
 // +kubebuilder:rbac:groups=notify.dynamicnotifier.io,resources=watchsubscriptions,verbs=get;list;watch
@@ -150,6 +151,7 @@ func (r *WatchSubscriptionReconciler) forget(nn types.NamespacedName) {
 	r.running.teardown(nn, true)
 	r.retries.reset(nn)
 	r.wakeups.forget(nn)
+	r.written.forget(nn)
 	metrics.Forget(nn.Namespace, nn.Name)
 }
 

@@ -265,6 +265,7 @@ func boundMessage(msg string) string {
 // writeStatus patches the status once, only when something in it changed, and records an
 // Event when Ready changes. It returns when to look again if a restart grace is running.
 func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notifyv1.WatchSubscription, in readiness, res *resolve.Resource) (time.Duration, error) {
+	r.written.freshen(ws, &ws.Status)
 	before := ws.DeepCopy()
 	st := &ws.Status
 	st.ObservedGeneration = ws.Generation
@@ -308,6 +309,7 @@ func (r *WatchSubscriptionReconciler) writeStatus(ctx context.Context, ws *notif
 		}
 		return 0, err
 	}
+	r.written.record(ws, &ws.Status)
 	if from := before.Status.Replica; from != "" && from != st.Replica {
 		r.Recorder.Eventf(ws, nil, "Normal", notifyv1.EventReasonMoved, "Serve",
 			"Served by replica %s now (was %s)", st.Replica, from)
