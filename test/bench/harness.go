@@ -18,7 +18,9 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -90,6 +92,9 @@ func newHarness(cfg *rest.Config, opts options, progress io.Writer) (*harness, e
 	if h.dyn, err = dynamic.NewForConfig(h.opCfg); err != nil {
 		return nil, err
 	}
+	if err := h.createWatchAllRole(context.Background()); err != nil {
+		return nil, err
+	}
 	if h.operatorNS, err = h.namespace(context.Background(), "dynamic-notifier-system"); err != nil {
 		return nil, err
 	}
@@ -105,14 +110,38 @@ func (h *harness) logf(format string, args ...any) {
 	_, _ = fmt.Fprintf(h.progress, "%7.1fs  %s\n", time.Since(h.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
-// namespace creates a fresh namespace. envtest has no namespace controller, so scenarios
-// delete what they created in it rather than the namespace itself.
+// namespace creates a fresh namespace, where the default ServiceAccount, which the
+// subscriptions use, may list and watch everything: the operator checks that as the binary
+// does. envtest has no namespace controller, so scenarios delete what they created in it
+// rather than the namespace itself.
 func (h *harness) namespace(ctx context.Context, prefix string) (string, error) {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: prefix + "-" + rand.String(5)}}
 	if err := h.k8s.Create(ctx, ns); err != nil {
 		return "", fmt.Errorf("namespace: %w", err)
 	}
+	if err := h.k8s.Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns.Name, Name: "default-watch-all"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: watchAllRole},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns.Name, Name: "default"}},
+	}); err != nil {
+		return "", fmt.Errorf("namespace %s: role binding: %w", ns.Name, err)
+	}
 	return ns.Name, nil
+}
+
+// watchAllRole may list and watch every resource; the harness binds it in its namespaces.
+const watchAllRole = "dynamic-notifier-bench-watch-all"
+
+func (h *harness) createWatchAllRole(ctx context.Context) error {
+	err := h.k8s.Create(ctx, &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: watchAllRole},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"*"}, Resources: []string{"*"},
+			Verbs: []string{"list", "watch"}}},
+	})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("cluster role %s: %w", watchAllRole, err)
+	}
+	return nil
 }
 
 // deleteConfigMaps removes a scenario's ConfigMaps, so later scenarios run against an API

@@ -46,11 +46,10 @@ func (h *harness) startOperator(ctx context.Context) (*runningOperator, error) {
 	return r, nil
 }
 
-// operatorOptions are the binary's, but for authorization: with SubjectAccessReview every
-// subscription would need a ServiceAccount with RBAC, and the benchmarks measure the engine,
-// not the API server's authorizer.
+// operatorOptions are the binary's defaults, SubjectAccessReview included: every namespace
+// the harness creates lets its default ServiceAccount list and watch what is in it.
 func operatorOptions(checkpointNamespace string) operator.Options {
-	return operator.Options{Authorization: operator.AuthorizationNone, CheckpointNamespace: checkpointNamespace}
+	return operator.Options{CheckpointNamespace: checkpointNamespace}
 }
 
 // launchOperator starts the operator with opts in a manager of its own on cfg.

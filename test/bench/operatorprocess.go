@@ -43,9 +43,6 @@ type processSpec struct {
 	Burst                int                  `json:"burst"`
 	CheckpointNamespace  string               `json:"checkpointNamespace"`
 	DeliveryMemoryBudget int64                `json:"deliveryMemoryBudget"`
-	// Authorization, when set, replaces the benchmarks' None (the binary's default is
-	// SubjectAccessReview).
-	Authorization operator.Authorization `json:"authorization,omitempty"`
 	// NaiveNamespace, when set, makes the process the naive baseline instead: one dynamic
 	// informer on the namespace's ConfigMaps, started by POST /start (see naiveProcessMain).
 	NaiveNamespace string `json:"naiveNamespace,omitempty"`
@@ -97,9 +94,6 @@ func operatorProcessMain(specJSON string) int {
 	}
 	opts := operatorOptions(spec.CheckpointNamespace)
 	opts.DeliveryMemoryBudget = spec.DeliveryMemoryBudget
-	if spec.Authorization != "" {
-		opts.Authorization = spec.Authorization
-	}
 	opts.Sharding, opts.ReplicaName = spec.Sharding, spec.ReplicaName
 	opts.MemberLeaseDuration, opts.MemberRenewDeadline, opts.MemberRetryPeriod = spec.MemberLeaseDuration,
 		spec.MemberRenewDeadline, spec.MemberRetryPeriod

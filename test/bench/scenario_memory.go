@@ -6,11 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"time"
-
-	rbacv1 "k8s.io/api/rbac/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
 )
 
 // memoryPhase is one count of cached objects.
@@ -60,22 +55,6 @@ const perObjectGoal = 1000
 func runMemory(ctx context.Context, h *harness) ([]Row, any, error) {
 	ns, err := h.namespace(ctx, "memory")
 	if err != nil {
-		return nil, nil, err
-	}
-	// The operator process checks access as the binary does: the namespace's default
-	// ServiceAccount may read what is there.
-	if err := h.k8s.Create(ctx, &rbacv1.Role{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "watch-configmaps"},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"},
-			Verbs: []string{"list", "watch"}}},
-	}); err != nil {
-		return nil, nil, err
-	}
-	if err := h.k8s.Create(ctx, &rbacv1.RoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "default-watch-configmaps"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "watch-configmaps"},
-		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "default"}},
-	}); err != nil {
 		return nil, nil, err
 	}
 	// The objects stay: memory runs last, and deleting 100,000 of them would take a minute
@@ -178,8 +157,7 @@ func (h *harness) memoryOurs(ctx context.Context, ns string, d *memoryPhase) err
 // of its own, through an initial sync of ns.
 func (h *harness) memoryProcesses(ctx context.Context, ns string, d *memoryPhase) error {
 	var err error
-	d.OursProcess, err = h.rssThroughSync(ctx, processSpec{CheckpointNamespace: h.operatorNS,
-		Authorization: operator.DefaultAuthorization}, d.Objects,
+	d.OursProcess, err = h.rssThroughSync(ctx, processSpec{CheckpointNamespace: h.operatorNS}, d.Objects,
 		func(ctx context.Context, _ *operatorProcess) error {
 			ws := subscription(ns, "rss", configMaps, h.sink.URL)
 			if err := h.k8s.Create(ctx, ws); err != nil {
