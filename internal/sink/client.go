@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -81,17 +82,8 @@ func (c *Clients) For(m TLSMaterial) (*http.Client, error) {
 	if cl, ok := c.clients[key]; ok {
 		return cl, nil
 	}
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.Proxy = c.proxy
-	t.DialContext = (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: c.deny.checkDial}).DialContext
-	// Every delivery lane of every subscription on a host may hold a connection; a smaller
-	// idle pool makes lanes beyond it dial again for each request.
-	t.MaxIdleConns = 4096
-	t.MaxIdleConnsPerHost = 1024
-	// A sink's answer is a status line and a few headers: a sink sending megabytes of them
-	// gets an error, not the operator's memory.
-	t.MaxResponseHeaderBytes = MaxResponseHeaderBytes
-	t.IdleConnTimeout = 90 * time.Second
+	dial := (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: c.deny.checkDial}).DialContext
+	var tlsConfig *tls.Config
 	if len(m.CA) > 0 || len(m.Cert) > 0 || m.InsecureSkipVerify {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: m.InsecureSkipVerify} //nolint:gosec // opt-in per subscription
 		if len(m.CA) > 0 {
@@ -111,9 +103,24 @@ func (c *Clients) For(m TLSMaterial) (*http.Client, error) {
 			}
 			cfg.Certificates = []tls.Certificate{pair}
 		}
-		t.TLSClientConfig = cfg
+		tlsConfig = cfg
 	}
-	cl := &http.Client{Transport: &guardedTransport{Transport: t, deny: c.deny}, CheckRedirect: c.checkRedirect}
+	// Every delivery lane of every subscription on a host may hold a connection; a smaller
+	// idle pool makes lanes beyond it dial again for each request.
+	const maxIdlePerHost, idleTimeout = 1024, 90 * time.Second
+	var next http.RoundTripper = &h1Transport{dial: dial, tlsConfig: tlsConfig, maxIdlePerHost: maxIdlePerHost,
+		idleTimeout: idleTimeout}
+	if c.proxy != nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.Proxy, t.DialContext, t.TLSClientConfig = c.proxy, dial, tlsConfig
+		t.MaxIdleConns, t.MaxIdleConnsPerHost, t.IdleConnTimeout = 4*maxIdlePerHost, maxIdlePerHost, idleTimeout
+		// A sink's answer is a status line and a few headers: a sink sending megabytes of
+		// them gets an error, not the operator's memory.
+		t.MaxResponseHeaderBytes = MaxResponseHeaderBytes
+		next = t
+	}
+	cl := &http.Client{Transport: &guardedTransport{next: next, dial: dial, proxy: c.proxy, deny: c.deny},
+		CheckRedirect: c.checkRedirect}
 	c.clients[key] = cl
 	return cl, nil
 }
@@ -121,8 +128,11 @@ func (c *Clients) For(m TLSMaterial) (*http.Client, error) {
 // guardedTransport checks the host of every request, redirects included, before the
 // transport resolves it, dials it or hands it to a proxy.
 type guardedTransport struct {
-	*http.Transport
-	deny denyList
+	next http.RoundTripper
+	// dial is next's: it checks each address it connects to.
+	dial  func(ctx context.Context, network, address string) (net.Conn, error)
+	proxy func(*http.Request) (*url.URL, error)
+	deny  denyList
 }
 
 func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -132,7 +142,7 @@ func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 		}
 		return nil, err
 	}
-	return t.Transport.RoundTrip(req)
+	return t.next.RoundTrip(req)
 }
 
 // checkRedirect decides on a redirect the sink answered; req is the request that would

@@ -179,7 +179,7 @@ func TestDialTimeCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dial := cl.Transport.(*guardedTransport).DialContext
+	dial := cl.Transport.(*guardedTransport).dial
 	for _, addr := range []string{"127.0.0.2:" + port, "[::ffff:127.0.0.2]:" + port} {
 		conn, err := dial(t.Context(), "tcp", addr)
 		if conn != nil {

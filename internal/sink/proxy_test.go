@@ -16,7 +16,7 @@ func TestSinksConnectDirectlyByDefault(t *testing.T) {
 	for _, insecure := range []bool{false, true} {
 		cl, err := NewClients(ClientOptions{}).For(TLSMaterial{InsecureSkipVerify: insecure})
 		g.Expect(err).NotTo(HaveOccurred())
-		g.Expect(cl.Transport.(*guardedTransport).Proxy).To(BeNil())
+		g.Expect(cl.Transport.(*guardedTransport).proxy).To(BeNil())
 	}
 }
 
