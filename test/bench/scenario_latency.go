@@ -45,12 +45,15 @@ func runLatency(ctx context.Context, h *harness) ([]Row, any, error) {
 		label := "Latency, " + subs(n)
 		id := "latency/" + strconv.Itoa(n) + "/"
 		complete := p.Delivered == p.Expected
-		// DESIGN's targets; issue 7 first asked for p99 within 1.5x, noted when only that holds.
+		// Issue 21's targets: one subscription adds at most 0.5 ms at p50 (and DESIGN's 1.1×
+		// at p99); many stay within 1.3× raw at p50 and p99.
 		p50 := newRow(id+"p50", label, "p50 write → sink", "ms", p.Ours.P50, p.Raw.P50, "raw").
-			goal("≤ raw + 1 ms", p.Ours.P50 <= p.Raw.P50+1 && complete)
+			goal("≤ raw + 0.5 ms", p.Ours.P50 <= p.Raw.P50+0.5 && complete)
 		p99 := newRow(id+"p99", label, "p99 write → sink", "ms", p.Ours.P99, p.Raw.P99, "raw").
 			goal("≤ 1.1× raw", p.Ours.P99 <= 1.1*p.Raw.P99 && complete)
 		if n > 1 {
+			p50 = p50.goal("≤ 1.3× raw", p.Ours.P50 <= 1.3*p.Raw.P50 && complete)
+			p99 = p99.goal("≤ 1.3× raw", p.Ours.P99 <= 1.3*p.Raw.P99 && complete)
 			// Every write is n requests; the first shows the path without the queue behind it.
 			p50 = p50.note("%d requests per write; the first delivery of each write p50 %s ms", n, trim(p.OursFirst.P50))
 			p99 = p99.note("first delivery p99 %s ms", trim(p.OursFirst.P99))
@@ -58,8 +61,6 @@ func runLatency(ctx context.Context, h *harness) ([]Row, any, error) {
 		switch {
 		case !complete:
 			p99 = p99.note("%d of %d delivered", p.Delivered, p.Expected)
-		case p99.Result == missed && p.Ours.P99 <= 1.5*p.Raw.P99:
-			p99 = p99.note("within issue 7's 1.5×")
 		}
 		rows = append(rows,
 			p50,

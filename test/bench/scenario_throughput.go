@@ -95,7 +95,7 @@ func fanOutRows(id, mode string, p throughputPhase) []Row {
 		note("%s; writes %.0f/s; %d requests", p.delivered(), p.WriteRate, p.SinkRequests)
 	took := newRow(id+"/time", label, "first write → last delivery", "s",
 		p.OursSeconds, p.RawSeconds, "raw (last create seen)").
-		goal("≤ 1.5× raw", p.complete() && p.OursSeconds <= 1.5*p.RawSeconds).
+		goal("≤ 1.1× raw", p.complete() && p.OursSeconds <= 1.1*p.RawSeconds).
 		note("lag %s", p.lagNote())
 	return []Row{deliveries, took}
 }
