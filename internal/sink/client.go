@@ -119,7 +119,7 @@ func (c *Clients) For(m TLSMaterial) (*http.Client, error) {
 		t.MaxResponseHeaderBytes = MaxResponseHeaderBytes
 		next = t
 	}
-	cl := &http.Client{Transport: &guardedTransport{next: next, dial: dial, proxy: c.proxy, deny: c.deny},
+	cl := &http.Client{Transport: &guardedTransport{next: next, dial: dial, proxy: c.proxy, deny: c.deny, follow: c.follow},
 		CheckRedirect: c.checkRedirect}
 	c.clients[key] = cl
 	return cl, nil
@@ -133,6 +133,8 @@ type guardedTransport struct {
 	dial  func(ctx context.Context, network, address string) (net.Conn, error)
 	proxy func(*http.Request) (*url.URL, error)
 	deny  denyList
+	// follow is whether the client follows redirects.
+	follow bool
 }
 
 func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) {

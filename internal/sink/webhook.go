@@ -159,7 +159,7 @@ func (w *Webhook) post(ctx context.Context, header http.Header, body []byte, id 
 		req.Header[HeaderWebhookTimestamp] = []string{strconv.FormatInt(now.Unix(), 10)}
 		req.Header[HeaderWebhookSignature] = []string{sign(w.SigningKey, id, now, body)}
 	}
-	resp, err := w.Client.Do(req)
+	resp, followed, err := w.do(req)
 	if err != nil {
 		if uerr, ok := errors.AsType[*url.Error](err); ok {
 			err = uerr.Err
@@ -169,11 +169,14 @@ func (w *Webhook) post(ctx context.Context, header http.Header, body []byte, id 
 	// Drain so the connection goes back to the pool.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
-	// A 3xx the client did not try to follow: 300, 304, or one without a Location.
 	if resp.StatusCode >= 300 && resp.StatusCode <= 399 {
 		rerr := &RedirectError{Status: resp.Status, Rule: "this redirect is not followed"}
-		if loc, err := resp.Location(); err == nil {
+		loc, err := resp.Location()
+		if err == nil {
 			rerr.Location = loc.String()
+		}
+		if !followed && err == nil && redirectStatus(resp.StatusCode) {
+			rerr.Rule = "redirects are not followed"
 		}
 		return &RequestError{Method: http.MethodPost, URL: w.shown(), raw: w.URL, Err: rerr}
 	}
@@ -182,6 +185,29 @@ func (w *Webhook) post(ctx context.Context, header http.Header, body []byte, id 
 			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	}
 	return nil
+}
+
+// do sends req. Where redirects are not followed, the transport alone does what the client
+// would (followed is false), with less work per request; the client's redirect policy
+// otherwise, which leaves only a 3xx it did not try to follow (300, 304, one without a
+// Location).
+func (w *Webhook) do(req *http.Request) (resp *http.Response, followed bool, err error) {
+	if g, ok := w.Client.Transport.(*guardedTransport); ok && !g.follow {
+		resp, err = g.RoundTrip(req)
+		return resp, false, err
+	}
+	resp, err = w.Client.Do(req)
+	return resp, true, err
+}
+
+// redirectStatus tells the answers an HTTP client follows when it has a Location.
+func redirectStatus(code int) bool {
+	switch code {
+	case http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect,
+		http.StatusPermanentRedirect:
+		return true
+	}
+	return false
 }
 
 // setBinaryHeaders writes the CloudEvents HTTP binary-mode attributes. Written by hand
