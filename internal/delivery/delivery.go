@@ -170,7 +170,16 @@ type lane struct {
 	// Scratch space of the lane's one worker, reused from delivery to delivery.
 	batchBuf []*event.Event
 	msgBuf   []sink.Message
+	// waiting tells that the worker waits for more events (laneLinger); wake tells it one
+	// came.
+	waiting bool
+	wake    chan struct{}
 }
+
+// laneLinger is how long a lane's worker waits for more events before it ends. A worker
+// started per event costs a goroutine and the growth of its stack to the depth of an HTTP
+// request, each time: at one event per write, more than the pipeline's own work.
+const laneLinger = time.Second
 
 // Start builds a pipeline and starts its workers.
 func Start(opts Options) *Pipeline {
@@ -187,7 +196,7 @@ func Start(opts Options) *Pipeline {
 	}
 	p.lanes = make([]*lane, opts.Parallelism)
 	for i := range p.lanes {
-		p.lanes[i] = &lane{}
+		p.lanes[i] = &lane{wake: make(chan struct{}, 1)}
 	}
 	return p
 }
@@ -544,11 +553,17 @@ func (p *Pipeline) enqueue(ev *event.Event) {
 	l := p.lanes[p.laneOf(ev)]
 	l.mu.Lock()
 	l.queue = append(l.queue, ev)
-	start := !l.running
+	start, wake := !l.running, l.waiting
 	l.running = true
 	l.mu.Unlock()
-	if start {
+	switch {
+	case start:
 		p.spawn(l)
+	case wake:
+		select {
+		case l.wake <- struct{}{}:
+		default: // it is being woken already
+		}
 	}
 	p.reportDepth()
 }
@@ -570,9 +585,22 @@ func (p *Pipeline) laneOf(ev *event.Event) int {
 // work delivers a lane's events in order. With a batching sink it takes what is already
 // queued, up to the batch size, so batches form only under backlog and add no latency.
 func (p *Pipeline) work(l *lane) {
+	linger := time.NewTimer(laneLinger)
+	defer linger.Stop()
 	for {
 		l.mu.Lock()
 		l.current = nil // the previous batch, if any, is settled
+		if len(l.queue) == 0 && !p.halted() {
+			select {
+			case <-l.wake: // from before it waited: stale
+			default:
+			}
+			l.waiting = true
+			l.mu.Unlock()
+			p.awaitEvents(l, linger)
+			l.mu.Lock()
+			l.waiting = false
+		}
 		if len(l.queue) == 0 || p.halted() {
 			l.running = false
 			l.mu.Unlock()
@@ -592,6 +620,18 @@ func (p *Pipeline) work(l *lane) {
 		clear(evs) // let delivered events go
 		l.batchBuf = evs
 		p.reportDepth()
+	}
+}
+
+// awaitEvents waits until an event comes to l, laneLinger passes, or the pipeline stops.
+func (p *Pipeline) awaitEvents(l *lane, linger *time.Timer) {
+	linger.Reset(laneLinger)
+	defer linger.Stop()
+	select {
+	case <-l.wake:
+	case <-linger.C:
+	case <-p.stopping:
+	case <-p.ctx.Done():
 	}
 }
 
