@@ -47,7 +47,10 @@ func (w *wakeups) Soon(nn types.NamespacedName) {
 	if q == nil {
 		return
 	}
-	flag, _ := w.later.LoadOrStore(nn, &atomic.Bool{})
+	flag, ok := w.later.Load(nn)
+	if !ok {
+		flag, _ = w.later.LoadOrStore(nn, &atomic.Bool{}) // once per subscription, not per event
+	}
 	if flag.(*atomic.Bool).CompareAndSwap(false, true) {
 		(*q).AddAfter(reconcile.Request{NamespacedName: nn}, w.interval)
 	}
