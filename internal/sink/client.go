@@ -184,7 +184,7 @@ func port(u *url.URL) string {
 	if p := u.Port(); p != "" {
 		return p
 	}
-	if u.Scheme == "https" {
+	if u.Scheme == schemeHTTPS {
 		return "443"
 	}
 	return "80"

@@ -37,6 +37,11 @@ type h1Transport struct {
 	sweeping bool
 }
 
+const (
+	schemeHTTP  = "http"
+	schemeHTTPS = "https"
+)
+
 // h1Conn is one connection with its buffers.
 type h1Conn struct {
 	conn   net.Conn
@@ -77,7 +82,7 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil {
 		defer func() { _ = req.Body.Close() }() // a RoundTripper closes the body, even on error
 	}
-	if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+	if req.URL.Scheme != schemeHTTP && req.URL.Scheme != schemeHTTPS {
 		return nil, fmt.Errorf("unsupported protocol scheme %q", req.URL.Scheme)
 	}
 	if err := checkHeader(req.Header); err != nil {
@@ -283,7 +288,7 @@ func (t *h1Transport) conn(ctx context.Context, key, scheme, addr, hostname stri
 		return nil, err
 	}
 	conn := raw
-	if scheme == "https" {
+	if scheme == schemeHTTPS {
 		tc := tls.Client(raw, t.tlsFor(hostname))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = raw.Close()
@@ -364,7 +369,7 @@ func canonicalAddr(scheme, host string) string {
 		return host
 	}
 	port := "80"
-	if scheme == "https" {
+	if scheme == schemeHTTPS {
 		port = "443"
 	}
 	return net.JoinHostPort(trimBrackets(host), port)
