@@ -350,10 +350,11 @@ func (r *WatchSubscriptionReconciler) start(ws *notifyv1.WatchSubscription, p su
 	opts.Sink, opts.DeadLetter = sinks.sink, sinks.deadLetter
 	m := metrics.For(ws.Namespace, ws.Name)
 	m.QueueCapacity(p.Delivery.QueueSize)
-	opts.Observer = &observer{nn: nn, counters: counts, metrics: m,
-		progress: progress, wakeups: r.wakeups, log: r.Log.WithValues("watchsubscription", nn)}
+	// One logger for both: each WithValues clones an encoder with a buffer of its own.
+	log := r.Log.WithValues("watchsubscription", nn)
+	opts.Observer = &observer{nn: nn, counters: counts, metrics: m, progress: progress, wakeups: r.wakeups, log: log}
 	opts.Held = old != nil // until the old pipeline's events are handed over
-	opts.Log = r.Log.WithValues("watchsubscription", nn)
+	opts.Log = log
 	opts.Budget = r.Budget
 	pipeline := delivery.Start(opts)
 	c := &runningSubscription{uid: ws.UID, generation: ws.Generation, keys: keys, sinkFingerprint: fingerprint,
