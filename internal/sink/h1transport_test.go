@@ -253,3 +253,20 @@ func TestCanonicalAddr(t *testing.T) {
 		}
 	}
 }
+
+// A URL's user info is sent as basic authentication, as http.Client sends it, unless the
+// sink's headers carry their own Authorization.
+func TestURLUserInfoIsBasicAuth(t *testing.T) {
+	g := NewWithT(t)
+	got := make(chan string, 2)
+	srv, _, _ := connCounting(t, func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Get("Authorization")
+		accept(w, r)
+	})
+	w := webhookTo(t, strings.Replace(srv.URL, "http://", "http://hook:s3cret@", 1))
+	g.Expect(w.Send(t.Context(), testMessage())).To(Succeed())
+	g.Expect(got).To(Receive(Equal("Basic aG9vazpzM2NyZXQ=")))
+	w.Header = http.Header{"Authorization": {"Bearer t"}}
+	g.Expect(w.Send(t.Context(), testMessage())).To(Succeed())
+	g.Expect(got).To(Receive(Equal("Bearer t")))
+}

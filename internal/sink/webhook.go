@@ -193,6 +193,11 @@ func (w *Webhook) post(ctx context.Context, header http.Header, body []byte, id 
 // Location).
 func (w *Webhook) do(req *http.Request) (resp *http.Response, followed bool, err error) {
 	if g, ok := w.Client.Transport.(*guardedTransport); ok && !g.follow {
+		if u := req.URL.User; u != nil && req.Header.Get("Authorization") == "" {
+			// What http.Client does with a URL's user info.
+			password, _ := u.Password()
+			req.SetBasicAuth(u.Username(), password)
+		}
 		resp, err = g.RoundTrip(req)
 		return resp, false, err
 	}
