@@ -107,9 +107,12 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, ctxErr(ctx, err)
 		}
 		if req.GetBody != nil {
-			if body, err = req.GetBody(); err != nil {
+			again, err := req.GetBody()
+			if err != nil {
 				return nil, err
 			}
+			defer func() { _ = again.Close() }()
+			body = again
 		} else if req.Body != nil && req.Body != http.NoBody {
 			return nil, err // a body that cannot be read again
 		}
