@@ -270,3 +270,20 @@ func TestURLUserInfoIsBasicAuth(t *testing.T) {
 	g.Expect(w.Send(t.Context(), testMessage())).To(Succeed())
 	g.Expect(got).To(Receive(Equal("Bearer t")))
 }
+
+// An IPv6 literal in the URL is dialled and named in the Host header as the URL gives it.
+func TestSinkOnIPv6Loopback(t *testing.T) {
+	g := NewWithT(t)
+	ln, err := net.Listen("tcp", "[::1]:0")
+	g.Expect(err).NotTo(HaveOccurred())
+	hosts := make(chan string, 1)
+	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hosts <- r.Host
+		accept(w, r)
+	})}}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	url := "http://" + ln.Addr().String() + "/events"
+	g.Expect(webhookTo(t, url).Send(t.Context(), testMessage())).To(Succeed())
+	g.Expect(hosts).To(Receive(Equal(ln.Addr().String())))
+}
