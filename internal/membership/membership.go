@@ -74,6 +74,9 @@ type Membership struct {
 
 	left     chan struct{}
 	leftOnce sync.Once
+	// renewing keeps a renewal and Leave apart: a renewal that read the Lease as deleted
+	// would create it again, and the others would wait for it to expire.
+	renewing sync.Mutex
 }
 
 type observed struct {
@@ -157,6 +160,8 @@ func (m *Membership) Start(ctx context.Context) error {
 // Call it once the work is handed over.
 func (m *Membership) Leave(ctx context.Context) {
 	m.leftOnce.Do(func() {
+		m.renewing.Lock()
+		defer m.renewing.Unlock()
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: m.opts.Namespace,
@@ -169,6 +174,13 @@ func (m *Membership) Leave(ctx context.Context) {
 }
 
 func (m *Membership) renew(ctx context.Context) error {
+	m.renewing.Lock()
+	defer m.renewing.Unlock()
+	select {
+	case <-m.left:
+		return nil // left: the Lease stays deleted
+	default:
+	}
 	ctx, cancel := context.WithTimeout(ctx, m.opts.RenewDeadline)
 	defer cancel()
 	now := metav1.NowMicro()

@@ -109,6 +109,23 @@ func TestMembersSeeEachOtherAndLeavingIsSeenAtOnce(t *testing.T) {
 		"b sees c gone long before its Lease could expire")
 }
 
+// Start keeps renewing until Leave: a renewal that reads the Lease after Leave deleted it
+// must not create it again, or the others see the member live until the Lease expires.
+func TestARenewalAfterLeavingDoesNotBringTheLeaseBack(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t)
+	a := joinFor(t, ns, "a", time.Minute)
+	g.Eventually(a.Members).Should(Equal([]string{"a"}))
+	a.stop(true)
+	g.Eventually(a.done).Should(Receive(BeNil()), "leaving ends Start")
+
+	g.Expect(a.Renew(context.Background())).To(Succeed())
+	var leases coordinationv1.LeaseList
+	g.Expect(k8s.List(context.Background(), &leases, client.InNamespace(ns),
+		client.MatchingLabels{membership.LabelComponent: "member"})).To(Succeed())
+	g.Expect(leases.Items).To(BeEmpty(), "the member Lease after Leave and a late renewal")
+}
+
 func TestAMemberThatStopsRenewingExpires(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t)
