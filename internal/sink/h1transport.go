@@ -22,7 +22,7 @@ import (
 // goroutine, over kept-alive connections pooled per host. net/http's Transport hands every
 // request to a writing and a reading goroutine of its connection; at one request per
 // delivery those hand-offs cost about as much CPU as the request itself (BENCHMARKS.md,
-// "One request per delivery"). Sinks reached through a proxy keep net/http's Transport.
+// "one request per delivery"). Sinks reached through a proxy keep net/http's Transport.
 type h1Transport struct {
 	dial func(ctx context.Context, network, address string) (net.Conn, error)
 	// tlsConfig is the base of https connections; nil trusts the system roots.
