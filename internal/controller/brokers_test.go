@@ -7,7 +7,6 @@ package controller_test
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"strings"
 	"testing"
@@ -25,51 +24,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/brokertest"
 )
-
-// kafkaCluster starts a one-broker Kafka-protocol cluster on 127.0.0.1 with the topics,
-// one partition each.
-func kafkaCluster(t *testing.T, topics []string, opts ...kfake.Opt) *kfake.Cluster {
-	t.Helper()
-	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(1, topics...)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
 
 func brokerAddresses(c *kfake.Cluster) []notifyv1.BrokerAddress {
 	addrs := c.ListenAddrs()
 	out := make([]notifyv1.BrokerAddress, 0, len(addrs))
 	for _, a := range addrs {
 		out = append(out, notifyv1.BrokerAddress(a))
-	}
-	return out
-}
-
-// consumeKafka reads n records of topic from its start, failing after 20 seconds.
-func consumeKafka(t *testing.T, c *kfake.Cluster, topic string, n int, opts ...kgo.Opt) []*kgo.Record {
-	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var out []*kgo.Record
-	for len(out) < n {
-		fetches := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("consumed %d of %d records of topic %s within 20s", len(out), n, topic)
-		}
-		fetches.EachError(func(topic string, p int32, err error) { t.Fatalf("fetching %s/%d: %v", topic, p, err) })
-		out = append(out, fetches.Records()...)
-	}
-	if len(out) != n {
-		t.Fatalf("consumed %d records of topic %s, want %d", len(out), topic, n)
 	}
 	return out
 }
@@ -96,7 +58,7 @@ func TestKafkaSink(t *testing.T) {
 	startOperator(t)
 	ns := newNamespace(t)
 	const topic = "k8s-events"
-	c := kafkaCluster(t, []string{topic}, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "writer", "pw"))
+	c := brokertest.KafkaCluster(t, 1, []string{topic}, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "writer", "pw"))
 	login := kgo.SASL(scram.Auth{User: "writer", Pass: "pw"}.AsSha512Mechanism())
 	create(t, secret(ns, "kafka-user", map[string]string{"username": "writer", "password": "pw"}))
 	grantSecrets(t, ns, "kafka-user", "late-user")
@@ -118,7 +80,7 @@ func TestKafkaSink(t *testing.T) {
 	touch(t, cm)
 	g.Expect(k8s.Delete(context.Background(), cm)).To(Succeed())
 
-	recs := consumeKafka(t, c, topic, 3, login)
+	recs := brokertest.ConsumeKafka(t, c.ListenAddrs(), topic, 3, login)
 	types, ids := make([]string, 0, len(recs)), make([]string, 0, len(recs))
 	for _, r := range recs {
 		g.Expect(string(r.Key)).To(Equal(ns+"/settings"), "the key is the object")
@@ -145,7 +107,7 @@ func TestKafkaSink(t *testing.T) {
 	create(t, secret(ns, "late-user", map[string]string{"username": "writer", "password": "pw"}))
 	waitReason(t, late, notifyv1.ReasonWatching, 10*time.Second)
 	create(t, configMap(ns, "after", nil))
-	after := consumeKafka(t, c, topic, 5, login)[3:]
+	after := brokertest.ConsumeKafka(t, c.ListenAddrs(), topic, 5, login)[3:]
 	for _, r := range after {
 		g.Expect(string(r.Key)).To(Equal(ns+"/after"), "both subscriptions publish the new ConfigMap")
 	}
@@ -157,7 +119,7 @@ func TestKafkaDeadLetterSink(t *testing.T) {
 	g := NewWithT(t)
 	// The cluster outlives the operator (cleanups run last first): on a loaded machine, a
 	// manager stopping after its dead-letter cluster had gone once overran its 30s grace.
-	c := kafkaCluster(t, []string{"dead-letters"})
+	c := brokertest.KafkaCluster(t, 1, []string{"dead-letters"})
 	startOperator(t)
 	ns := newNamespace(t)
 	sk := newSink(t)
@@ -170,7 +132,7 @@ func TestKafkaDeadLetterSink(t *testing.T) {
 	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
 
 	create(t, configMap(ns, "c", nil))
-	r := consumeKafka(t, c, "dead-letters", 1)[0]
+	r := brokertest.ConsumeKafka(t, c.ListenAddrs(), "dead-letters", 1)[0]
 	g.Expect(sk.Events()).To(HaveLen(1), "a 400 is not retried")
 	g.Expect(string(r.Key)).To(Equal(ns + "/c"))
 	g.Expect(recordHeader(r, "content-type")).To(Equal("application/cloudevents+json"), "structured mode")
@@ -187,64 +149,11 @@ func TestKafkaDeadLetterSink(t *testing.T) {
 // the stream K8S over k8s.>.
 func natsServer(t *testing.T) (*server.Server, jetstream.Stream) {
 	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		NoLog: true, NoSigs: true, Users: []*server.User{
-			{Username: "admin", Password: "admin"}, {Username: "k8s", Password: "pw"}, {Username: "other", Password: "pw2"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
+	s := brokertest.NATSServer(t, func(o *server.Options) {
+		o.Users = []*server.User{{Username: "admin", Password: "admin"}, {Username: "k8s", Password: "pw"},
+			{Username: "other", Password: "pw2"}}
 	})
-	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo("admin", "admin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "K8S", Subjects: []string{"k8s.>"}, Duplicates: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, st
-}
-
-// consumeNATS reads n messages of the stream from its start, failing after 20 seconds.
-func consumeNATS(t *testing.T, st jetstream.Stream, n int) []jetstream.Msg {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []jetstream.Msg
-	for len(out) < n && ctx.Err() == nil {
-		batch, err := cons.Fetch(n-len(out), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			out = append(out, m)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			t.Fatal(err)
-		}
-	}
-	if len(out) != n {
-		t.Fatalf("consumed %d of %d messages of stream K8S within 20s", len(out), n)
-	}
-	return out
+	return s, brokertest.NATSStream(t, s, jetstream.StreamConfig{}, nats.UserInfo("admin", "admin"))
 }
 
 // operatorUsers lists the users of the operator's connections to s (named dynamic-notifier).
@@ -289,7 +198,7 @@ func TestNATSSink(t *testing.T) {
 	create(t, cm)
 	touch(t, cm)
 	g.Expect(k8s.Delete(ctx, cm)).To(Succeed())
-	msgs := consumeNATS(t, st, 3)
+	msgs := brokertest.ConsumeNATS(t, st, 3)
 	for i, typ := range []string{"added", "updated", "deleted"} {
 		m := msgs[i]
 		g.Expect(m.Subject()).To(Equal("k8s."+ns+".ConfigMap.settings."+typ), "the subject template, events in order")
@@ -316,7 +225,7 @@ func TestNATSSink(t *testing.T) {
 		g.Expect(ok).To(BeTrue(), "no failed counter with reason denied")
 		g.Expect(v).To(Equal(1.0))
 	}).WithTimeout(10 * time.Second).Should(Succeed())
-	g.Expect(consumeNATS(t, st, 4)[3].Subject()).To(Equal("k8s."+ns+".ConfigMap.probe.added"),
+	g.Expect(brokertest.ConsumeNATS(t, st, 4)[3].Subject()).To(Equal("k8s."+ns+".ConfigMap.probe.added"),
 		"the subscription with the right password delivered it")
 
 	// Other credentials: a new connection takes over, the old one closes once the old
@@ -325,7 +234,7 @@ func TestNATSSink(t *testing.T) {
 	g.Eventually(func(g Gomega) []string { return operatorUsers(g, srv) }).WithTimeout(15*time.Second).
 		Should(Equal([]string{"other"}), "the connection of the replaced sink is closed")
 	create(t, configMap(ns, "after", nil))
-	g.Expect(consumeNATS(t, st, 5)[4].Subject()).To(Equal("k8s." + ns + ".ConfigMap.after.added"))
+	g.Expect(brokertest.ConsumeNATS(t, st, 5)[4].Subject()).To(Equal("k8s." + ns + ".ConfigMap.after.added"))
 
 	// Deleted, the subscription's connection closes.
 	g.Expect(k8s.Delete(ctx, ws)).To(Succeed())
@@ -342,7 +251,7 @@ func TestKafkaClusterWatchSink(t *testing.T) {
 	opts := testOptions()
 	opts.OperatorNamespace = operatorNS
 	startOperatorWith(t, cfg, opts)
-	c := kafkaCluster(t, []string{"platform-events"}, kfake.EnableSASL(), kfake.Superuser("PLAIN", "platform", "s3cret"))
+	c := brokertest.KafkaCluster(t, 1, []string{"platform-events"}, kfake.EnableSASL(), kfake.Superuser("PLAIN", "platform", "s3cret"))
 	create(t, secret(operatorNS, "kafka-platform", map[string]string{"username": "platform", "password": "s3cret"}))
 	cluster := &notifyv1.ClusterWatchSink{ObjectMeta: metav1.ObjectMeta{Name: "kafka-" + randomSuffix()},
 		Spec: notifyv1.ClusterWatchSinkSpec{
@@ -364,7 +273,7 @@ func TestKafkaClusterWatchSink(t *testing.T) {
 	waitReason(t, ws, notifyv1.ReasonWatching, 10*time.Second)
 	g.Expect(status(g, ws).Sink).To(Equal("ClusterWatchSink/" + cluster.Name))
 	create(t, configMap(ns, "c", nil))
-	r := consumeKafka(t, c, "platform-events", 1, kgo.SASL(plain.Auth{User: "platform", Pass: "s3cret"}.AsMechanism()))[0]
+	r := brokertest.ConsumeKafka(t, c.ListenAddrs(), "platform-events", 1, kgo.SASL(plain.Auth{User: "platform", Pass: "s3cret"}.AsMechanism()))[0]
 	g.Expect(string(r.Key)).To(Equal(ns + "/c"))
 	g.Expect(recordHeader(r, "ce_type")).To(Equal("io.dynamicnotifier.resource.added"))
 }

@@ -24,20 +24,16 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 
+	"github.com/dynamic-notifier/dynamic-notifier/internal/brokertest"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 )
 
 const testTopic = "k8s-events"
 
-// kafkaCluster starts an in-process Kafka-protocol cluster on loopback ports.
+// kafkaCluster starts a one-broker cluster with the test topic of 4 partitions.
 func kafkaCluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
 	t.Helper()
-	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.SeedTopics(4, testTopic)}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.Close)
-	return c
+	return brokertest.KafkaCluster(t, 4, []string{testTopic}, opts...)
 }
 
 func kafkaSink(t *testing.T, b *Brokers, cfg KafkaConfig) *Kafka {
@@ -51,35 +47,6 @@ func kafkaSink(t *testing.T, b *Brokers, cfg KafkaConfig) *Kafka {
 	}
 	t.Cleanup(func() { _ = k.Close() })
 	return k
-}
-
-// consumeKafka reads n records of topic from the start with a separate consumer client.
-func consumeKafka(t *testing.T, addrs []string, topic string, n int, opts ...kgo.Opt) []*kgo.Record {
-	t.Helper()
-	cl, err := kgo.NewClient(append([]kgo.Opt{
-		kgo.SeedBrokers(addrs...),
-		kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-	}, opts...)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	var out []*kgo.Record
-	for len(out) < n {
-		fetches := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			t.Fatalf("consumed %d of %d records before the timeout", len(out), n)
-		}
-		fetches.EachError(func(topic string, p int32, err error) { t.Fatalf("fetching %s/%d: %v", topic, p, err) })
-		out = append(out, fetches.Records()...)
-	}
-	if len(out) != n {
-		t.Fatalf("consumed %d records, want %d", len(out), n)
-	}
-	return out
 }
 
 // kafkaBinaryEvent decodes a binary-mode record as the Kafka protocol binding says: the
@@ -114,7 +81,7 @@ func TestKafkaBinaryMode(t *testing.T) {
 	g.Expect(k.Send(context.Background(), msg)).To(Succeed())
 	g.Expect(k.Send(context.Background(), resync)).To(Succeed())
 
-	recs := consumeKafka(t, c.ListenAddrs(), testTopic, 2)
+	recs := brokertest.ConsumeKafka(t, c.ListenAddrs(), testTopic, 2)
 	byKey := map[string]*kgo.Record{}
 	for _, r := range recs {
 		byKey[string(r.Key)] = r
@@ -152,7 +119,7 @@ func TestKafkaStructuredMode(t *testing.T) {
 
 	g.Expect(k.Send(context.Background(), msg)).To(Succeed())
 
-	r := consumeKafka(t, c.ListenAddrs(), testTopic, 1)[0]
+	r := brokertest.ConsumeKafka(t, c.ListenAddrs(), testTopic, 1)[0]
 	g.Expect(string(r.Key)).To(Equal("team-a/settings"))
 	g.Expect(r.Headers).To(Equal([]kgo.RecordHeader{{Key: "content-type", Value: []byte("application/cloudevents+json")}}))
 	var ce cloudevents.Event
@@ -174,7 +141,7 @@ func TestKafkaBatchArrivesComplete(t *testing.T) {
 
 	g.Expect(k.SendBatch(context.Background(), msgs)).To(Succeed())
 
-	recs := consumeKafka(t, c.ListenAddrs(), testTopic, 50)
+	recs := brokertest.ConsumeKafka(t, c.ListenAddrs(), testTopic, 50)
 	ids := map[string]bool{}
 	last := map[string]int{}
 	for _, r := range recs {
@@ -233,7 +200,7 @@ func TestKafkaKeepsEachObjectInOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	recs := consumeKafka(t, c.ListenAddrs(), testTopic, objects*revisions)
+	recs := brokertest.ConsumeKafka(t, c.ListenAddrs(), testTopic, objects*revisions)
 	next := map[string]int{}
 	partition := map[string]int32{}
 	for _, r := range recs {
@@ -285,7 +252,7 @@ func TestKafkaSASLAndTopicAuthorization(t *testing.T) {
 	g.Expect(err.Error()).To(ContainSubstring("kafka topic secrets: "))
 
 	// What was written, read back as the superuser.
-	recs := consumeKafka(t, c.ListenAddrs(), testTopic, 2,
+	recs := brokertest.ConsumeKafka(t, c.ListenAddrs(), testTopic, 2,
 		kgo.SASL(scram.Auth{User: "admin", Pass: "admin"}.AsSha256Mechanism()))
 	g.Expect(recs).To(HaveLen(2))
 
@@ -314,7 +281,7 @@ func TestKafkaTLS(t *testing.T) {
 
 	g.Expect(k.Send(context.Background(), brokerMessage("team-a", "settings", 1, event.Added))).To(Succeed())
 
-	recs := consumeKafka(t, c.ListenAddrs(), testTopic, 1, kgo.DialTLSConfig(clientTLS.Clone()))
+	recs := brokertest.ConsumeKafka(t, c.ListenAddrs(), testTopic, 1, kgo.DialTLSConfig(clientTLS.Clone()))
 	g.Expect(string(recs[0].Key)).To(Equal("team-a/settings"))
 
 	// Without TLS the same cluster is out of reach.
@@ -349,7 +316,7 @@ func TestKafkaMessageTooLarge(t *testing.T) {
 	g.Expect(err).To(HaveOccurred())
 	g.Expect(TooLarge(err)).To(BeTrue())
 	g.Expect(k.Send(context.Background(), small)).To(Succeed())
-	g.Expect(consumeKafka(t, c.ListenAddrs(), "small", 2)).To(HaveLen(2), "the small one, twice: the batch and the retry")
+	g.Expect(brokertest.ConsumeKafka(t, c.ListenAddrs(), "small", 2)).To(HaveLen(2), "the small one, twice: the batch and the retry")
 
 	// One the client itself cannot send (over its 1 MB batch limit) fails the same way.
 	huge := brokerMessage("team-a", "huge", 1, event.Added)
@@ -473,7 +440,7 @@ func TestKafkaSinksShareAClient(t *testing.T) {
 	g.Expect(k2.Close()).To(Succeed())
 	g.Expect(k3.Close()).To(Succeed())
 	g.Expect(b.kafkaClients()).To(Equal(0))
-	g.Expect(consumeKafka(t, c.ListenAddrs(), "other", 1)).To(HaveLen(1))
+	g.Expect(brokertest.ConsumeKafka(t, c.ListenAddrs(), "other", 1)).To(HaveLen(1))
 }
 
 func TestKafkaConfigIsChecked(t *testing.T) {

@@ -5,7 +5,6 @@ package sink
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -21,63 +20,9 @@ import (
 	"github.com/nats-io/nkeys"
 	. "github.com/onsi/gomega"
 
+	"github.com/dynamic-notifier/dynamic-notifier/internal/brokertest"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
 )
-
-const testStream = "K8S"
-
-// natsServer starts a JetStream server on 127.0.0.1; configure may add users, limits, TLS.
-func natsServer(t *testing.T, configure func(*server.Options)) *server.Server {
-	t.Helper()
-	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
-	if configure != nil {
-		configure(opts)
-	}
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s
-}
-
-// natsStream creates the stream K8S over k8s.> with a duplicate window, connecting with
-// opts; it returns the stream.
-func natsStream(t *testing.T, s *server.Server, cfg jetstream.StreamConfig, opts ...nats.Option) jetstream.Stream {
-	t.Helper()
-	nc, err := nats.Connect(s.ClientURL(), opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Name == "" {
-		cfg.Name = testStream
-	}
-	if cfg.Subjects == nil {
-		cfg.Subjects = []string{"k8s.>"}
-	}
-	if cfg.Duplicates == 0 {
-		cfg.Duplicates = time.Minute
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := js.CreateStream(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st
-}
 
 func natsSink(t *testing.T, b *Brokers, cfg NATSConfig) *NATS {
 	t.Helper()
@@ -87,34 +32,6 @@ func natsSink(t *testing.T, b *Brokers, cfg NATSConfig) *NATS {
 	}
 	t.Cleanup(func() { _ = n.Close() })
 	return n
-}
-
-// consumeNATS reads n messages of the stream from its start with an ordered consumer.
-func consumeNATS(t *testing.T, st jetstream.Stream, n int) []jetstream.Msg {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []jetstream.Msg
-	for len(out) < n && ctx.Err() == nil {
-		batch, err := cons.Fetch(n-len(out), jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for m := range batch.Messages() {
-			out = append(out, m)
-		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
-			t.Fatal(err)
-		}
-	}
-	if len(out) != n {
-		t.Fatalf("consumed %d of %d messages", len(out), n)
-	}
-	return out
 }
 
 // natsBinaryEvent decodes a binary-mode message as the NATS protocol binding says: every
@@ -149,8 +66,8 @@ func natsBinaryEvent(m jetstream.Msg) (cloudevents.Event, error) {
 
 func TestNATSBinaryMode(t *testing.T) {
 	g := NewWithT(t)
-	s := natsServer(t, nil)
-	st := natsStream(t, s, jetstream.StreamConfig{})
+	s := brokertest.NATSServer(t, nil)
+	st := brokertest.NATSStream(t, s, jetstream.StreamConfig{})
 	n := natsSink(t, NewBrokers(ClientOptions{}), NATSConfig{Servers: []string{s.ClientURL()}})
 	msg := brokerMessage("team-a", "settings.v2", 42, event.Updated)
 	// Extension values of any text, encoded as the binding requires.
@@ -158,7 +75,7 @@ func TestNATSBinaryMode(t *testing.T) {
 
 	g.Expect(n.Send(context.Background(), msg)).To(Succeed())
 
-	m := consumeNATS(t, st, 1)[0]
+	m := brokertest.ConsumeNATS(t, st, 1)[0]
 	g.Expect(m.Subject()).To(Equal("k8s.team-a.configmaps.settings_v2.updated"))
 	g.Expect(m.Data()).To(Equal(msg.Data), "the payload is the shaped data as it is")
 	h := m.Headers()
@@ -174,8 +91,8 @@ func TestNATSBinaryMode(t *testing.T) {
 
 func TestNATSStructuredMode(t *testing.T) {
 	g := NewWithT(t)
-	s := natsServer(t, nil)
-	st := natsStream(t, s, jetstream.StreamConfig{})
+	s := brokertest.NATSServer(t, nil)
+	st := brokertest.NATSStream(t, s, jetstream.StreamConfig{})
 	n := natsSink(t, NewBrokers(ClientOptions{}), NATSConfig{Servers: []string{s.ClientURL()}, Structured: true,
 		Subject: "k8s.{group}.{resource}.{namespace}.{name}"})
 	msg := brokerMessage("team-a", "settings", 42, event.Deleted)
@@ -183,7 +100,7 @@ func TestNATSStructuredMode(t *testing.T) {
 
 	g.Expect(n.Send(context.Background(), msg)).To(Succeed())
 
-	m := consumeNATS(t, st, 1)[0]
+	m := brokertest.ConsumeNATS(t, st, 1)[0]
 	g.Expect(m.Subject()).To(Equal("k8s.core.configmaps.team-a.settings"))
 	g.Expect(m.Headers()).To(HaveLen(2))
 	g.Expect(m.Headers().Get("Content-Type")).To(Equal("application/cloudevents+json"))
@@ -198,8 +115,8 @@ func TestNATSStructuredMode(t *testing.T) {
 // by JetStream, and counts as delivered.
 func TestNATSDropsRedeliveries(t *testing.T) {
 	g := NewWithT(t)
-	s := natsServer(t, nil)
-	st := natsStream(t, s, jetstream.StreamConfig{Duplicates: time.Minute})
+	s := brokertest.NATSServer(t, nil)
+	st := brokertest.NATSStream(t, s, jetstream.StreamConfig{Duplicates: time.Minute})
 	n := natsSink(t, NewBrokers(ClientOptions{}), NATSConfig{Servers: []string{s.ClientURL()}})
 	msg := brokerMessage("team-a", "settings", 1, event.Added)
 
@@ -211,7 +128,7 @@ func TestNATSDropsRedeliveries(t *testing.T) {
 	info, err := st.Info(context.Background())
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(info.State.Msgs).To(Equal(uint64(2)))
-	msgs := consumeNATS(t, st, 2)
+	msgs := brokertest.ConsumeNATS(t, st, 2)
 	g.Expect(msgs[0].Headers().Get("ce-id")).To(Equal("uid-team-a-settings:1:Added"))
 	g.Expect(msgs[1].Headers().Get("ce-id")).To(Equal("uid-team-a-settings:2:Updated"))
 }
@@ -220,8 +137,8 @@ func TestNATSDropsRedeliveries(t *testing.T) {
 // order: every object's events are in the stream in order.
 func TestNATSKeepsEachObjectInOrder(t *testing.T) {
 	g := NewWithT(t)
-	s := natsServer(t, nil)
-	st := natsStream(t, s, jetstream.StreamConfig{})
+	s := brokertest.NATSServer(t, nil)
+	st := brokertest.NATSStream(t, s, jetstream.StreamConfig{})
 	b := NewBrokers(ClientOptions{})
 	cfg := NATSConfig{Servers: []string{s.ClientURL()}}
 	const lanes, objects, revisions = 8, 40, 10
@@ -248,7 +165,7 @@ func TestNATSKeepsEachObjectInOrder(t *testing.T) {
 	g.Expect(b.natsConns()).To(Equal(1))
 
 	next := map[string]int{}
-	for _, m := range consumeNATS(t, st, objects*revisions) {
+	for _, m := range brokertest.ConsumeNATS(t, st, objects*revisions) {
 		obj, rv, err := shapedRV(m.Data())
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(m.Subject()).To(Equal("k8s.ns.configmaps." + strings.TrimPrefix(obj, "ns/") + ".updated"))
@@ -259,9 +176,9 @@ func TestNATSKeepsEachObjectInOrder(t *testing.T) {
 }
 
 func TestNATSErrors(t *testing.T) {
-	s := natsServer(t, func(o *server.Options) { o.MaxPayload = 8 << 10 })
-	natsStream(t, s, jetstream.StreamConfig{})
-	natsStream(t, s, jetstream.StreamConfig{Name: "SMALL", Subjects: []string{"small.>"}, MaxMsgSize: 1024})
+	s := brokertest.NATSServer(t, func(o *server.Options) { o.MaxPayload = 8 << 10 })
+	brokertest.NATSStream(t, s, jetstream.StreamConfig{})
+	brokertest.NATSStream(t, s, jetstream.StreamConfig{Name: "SMALL", Subjects: []string{"small.>"}, MaxMsgSize: 1024})
 	b := NewBrokers(ClientOptions{})
 	servers := []string{s.ClientURL()}
 	msg := brokerMessage("team-a", "settings", 1, event.Added)
@@ -319,14 +236,14 @@ func TestNATSCredentialsAndPermissions(t *testing.T) {
 		Publish:   &server.SubjectPermission{Allow: []string{"k8s.team-a.>"}},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 	}
-	s := natsServer(t, func(o *server.Options) {
+	s := brokertest.NATSServer(t, func(o *server.Options) {
 		o.Users = []*server.User{
 			{Username: "admin", Password: "admin"},
 			{Username: "team-a", Password: "pw", Permissions: teamA},
 		}
 		o.Nkeys = []*server.NkeyUser{{Nkey: pub, Permissions: teamA}}
 	})
-	st := natsStream(t, s, jetstream.StreamConfig{}, nats.UserInfo("admin", "admin"))
+	st := brokertest.NATSStream(t, s, jetstream.StreamConfig{}, nats.UserInfo("admin", "admin"))
 	b := NewBrokers(ClientOptions{})
 	servers := []string{s.ClientURL()}
 
@@ -335,7 +252,7 @@ func TestNATSCredentialsAndPermissions(t *testing.T) {
 	nk := natsSink(t, b, NATSConfig{Servers: servers, Credentials: NATSCredentials{NKeySeed: string(seed)}})
 	g.Expect(nk.Send(context.Background(), brokerMessage("team-a", "settings", 2, event.Updated))).To(Succeed())
 	g.Expect(b.natsConns()).To(Equal(2), "one connection per user")
-	g.Expect(consumeNATS(t, st, 2)).To(HaveLen(2))
+	g.Expect(brokertest.ConsumeNATS(t, st, 2)).To(HaveLen(2))
 
 	// A subject the user may not publish to: the server reports a permission violation,
 	// which ends the publish at once instead of at its timeout, not to be retried.
@@ -360,22 +277,22 @@ func TestNATSCredentialsAndPermissions(t *testing.T) {
 
 func TestNATSToken(t *testing.T) {
 	g := NewWithT(t)
-	s := natsServer(t, func(o *server.Options) { o.Authorization = "s3cret" })
-	st := natsStream(t, s, jetstream.StreamConfig{}, nats.Token("s3cret"))
+	s := brokertest.NATSServer(t, func(o *server.Options) { o.Authorization = "s3cret" })
+	st := brokertest.NATSStream(t, s, jetstream.StreamConfig{}, nats.Token("s3cret"))
 	n := natsSink(t, NewBrokers(ClientOptions{}), NATSConfig{Servers: []string{s.ClientURL()}, Credentials: NATSCredentials{Token: "s3cret"}})
 	g.Expect(n.Send(context.Background(), brokerMessage("team-a", "settings", 1, event.Added))).To(Succeed())
-	g.Expect(consumeNATS(t, st, 1)).To(HaveLen(1))
+	g.Expect(brokertest.ConsumeNATS(t, st, 1)).To(HaveLen(1))
 }
 
 func TestNATSTLS(t *testing.T) {
 	g := NewWithT(t)
 	serverTLS, clientTLS := testCA(t)
-	s := natsServer(t, func(o *server.Options) { o.TLSConfig = serverTLS; o.TLS = true })
-	st := natsStream(t, s, jetstream.StreamConfig{}, nats.Secure(clientTLS.Clone()))
+	s := brokertest.NATSServer(t, func(o *server.Options) { o.TLSConfig = serverTLS; o.TLS = true })
+	st := brokertest.NATSStream(t, s, jetstream.StreamConfig{}, nats.Secure(clientTLS.Clone()))
 	url := strings.Replace(s.ClientURL(), "nats://", "tls://", 1)
 	n := natsSink(t, NewBrokers(ClientOptions{}), NATSConfig{Servers: []string{url}, TLS: clientTLS})
 	g.Expect(n.Send(context.Background(), brokerMessage("team-a", "settings", 1, event.Added))).To(Succeed())
-	g.Expect(consumeNATS(t, st, 1)).To(HaveLen(1))
+	g.Expect(brokertest.ConsumeNATS(t, st, 1)).To(HaveLen(1))
 }
 
 // Servers out of reach are no error when the sink is built: publishes fail at once as
@@ -396,16 +313,16 @@ func TestNATSServerDownThenUp(t *testing.T) {
 	g.Expect(time.Since(start)).To(BeNumerically("<", time.Second), "no waiting for a timeout")
 
 	_, port, _ := net.SplitHostPort(addr)
-	s := natsServer(t, func(o *server.Options) { o.Port, _ = strconv.Atoi(port) })
-	st := natsStream(t, s, jetstream.StreamConfig{})
+	s := brokertest.NATSServer(t, func(o *server.Options) { o.Port, _ = strconv.Atoi(port) })
+	st := brokertest.NATSStream(t, s, jetstream.StreamConfig{})
 	g.Eventually(func() error { return n.Send(context.Background(), msg) }, 15*time.Second, 200*time.Millisecond).Should(Succeed())
-	g.Expect(consumeNATS(t, st, 1)).To(HaveLen(1))
+	g.Expect(brokertest.ConsumeNATS(t, st, 1)).To(HaveLen(1))
 }
 
 func TestNATSDeniedAddress(t *testing.T) {
 	g := NewWithT(t)
-	s := natsServer(t, nil)
-	natsStream(t, s, jetstream.StreamConfig{})
+	s := brokertest.NATSServer(t, nil)
+	brokertest.NATSStream(t, s, jetstream.StreamConfig{})
 	n := natsSink(t, NewBrokers(denyLoopback()), NATSConfig{Servers: []string{s.ClientURL()}})
 	err := n.Send(context.Background(), brokerMessage("team-a", "settings", 1, event.Added))
 	g.Expect(err).To(MatchError(ErrDeniedAddress))
