@@ -133,30 +133,62 @@ func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request
 			_ = c.conn.Close()
 		}
 	}()
-	if err := writeRequest(c.bw, req, body); err != nil {
-		return nil, false, err
-	}
-	c.limit.left = MaxResponseHeaderBytes
-	if _, err := c.br.Peek(1); err != nil {
-		return nil, false, err
-	}
-	for {
-		resp, err = http.ReadResponse(c.br, req)
-		if err != nil {
+	keep := true
+	if werr := writeRequest(c.bw, req, body); werr != nil {
+		// A sink may answer before it has read the whole request (413 over its size limit,
+		// 401) and close the connection: its answer is what counts, if it came.
+		if ctx.Err() != nil || !staleConn(werr) {
+			return nil, false, werr
+		}
+		_ = c.conn.SetReadDeadline(earlyAnswerDeadline(ctx))
+		c.limit.left = MaxResponseHeaderBytes
+		if resp, err = readAnswer(c, req); err != nil {
+			return nil, false, werr
+		}
+		keep = false
+	} else {
+		c.limit.left = MaxResponseHeaderBytes
+		if _, err := c.br.Peek(1); err != nil {
+			return nil, false, err
+		}
+		if resp, err = readAnswer(c, req); err != nil {
 			return nil, true, err
 		}
-		if resp.StatusCode == http.StatusSwitchingProtocols {
-			return nil, true, errors.New("the sink switched protocols")
-		}
-		if resp.StatusCode >= 200 {
-			break
-		}
-		c.limit.left = MaxResponseHeaderBytes // an interim answer (100 Continue, 103): the real one follows
 	}
-	c.limit.left = -1
-	b := &h1Body{t: t, c: c, body: resp.Body, stop: stop, keep: !resp.Close, done: resp.Body == http.NoBody}
+	b := &h1Body{t: t, c: c, body: resp.Body, stop: stop, keep: keep && !resp.Close, done: resp.Body == http.NoBody}
 	resp.Body = b
 	return resp, true, nil
+}
+
+// earlyAnswerWait bounds the wait for an answer after the sink stopped reading the request.
+const earlyAnswerWait = time.Second
+
+func earlyAnswerDeadline(ctx context.Context) time.Time {
+	at := time.Now().Add(earlyAnswerWait)
+	if d, ok := ctx.Deadline(); ok && d.Before(at) {
+		return d
+	}
+	return at
+}
+
+// readAnswer reads the head of the final answer on c, past interim ones (100 Continue,
+// 103 Early Hints), each bounded by MaxResponseHeaderBytes from where the caller set the
+// bound.
+func readAnswer(c *h1Conn, req *http.Request) (*http.Response, error) {
+	for {
+		resp, err := http.ReadResponse(c.br, req)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode == http.StatusSwitchingProtocols {
+			return nil, errors.New("the sink switched protocols")
+		}
+		if resp.StatusCode >= 200 {
+			c.limit.left = -1
+			return resp, nil
+		}
+		c.limit.left = MaxResponseHeaderBytes
+	}
 }
 
 // staleConn tells errors of a connection the other end closed.

@@ -287,3 +287,20 @@ func TestSinkOnIPv6Loopback(t *testing.T) {
 	g.Expect(webhookTo(t, url).Send(t.Context(), testMessage())).To(Succeed())
 	g.Expect(hosts).To(Receive(Equal(ln.Addr().String())))
 }
+
+// A sink may answer before it has read the whole request and close the connection, as one
+// does over its size limit: the answer counts (a 413 splits a batch), not the broken pipe.
+func TestAnAnswerBeforeTheWholeRequestCounts(t *testing.T) {
+	g := NewWithT(t)
+	srv, opened, _ := connCounting(t, func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+	})
+	w := webhookTo(t, srv.URL)
+	msg := testMessage()
+	msg.Data = []byte(`"` + strings.Repeat("x", 8<<20) + `"`)
+	for range 3 {
+		err := w.Send(t.Context(), msg)
+		g.Expect(TooLarge(err)).To(BeTrue(), "error %v", err)
+	}
+	g.Expect(opened.Load()).To(BeEquivalentTo(3), "a connection the sink stopped reading is not used again")
+}
