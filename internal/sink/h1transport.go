@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"sync"
@@ -33,7 +34,7 @@ type h1Transport struct {
 	idleTimeout time.Duration
 
 	mu       sync.Mutex
-	idle     map[string][]*h1Conn // by scheme and address, most recently used last
+	idle     map[poolKey][]*h1Conn // most recently used last
 	sweeping bool
 }
 
@@ -42,13 +43,16 @@ const (
 	schemeHTTPS = "https"
 )
 
+// poolKey is where a connection leads: a scheme and an address with its port.
+type poolKey struct{ scheme, addr string }
+
 // h1Conn is one connection with its buffers.
 type h1Conn struct {
 	conn   net.Conn
 	limit  *headerLimit
 	br     *bufio.Reader
 	bw     *bufio.Writer
-	key    string
+	key    poolKey
 	reused bool
 	idleAt time.Time
 }
@@ -89,11 +93,10 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	ctx := req.Context()
-	addr := canonicalAddr(req.URL.Scheme, req.URL.Host)
-	key := req.URL.Scheme + "://" + addr
+	key := poolKey{scheme: req.URL.Scheme, addr: hostPort(req.URL)}
 	body := req.Body
 	for attempt := 0; ; attempt++ {
-		c, err := t.conn(ctx, key, req.URL.Scheme, addr, req.URL.Hostname())
+		c, err := t.conn(ctx, key, req.URL.Hostname())
 		if err != nil {
 			return nil, ctxErr(ctx, err)
 		}
@@ -303,7 +306,7 @@ func (b *h1Body) Close() error {
 }
 
 // conn takes an idle connection to key, or dials addr.
-func (t *h1Transport) conn(ctx context.Context, key, scheme, addr, hostname string) (*h1Conn, error) {
+func (t *h1Transport) conn(ctx context.Context, key poolKey, hostname string) (*h1Conn, error) {
 	now := time.Now()
 	t.mu.Lock()
 	for conns := t.idle[key]; len(conns) > 0; conns = t.idle[key] {
@@ -318,12 +321,12 @@ func (t *h1Transport) conn(ctx context.Context, key, scheme, addr, hostname stri
 	}
 	t.mu.Unlock()
 
-	raw, err := t.dial(ctx, "tcp", addr)
+	raw, err := t.dial(ctx, "tcp", key.addr)
 	if err != nil {
 		return nil, err
 	}
 	conn := raw
-	if scheme == schemeHTTPS {
+	if key.scheme == schemeHTTPS {
 		tc := tls.Client(raw, t.tlsFor(hostname))
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = raw.Close()
@@ -356,7 +359,7 @@ func (t *h1Transport) put(c *h1Conn) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.idle == nil {
-		t.idle = map[string][]*h1Conn{}
+		t.idle = map[poolKey][]*h1Conn{}
 	}
 	if len(t.idle[c.key]) >= t.maxIdlePerHost {
 		_ = c.conn.Close()
@@ -398,21 +401,10 @@ func (t *h1Transport) sweep() {
 	time.AfterFunc(t.idleTimeout, t.sweep)
 }
 
-// canonicalAddr is host with its scheme's default port when it names none.
-func canonicalAddr(scheme, host string) string {
-	if _, _, err := net.SplitHostPort(host); err == nil {
-		return host
+// hostPort is the address the URL names, with its scheme's default port when it names none.
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
 	}
-	port := "80"
-	if scheme == schemeHTTPS {
-		port = "443"
-	}
-	return net.JoinHostPort(trimBrackets(host), port)
-}
-
-func trimBrackets(host string) string {
-	if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
-		return host[1 : len(host)-1]
-	}
-	return host
+	return net.JoinHostPort(u.Hostname(), port(u))
 }

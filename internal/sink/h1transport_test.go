@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -240,7 +241,7 @@ func TestARequestPastItsDeadline(t *testing.T) {
 	NewWithT(t).Expect(errors.Is(err, context.DeadlineExceeded)).To(BeTrue(), "error %v", err)
 }
 
-func TestCanonicalAddr(t *testing.T) {
+func TestHostPort(t *testing.T) {
 	for _, tc := range []struct{ scheme, host, want string }{
 		{"http", "sink.example", "sink.example:80"},
 		{"https", "sink.example", "sink.example:443"},
@@ -248,8 +249,8 @@ func TestCanonicalAddr(t *testing.T) {
 		{"https", "[::1]", "[::1]:443"},
 		{"http", "[::1]:9", "[::1]:9"},
 	} {
-		if got := canonicalAddr(tc.scheme, tc.host); got != tc.want {
-			t.Errorf("canonicalAddr(%s, %s) = %s, want %s", tc.scheme, tc.host, got, tc.want)
+		if got := hostPort(&url.URL{Scheme: tc.scheme, Host: tc.host}); got != tc.want {
+			t.Errorf("hostPort(%s://%s) = %s, want %s", tc.scheme, tc.host, got, tc.want)
 		}
 	}
 }
