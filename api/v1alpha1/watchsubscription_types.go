@@ -215,6 +215,14 @@ type SinkReference struct {
 	Name string `json:"name,omitempty"`
 }
 
+// KindOrDefault is the kind the reference names, WatchSink when it names none.
+func (r *SinkReference) KindOrDefault() SinkKind {
+	if r.Kind == "" {
+		return SinkKindWatchSink
+	}
+	return r.Kind
+}
+
 // ResourceRef identifies a resource by group, version and resource.
 type ResourceRef struct {
 	// group of the resource, empty for the core group (ConfigMaps, Pods, ...).

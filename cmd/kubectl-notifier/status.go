@@ -262,7 +262,7 @@ func statusOf(ctx context.Context, o *options, cl *clients, ws *notifyv1.WatchSu
 	if r.Sink == "" {
 		switch {
 		case ws.Spec.SinkRef != nil:
-			r.Sink = string(cmpKind(ws.Spec.SinkRef.Kind)) + "/" + ws.Spec.SinkRef.Name
+			r.Sink = string(ws.Spec.SinkRef.KindOrDefault()) + "/" + ws.Spec.SinkRef.Name
 		case ws.Spec.Sink != nil:
 			r.Sink = subscription.SinkKind(*ws.Spec.Sink)
 		}
@@ -294,13 +294,6 @@ func statusOf(ctx context.Context, o *options, cl *clients, ws *notifyv1.WatchSu
 		r.LastError, r.LastErrorTime = "Warning Event "+lastWarning.Reason+": "+lastWarning.Message, &t
 	}
 	return r
-}
-
-func cmpKind(k notifyv1.SinkKind) notifyv1.SinkKind {
-	if k == "" {
-		return notifyv1.SinkKindWatchSink
-	}
-	return k
 }
 
 func timeOf(t *metav1.Time) *time.Time {

@@ -44,7 +44,7 @@ func indexSinkUsers(mgr ctrl.Manager) error {
 		}},
 		{&notifyv1.WatchSubscription{}, sinkRefKindIndex, func(o client.Object) []string {
 			if ref := o.(*notifyv1.WatchSubscription).Spec.SinkRef; ref != nil {
-				return []string{string(refKind(ref))}
+				return []string{string(ref.KindOrDefault())}
 			}
 			return nil
 		}},
@@ -64,13 +64,6 @@ func indexSinkUsers(mgr ctrl.Manager) error {
 	return nil
 }
 
-func refKind(ref *notifyv1.SinkReference) notifyv1.SinkKind {
-	if ref.Kind == "" {
-		return notifyv1.SinkKindWatchSink
-	}
-	return ref.Kind
-}
-
 // sinkRefKey is the sink object a subscription names, as sinkObjectKey writes it; "" for
 // an inline sink.
 func sinkRefKey(ws *notifyv1.WatchSubscription) string {
@@ -78,7 +71,7 @@ func sinkRefKey(ws *notifyv1.WatchSubscription) string {
 	if ref == nil {
 		return ""
 	}
-	if refKind(ref) == notifyv1.SinkKindClusterWatchSink {
+	if ref.KindOrDefault() == notifyv1.SinkKindClusterWatchSink {
 		return "ClusterWatchSink//" + ref.Name
 	}
 	return "WatchSink/" + ws.Namespace + "/" + ref.Name

@@ -226,7 +226,7 @@ func (r *SinkStatusReconciler) SetupWithManager(mgr ctrl.Manager) error {
 func (r *SinkStatusReconciler) enqueueSinkOf() handler.TypedEventHandler[client.Object, reconcile.Request] {
 	add := func(obj client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
 		ws, ok := obj.(*notifyv1.WatchSubscription)
-		if !ok || ws.Spec.SinkRef == nil || refKind(ws.Spec.SinkRef) != r.Kind {
+		if !ok || ws.Spec.SinkRef == nil || ws.Spec.SinkRef.KindOrDefault() != r.Kind {
 			return
 		}
 		nn := types.NamespacedName{Name: ws.Spec.SinkRef.Name}
