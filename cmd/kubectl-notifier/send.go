@@ -22,6 +22,7 @@ import (
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/event"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/resolve"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/sink"
 	"github.com/dynamic-notifier/dynamic-notifier/internal/subscription"
 )
@@ -246,6 +247,24 @@ func (o *options) subscriptionToSend(ctx context.Context, cl *clients, paths []s
 	return ws, cl.client, nil
 }
 
+// liveObject gets the object --object names, [NAMESPACE/]NAME, in namespace when it names
+// none, without its managedFields (as the operator's events carry it).
+func liveObject(ctx context.Context, cl *clients, res resolve.Resource, object, namespace string) (*unstructured.Unstructured, error) {
+	ns, name, ok := strings.Cut(object, "/")
+	if !ok {
+		ns, name = namespace, object
+	}
+	if !res.Namespaced {
+		ns = ""
+	}
+	u, err := cl.dynamic.Resource(res.GVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, err
+	}
+	u.SetManagedFields(nil)
+	return u, nil
+}
+
 // testObjectFor is the object the test event carries: a live one, or a synthetic object
 // of the subscription's resource, named so that nobody takes it for a real one.
 func testObjectFor(ctx context.Context, cl *clients, ws *notifyv1.WatchSubscription, p subscription.Plan,
@@ -255,19 +274,7 @@ func testObjectFor(ctx context.Context, cl *clients, ws *notifyv1.WatchSubscript
 		return nil, fmt.Errorf("resolving %s: %w", describeGVR(p), err)
 	}
 	if object != "" {
-		ns, name, ok := strings.Cut(object, "/")
-		if !ok {
-			ns, name = ws.Namespace, object
-		}
-		if !res.Namespaced {
-			ns = ""
-		}
-		u, err := cl.dynamic.Resource(res.GVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return nil, err
-		}
-		u.SetManagedFields(nil)
-		return u, nil
+		return liveObject(ctx, cl, res, object, ws.Namespace)
 	}
 	u := &unstructured.Unstructured{}
 	u.SetAPIVersion(res.GVR.GroupVersion().String())

@@ -334,21 +334,14 @@ func checkRights(ctx context.Context, cl *clients, r *testReport, p subscription
 func objectsToTest(ctx context.Context, cl *clients, to *testOptions, p subscription.Plan, res resolve.Resource,
 	keys []watch.Key) ([]*unstructured.Unstructured, error) {
 	if to.object != "" {
-		ns, name, ok := strings.Cut(to.object, "/")
-		if !ok {
-			ns, name = "", to.object
-			if res.Namespaced && len(keys) > 0 {
-				ns = keys[0].Namespace
-			}
+		ns := ""
+		if len(keys) > 0 {
+			ns = keys[0].Namespace // the first namespace watched
 		}
-		if !res.Namespaced {
-			ns = ""
-		}
-		u, err := cl.dynamic.Resource(res.GVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+		u, err := liveObject(ctx, cl, res, to.object, ns)
 		if err != nil {
 			return nil, err
 		}
-		u.SetManagedFields(nil)
 		return []*unstructured.Unstructured{u}, nil
 	}
 	var out []*unstructured.Unstructured
