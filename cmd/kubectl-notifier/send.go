@@ -249,7 +249,8 @@ func (o *options) subscriptionToSend(ctx context.Context, cl *clients, paths []s
 
 // liveObject gets the object --object names, [NAMESPACE/]NAME, in namespace when it names
 // none, without its managedFields (as the operator's events carry it).
-func liveObject(ctx context.Context, cl *clients, res resolve.Resource, object, namespace string) (*unstructured.Unstructured, error) {
+func liveObject(ctx context.Context, cl *clients, res resolve.Resource,
+	object, namespace string) (*unstructured.Unstructured, error) {
 	ns, name, ok := strings.Cut(object, "/")
 	if !ok {
 		ns, name = namespace, object

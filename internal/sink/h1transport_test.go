@@ -38,13 +38,13 @@ func connCounting(t *testing.T, handler http.HandlerFunc) (srv *httptest.Server,
 	return srv, opened, closed
 }
 
-func webhookTo(t *testing.T, url string) *Webhook {
+func webhookTo(t *testing.T, sinkURL string) *Webhook {
 	t.Helper()
 	cl, err := NewClients(ClientOptions{}).For(TLSMaterial{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Webhook{URL: url, Client: cl}
+	return &Webhook{URL: sinkURL, Client: cl}
 }
 
 func accept(w http.ResponseWriter, r *http.Request) {
@@ -172,17 +172,18 @@ func rawSink(t *testing.T, reply string) string {
 }
 
 func TestInterimAnswersAreSkipped(t *testing.T) {
-	url := rawSink(t, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"+
+	sinkURL := rawSink(t, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"+
 		"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n")
-	w := webhookTo(t, url)
+	w := webhookTo(t, sinkURL)
 	for range 2 {
 		NewWithT(t).Expect(w.Send(t.Context(), testMessage())).To(Succeed())
 	}
 }
 
 func TestResponseHeadersAreBounded(t *testing.T) {
-	url := rawSink(t, "HTTP/1.1 202 Accepted\r\nX-Big: "+strings.Repeat("a", MaxResponseHeaderBytes)+"\r\nContent-Length: 0\r\n\r\n")
-	err := webhookTo(t, url).Send(t.Context(), testMessage())
+	sinkURL := rawSink(t, "HTTP/1.1 202 Accepted\r\nX-Big: "+strings.Repeat("a", MaxResponseHeaderBytes)+
+		"\r\nContent-Length: 0\r\n\r\n")
+	err := webhookTo(t, sinkURL).Send(t.Context(), testMessage())
 	NewWithT(t).Expect(err).To(MatchError(ContainSubstring("response headers exceed")))
 }
 
@@ -284,8 +285,8 @@ func TestSinkOnIPv6Loopback(t *testing.T) {
 	})}}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	url := "http://" + ln.Addr().String() + "/events"
-	g.Expect(webhookTo(t, url).Send(t.Context(), testMessage())).To(Succeed())
+	sinkURL := "http://" + ln.Addr().String() + "/events"
+	g.Expect(webhookTo(t, sinkURL).Send(t.Context(), testMessage())).To(Succeed())
 	g.Expect(hosts).To(Receive(Equal(ln.Addr().String())))
 }
 
