@@ -69,6 +69,7 @@ func main() {
 	var memoryBudget string
 	var checkpointNamespace string
 	var authzInterval, checkpointInterval, shutdownGrace time.Duration
+	var statusCounterRate float64
 	var leaseDuration, renewDeadline, retryPeriod time.Duration
 	var sharding, replicaName string
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
@@ -111,6 +112,10 @@ func main() {
 			"has come to, and of the leader-election Lease. Defaults to $POD_NAMESPACE; empty disables checkpoints.")
 	flag.DurationVar(&checkpointInterval, "checkpoint-interval", operator.DefaultCheckpointInterval,
 		"How often checkpoints are saved while they change.")
+	flag.Float64Var(&statusCounterRate, "status-counter-rate", operator.DefaultStatusCounterRate,
+		"Status writes per second, over all subscriptions, that only update counters (eventsDelivered and the "+
+			"like; each subscription at most every 2s). Many busy subscriptions then refresh their counters less "+
+			"often; condition changes are never held back. 0: no bound.")
 	flag.DurationVar(&shutdownGrace, "shutdown-grace", operator.DefaultShutdownGrace,
 		"On SIGTERM, how long stopping the watches and finishing queued and in-flight deliveries may take "+
 			"before the last checkpoint is saved. The process exits at most "+operator.ShutdownSlack.String()+
@@ -211,7 +216,8 @@ func main() {
 		DeliveryMemoryBudget:  budget,
 		AuthorizationInterval: authzInterval, CheckpointNamespace: checkpointNamespace,
 		CheckpointInterval: checkpointInterval, ShutdownGrace: shutdownGrace,
-		Sharding: operator.Sharding(sharding), ReplicaName: replicaName, MemberLeaseDuration: leaseDuration,
+		StatusCounterRate: counterRate(statusCounterRate), Sharding: operator.Sharding(sharding),
+		ReplicaName: replicaName, MemberLeaseDuration: leaseDuration,
 		MemberRenewDeadline: renewDeadline, MemberRetryPeriod: retryPeriod}); err != nil {
 		setupLog.Error(err, "Failed to set up the operator")
 		os.Exit(1)
@@ -248,4 +254,13 @@ func exitIfShutdownHangs(ctx context.Context, limit time.Duration) {
 	time.Sleep(limit)
 	setupLog.Info("Shutdown did not finish in time; exiting now", "limit", limit)
 	os.Exit(1)
+}
+
+// counterRate maps the flag's 0 (no bound) to the option's negative; the option's 0 is the
+// default.
+func counterRate(flagValue float64) float64 {
+	if flagValue <= 0 {
+		return -1
+	}
+	return flagValue
 }

@@ -59,6 +59,9 @@ type WatchSubscriptionReconciler struct {
 	Budget *delivery.MemoryBudget
 	// StatusInterval bounds how often counters alone cause a status write.
 	StatusInterval time.Duration
+	// StatusCounterRate bounds the status writes that counters alone cause, per second over
+	// all subscriptions; 0 does not bound them.
+	StatusCounterRate float64
 	// DeliveryTimeout bounds one delivery attempt.
 	DeliveryTimeout time.Duration
 	// Shards, when set, limits this replica to the subscriptions it serves (scale-out).

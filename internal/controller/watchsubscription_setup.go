@@ -37,7 +37,7 @@ func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.Brokers = sink.NewBrokers(sink.ClientOptions{})
 	}
 	r.running = newRunningSubscriptions()
-	r.wakeups = newWakeups(r.StatusInterval)
+	r.wakeups = newWakeups(r.StatusInterval, r.StatusCounterRate)
 	if err := indexSinkUsers(mgr); err != nil {
 		return err
 	}

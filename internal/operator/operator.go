@@ -53,7 +53,10 @@ const (
 	DefaultAuthorization         = AuthorizationSubjectAccessReview
 	DefaultAuthorizationInterval = authz.DefaultInterval
 	DefaultStatusInterval        = 2 * time.Second
-	DefaultCheckpointInterval    = 5 * time.Second
+	// DefaultStatusCounterRate bounds the status writes that counters alone cause: 10 a
+	// second over all subscriptions, a few percent of a core of the API server.
+	DefaultStatusCounterRate  = 10.0
+	DefaultCheckpointInterval = 5 * time.Second
 	// DefaultShutdownGrace bounds the whole shutdown: stopping the watches, draining
 	// deliveries and saving checkpoints.
 	DefaultShutdownGrace = 20 * time.Second
@@ -66,6 +69,10 @@ const (
 type Options struct {
 	// StatusInterval bounds how often counters alone cause a status write.
 	StatusInterval time.Duration
+	// StatusCounterRate bounds the status writes that counters alone cause, per second
+	// over all subscriptions (condition changes are never held back); 0 means
+	// DefaultStatusCounterRate, negative means no bound.
+	StatusCounterRate float64
 	// DeliveryTimeout bounds one delivery attempt when a subscription sets none.
 	DeliveryTimeout time.Duration
 	// SinkDeny are address ranges sinks may not reach, checked on the URL's host and when
@@ -176,6 +183,7 @@ func Setup(mgr ctrl.Manager, opts Options) (*Operator, error) {
 		Budget:            delivery.NewMemoryBudget(memoryBudget(opts.DeliveryMemoryBudget)),
 		OperatorNamespace: cmp.Or(opts.OperatorNamespace, opts.CheckpointNamespace),
 		StatusInterval:    cmp.Or(opts.StatusInterval, DefaultStatusInterval),
+		StatusCounterRate: cmp.Or(opts.StatusCounterRate, DefaultStatusCounterRate),
 		DeliveryTimeout:   opts.DeliveryTimeout,
 		Log:               log,
 	}
