@@ -88,7 +88,7 @@ func TestQuickRun(t *testing.T) {
 
 // wantRows are the row IDs a run with opts reports, in order.
 func wantRows(opts options) []string {
-	ids := make([]string, 0, 3*len(opts.ShareSubs)+3*len(opts.LatencySubs)+24+6*len(opts.ReplicaCounts)+
+	ids := make([]string, 0, 3*len(opts.ShareSubs)+6*len(opts.LatencySubs)+25+6*len(opts.ReplicaCounts)+
 		3*len(opts.MemoryObjects))
 	for _, n := range opts.ShareSubs {
 		for _, fig := range []string{"watches", "heap", "rss"} {
@@ -99,10 +99,15 @@ func wantRows(opts options) []string {
 		for _, fig := range []string{"p50", "p95", "p99"} {
 			ids = append(ids, fmt.Sprintf("latency/%d/%s", n, fig))
 		}
+		if n > 1 {
+			ids = append(ids, fmt.Sprintf("latency/%d/status-writes", n), fmt.Sprintf("latency/%d/p50-vs-plain", n),
+				fmt.Sprintf("latency/%d/p99-vs-plain", n))
+		}
 	}
 	ids = append(ids, "costlyneighbour/p50", "costlyneighbour/p99", "costlyneighbour/over-budget",
 		"costlyneighbour/under-budget/p50", "costlyneighbour/under-budget/p99")
 	ids = append(ids, "throughput/rate", "throughput/fanout/rate", "throughput/fanout/time",
+		"throughput/fanout/time-vs-plain",
 		"throughput/fanout-batched/rate", "throughput/fanout-batched/time", "drain/binary", "drain/batched",
 		"flapping/plain/out", "flapping/plain/final", "flapping/coalesce/out", "flapping/coalesce/final",
 		"flapping/ratelimit/out", "flapping/ratelimit/final",

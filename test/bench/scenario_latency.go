@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
 )
 
 type latencyPhase struct {
@@ -22,6 +24,15 @@ type latencyPhase struct {
 	// OursFirst is the first delivery of each write: ours without the fan-out's cost.
 	OursFirst percentiles `json:"oursFirst"`
 	Raw       percentiles `json:"raw"`
+	// Plain is the same writes with no operator: a raw watch posting each change once per
+	// subscriber (plainFanOut), for fan-outs only.
+	Plain *percentiles `json:"plain,omitempty"`
+	// PlainRaw is the raw watch while the plain fan-out ran.
+	PlainRaw *percentiles `json:"plainRaw,omitempty"`
+	// StatusWrites are the status PATCHes the API server served from the first write until
+	// the deliveries were counted, Seconds later.
+	StatusWrites float64 `json:"statusWrites"`
+	Seconds      float64 `json:"seconds"`
 	// Expected deliveries (writes × subscriptions) and what arrived.
 	Expected  int `json:"expected"`
 	Delivered int `json:"delivered"`
@@ -36,12 +47,19 @@ func runLatency(ctx context.Context, h *harness) ([]Row, any, error) {
 	var details []latencyPhase
 	for _, n := range h.opts.LatencySubs {
 		p, err := h.latency(ctx, latencyRun{prefix: "latency", subs: n})
+		if err == nil && n > 1 {
+			p.Plain, p.PlainRaw, err = h.plainLatency(ctx, n, h.latencyInterval(n))
+		}
 		details = append(details, p)
 		if err != nil {
 			return rows, details, fmt.Errorf("%d subscriptions: %w", n, err)
 		}
 		h.logf("latency %d: p50 %.2f vs %.2f ms, p99 %.2f vs %.2f ms (first delivery p50 %.2f, p99 %.2f), %d/%d delivered",
 			n, p.Ours.P50, p.Raw.P50, p.Ours.P99, p.Raw.P99, p.OursFirst.P50, p.OursFirst.P99, p.Delivered, p.Expected)
+		if p.Plain != nil {
+			h.logf("latency %d, plain fan-out: p50 %.2f vs %.2f ms, p99 %.2f vs %.2f ms", n, p.Plain.P50, p.PlainRaw.P50,
+				p.Plain.P99, p.PlainRaw.P99)
+		}
 		label := "Latency, " + subs(n)
 		id := "latency/" + strconv.Itoa(n) + "/"
 		complete := p.Delivered == p.Expected
@@ -67,6 +85,26 @@ func runLatency(ctx context.Context, h *harness) ([]Row, any, error) {
 			newRow(id+"p95", label, "p95 write → sink", "ms", p.Ours.P95, p.Raw.P95, "raw"),
 			p99,
 		)
+		if n > 1 {
+			// Counters alone may not write statuses faster than --status-counter-rate over
+			// all subscriptions: busy ones once wrote one every 2 s each, 50/s here.
+			rate := operator.DefaultStatusCounterRate
+			rows = append(rows, newRow(id+"status-writes", label, "status writes/s while delivering", "/s",
+				p.StatusWrites/p.Seconds, float64(p.Writes)/p.Seconds, "the writes watched").
+				goal(fmt.Sprintf("≤ %g/s (--status-counter-rate)", rate), p.StatusWrites <= rate*p.Seconds+2).
+				note("%.0f in %.1f s", p.StatusWrites, p.Seconds))
+		}
+		if p.Plain != nil {
+			// What the operator adds to the requests themselves: the same n requests per
+			// write sent straight from a raw watch cost the same sink and CPU.
+			rows = append(rows,
+				newRow(id+"p50-vs-plain", label, "p50 write → sink", "ms", p.Ours.P50, p.Plain.P50,
+					"plain fan-out (no operator)").goal("≤ 1.1× plain", p.Ours.P50 <= 1.1*p.Plain.P50 && complete).
+					note("raw p50 %s ms while the plain fan-out ran", trim(p.PlainRaw.P50)),
+				newRow(id+"p99-vs-plain", label, "p99 write → sink", "ms", p.Ours.P99, p.Plain.P99,
+					"plain fan-out (no operator)").goal("≤ 1.1× plain", p.Ours.P99 <= 1.1*p.Plain.P99 && complete).
+					note("raw p99 %s ms while the plain fan-out ran", trim(p.PlainRaw.P99)))
+		}
 	}
 	return rows, details, nil
 }
@@ -86,9 +124,7 @@ type latencyRun struct {
 
 func (h *harness) latency(ctx context.Context, run latencyRun) (latencyPhase, error) {
 	subs := run.subs
-	// More fan-out, more spacing: each write should find an idle pipeline, or this would
-	// measure queueing, which the throughput scenario covers.
-	interval := h.opts.LatencyInterval * time.Duration(max(1, subs/25))
+	interval := h.latencyInterval(subs)
 	p := latencyPhase{Subscriptions: subs, Neighbours: len(run.neighbours), Writes: h.opts.LatencyWrites,
 		Interval: interval.String(), Expected: h.opts.LatencyWrites * subs}
 	ns, r, done, err := h.subscribedNamespaceWith(ctx, run.prefix, subs, run.neighbours)
@@ -97,24 +133,21 @@ func (h *harness) latency(ctx context.Context, run latencyRun) (latencyPhase, er
 	}
 	defer done()
 
-	rec := newLatencyRecorder(h.opts.LatencyWrites)
-	h.sink.handle(rec.ourArrival)
-	defer h.sink.handle(nil)
-	raw, err := h.startRawWatch(ctx, configMaps, ns, func(u *unstructured.Unstructured, at time.Duration) {
-		rec.rawArrival(u.GetName(), at)
-	})
+	statusBefore, err := h.apiMetric(ctx, "apiserver_request_total", statusWrites)
 	if err != nil {
 		return p, err
 	}
-	defer raw.stop()
-
-	if _, err := h.create(ctx, writes{ns: ns, prefix: "o", count: h.opts.LatencyWrites, workers: 8,
-		bytes: h.opts.ObjectBytes, interval: interval, started: rec.started}); err != nil {
+	start := time.Now()
+	rec, err := h.timedWrites(ctx, ns, interval, p.Expected)
+	if err != nil {
 		return p, err
 	}
-	waitCount(ctx, p.Expected+p.Writes, 10*time.Second, func() int { o, w := rec.counts(); return o + w })
-	h.sink.handle(nil)
-
+	took := time.Since(start)
+	statusAfter, err := h.apiMetric(ctx, "apiserver_request_total", statusWrites)
+	if err != nil {
+		return p, err
+	}
+	p.StatusWrites, p.Seconds = statusAfter-statusBefore, took.Seconds()
 	rec.mu.Lock()
 	p.Ours, p.Raw, p.Delivered, p.Unknown = summarize(rec.ours), summarize(rec.raw), len(rec.ours), rec.unknown
 	rec.mu.Unlock()
@@ -126,6 +159,61 @@ func (h *harness) latency(ctx context.Context, run latencyRun) (latencyPhase, er
 		}
 	}
 	return p, h.unsubscribe(ctx, ns, r)
+}
+
+// timedWrites makes the latency writes in ns, paced by interval, with a raw watch on them,
+// and records every arrival at the sink until expected have come (or they stop coming).
+func (h *harness) timedWrites(ctx context.Context, ns string, interval time.Duration,
+	expected int) (*latencyRecorder, error) {
+	rec := newLatencyRecorder(h.opts.LatencyWrites)
+	h.sink.handle(rec.ourArrival)
+	defer h.sink.handle(nil)
+	raw, err := h.startRawWatch(ctx, configMaps, ns, func(u *unstructured.Unstructured, at time.Duration) {
+		rec.rawArrival(u.GetName(), at)
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer raw.stop()
+
+	if _, err := h.create(ctx, writes{ns: ns, prefix: "o", count: h.opts.LatencyWrites, workers: 8,
+		bytes: h.opts.ObjectBytes, interval: interval, started: rec.started}); err != nil {
+		return nil, err
+	}
+	waitCount(ctx, expected+h.opts.LatencyWrites, 10*time.Second, func() int { o, w := rec.counts(); return o + w })
+	return rec, nil
+}
+
+// plainLatency is latency's floor: the same writes with no operator, a plain fan-out
+// sending each change once per subscriber (startPlainFanOut).
+func (h *harness) plainLatency(ctx context.Context, subs int, interval time.Duration) (plain, raw *percentiles,
+	err error) {
+	ns, err := h.namespace(ctx, "latency-plain")
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() { _ = h.deleteConfigMaps(context.WithoutCancel(ctx), ns) }()
+	fanOut, err := h.startPlainFanOut(ctx, ns, subs, h.sink.URL)
+	if err != nil {
+		return nil, nil, err
+	}
+	rec, err := h.timedWrites(ctx, ns, interval, subs*h.opts.LatencyWrites)
+	if err = errors.Join(err, fanOut.stop()); err != nil {
+		return nil, nil, err
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if want := subs * h.opts.LatencyWrites; len(rec.ours) != want {
+		return nil, nil, fmt.Errorf("plain fan-out: %d of %d delivered", len(rec.ours), want)
+	}
+	p, r := summarize(rec.ours), summarize(rec.raw)
+	return &p, &r, nil
+}
+
+// latencyInterval spaces the writes more the more subscribers each has: each write should
+// find an idle pipeline, or this would measure queueing, which throughput covers.
+func (h *harness) latencyInterval(subs int) time.Duration {
+	return h.opts.LatencyInterval * time.Duration(max(1, subs/25))
 }
 
 // subscribedNamespace makes a namespace, starts an operator and waits until subs

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -67,6 +68,11 @@ func runThroughput(ctx context.Context, h *harness) ([]Row, any, error) {
 	if err != nil {
 		return nil, phases, fmt.Errorf("%d subscriptions: %w", h.opts.FanOutSubs, err)
 	}
+	plain, err := h.plainThroughput(ctx, h.opts.FanOutSubs, h.opts.FanOutWrites)
+	phases = append(phases, plain)
+	if err != nil {
+		return nil, phases, fmt.Errorf("%d subscriptions, plain: %w", h.opts.FanOutSubs, err)
+	}
 	fanOutBatched, err := h.throughput(ctx, h.opts.FanOutSubs, h.opts.FanOutWrites, notifyv1.ContentModeBatched)
 	phases = append(phases, fanOutBatched)
 	if err != nil {
@@ -79,6 +85,13 @@ func runThroughput(ctx context.Context, h *harness) ([]Row, any, error) {
 		note("%s; lag %s", sustained.delivered(), sustained.lagNote())
 
 	rows := append([]Row{rate}, fanOutRows("throughput/fanout", "", fanOut)...)
+	// What the operator adds to the requests themselves: the same requests sent straight
+	// from a raw watch, on the same sink and CPU.
+	rows = append(rows, newRow("throughput/fanout/time-vs-plain", fmt.Sprintf("Fan-out, %s × %d creates",
+		subs(fanOut.Subscriptions), fanOut.Writes), "first write → last delivery", "s", fanOut.OursSeconds,
+		plain.OursSeconds, "plain fan-out (no operator)").
+		goal("≤ 1.1× plain", fanOut.complete() && fanOut.OursSeconds <= 1.1*plain.OursSeconds).
+		note("plain: raw saw the last create after %.2f s, writes %.0f/s", plain.RawSeconds, plain.WriteRate))
 	return append(rows, fanOutRows("throughput/fanout-batched", ", batched", fanOutBatched)...), phases, nil
 }
 
@@ -127,30 +140,9 @@ func (h *harness) throughput(ctx context.Context, nSubs, nWrites int, mode notif
 	}
 	defer done()
 
-	log := newArrivalLog(nWrites)
-	h.sink.handle(func(dl delivery) { log.ours(dl.Subject, dl.At) })
-	defer h.sink.handle(nil)
-	rw, err := h.startRawWatch(ctx, configMaps, ns, func(u *unstructured.Unstructured, at time.Duration) {
-		log.raw(u.GetName(), at)
-	})
-	if err != nil {
+	if err := h.timeFanOut(ctx, ns, &p); err != nil {
 		return p, err
 	}
-	defer rw.stop()
-
-	connsBefore, requestsBefore := h.sink.conns.Load(), h.sink.requests.Load()
-	w, err := h.create(ctx, writes{ns: ns, prefix: "t", count: nWrites, workers: h.opts.Writers,
-		bytes: h.opts.ObjectBytes})
-	if err != nil {
-		return p, err
-	}
-	waitCount(ctx, p.Expected+nWrites, 10*time.Second, func() int { o, r := log.counts(); return o + r })
-	h.sink.handle(nil)
-	p.SinkConnections = h.sink.conns.Load() - connsBefore
-	p.SinkRequests = h.sink.requests.Load() - requestsBefore
-
-	p.WriteRate = float64(nWrites) / (w.Last - w.First).Seconds()
-	log.summarize(&p, w.First)
 	if p.Dropped, err = operatorCounter("dynamicnotifier_events_dropped_total", ns); err != nil {
 		return p, err
 	}
@@ -163,6 +155,59 @@ func (h *harness) throughput(ctx context.Context, nSubs, nWrites int, mode notif
 		p.RawSeconds, p.OursRate, p.OursSeconds, p.delivered(), p.lagNote(), p.SinkConnections)
 
 	return p, h.unsubscribe(ctx, ns, r)
+}
+
+// timeFanOut makes p's creates in ns with a raw watch on them and fills p with what
+// arrived at the sink, until every expected delivery came or they stopped coming.
+func (h *harness) timeFanOut(ctx context.Context, ns string, p *throughputPhase) error {
+	log := newArrivalLog(p.Writes)
+	h.sink.handle(func(dl delivery) { log.ours(dl.Subject, dl.At) })
+	defer h.sink.handle(nil)
+	rw, err := h.startRawWatch(ctx, configMaps, ns, func(u *unstructured.Unstructured, at time.Duration) {
+		log.raw(u.GetName(), at)
+	})
+	if err != nil {
+		return err
+	}
+	defer rw.stop()
+
+	connsBefore, requestsBefore := h.sink.conns.Load(), h.sink.requests.Load()
+	w, err := h.create(ctx, writes{ns: ns, prefix: "t", count: p.Writes, workers: h.opts.Writers,
+		bytes: h.opts.ObjectBytes})
+	if err != nil {
+		return err
+	}
+	waitCount(ctx, p.Expected+p.Writes, 10*time.Second, func() int { o, r := log.counts(); return o + r })
+	h.sink.handle(nil)
+	p.SinkConnections = h.sink.conns.Load() - connsBefore
+	p.SinkRequests = h.sink.requests.Load() - requestsBefore
+	p.WriteRate = float64(p.Writes) / (w.Last - w.First).Seconds()
+	log.summarize(p, w.First)
+	return nil
+}
+
+// plainThroughput is the fan-out's floor: the same creates with no operator, a plain
+// fan-out sending each once per subscriber (startPlainFanOut).
+func (h *harness) plainThroughput(ctx context.Context, nSubs, nWrites int) (throughputPhase, error) {
+	p := throughputPhase{Subscriptions: nSubs, Writes: nWrites, Writers: h.opts.Writers, Expected: nSubs * nWrites,
+		ContentMode: "plain"}
+	ns, err := h.namespace(ctx, "throughput-plain")
+	if err != nil {
+		return p, err
+	}
+	defer func() { _ = h.deleteConfigMaps(context.WithoutCancel(ctx), ns) }()
+	plain, err := h.startPlainFanOut(ctx, ns, nSubs, h.sink.URL)
+	if err != nil {
+		return p, err
+	}
+	err = errors.Join(h.timeFanOut(ctx, ns, &p), plain.stop())
+	if err == nil && !p.complete() {
+		err = fmt.Errorf("plain fan-out: %s", p.delivered())
+	}
+	h.logf("throughput %d × %d plain: %d requests; writes %.0f/s; raw last seen after %.2f s; "+
+		"plain last after %.2f s; lag %s", nSubs, nWrites, p.SinkRequests, p.WriteRate, p.RawSeconds, p.OursSeconds,
+		p.lagNote())
+	return p, err
 }
 
 // arrivalLog records when each create reached the raw watch and each delivery the sink.
