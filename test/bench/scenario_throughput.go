@@ -63,16 +63,23 @@ func runThroughput(ctx context.Context, h *harness) ([]Row, any, error) {
 	if err != nil {
 		return nil, phases, fmt.Errorf("1 subscription: %w", err)
 	}
+	// The plain floor runs before and after ours, and the faster of the two counts.
+	plainBefore, err := h.plainThroughput(ctx, h.opts.FanOutSubs, h.opts.FanOutWrites)
+	phases = append(phases, plainBefore)
+	if err != nil {
+		return nil, phases, fmt.Errorf("%d subscriptions, plain: %w", h.opts.FanOutSubs, err)
+	}
 	fanOut, err := h.throughput(ctx, h.opts.FanOutSubs, h.opts.FanOutWrites, notifyv1.ContentModeBinary)
 	phases = append(phases, fanOut)
 	if err != nil {
 		return nil, phases, fmt.Errorf("%d subscriptions: %w", h.opts.FanOutSubs, err)
 	}
-	plain, err := h.plainThroughput(ctx, h.opts.FanOutSubs, h.opts.FanOutWrites)
-	phases = append(phases, plain)
+	plainAfter, err := h.plainThroughput(ctx, h.opts.FanOutSubs, h.opts.FanOutWrites)
+	phases = append(phases, plainAfter)
 	if err != nil {
 		return nil, phases, fmt.Errorf("%d subscriptions, plain: %w", h.opts.FanOutSubs, err)
 	}
+	plain := min(plainBefore.OursSeconds, plainAfter.OursSeconds)
 	fanOutBatched, err := h.throughput(ctx, h.opts.FanOutSubs, h.opts.FanOutWrites, notifyv1.ContentModeBatched)
 	phases = append(phases, fanOutBatched)
 	if err != nil {
@@ -89,9 +96,10 @@ func runThroughput(ctx context.Context, h *harness) ([]Row, any, error) {
 	// from a raw watch, on the same sink and CPU.
 	rows = append(rows, newRow("throughput/fanout/time-vs-plain", fmt.Sprintf("Fan-out, %s × %d creates",
 		subs(fanOut.Subscriptions), fanOut.Writes), "first write → last delivery", "s", fanOut.OursSeconds,
-		plain.OursSeconds, "plain fan-out (no operator)").
-		goal("≤ 1.1× plain", fanOut.complete() && fanOut.OursSeconds <= 1.1*plain.OursSeconds).
-		note("plain: raw saw the last create after %.2f s, writes %.0f/s", plain.RawSeconds, plain.WriteRate))
+		plain, "plain fan-out (no operator), the faster run").
+		goal("≤ 1.1× plain", fanOut.complete() && fanOut.OursSeconds <= 1.1*plain).
+		note("plain before and after ours: %.2f s and %.2f s, raw saw the last create after %.2f s and %.2f s",
+			plainBefore.OursSeconds, plainAfter.OursSeconds, plainBefore.RawSeconds, plainAfter.RawSeconds))
 	return append(rows, fanOutRows("throughput/fanout-batched", ", batched", fanOutBatched)...), phases, nil
 }
 
