@@ -173,13 +173,14 @@ func (c *ConfigMaps) Save(ctx context.Context, points map[watch.PointKey]watch.P
 		if err != nil {
 			return err
 		}
-		if prev, ok := c.written[name]; ok && prev == data {
+		prev, known := c.written[name]
+		if known && prev == data {
 			continue
 		}
 		if c.Owns != nil {
 			err = c.merge(ctx, name, shards[name])
 		} else {
-			err = c.write(ctx, name, data)
+			err = c.write(ctx, name, data, known)
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -267,14 +268,20 @@ func encode(points []stored) (string, error) {
 	return string(data), err
 }
 
-func (c *ConfigMaps) write(ctx context.Context, name, data string) error {
+func (c *ConfigMaps) write(ctx context.Context, name, data string, exists bool) error {
 	cm := &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: name, Labels: labels},
 		Data:       map[string]string{dataKey: data},
 	}
-	err := c.Client.Update(ctx, cm)
-	if apierrors.IsNotFound(err) {
-		err = c.Client.Create(ctx, cm)
+	// Load saw which ConfigMaps exist: a new shard is created in one request, not after a
+	// failed update. Either guess may be stale (someone deleted or created one since).
+	var err error
+	if exists {
+		if err = c.Client.Update(ctx, cm); apierrors.IsNotFound(err) {
+			err = c.Client.Create(ctx, cm)
+		}
+	} else if err = c.Client.Create(ctx, cm); apierrors.IsAlreadyExists(err) {
+		err = c.Client.Update(ctx, cm)
 	}
 	if err != nil {
 		return fmt.Errorf("save checkpoints to ConfigMap %s/%s: %w", c.Namespace, name, err)

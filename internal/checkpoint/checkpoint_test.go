@@ -92,7 +92,7 @@ func TestTenThousandSubscriptionsSaveAndOnlyChangesAreWritten(t *testing.T) {
 		}
 	}
 	g.Expect(store.Save(ctx, points)).To(Succeed())
-	g.Expect(counting.writes()).To(Equal(checkpoint.DefaultShards), "every shard written once")
+	g.Expect(counting.writes()).To(Equal(checkpoint.DefaultShards), "every shard created in one request")
 
 	got, err := (&checkpoint.ConfigMaps{Client: k8s, Namespace: ns}).Load(ctx)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -108,6 +108,44 @@ func TestTenThousandSubscriptionsSaveAndOnlyChangesAreWritten(t *testing.T) {
 	g.Expect(counting.writes()).To(Equal(checkpoint.DefaultShards+1), "a change to one point rewrites one ConfigMap")
 	g.Expect(store.Save(ctx, points)).To(Succeed())
 	g.Expect(counting.writes()).To(Equal(checkpoint.DefaultShards+1), "nothing changed, nothing written")
+}
+
+// TestSaveAsksOnceForEachShard: a shard Load did not see is created at once and one it saw
+// is updated at once; where that guess is stale, the other request follows and the point
+// is stored all the same.
+func TestSaveAsksOnceForEachShard(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	at := time.Now().UTC().Truncate(time.Second)
+	points := func(rv string) map[watch.PointKey]watch.Point {
+		return map[watch.PointKey]watch.Point{key("ns/a/uid-a", "s@ns"): {Stream: "s@ns", ResourceVersion: rv, Time: at}}
+	}
+
+	counting := &countingWriter{Client: k8s}
+	store := &checkpoint.ConfigMaps{Client: counting, Namespace: ns}
+	_, err := store.Load(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(store.Save(ctx, points("1"))).To(Succeed())
+	g.Expect(counting.writes()).To(Equal(1), "a new shard: one create, no update that fails first")
+	g.Expect(store.Save(ctx, points("2"))).To(Succeed())
+	g.Expect(counting.writes()).To(Equal(2), "a shard written before: one update")
+
+	restarted := &countingWriter{Client: k8s}
+	again := &checkpoint.ConfigMaps{Client: restarted, Namespace: ns}
+	loaded, err := again.Load(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(loaded).To(Equal(points("2")))
+	g.Expect(again.Save(ctx, points("3"))).To(Succeed())
+	g.Expect(restarted.writes()).To(Equal(1), "a shard Load saw: one update")
+
+	stale := &countingWriter{Client: k8s}
+	unloaded := &checkpoint.ConfigMaps{Client: stale, Namespace: ns}
+	g.Expect(unloaded.Save(ctx, points("4"))).To(Succeed(), "a shard that exists after all is updated")
+	g.Expect(stale.writes()).To(Equal(2), "the create that found it, then the update")
+	got, err := (&checkpoint.ConfigMaps{Client: k8s, Namespace: ns}).Load(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got).To(Equal(points("4")))
 }
 
 func TestVersionOneDocumentIsReadAndRemoved(t *testing.T) {
@@ -162,7 +200,8 @@ func (c *countingWriter) Update(ctx context.Context, obj client.Object, opts ...
 }
 
 func (c *countingWriter) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
-	return c.Client.Create(ctx, obj, opts...) // follows a failed Update: already counted
+	c.count()
+	return c.Client.Create(ctx, obj, opts...)
 }
 
 func (c *countingWriter) count() {
