@@ -13,6 +13,7 @@ import (
 	"hash/fnv"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,9 +31,12 @@ const (
 	// ConfigMap of exactly this name is the single document of format version 1, read once
 	// and removed after the first save.
 	DefaultName = "dynamic-notifier-checkpoints"
-	// DefaultShards spreads checkpoints over this many ConfigMaps, so their 1 MiB limit is
-	// far away: about 6,000 points fit in each (a point is about 170 bytes).
+	// DefaultShards spreads checkpoints over at most this many ConfigMaps, so their 1 MiB
+	// limit is far away: about 6,000 points fit in each (a point is about 170 bytes).
 	DefaultShards = 32
+	// pointsPerShard sizes the shards of a single writer: as few ConfigMaps as hold the
+	// points at about 250 KB each, so a save of a small installation is one write, not 32.
+	pointsPerShard = 1500
 	// dataKey holds the JSON document.
 	dataKey = "checkpoints.json"
 	// formatVersion changes when the document's shape does.
@@ -71,8 +75,9 @@ type legacyDocument struct {
 	Subscriptions map[string]watch.Point `json:"subscriptions"`
 }
 
-// ConfigMaps stores checkpoints in ConfigMaps of one namespace, a subscriber's points always
-// in the same one, and writes only those whose content changed. Reads go to the API server,
+// ConfigMaps stores checkpoints in ConfigMaps of one namespace, a subscriber's points
+// together in one, as few ConfigMaps as hold them, and writes only those whose content
+// changed. Reads go to the API server,
 // not a cache, so the operator needs no ConfigMap informer. Only the leader writes, so
 // last-writer-wins needs no resourceVersion precondition.
 type ConfigMaps struct {
@@ -80,7 +85,9 @@ type ConfigMaps struct {
 	Namespace string
 	// Name prefixes the ConfigMaps' names; DefaultName when empty.
 	Name string
-	// Shards is how many ConfigMaps to spread over; DefaultShards when zero.
+	// Shards fixes how many ConfigMaps to spread over. Zero: DefaultShards when Owns is
+	// set (replicas must agree on where a point goes), else as few as the points need,
+	// a power of two up to DefaultShards (shardCount).
 	Shards int
 	// Owns, when set, says which points this replica writes (scale-out: the streams it
 	// serves). Save then merges: a ConfigMap keeps the points of the others as stored,
@@ -93,14 +100,30 @@ type ConfigMaps struct {
 	written map[string]string
 	// legacy is true while a version 1 document may still exist.
 	legacy bool
+	// shards is the count a single writer saves with; it only grows while the writer runs,
+	// so points do not move back and forth around a boundary.
+	shards int
+	// layout is the count of the last save whose every write went through (0: unknown, as
+	// after Load); only a save with another count can move points.
+	layout int
 }
 
 func (c *ConfigMaps) prefix() string { return cmp.Or(c.Name, DefaultName) }
 
-func (c *ConfigMaps) shardName(subscriber string) string {
+// shardCount is how many ConfigMaps a single writer spreads points over: the least power
+// of two that holds them at pointsPerShard each, at least 1 and at most DefaultShards.
+func shardCount(points int) int {
+	n := 1
+	for n < DefaultShards && n*pointsPerShard < points {
+		n *= 2
+	}
+	return n
+}
+
+func (c *ConfigMaps) shardName(subscriber string, shards int) string {
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(subscriber))
-	return fmt.Sprintf("%s-%02d", c.prefix(), h.Sum32()%uint32(cmp.Or(c.Shards, DefaultShards)))
+	return fmt.Sprintf("%s-%02d", c.prefix(), h.Sum32()%uint32(shards))
 }
 
 // Load returns the stored checkpoints; none when there are no ConfigMaps. A document of an
@@ -129,7 +152,10 @@ func (c *ConfigMaps) Load(ctx context.Context) (map[watch.PointKey]watch.Point, 
 			continue // unreadable: those subscribers start fresh
 		}
 		for _, p := range doc.Points {
-			out[p.PointKey] = watch.Point{Stream: p.Stream, ResourceVersion: p.ResourceVersion, Time: p.Time.UTC()}
+			point := watch.Point{Stream: p.Stream, ResourceVersion: p.ResourceVersion, Time: p.Time.UTC()}
+			if prev, twice := out[p.PointKey]; !twice || older(point, prev) {
+				out[p.PointKey] = point
+			}
 		}
 	}
 	c.mu.Lock()
@@ -138,6 +164,17 @@ func (c *ConfigMaps) Load(ctx context.Context) (map[watch.PointKey]watch.Point, 
 	}
 	c.mu.Unlock()
 	return out, nil
+}
+
+// older tells which of a point found in two shards (a save cut short while it moved) to
+// resume from: the earlier one sends some changes again, the later one could skip some.
+func older(a, b watch.Point) bool {
+	x, errX := strconv.ParseUint(a.ResourceVersion, 10, 64)
+	y, errY := strconv.ParseUint(b.ResourceVersion, 10, 64)
+	if errX == nil && errY == nil {
+		return x < y
+	}
+	return a.Time.Before(b.Time)
 }
 
 func readLegacy(data string, out map[watch.PointKey]watch.Point) {
@@ -156,9 +193,16 @@ func readLegacy(data string, out map[watch.PointKey]watch.Point) {
 // replica's points are replaced and the others' kept as stored. It goes on past a failed
 // write and returns every failure.
 func (c *ConfigMaps) Save(ctx context.Context, points map[watch.PointKey]watch.Point) error {
-	shards := c.byShard(points)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	count := c.Shards
+	if count == 0 && c.Owns != nil {
+		count = DefaultShards
+	} else if count == 0 {
+		c.shards = max(c.shards, shardCount(len(points)))
+		count = c.shards
+	}
+	shards := c.byShard(points, count)
 	if c.written == nil {
 		c.written = map[string]string{}
 	}
@@ -168,7 +212,21 @@ func (c *ConfigMaps) Save(ctx context.Context, points map[watch.PointKey]watch.P
 		}
 	}
 	var errs []error
-	for _, name := range slices.Sorted(maps.Keys(shards)) {
+	// Points that move to another shard (the count changed) are written there before their
+	// old shard is rewritten without them: a save cut short leaves a point twice (Load
+	// keeps the older), never nowhere. Counts are powers of two, so a shard that gives
+	// points away takes none in.
+	var givers map[string]bool
+	if count != c.layout {
+		givers = c.movedOut(points, count)
+	}
+	order := slices.SortedFunc(maps.Keys(shards), func(a, b string) int {
+		return cmp.Or(cmp.Compare(b2i(givers[a]), b2i(givers[b])), strings.Compare(a, b))
+	})
+	for _, name := range order {
+		if givers[name] && len(errs) > 0 {
+			break // a point's new shard may not have it: keep the old one as it is
+		}
 		data, err := encode(shards[name])
 		if err != nil {
 			return err
@@ -188,6 +246,9 @@ func (c *ConfigMaps) Save(ctx context.Context, points map[watch.PointKey]watch.P
 		}
 		c.written[name] = data
 	}
+	if len(errs) == 0 {
+		c.layout = count
+	}
 	if len(errs) == 0 && c.legacy && c.Owns == nil {
 		err := c.Client.Delete(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: c.prefix()}})
 		if err == nil || apierrors.IsNotFound(err) {
@@ -197,10 +258,35 @@ func (c *ConfigMaps) Save(ctx context.Context, points map[watch.PointKey]watch.P
 	return errors.Join(errs...)
 }
 
-func (c *ConfigMaps) byShard(points map[watch.PointKey]watch.Point) map[string][]stored {
+// movedOut names the shards, as last written, that hold points now placed elsewhere.
+func (c *ConfigMaps) movedOut(points map[watch.PointKey]watch.Point, count int) map[string]bool {
+	out := map[string]bool{}
+	for name, data := range c.written {
+		var doc document
+		if json.Unmarshal([]byte(data), &doc) != nil {
+			continue
+		}
+		for _, p := range doc.Points {
+			if _, kept := points[p.PointKey]; kept && c.shardName(p.Subscriber, count) != name {
+				out[name] = true
+				break
+			}
+		}
+	}
+	return out
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (c *ConfigMaps) byShard(points map[watch.PointKey]watch.Point, count int) map[string][]stored {
 	shards := map[string][]stored{}
 	for k, p := range points {
-		name := c.shardName(k.Subscriber)
+		name := c.shardName(k.Subscriber, count)
 		shards[name] = append(shards[name], stored{PointKey: k, ResourceVersion: p.ResourceVersion,
 			Time: p.Time.UTC().Round(0)})
 	}

@@ -92,7 +92,8 @@ func TestTenThousandSubscriptionsSaveAndOnlyChangesAreWritten(t *testing.T) {
 		}
 	}
 	g.Expect(store.Save(ctx, points)).To(Succeed())
-	g.Expect(counting.writes()).To(Equal(checkpoint.DefaultShards), "every shard created in one request")
+	const shards = 16 // 20,000 points at 1,500 a ConfigMap
+	g.Expect(counting.writes()).To(Equal(shards), "every shard created in one request")
 
 	got, err := (&checkpoint.ConfigMaps{Client: k8s, Namespace: ns}).Load(ctx)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -105,9 +106,9 @@ func TestTenThousandSubscriptionsSaveAndOnlyChangesAreWritten(t *testing.T) {
 		break
 	}
 	g.Expect(store.Save(ctx, points)).To(Succeed())
-	g.Expect(counting.writes()).To(Equal(checkpoint.DefaultShards+1), "a change to one point rewrites one ConfigMap")
+	g.Expect(counting.writes()).To(Equal(shards+1), "a change to one point rewrites one ConfigMap")
 	g.Expect(store.Save(ctx, points)).To(Succeed())
-	g.Expect(counting.writes()).To(Equal(checkpoint.DefaultShards+1), "nothing changed, nothing written")
+	g.Expect(counting.writes()).To(Equal(shards+1), "nothing changed, nothing written")
 }
 
 // TestSaveAsksOnceForEachShard: a shard Load did not see is created at once and one it saw
@@ -146,6 +147,133 @@ func TestSaveAsksOnceForEachShard(t *testing.T) {
 	got, err := (&checkpoint.ConfigMaps{Client: k8s, Namespace: ns}).Load(ctx)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(got).To(Equal(points("4")))
+}
+
+// points gives n subscribers one point each on one stream, at resourceVersion rv.
+func points(n int, rv string) map[watch.PointKey]watch.Point {
+	at := time.Date(2026, 12, 1, 18, 0, 0, 0, time.UTC)
+	out := map[watch.PointKey]watch.Point{}
+	for i := range n {
+		// Subscribers are namespace/name/uid, and a uid is random: hex of a multiplicative hash.
+		out[key(fmt.Sprintf("ns/sub-%05d/%08x-7d3c-4d2e-9f1a-%012x", i, uint32(i)*2654435761, i), "configmaps./v1@ns")] =
+			watch.Point{Stream: "configmaps./v1@ns", ResourceVersion: rv, Time: at}
+	}
+	return out
+}
+
+func checkpointConfigMaps(t *testing.T, ns string) map[string]int {
+	t.Helper()
+	var list corev1.ConfigMapList
+	if err := k8s.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, cm := range list.Items {
+		out[cm.Name] = strings.Count(cm.Data["checkpoints.json"], `"resourceVersion"`)
+	}
+	return out
+}
+
+// TestASmallInstallationSavesOneConfigMap: a hundred subscribers are one write a save, not
+// one per shard; more points spread over more ConfigMaps, and a store that finds the 32
+// ConfigMaps of an earlier version moves their points into its one and empties the rest.
+func TestASmallInstallationSavesOneConfigMap(t *testing.T) {
+	g := NewWithT(t)
+	ctx := context.Background()
+	ns := newNamespace(t)
+	counting := &countingWriter{Client: k8s}
+	store := &checkpoint.ConfigMaps{Client: counting, Namespace: ns}
+	g.Expect(store.Save(ctx, points(100, "10"))).To(Succeed())
+	g.Expect(counting.writes()).To(Equal(1), "100 points: one ConfigMap")
+	g.Expect(checkpointConfigMaps(t, ns)).To(Equal(map[string]int{checkpoint.DefaultName + "-00": 100}))
+
+	grown := points(4000, "11")
+	g.Expect(store.Save(ctx, grown)).To(Succeed())
+	spread := checkpointConfigMaps(t, ns)
+	g.Expect(spread).To(HaveLen(4), "4,000 points: four ConfigMaps of at most 1,500 each (by hash, so some leeway)")
+	total := 0
+	for _, n := range spread {
+		total += n
+	}
+	g.Expect(total).To(Equal(4000), "each point stored once")
+	got, err := (&checkpoint.ConfigMaps{Client: k8s, Namespace: ns}).Load(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(got).To(Equal(grown))
+
+	old := newNamespace(t)
+	g.Expect((&checkpoint.ConfigMaps{Client: k8s, Namespace: old, Shards: checkpoint.DefaultShards}).
+		Save(ctx, points(100, "12"))).To(Succeed())
+	g.Expect(len(checkpointConfigMaps(t, old))).To(BeNumerically(">", 10), "the old layout: spread over many")
+	upgraded := &checkpoint.ConfigMaps{Client: k8s, Namespace: old}
+	loaded, err := upgraded.Load(ctx)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(loaded).To(Equal(points(100, "12")))
+	g.Expect(upgraded.Save(ctx, points(100, "13"))).To(Succeed())
+	for name, n := range checkpointConfigMaps(t, old) {
+		if name == checkpoint.DefaultName+"-00" {
+			g.Expect(n).To(Equal(100), "every point in the one ConfigMap")
+		} else {
+			g.Expect(n).To(BeZero(), "%s emptied", name)
+		}
+	}
+}
+
+// TestAGrowthCutShortLosesNoPoint: when more points need a second ConfigMap, half of the
+// first one's move there. They are written in their new ConfigMap before the old one is
+// rewritten without them, and the old one is left alone when that write fails: a save cut
+// short after any write leaves each point somewhere, and where it is twice, Load resumes
+// from the older (some changes sent again, none skipped).
+func TestAGrowthCutShortLosesNoPoint(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// fail says whether the n-th write (from 1) fails.
+		fail func(n int) bool
+	}{
+		{"the process stops after the first write", func(n int) bool { return n > 1 }},
+		{"the first write fails", func(n int) bool { return n == 1 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := NewWithT(t)
+			ctx := context.Background()
+			ns := newNamespace(t)
+			before := points(100, "20")
+			g.Expect((&checkpoint.ConfigMaps{Client: k8s, Namespace: ns}).Save(ctx, before)).To(Succeed())
+			g.Expect(checkpointConfigMaps(t, ns)).To(HaveLen(1))
+
+			store := &checkpoint.ConfigMaps{Client: &faultyWriter{Client: k8s, fail: tc.fail}, Namespace: ns}
+			_, err := store.Load(ctx)
+			g.Expect(err).NotTo(HaveOccurred())
+			g.Expect(store.Save(ctx, points(2000, "30"))).NotTo(Succeed(), "2,000 points need two ConfigMaps")
+
+			got, err := (&checkpoint.ConfigMaps{Client: k8s, Namespace: ns}).Load(ctx)
+			g.Expect(err).NotTo(HaveOccurred())
+			for k := range before {
+				g.Expect(got).To(HaveKeyWithValue(k, HaveField("ResourceVersion", "20")),
+					"%s: stored before the save, resumed from there", k)
+			}
+		})
+	}
+}
+
+// faultyWriter fails the writes (creates and updates) fail picks.
+type faultyWriter struct {
+	client.Client
+	fail func(n int) bool
+	n    int
+}
+
+func (f *faultyWriter) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	if f.n++; f.fail(f.n) {
+		return apierrors.NewServiceUnavailable("injected")
+	}
+	return f.Client.Update(ctx, obj, opts...)
+}
+
+func (f *faultyWriter) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	if f.n++; f.fail(f.n) {
+		return apierrors.NewServiceUnavailable("injected")
+	}
+	return f.Client.Create(ctx, obj, opts...)
 }
 
 func TestVersionOneDocumentIsReadAndRemoved(t *testing.T) {

@@ -236,7 +236,8 @@ func (s *scenario) probe(timeout time.Duration, running ...*manager) {
 }
 
 // Checkpoints (contract): ConfigMaps labelled app.kubernetes.io/component=checkpoints in the
-// checkpoint namespace, named dynamic-notifier-checkpoints-00 to -31, each holding under
+// checkpoint namespace, named dynamic-notifier-checkpoints-00 up to -31 (as many as the
+// points need, a power of two; binaries before that always used 32), each holding under
 // checkpoints.json {"version":2,"points":[{"subscriber":"<ns>/<name>/<uid>",
 // "stream":"configmaps./v1@<ns>","resourceVersion":...,"time":...}]}: one point per
 // subscription and stream. Binaries before per-stream checkpoints kept a single ConfigMap
