@@ -87,6 +87,11 @@ var (
 	statusWrites = map[string]string{labelResource: resourceSubscriptions, labelSubresource: subresourceStatus,
 		labelVerb: "PATCH"}
 	eventsCreated = map[string]string{labelResource: "events", labelVerb: "POST"}
+	// configMapWrites are the ConfigMap creates and updates that succeeded.
+	configMapWrites = []map[string]string{
+		{labelResource: configMaps.Resource, labelVerb: "POST", "code": "201"},
+		{labelResource: configMaps.Resource, labelVerb: "PUT", "code": "200"},
+	}
 )
 
 // runConvergence: many subscriptions over ten resources created at once until all are
