@@ -47,7 +47,7 @@ func (h *harness) startPlainFanOut(ctx context.Context, ns string, subs int, url
 		p.queues[i] = make(chan plainChange, 4096)
 		p.posters.Go(func() {
 			for c := range p.queues[i] {
-				if err := postCloudEvent(ctx, client, url, c, i); err != nil {
+				if err := postCloudEvent(ctx, client, url, "/plain/"+strconv.Itoa(i), c); err != nil {
 					p.mu.Lock()
 					p.failed = cmpErr(p.failed, err)
 					p.mu.Unlock()
@@ -80,7 +80,8 @@ func cmpErr(first, next error) error {
 	return next
 }
 
-func postCloudEvent(ctx context.Context, client *http.Client, url string, c plainChange, subscriber int) error {
+// postCloudEvent sends c as a binary-mode CloudEvent from source, as the operator would.
+func postCloudEvent(ctx context.Context, client *http.Client, url, source string, c plainChange) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(c.body))
 	if err != nil {
 		return err
@@ -89,7 +90,7 @@ func postCloudEvent(ctx context.Context, client *http.Client, url string, c plai
 	req.Header["Ce-Specversion"] = []string{"1.0"}
 	req.Header["Ce-Id"] = []string{c.id}
 	req.Header["Ce-Type"] = []string{"io.dynamicnotifier.resource.added"}
-	req.Header["Ce-Source"] = []string{"/plain/" + strconv.Itoa(subscriber)}
+	req.Header["Ce-Source"] = []string{source}
 	req.Header["Ce-Subject"] = []string{c.subject}
 	resp, err := client.Do(req)
 	if err != nil {

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -142,26 +139,8 @@ func (h *harness) rawPosts(ctx context.Context, n, senders int) (rawPostsPhase, 
 	defer h.sink.handle(nil)
 	start := time.Now()
 	err = parallel(n, senders, func(i int) error {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.sink.URL, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header["Content-Type"] = []string{"application/json"}
-		req.Header["Ce-Specversion"] = []string{"1.0"}
-		req.Header["Ce-Id"] = []string{strconv.Itoa(i)}
-		req.Header["Ce-Type"] = []string{"io.dynamicnotifier.resource.added"}
-		req.Header["Ce-Source"] = []string{"/raw"}
-		req.Header["Ce-Subject"] = []string{"/api/v1/namespaces/raw/configmaps/d-" + strconv.Itoa(i)}
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode/100 != 2 {
-			return fmt.Errorf("sink answered %s", resp.Status)
-		}
-		return nil
+		return postCloudEvent(ctx, client, h.sink.URL, "/raw", plainChange{id: strconv.Itoa(i), body: body,
+			subject: "/api/v1/namespaces/raw/configmaps/d-" + strconv.Itoa(i)})
 	})
 	p.Seconds = time.Since(start).Seconds()
 	p.Rate = float64(delivered.Load()) / p.Seconds

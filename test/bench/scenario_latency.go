@@ -145,11 +145,7 @@ func (h *harness) latency(ctx context.Context, run latencyRun) (latencyPhase, er
 	}
 	defer done()
 
-	statusBefore, err := h.apiMetric(ctx, "apiserver_request_total", statusWrites)
-	if err != nil {
-		return p, err
-	}
-	configMapsBefore, err := h.apiMetric(ctx, "apiserver_request_total", configMapWrites...)
+	before, err := h.apiWrites(ctx)
 	if err != nil {
 		return p, err
 	}
@@ -159,17 +155,13 @@ func (h *harness) latency(ctx context.Context, run latencyRun) (latencyPhase, er
 		return p, err
 	}
 	took := time.Since(start)
-	statusAfter, err := h.apiMetric(ctx, "apiserver_request_total", statusWrites)
+	after, err := h.apiWrites(ctx)
 	if err != nil {
 		return p, err
 	}
-	configMapsAfter, err := h.apiMetric(ctx, "apiserver_request_total", configMapWrites...)
-	if err != nil {
-		return p, err
-	}
-	p.StatusWrites, p.Seconds = statusAfter-statusBefore, took.Seconds()
+	p.StatusWrites, p.Seconds = after.status-before.status, took.Seconds()
 	// The ConfigMaps written besides the creates themselves: the operator's checkpoints.
-	p.CheckpointWrites = configMapsAfter - configMapsBefore - float64(p.Writes)
+	p.CheckpointWrites = after.configMaps - before.configMaps - float64(p.Writes)
 	rec.mu.Lock()
 	p.Ours, p.Raw, p.Delivered, p.Unknown = summarize(rec.ours), summarize(rec.raw), len(rec.ours), rec.unknown
 	rec.mu.Unlock()
@@ -181,6 +173,18 @@ func (h *harness) latency(ctx context.Context, run latencyRun) (latencyPhase, er
 		}
 	}
 	return p, h.unsubscribe(ctx, ns, r)
+}
+
+// apiWriteCounts are the status PATCHes and ConfigMap writes the API server has served.
+type apiWriteCounts struct{ status, configMaps float64 }
+
+func (h *harness) apiWrites(ctx context.Context) (apiWriteCounts, error) {
+	status, err := h.apiMetric(ctx, "apiserver_request_total", statusWrites)
+	if err != nil {
+		return apiWriteCounts{}, err
+	}
+	configMaps, err := h.apiMetric(ctx, "apiserver_request_total", configMapWrites...)
+	return apiWriteCounts{status: status, configMaps: configMaps}, err
 }
 
 // timedWrites makes the latency writes in ns, paced by interval, with a raw watch on them,
