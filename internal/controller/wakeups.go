@@ -92,10 +92,10 @@ func newPacer(rate float64) *pacer {
 
 // delay reserves the next time at least wait after now and returns how far off it is.
 func (p *pacer) delay(now time.Time, wait time.Duration) time.Duration {
-	at := now.Add(wait).UnixNano()
 	if p.spacing <= 0 {
 		return wait
 	}
+	at := now.Add(wait).UnixNano()
 	for {
 		last := p.last.Load()
 		slot := max(at, last+int64(p.spacing))

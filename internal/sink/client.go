@@ -147,6 +147,24 @@ func (t *guardedTransport) RoundTrip(req *http.Request) (*http.Response, error) 
 	return t.next.RoundTrip(req)
 }
 
+// send sends req with cl. A client of Clients that follows no redirects needs nothing of
+// http.Client but what it does with a URL's user info, so its transport takes req at once,
+// with less work per request (followed is false); any other client goes through its
+// redirect policy, which leaves only a 3xx it did not try to follow (300, 304, one without
+// a Location).
+func send(cl *http.Client, req *http.Request) (resp *http.Response, followed bool, err error) {
+	if g, ok := cl.Transport.(*guardedTransport); ok && !g.follow {
+		if u := req.URL.User; u != nil && req.Header.Get("Authorization") == "" {
+			password, _ := u.Password()
+			req.SetBasicAuth(u.Username(), password)
+		}
+		resp, err = g.RoundTrip(req)
+		return resp, false, err
+	}
+	resp, err = cl.Do(req)
+	return resp, true, err
+}
+
 // checkRedirect decides on a redirect the sink answered; req is the request that would
 // follow it, via the requests made so far.
 func (c *Clients) checkRedirect(req *http.Request, via []*http.Request) error {

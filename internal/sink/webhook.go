@@ -159,7 +159,7 @@ func (w *Webhook) post(ctx context.Context, header http.Header, body []byte, id 
 		req.Header[HeaderWebhookTimestamp] = []string{strconv.FormatInt(now.Unix(), 10)}
 		req.Header[HeaderWebhookSignature] = []string{sign(w.SigningKey, id, now, body)}
 	}
-	resp, followed, err := w.do(req)
+	resp, followed, err := send(w.Client, req)
 	if err != nil {
 		if uerr, ok := errors.AsType[*url.Error](err); ok {
 			err = uerr.Err
@@ -185,24 +185,6 @@ func (w *Webhook) post(ctx context.Context, header http.Header, body []byte, id 
 			RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
 	}
 	return nil
-}
-
-// do sends req. Where redirects are not followed, the transport alone does what the client
-// would (followed is false), with less work per request; the client's redirect policy
-// otherwise, which leaves only a 3xx it did not try to follow (300, 304, one without a
-// Location).
-func (w *Webhook) do(req *http.Request) (resp *http.Response, followed bool, err error) {
-	if g, ok := w.Client.Transport.(*guardedTransport); ok && !g.follow {
-		if u := req.URL.User; u != nil && req.Header.Get("Authorization") == "" {
-			// What http.Client does with a URL's user info.
-			password, _ := u.Password()
-			req.SetBasicAuth(u.Username(), password)
-		}
-		resp, err = g.RoundTrip(req)
-		return resp, false, err
-	}
-	resp, err = w.Client.Do(req)
-	return resp, true, err
 }
 
 // redirectStatus tells the answers an HTTP client follows when it has a Location.

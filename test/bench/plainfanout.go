@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -102,6 +103,21 @@ func postCloudEvent(ctx context.Context, client *http.Client, url, source string
 		return fmt.Errorf("sink answered %s", resp.Status)
 	}
 	return nil
+}
+
+// withPlainFanOut runs writes in a fresh namespace (prefix) with a plain fan-out to subs
+// subscribers on it, and deletes the namespace's ConfigMaps after.
+func (h *harness) withPlainFanOut(ctx context.Context, prefix string, subs int, writes func(ns string) error) error {
+	ns, err := h.namespace(ctx, prefix)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = h.deleteConfigMaps(context.WithoutCancel(ctx), ns) }()
+	fanOut, err := h.startPlainFanOut(ctx, ns, subs, h.sink.URL)
+	if err != nil {
+		return err
+	}
+	return errors.Join(writes(ns), fanOut.stop())
 }
 
 // stop ends the watch, lets the posters send what they hold and returns the first error.

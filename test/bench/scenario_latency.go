@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -238,17 +237,11 @@ func joinTrimmed(values []float64) string {
 // plainLatencies runs latency's floor once more after the runs before: the same writes with
 // no operator, a plain fan-out sending each change once per subscriber (startPlainFanOut).
 func (h *harness) plainLatencies(ctx context.Context, subs int, before []plainPhase) ([]plainPhase, error) {
-	ns, err := h.namespace(ctx, "latency-plain")
-	if err != nil {
-		return before, err
-	}
-	defer func() { _ = h.deleteConfigMaps(context.WithoutCancel(ctx), ns) }()
-	fanOut, err := h.startPlainFanOut(ctx, ns, subs, h.sink.URL)
-	if err != nil {
-		return before, err
-	}
-	rec, err := h.timedWrites(ctx, ns, h.latencyInterval(subs), subs*h.opts.LatencyWrites)
-	if err = errors.Join(err, fanOut.stop()); err != nil {
+	var rec *latencyRecorder
+	if err := h.withPlainFanOut(ctx, "latency-plain", subs, func(ns string) (err error) {
+		rec, err = h.timedWrites(ctx, ns, h.latencyInterval(subs), subs*h.opts.LatencyWrites)
+		return err
+	}); err != nil {
 		return before, err
 	}
 	rec.mu.Lock()

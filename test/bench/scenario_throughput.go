@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -199,16 +198,7 @@ func (h *harness) timeFanOut(ctx context.Context, ns string, p *throughputPhase)
 func (h *harness) plainThroughput(ctx context.Context, nSubs, nWrites int) (throughputPhase, error) {
 	p := throughputPhase{Subscriptions: nSubs, Writes: nWrites, Writers: h.opts.Writers, Expected: nSubs * nWrites,
 		ContentMode: "plain"}
-	ns, err := h.namespace(ctx, "throughput-plain")
-	if err != nil {
-		return p, err
-	}
-	defer func() { _ = h.deleteConfigMaps(context.WithoutCancel(ctx), ns) }()
-	plain, err := h.startPlainFanOut(ctx, ns, nSubs, h.sink.URL)
-	if err != nil {
-		return p, err
-	}
-	err = errors.Join(h.timeFanOut(ctx, ns, &p), plain.stop())
+	err := h.withPlainFanOut(ctx, "throughput-plain", nSubs, func(ns string) error { return h.timeFanOut(ctx, ns, &p) })
 	if err == nil && !p.complete() {
 		err = fmt.Errorf("plain fan-out: %s", p.delivered())
 	}
