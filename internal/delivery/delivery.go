@@ -170,15 +170,23 @@ type lane struct {
 	// Scratch space of the lane's one worker, reused from delivery to delivery.
 	batchBuf []*event.Event
 	msgBuf   []sink.Message
-	// waiting tells that the worker waits for more events (laneLinger); wake tells it one
-	// came.
+	// waiting tells that the worker waits for more events; wake tells it one came, or,
+	// with the queue empty, that it idled long enough to end.
 	waiting bool
 	wake    chan struct{}
+	// linger is the worker's idle clock, ticking every laneLinger while it runs; busy tells
+	// the clock that the worker took events since the last tick.
+	linger *time.Timer
+	busy   bool
+	// worker counts the workers started, so a tick knows whether its own still runs.
+	worker int
 }
 
-// laneLinger is how long a lane's worker waits for more events before it ends. A worker
-// started per event costs a goroutine and the growth of its stack to the depth of an HTTP
-// request, each time: at one event per write, more than the pipeline's own work.
+// laneLinger is how long a lane's worker idles, at least, before it ends (at most twice
+// that). A worker started per event costs a goroutine and the growth of its stack to the
+// depth of an HTTP request, each time: at one event per write, more than the pipeline's
+// own work. The clock is not reset per event: a timer armed at every wait costs a delivery
+// more than the wait itself.
 const laneLinger = time.Second
 
 // Start builds a pipeline and starts its workers.
@@ -585,8 +593,11 @@ func (p *Pipeline) laneOf(ev *event.Event) int {
 // work delivers a lane's events in order. With a batching sink it takes what is already
 // queued, up to the batch size, so batches form only under backlog and add no latency.
 func (p *Pipeline) work(l *lane) {
-	linger := time.NewTimer(laneLinger)
-	defer linger.Stop()
+	l.mu.Lock()
+	l.worker++
+	worker := l.worker
+	l.linger = time.AfterFunc(laneLinger, func() { l.tick(worker) })
+	l.mu.Unlock()
 	for {
 		l.mu.Lock()
 		l.current = nil // the previous batch, if any, is settled
@@ -597,15 +608,22 @@ func (p *Pipeline) work(l *lane) {
 			}
 			l.waiting = true
 			l.mu.Unlock()
-			p.awaitEvents(l, linger)
+			// One channel besides the wake-up: every stop closes stopping first.
+			select {
+			case <-l.wake:
+			case <-p.stopping:
+			}
 			l.mu.Lock()
 			l.waiting = false
 		}
 		if len(l.queue) == 0 || p.halted() {
+			// Woken with nothing queued: the idle clock ran out, or the pipeline stopped.
 			l.running = false
+			l.endLinger()
 			l.mu.Unlock()
 			return
 		}
+		l.busy = true
 		n := min(len(l.queue), p.batch)
 		evs := append(l.batchBuf[:0], l.queue[:n]...)
 		clear(l.queue[:n])
@@ -613,6 +631,9 @@ func (p *Pipeline) work(l *lane) {
 		l.current = evs
 		l.mu.Unlock()
 		if !p.deliver(l, evs) {
+			l.mu.Lock()
+			l.endLinger()
+			l.mu.Unlock()
 			return // stopped: the events not settled stay current
 		}
 		// current, still evs, is reset at the next lock: only stopAndTake reads it, once
@@ -623,15 +644,28 @@ func (p *Pipeline) work(l *lane) {
 	}
 }
 
-// awaitEvents waits until an event comes to l, laneLinger passes, or the pipeline stops.
-func (p *Pipeline) awaitEvents(l *lane, linger *time.Timer) {
-	linger.Reset(laneLinger)
-	defer linger.Stop()
-	select {
-	case <-l.wake:
-	case <-linger.C:
-	case <-p.stopping:
-	case <-p.ctx.Done():
+// endLinger stops the idle clock of a worker that ends. Called with l.mu held.
+func (l *lane) endLinger() {
+	l.linger.Stop()
+	l.linger = nil
+}
+
+// tick is the idle clock of a worker: it wakes the worker to end when it waited for
+// events since the last tick without taking any, and ticks again otherwise.
+func (l *lane) tick(worker int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case l.worker != worker || l.linger == nil:
+		// Its worker ended.
+	case l.waiting && !l.busy:
+		select {
+		case l.wake <- struct{}{}:
+		default: // it is being woken already, by an event
+		}
+	default:
+		l.busy = false
+		l.linger.Reset(laneLinger)
 	}
 }
 

@@ -545,6 +545,24 @@ func TestStop(t *testing.T) {
 	}
 }
 
+// A lane's worker ends once its lane idled, so an idle subscription holds no goroutines,
+// and the next event starts one again.
+func TestAnIdleLaneEndsItsWorker(t *testing.T) {
+	g := newG(t)
+	before := runtime.NumGoroutine()
+	s := &fakeSink{send: func(context.Context, sink.Message, int) error { return nil }}
+	p := Start(Options{Sink: s, Parallelism: 2})
+	defer p.Stop()
+	for rv := 1; rv <= 3; rv++ {
+		g.Expect(p.Offer(newEvent("a", rv))).To(BeTrue())
+		g.Eventually(s.attempts).Should(Equal(rv))
+	}
+	g.Eventually(runtime.NumGoroutine).Should(BeNumerically("<=", before), "the idle lane's worker ended")
+
+	g.Expect(p.Offer(newEvent("a", 4))).To(BeTrue())
+	g.Eventually(s.attempts).Should(Equal(4), "an event after the worker ended is delivered")
+}
+
 func TestStopCancelledAttemptDoesNotFlipHealth(t *testing.T) {
 	g := newG(t)
 	entered := make(chan struct{})
