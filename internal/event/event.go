@@ -82,11 +82,13 @@ type Event struct {
 	// it joined, not a change.
 	Initial bool
 
-	// id and path are computed once for all subscribers.
+	// id, path and time are computed once for all subscribers.
 	id       string
 	idOnce   sync.Once
 	path     string
 	pathOnce sync.Once
+	time     string
+	timeOnce sync.Once
 
 	encodeOnce sync.Once
 	data       []byte
@@ -237,6 +239,13 @@ func (e *Event) ObjectPath() string {
 		e.path = ResourcePath(e.Resource, e.Object.GetNamespace(), e.Object.GetName())
 	})
 	return e.path
+}
+
+// Time is ObservedAt as a CloudEvents time attribute (RFC 3339, UTC). Set ObservedAt
+// before the first call.
+func (e *Event) Time() string {
+	e.timeOnce.Do(func() { e.time = e.ObservedAt.UTC().Format(time.RFC3339Nano) })
+	return e.time
 }
 
 // ResourcePath is the API path of a named object of a resource.

@@ -386,7 +386,7 @@ func KafkaRecord(topic string, structured bool, msg Message) (*kgo.Record, error
 		kgo.RecordHeader{Key: "ce_source", Value: []byte(validUTF8(msg.Source))},
 		kgo.RecordHeader{Key: "ce_type", Value: []byte(CloudEventType(ev.Type))},
 		kgo.RecordHeader{Key: "ce_subject", Value: []byte(validUTF8(ev.ObjectPath()))},
-		kgo.RecordHeader{Key: "ce_time", Value: ev.ObservedAt.UTC().AppendFormat(nil, time.RFC3339Nano)},
+		kgo.RecordHeader{Key: "ce_time", Value: []byte(ev.Time())},
 		kgo.RecordHeader{Key: "content-type", Value: []byte("application/json")},
 	)
 	for _, name := range sortedKeys(msg.Extensions) {

@@ -376,7 +376,7 @@ func NATSMessage(subject string, structured bool, msg Message) (*nats.Msg, error
 	h["ce-source"] = []string{percentEncode(msg.Source)}
 	h["ce-type"] = []string{CloudEventType(ev.Type)}
 	h["ce-subject"] = []string{percentEncode(ev.ObjectPath())}
-	h["ce-time"] = []string{ev.ObservedAt.UTC().Format(time.RFC3339Nano)}
+	h["ce-time"] = []string{ev.Time()}
 	h["ce-datacontenttype"] = []string{payload.JSON}
 	for k, v := range msg.Extensions {
 		h["ce-"+k] = []string{percentEncode(v)}

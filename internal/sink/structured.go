@@ -3,7 +3,6 @@ package sink
 import (
 	"maps"
 	"slices"
-	"time"
 	"unicode/utf8"
 )
 
@@ -31,7 +30,7 @@ func appendStructured(buf []byte, msg Message) ([]byte, error) {
 	buf = append(buf, `,"subject":`...)
 	buf = appendJSONString(buf, ev.ObjectPath())
 	buf = append(buf, `,"time":"`...)
-	buf = ev.ObservedAt.UTC().AppendFormat(buf, time.RFC3339Nano)
+	buf = append(buf, ev.Time()...)
 	buf = append(buf, `","datacontenttype":`...)
 	buf = appendJSONString(buf, msg.dataContentType())
 	// Sorted, so a message always encodes the same way. Values are masked (MaskURLsIn): a

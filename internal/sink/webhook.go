@@ -207,7 +207,7 @@ func setBinaryHeaders(h http.Header, msg Message) {
 	h["Ce-Type"] = []string{CloudEventType(ev.Type)}
 	h["Ce-Source"] = []string{msg.Source}
 	h["Ce-Subject"] = []string{ev.ObjectPath()}
-	h["Ce-Time"] = []string{ev.ObservedAt.UTC().Format(time.RFC3339Nano)}
+	h["Ce-Time"] = []string{ev.Time()}
 	h["Content-Type"] = []string{msg.dataContentType()}
 	for k, v := range msg.Extensions {
 		h[http.CanonicalHeaderKey("ce-"+k)] = []string{MaskURLsIn(v)}
