@@ -55,6 +55,8 @@ type h1Conn struct {
 	key    poolKey
 	reused bool
 	idleAt time.Time
+	// deadline is the connection's read and write deadline, as last set.
+	deadline time.Time
 }
 
 var errResponseHeadersTooLarge = fmt.Errorf("the sink's response headers exceed %d bytes", MaxResponseHeaderBytes)
@@ -125,8 +127,11 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // exchange writes req on c and reads the head of the answer. sent tells whether any of the
 // answer was read: the sink saw the request.
 func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request, body io.Reader) (resp *http.Response, sent bool, err error) {
-	if d, ok := ctx.Deadline(); ok {
+	// The deadline is the context's, set at each exchange rather than cleared after one:
+	// nothing reads an idle connection, and clearing it costs a request two timer updates.
+	if d, _ := ctx.Deadline(); !d.Equal(c.deadline) {
 		_ = c.conn.SetDeadline(d)
+		c.deadline = d
 	}
 	// A cancelled request (the pipeline stopping) breaks off what blocks on c.
 	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) })
@@ -298,7 +303,7 @@ func (b *h1Body) Close() error {
 	}
 	b.closed = true
 	cancelled := !b.stop()
-	if b.done && b.keep && !cancelled && b.c.conn.SetDeadline(time.Time{}) == nil {
+	if b.done && b.keep && !cancelled {
 		b.t.put(b.c)
 		return nil
 	}

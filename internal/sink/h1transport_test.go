@@ -242,6 +242,23 @@ func TestARequestPastItsDeadline(t *testing.T) {
 	NewWithT(t).Expect(errors.Is(err, context.DeadlineExceeded)).To(BeTrue(), "error %v", err)
 }
 
+// A kept-alive connection carries no deadline of an earlier request into a later one.
+func TestAReusedConnectionKeepsNoEarlierDeadline(t *testing.T) {
+	g := NewWithT(t)
+	srv, opened, _ := connCounting(t, accept)
+	w := webhookTo(t, srv.URL)
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	g.Expect(w.Send(ctx, testMessage())).To(Succeed())
+	<-ctx.Done() // the first request's deadline has passed
+
+	g.Expect(w.Send(t.Context(), testMessage())).To(Succeed(), "a request without a deadline")
+	later, cancelLater := context.WithTimeout(t.Context(), time.Minute)
+	defer cancelLater()
+	g.Expect(w.Send(later, testMessage())).To(Succeed(), "a request with a later deadline")
+	g.Expect(opened.Load()).To(BeEquivalentTo(1), "all three went over the same connection")
+}
+
 func TestHostPort(t *testing.T) {
 	for _, tc := range []struct{ scheme, host, want string }{
 		{"http", "sink.example", "sink.example:80"},
