@@ -180,6 +180,8 @@ type lane struct {
 	busy   bool
 	// worker counts the workers started, so a tick knows whether its own still runs.
 	worker int
+	// clock bounds the worker's attempts.
+	clock attemptClock
 }
 
 // laneLinger is how long a lane's worker idles, at least, before it ends (at most twice
@@ -644,10 +646,11 @@ func (p *Pipeline) work(l *lane) {
 	}
 }
 
-// endLinger stops the idle clock of a worker that ends. Called with l.mu held.
+// endLinger stops the clocks of a worker that ends. Called with l.mu held.
 func (l *lane) endLinger() {
 	l.linger.Stop()
 	l.linger = nil
+	l.clock.stop()
 }
 
 // tick is the idle clock of a worker: it wakes the worker to end when it waited for
@@ -738,7 +741,7 @@ func (p *Pipeline) deliver(l *lane, evs []*event.Event) bool {
 		data, contentType, err := p.data(ev)
 		if err != nil {
 			// Only this event fails; it is dead-lettered ahead of the batch it left.
-			if !p.giveUp(msg, err, 0) {
+			if !p.giveUp(l, msg, err, 0) {
 				l.keep(append(eventsOf(msgs), evs[i:]...))
 				return false
 			}
@@ -786,7 +789,7 @@ func (p *Pipeline) send(l *lane, msgs []sink.Message, n int) bool {
 	for attempts < p.opts.Retry.MaxAttempts {
 		attempts++
 		start := time.Now()
-		err = p.attempt(p.opts.Sink, chunk)
+		err = p.attempt(l, p.opts.Sink, chunk)
 		if p.ctx.Err() != nil {
 			l.keep(eventsOf(msgs)) // stopped mid-attempt: neither delivered nor failed
 			return false
@@ -818,7 +821,7 @@ func (p *Pipeline) send(l *lane, msgs []sink.Message, n int) bool {
 	// Each event of a failed batch is dead-lettered on its own: the batch is this
 	// operator's packaging, not something a dead-letter receiver should have to know.
 	for i, m := range chunk {
-		if !p.giveUp(m, err, attempts) {
+		if !p.giveUp(l, m, err, attempts) {
 			l.keep(eventsOf(msgs[i:]))
 			return false
 		}
@@ -829,9 +832,9 @@ func (p *Pipeline) send(l *lane, msgs []sink.Message, n int) bool {
 
 // attempt sends msgs to s: as one batch when there are several (the pipeline batches only
 // for a Batcher), else on its own.
-func (p *Pipeline) attempt(s sink.Sink, msgs []sink.Message) error {
-	ctx, cancel := context.WithTimeout(p.ctx, p.opts.Timeout)
-	defer cancel()
+func (p *Pipeline) attempt(l *lane, s sink.Sink, msgs []sink.Message) error {
+	ctx := l.clock.begin(p.ctx, p.opts.Timeout)
+	defer l.clock.end()
 	if len(msgs) > 1 {
 		return s.(sink.Batcher).SendBatch(ctx, msgs)
 	}
@@ -840,7 +843,7 @@ func (p *Pipeline) attempt(s sink.Sink, msgs []sink.Message) error {
 
 // giveUp counts a final failure and hands the event to the dead-letter sink, if any; false
 // when the pipeline stopped before that was settled.
-func (p *Pipeline) giveUp(msg sink.Message, cause error, attempts int) bool {
+func (p *Pipeline) giveUp(l *lane, msg sink.Message, cause error, attempts int) bool {
 	p.opts.Observer.Failed(sink.FailureReason(cause))
 	if p.opts.DeadLetter == nil {
 		p.opts.Log.V(1).Info("Event dropped after its last attempt", "id", msg.Event.ID(), "attempts", attempts,
@@ -851,7 +854,7 @@ func (p *Pipeline) giveUp(msg sink.Message, cause error, attempts int) bool {
 	maps.Copy(exts, msg.Extensions)
 	msg.Extensions = exts
 	for try := 1; try <= deadLetterAttempts; try++ {
-		err := p.attempt(p.opts.DeadLetter, []sink.Message{msg})
+		err := p.attempt(l, p.opts.DeadLetter, []sink.Message{msg})
 		if err == nil {
 			p.opts.Observer.DeadLettered()
 			return true
