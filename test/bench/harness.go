@@ -57,6 +57,9 @@ type harness struct {
 	sink  *sinkServer
 	// operatorNS is the operator's own namespace, where it keeps its checkpoints.
 	operatorNS string
+	// profileWindows, with -profile, has the scenario running profile each timed window
+	// on its own instead of the whole scenario: ours and the plain fan-out apart.
+	profileWindows bool
 }
 
 func newHarness(cfg *rest.Config, opts options, progress io.Writer) (*harness, error) {
@@ -221,6 +224,14 @@ func (h *harness) cpuProfile(name string) (stop func()) {
 			h.logf("cpu profile %s: %v", name, err)
 		}
 	}
+}
+
+// windowProfile is cpuProfile for a timed window of a scenario that profiles its windows.
+func (h *harness) windowProfile(name string) (stop func()) {
+	if !h.profileWindows {
+		return func() {}
+	}
+	return h.cpuProfile(name)
 }
 
 // apiServerProfile, with -profile, has the API server profile its own CPU for the next

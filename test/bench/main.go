@@ -84,7 +84,10 @@ func run(ctx context.Context, opts options, progress io.Writer) (res *Results, e
 		}
 		h.logf("== %s", sc.name)
 		t := time.Now()
-		stopProfile := h.cpuProfile(sc.name)
+		stopProfile := func() {}
+		if h.profileWindows = sc.windows; !h.profileWindows {
+			stopProfile = h.cpuProfile(sc.name)
+		}
 		rows, details, scErr := sc.run(ctx, h)
 		stopProfile()
 		res.add(sc.name, rows, details)
@@ -102,22 +105,25 @@ func run(ctx context.Context, opts options, progress io.Writer) (res *Results, e
 type scenario struct {
 	name string
 	run  func(ctx context.Context, h *harness) ([]Row, any, error)
+	// windows: with -profile, the scenario profiles each of its timed windows rather than
+	// being profiled whole (see harness.windowProfile).
+	windows bool
 }
 
 // scenarios in the order they run. Memory comes last: it leaves its objects (up to
 // 100,000, a minute to delete) to the control plane, which is stopped after it.
 var scenarios = []scenario{
-	{"sharing", runSharing},
-	{"latency", runLatency},
-	{"costlyneighbour", runCostlyNeighbour},
-	{"throughput", runThroughput},
-	{"drain", runDrain},
-	{"flapping", runFlapping},
-	{"convergence", runConvergence},
-	{"crd", runCRD},
-	{"budgetflood", runBudgetFlood},
-	{"replicas", runReplicas},
-	{"memory", runMemory},
+	{"sharing", runSharing, false},
+	{"latency", runLatency, true},
+	{"costlyneighbour", runCostlyNeighbour, false},
+	{"throughput", runThroughput, false},
+	{"drain", runDrain, false},
+	{"flapping", runFlapping, false},
+	{"convergence", runConvergence, false},
+	{"crd", runCRD, false},
+	{"budgetflood", runBudgetFlood, false},
+	{"replicas", runReplicas, false},
+	{"memory", runMemory, false},
 }
 
 // quietLogs keeps the operator's and client-go's logs to errors, so the report stays

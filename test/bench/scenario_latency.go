@@ -34,6 +34,8 @@ type latencyPhase struct {
 	// CheckpointWrites are the ConfigMap writes (creates and updates) besides the creates.
 	CheckpointWrites float64 `json:"checkpointWrites"`
 	Seconds          float64 `json:"seconds"`
+	// GC are the process's garbage collections while the writes were timed.
+	GC gcWindow `json:"gc"`
 	// Expected deliveries (writes × subscriptions) and what arrived.
 	Expected  int `json:"expected"`
 	Delivered int `json:"delivered"`
@@ -114,7 +116,8 @@ func runLatency(ctx context.Context, h *harness) ([]Row, any, error) {
 				newRow(id+"p99-vs-plain", label, "p99 write → sink", "ms", p.Ours.P99, slices.Min(p99s),
 					"plain fan-out (no operator), the faster run").
 					goal("≤ 1.1× plain", p.Ours.P99 <= 1.1*slices.Min(p99s) && complete).
-					note("plain before and after ours: %s ms", joinTrimmed(p99s)))
+					note("plain before and after ours: %s ms; garbage collections while timed: ours %s, plain %s",
+						joinTrimmed(p99s), p.GC, joinGC(p.Plain)))
 		}
 	}
 	return rows, details, nil
@@ -149,7 +152,7 @@ func (h *harness) latency(ctx context.Context, run latencyRun) (latencyPhase, er
 		return p, err
 	}
 	start := time.Now()
-	rec, err := h.timedWrites(ctx, ns, interval, p.Expected)
+	rec, err := h.timedWrites(ctx, ns, fmt.Sprintf("%s-%d", run.prefix, subs), interval, p.Expected)
 	if err != nil {
 		return p, err
 	}
@@ -165,6 +168,7 @@ func (h *harness) latency(ctx context.Context, run latencyRun) (latencyPhase, er
 	p.Ours, p.Raw, p.Delivered, p.Unknown = summarize(rec.ours), summarize(rec.raw), len(rec.ours), rec.unknown
 	rec.mu.Unlock()
 	p.OursFirst = summarize(rec.firstDeliveries())
+	p.GC = rec.gc
 
 	if run.inspect != nil {
 		if err := run.inspect(ctx, ns); err != nil {
@@ -187,8 +191,9 @@ func (h *harness) apiWrites(ctx context.Context) (apiWriteCounts, error) {
 }
 
 // timedWrites makes the latency writes in ns, paced by interval, with a raw watch on them,
-// and records every arrival at the sink until expected have come (or they stop coming).
-func (h *harness) timedWrites(ctx context.Context, ns string, interval time.Duration,
+// and records every arrival at the sink until expected have come (or they stop coming),
+// and the process's garbage collections meanwhile. name names the window's CPU profile.
+func (h *harness) timedWrites(ctx context.Context, ns, name string, interval time.Duration,
 	expected int) (*latencyRecorder, error) {
 	rec := newLatencyRecorder(h.opts.LatencyWrites)
 	h.sink.handle(rec.ourArrival)
@@ -200,6 +205,8 @@ func (h *harness) timedWrites(ctx context.Context, ns string, interval time.Dura
 		return nil, err
 	}
 	defer raw.stop()
+	defer h.windowProfile(name)()
+	defer rec.gc.during()()
 
 	if _, err := h.create(ctx, writes{ns: ns, prefix: "o", count: h.opts.LatencyWrites, workers: 8,
 		bytes: h.opts.ObjectBytes, interval: interval, started: rec.started}); err != nil {
@@ -215,6 +222,7 @@ type plainPhase struct {
 	// First is the first delivery of each write.
 	First percentiles `json:"first"`
 	Raw   percentiles `json:"raw"`
+	GC    gcWindow    `json:"gc"`
 }
 
 // plainFigures picks one figure of each plain run.
@@ -224,6 +232,18 @@ func plainFigures(runs []plainPhase, figure func(percentiles) float64) []float64
 		out[i] = figure(r.Plain)
 	}
 	return out
+}
+
+func (w gcWindow) String() string {
+	return fmt.Sprintf("%d (%s ms paused)", w.Cycles, trim(w.PauseMillis))
+}
+
+func joinGC(runs []plainPhase) string {
+	parts := make([]string, len(runs))
+	for i, r := range runs {
+		parts[i] = r.GC.String()
+	}
+	return strings.Join(parts, ", ")
 }
 
 func joinTrimmed(values []float64) string {
@@ -239,7 +259,8 @@ func joinTrimmed(values []float64) string {
 func (h *harness) plainLatencies(ctx context.Context, subs int, before []plainPhase) ([]plainPhase, error) {
 	var rec *latencyRecorder
 	if err := h.withPlainFanOut(ctx, "latency-plain", subs, func(ns string) (err error) {
-		rec, err = h.timedWrites(ctx, ns, h.latencyInterval(subs), subs*h.opts.LatencyWrites)
+		rec, err = h.timedWrites(ctx, ns, fmt.Sprintf("latency-%d-plain-%d", subs, len(before)+1),
+			h.latencyInterval(subs), subs*h.opts.LatencyWrites)
 		return err
 	}); err != nil {
 		return before, err
@@ -249,7 +270,8 @@ func (h *harness) plainLatencies(ctx context.Context, subs int, before []plainPh
 	if want := subs * h.opts.LatencyWrites; len(rec.ours) != want {
 		return before, fmt.Errorf("plain fan-out: %d of %d delivered", len(rec.ours), want)
 	}
-	run := plainPhase{Plain: summarize(rec.ours), First: summarize(rec.firstDeliveries()), Raw: summarize(rec.raw)}
+	run := plainPhase{Plain: summarize(rec.ours), First: summarize(rec.firstDeliveries()), Raw: summarize(rec.raw),
+		GC: rec.gc}
 	h.logf("latency %d, plain fan-out: p50 %.2f vs %.2f ms, p99 %.2f vs %.2f ms (first delivery p50 %.2f, p99 %.2f)",
 		subs, run.Plain.P50, run.Raw.P50, run.Plain.P99, run.Raw.P99, run.First.P50, run.First.P99)
 	return append(before, run), nil
