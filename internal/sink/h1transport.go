@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"sync"
 	"syscall"
@@ -55,8 +54,6 @@ type h1Conn struct {
 	key    poolKey
 	reused bool
 	idleAt time.Time
-	// deadline is the connection's read and write deadline, as last set.
-	deadline time.Time
 }
 
 var errResponseHeadersTooLarge = fmt.Errorf("the sink's response headers exceed %d bytes", MaxResponseHeaderBytes)
@@ -127,13 +124,9 @@ func (t *h1Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // exchange writes req on c and reads the head of the answer. sent tells whether any of the
 // answer was read: the sink saw the request.
 func (t *h1Transport) exchange(ctx context.Context, c *h1Conn, req *http.Request, body io.Reader) (resp *http.Response, sent bool, err error) {
-	// The deadline is the context's, set at each exchange rather than cleared after one:
-	// nothing reads an idle connection, and clearing it costs a request two timer updates.
-	if d, _ := ctx.Deadline(); !d.Equal(c.deadline) {
-		_ = c.conn.SetDeadline(d)
-		c.deadline = d
-	}
-	// A cancelled request (the pipeline stopping) breaks off what blocks on c.
+	// A context that ends, at its deadline or cancelled (the pipeline stopping), breaks off
+	// what blocks on c. The connection gets no deadline of its own: setting and clearing
+	// one cost each request four timer updates for what the context does already.
 	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) })
 	defer func() {
 		if err != nil {
@@ -205,14 +198,10 @@ func staleConn(err error) bool {
 		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
 }
 
-// ctxErr is the context's error when it ended: what broke the I/O off. The connection's
-// deadline is the context's, and may pass a moment before the context says so.
+// ctxErr is the context's error when it ended: what broke the I/O off.
 func ctxErr(ctx context.Context, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return cerr
-	}
-	if _, ok := ctx.Deadline(); ok && errors.Is(err, os.ErrDeadlineExceeded) {
-		return context.DeadlineExceeded
 	}
 	return err
 }

@@ -34,7 +34,9 @@ type plainFanOut struct {
 type plainChange struct {
 	subject string
 	id      string
-	body    []byte
+	// time is the CloudEvents time attribute, formatted once per change as the operator does.
+	time string
+	body []byte
 }
 
 // plainQueue is one subscriber's changes in order; it grows as they come, as the
@@ -117,7 +119,8 @@ func (h *harness) startPlainFanOut(ctx context.Context, ns string, subs int, url
 			return
 		}
 		c := plainChange{subject: "/api/v1/namespaces/" + ns + "/configmaps/" + u.GetName(),
-			id: string(u.GetUID()) + "-" + u.GetResourceVersion(), body: body}
+			id: string(u.GetUID()) + "-" + u.GetResourceVersion(), time: time.Now().UTC().Format(time.RFC3339Nano),
+			body: body}
 		for _, q := range p.queues {
 			q.put(c)
 		}
@@ -136,7 +139,8 @@ func cmpErr(first, next error) error {
 	return next
 }
 
-// postCloudEvent sends c as a binary-mode CloudEvent from source, as the operator would.
+// postCloudEvent sends c as a binary-mode CloudEvent from source with the headers the
+// operator sends: a floor whose requests were smaller would cost the sink less to parse.
 func postCloudEvent(ctx context.Context, client *http.Client, url, source string, c plainChange) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(c.body))
 	if err != nil {
@@ -148,6 +152,8 @@ func postCloudEvent(ctx context.Context, client *http.Client, url, source string
 	req.Header["Ce-Type"] = []string{"io.dynamicnotifier.resource.added"}
 	req.Header["Ce-Source"] = []string{source}
 	req.Header["Ce-Subject"] = []string{c.subject}
+	req.Header["Ce-Time"] = []string{c.time}
+	req.Header["User-Agent"] = []string{sink.UserAgent}
 	resp, err := client.Do(req)
 	if err != nil {
 		return err

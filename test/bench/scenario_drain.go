@@ -138,9 +138,10 @@ func (h *harness) rawPosts(ctx context.Context, n, senders int) (rawPostsPhase, 
 	h.sink.handle(func(delivery) { delivered.Add(1) })
 	defer h.sink.handle(nil)
 	start := time.Now()
+	at := start.UTC().Format(time.RFC3339Nano)
 	err = parallel(n, senders, func(i int) error {
 		return postCloudEvent(ctx, client, h.sink.URL, "/raw", plainChange{id: strconv.Itoa(i), body: body,
-			subject: "/api/v1/namespaces/raw/configmaps/d-" + strconv.Itoa(i)})
+			subject: "/api/v1/namespaces/raw/configmaps/d-" + strconv.Itoa(i), time: at})
 	})
 	p.Seconds = time.Since(start).Seconds()
 	p.Rate = float64(delivered.Load()) / p.Seconds
