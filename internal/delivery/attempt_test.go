@@ -30,8 +30,9 @@ func TestAnAttemptPastItsTimeout(t *testing.T) {
 	c.end()
 }
 
-// A timer that fires for an earlier attempt, late, leaves a later attempt running.
-func TestALateTimerLeavesTheNextAttempt(t *testing.T) {
+// The timer, armed for an earlier attempt, fires before the running attempt's deadline:
+// that attempt keeps running until its own.
+func TestATimerArmedForAnEarlierAttempt(t *testing.T) {
 	g := newG(t)
 	now := time.Unix(1000, 0)
 	c := attemptClock{now: func() time.Time { return now }}
@@ -41,12 +42,28 @@ func TestALateTimerLeavesTheNextAttempt(t *testing.T) {
 	ctx := c.begin(t.Context(), time.Minute)
 
 	now = now.Add(30 * time.Second)
-	c.expire() // the first attempt's timer, firing after the second began
+	c.expire() // at the first attempt's deadline, the second's not yet
 	g.Expect(ctx.Err()).NotTo(HaveOccurred())
 
 	now = now.Add(31 * time.Second)
 	c.expire()
 	g.Expect(ctx.Err()).To(MatchError(context.DeadlineExceeded), "the second attempt's own time is up")
+}
+
+// Each attempt gets its whole timeout, though the timer was armed by the one before.
+func TestAnAttemptGetsItsWholeTimeout(t *testing.T) {
+	g := newG(t)
+	var c attemptClock
+	defer c.stop()
+	const timeout = 100 * time.Millisecond
+	c.begin(t.Context(), timeout)
+	c.end()
+	time.Sleep(timeout / 2) // the next attempt begins while the first one's timer is pending
+	begun := time.Now()
+	ctx := c.begin(t.Context(), timeout)
+	g.Eventually(ctx.Done()).Should(BeClosed())
+	g.Expect(time.Since(begun)).To(BeNumerically(">=", timeout), "the attempt was cut short")
+	g.Expect(ctx.Err()).To(MatchError(context.DeadlineExceeded))
 }
 
 // Stopping the pipeline cancels the running attempt; a worker's clock that stops lets its
