@@ -170,8 +170,8 @@ type lane struct {
 	// Scratch space of the lane's one worker, reused from delivery to delivery.
 	batchBuf []*event.Event
 	msgBuf   []sink.Message
-	// waiting tells that the worker waits for more events; wake tells it one came, or,
-	// with the queue empty, that it idled long enough to end.
+	// waiting tells that the worker waits for more events; wake tells it one came, that
+	// the pipeline stopped, or, with the queue empty, that it idled long enough to end.
 	waiting bool
 	wake    chan struct{}
 	// linger is the worker's idle clock, ticking every laneLinger while it runs; busy tells
@@ -375,7 +375,19 @@ func (p *Pipeline) Stop() {
 	p.opts.Observer.QueueDepth(0)
 }
 
-func (p *Pipeline) stopTaking() { p.stopOnce.Do(func() { close(p.stopping) }) }
+func (p *Pipeline) stopTaking() {
+	p.stopOnce.Do(func() {
+		close(p.stopping)
+		// Workers waiting for events wait on their lane's wake-up alone.
+		for _, l := range p.lanes {
+			l.mu.Lock()
+			if l.waiting {
+				l.wakeUp()
+			}
+			l.mu.Unlock()
+		}
+	})
+}
 
 // halted tells whether the pipeline stopped taking events (or was stopped).
 func (p *Pipeline) halted() bool {
@@ -570,10 +582,7 @@ func (p *Pipeline) enqueue(ev *event.Event) {
 	case start:
 		p.spawn(l)
 	case wake:
-		select {
-		case l.wake <- struct{}{}:
-		default: // it is being woken already
-		}
+		l.wakeUp()
 	}
 	p.reportDepth()
 }
@@ -610,11 +619,7 @@ func (p *Pipeline) work(l *lane) {
 			}
 			l.waiting = true
 			l.mu.Unlock()
-			// One channel besides the wake-up: every stop closes stopping first.
-			select {
-			case <-l.wake:
-			case <-p.stopping:
-			}
+			<-l.wake // an event, the idle clock, or the pipeline stopping
 			l.mu.Lock()
 			l.waiting = false
 		}
@@ -646,6 +651,14 @@ func (p *Pipeline) work(l *lane) {
 	}
 }
 
+// wakeUp wakes the lane's waiting worker, unless it is being woken already.
+func (l *lane) wakeUp() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
 // endLinger stops the clocks of a worker that ends. Called with l.mu held.
 func (l *lane) endLinger() {
 	l.linger.Stop()
@@ -662,10 +675,7 @@ func (l *lane) tick(worker int) {
 	case l.worker != worker || l.linger == nil:
 		// Its worker ended.
 	case l.waiting && !l.busy:
-		select {
-		case l.wake <- struct{}{}:
-		default: // it is being woken already, by an event
-		}
+		l.wakeUp()
 	default:
 		l.busy = false
 		l.linger.Reset(laneLinger)
