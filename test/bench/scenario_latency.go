@@ -34,8 +34,9 @@ type latencyPhase struct {
 	// CheckpointWrites are the ConfigMap writes (creates and updates) besides the creates.
 	CheckpointWrites float64 `json:"checkpointWrites"`
 	Seconds          float64 `json:"seconds"`
-	// GC are the process's garbage collections while the writes were timed.
-	GC gcWindow `json:"gc"`
+	// Process is this whole process's CPU and garbage collection (operator, raw watch,
+	// sink, writers) while the writes were timed.
+	Process processUsage `json:"process"`
 	// Expected deliveries (writes × subscriptions) and what arrived.
 	Expected  int `json:"expected"`
 	Delivered int `json:"delivered"`
@@ -116,8 +117,20 @@ func runLatency(ctx context.Context, h *harness) ([]Row, any, error) {
 				newRow(id+"p99-vs-plain", label, "p99 write → sink", "ms", p.Ours.P99, slices.Min(p99s),
 					"plain fan-out (no operator), the faster run").
 					goal("≤ 1.1× plain", p.Ours.P99 <= 1.1*slices.Min(p99s) && complete).
-					note("plain before and after ours: %s ms; garbage collections while timed: ours %s, plain %s",
-						joinTrimmed(p99s), p.GC, joinGC(p.Plain)))
+					note("plain before and after ours: %s ms", joinTrimmed(p99s)))
+			// The CPU this process spent per delivery while the writes were timed: the sink
+			// and the raw watch cost every run the same, so the difference is the operator's.
+			perDelivery := func(u processUsage, n int) float64 { return u.CPUSeconds * 1e6 / float64(n) }
+			plainCPU := make([]float64, len(p.Plain))
+			plainGC := make([]string, len(p.Plain))
+			for i, r := range p.Plain {
+				plainCPU[i] = perDelivery(r.Process, p.Expected)
+				plainGC[i] = strconv.FormatUint(r.Process.GCCycles, 10)
+			}
+			rows = append(rows, newRow(id+"cpu-per-delivery", label, "process CPU per delivery", "µs",
+				perDelivery(p.Process, p.Expected), slices.Min(plainCPU), "plain fan-out (no operator), the leaner run").
+				note("sink, writers and raw watch included in both; plain runs %s µs; garbage collections: ours %d, plain %s",
+					joinTrimmed(plainCPU), p.Process.GCCycles, strings.Join(plainGC, ", ")))
 		}
 	}
 	return rows, details, nil
@@ -168,7 +181,7 @@ func (h *harness) latency(ctx context.Context, run latencyRun) (latencyPhase, er
 	p.Ours, p.Raw, p.Delivered, p.Unknown = summarize(rec.ours), summarize(rec.raw), len(rec.ours), rec.unknown
 	rec.mu.Unlock()
 	p.OursFirst = summarize(rec.firstDeliveries())
-	p.GC = rec.gc
+	p.Process = rec.usage
 
 	if run.inspect != nil {
 		if err := run.inspect(ctx, ns); err != nil {
@@ -206,7 +219,8 @@ func (h *harness) timedWrites(ctx context.Context, ns, name string, interval tim
 	}
 	defer raw.stop()
 	defer h.windowProfile(name)()
-	defer rec.gc.during()()
+	before := readUsage()
+	defer func() { rec.usage = usageSince(before) }()
 
 	if _, err := h.create(ctx, writes{ns: ns, prefix: "o", count: h.opts.LatencyWrites, workers: 8,
 		bytes: h.opts.ObjectBytes, interval: interval, started: rec.started}); err != nil {
@@ -222,7 +236,8 @@ type plainPhase struct {
 	// First is the first delivery of each write.
 	First percentiles `json:"first"`
 	Raw   percentiles `json:"raw"`
-	GC    gcWindow    `json:"gc"`
+	// Process is as in latencyPhase, with the plain fan-out in place of the operator.
+	Process processUsage `json:"process"`
 }
 
 // plainFigures picks one figure of each plain run.
@@ -232,18 +247,6 @@ func plainFigures(runs []plainPhase, figure func(percentiles) float64) []float64
 		out[i] = figure(r.Plain)
 	}
 	return out
-}
-
-func (w gcWindow) String() string {
-	return fmt.Sprintf("%d (%s ms paused)", w.Cycles, trim(w.PauseMillis))
-}
-
-func joinGC(runs []plainPhase) string {
-	parts := make([]string, len(runs))
-	for i, r := range runs {
-		parts[i] = r.GC.String()
-	}
-	return strings.Join(parts, ", ")
 }
 
 func joinTrimmed(values []float64) string {
@@ -271,7 +274,7 @@ func (h *harness) plainLatencies(ctx context.Context, subs int, before []plainPh
 		return before, fmt.Errorf("plain fan-out: %d of %d delivered", len(rec.ours), want)
 	}
 	run := plainPhase{Plain: summarize(rec.ours), First: summarize(rec.firstDeliveries()), Raw: summarize(rec.raw),
-		GC: rec.gc}
+		Process: rec.usage}
 	h.logf("latency %d, plain fan-out: p50 %.2f vs %.2f ms, p99 %.2f vs %.2f ms (first delivery p50 %.2f, p99 %.2f)",
 		subs, run.Plain.P50, run.Raw.P50, run.Plain.P99, run.Raw.P99, run.First.P50, run.First.P99)
 	return append(before, run), nil

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -46,28 +45,8 @@ type latencyRecorder struct {
 	ours, raw []time.Duration
 	unknown   int
 
-	gc gcWindow
-}
-
-// gcWindow are the garbage collections of the process (operator, baselines and harness)
-// during a timed window: a collection slows every goroutine for a while, which shows in
-// the tail of a fan-out's latencies.
-type gcWindow struct {
-	Cycles uint32 `json:"cycles"`
-	// PauseMillis is the stop-the-world time, in milliseconds.
-	PauseMillis float64 `json:"pauseMillis"`
-}
-
-// during starts counting; the returned function stops.
-func (w *gcWindow) during() (stop func()) {
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
-	return func() {
-		var after runtime.MemStats
-		runtime.ReadMemStats(&after)
-		w.Cycles = after.NumGC - before.NumGC
-		w.PauseMillis = float64(after.PauseTotalNs-before.PauseTotalNs) / 1e6
-	}
+	// usage is the process's, while the writes were timed.
+	usage processUsage
 }
 
 func newLatencyRecorder(writes int) *latencyRecorder {
