@@ -6,7 +6,6 @@ package delivery
 
 import (
 	"context"
-	"hash/fnv"
 	"maps"
 	"math/rand/v2"
 	"strconv"
@@ -134,6 +133,8 @@ type Pipeline struct {
 	opts  Options
 	slots chan struct{} // one token per queued or held event: bounds the queue across lanes
 	lanes []*lane
+	// assigned keeps each object's queued events on one lane.
+	assigned *laneAssignments
 	// hold is the stage before the lanes when the subscription coalesces or is rate
 	// limited; nil otherwise.
 	hold   *holding
@@ -205,6 +206,7 @@ func Start(opts Options) *Pipeline {
 		p.batch = max(b.BatchSize(), 1)
 	}
 	p.lanes = make([]*lane, opts.Parallelism)
+	p.assigned = newLaneAssignments(opts.Parallelism)
 	for i := range p.lanes {
 		p.lanes[i] = &lane{wake: make(chan struct{}, 1)}
 	}
@@ -313,7 +315,7 @@ func (p *Pipeline) prepend(events []*event.Event) {
 				p.dropped(ev, false)
 				continue
 			}
-			i := p.laneOf(ev)
+			i := p.assigned.assign(ev)
 			ahead[i] = append(ahead[i], ev)
 		default:
 			p.dropped(ev, false)
@@ -527,6 +529,7 @@ func (p *Pipeline) evictOldest(need int64) int64 {
 		oldest.queue = oldest.queue[1:]
 		oldest.mu.Unlock()
 		freed += int64(ev.Size())
+		p.assigned.release(ev)
 		p.opts.Budget.release(p, ev)
 		<-p.slots
 		p.dropped(ev, true)
@@ -572,7 +575,7 @@ func (p *Pipeline) observe() {
 }
 
 func (p *Pipeline) enqueue(ev *event.Event) {
-	l := p.lanes[p.laneOf(ev)]
+	l := p.lanes[p.assigned.assign(ev)]
 	l.mu.Lock()
 	l.queue = append(l.queue, ev)
 	start, wake := !l.running, l.waiting
@@ -585,20 +588,6 @@ func (p *Pipeline) enqueue(ev *event.Event) {
 		l.wakeUp()
 	}
 	p.reportDepth()
-}
-
-func (p *Pipeline) laneOf(ev *event.Event) int {
-	if len(p.lanes) == 1 {
-		return 0
-	}
-	// The hash of ev.ObjectKey(), written in parts: no key string is built per delivery.
-	h := fnv.New32a()
-	if ns := ev.Object.GetNamespace(); ns != "" {
-		_, _ = h.Write([]byte(ns))
-		_, _ = h.Write([]byte{'/'})
-	}
-	_, _ = h.Write([]byte(ev.Object.GetName()))
-	return int(h.Sum32() % uint32(len(p.lanes)))
 }
 
 // work delivers a lane's events in order. With a batching sink it takes what is already
@@ -701,6 +690,7 @@ func eventsOf(msgs []sink.Message) []*event.Event {
 
 // finish is the end of an event's way: Done, and its queue slot given back.
 func (p *Pipeline) finish(ev *event.Event) {
+	p.assigned.release(ev)
 	if p.opts.Budget != nil {
 		p.opts.Budget.release(p, ev)
 	}
