@@ -101,7 +101,7 @@ func wantRows(opts options) []string {
 		}
 		if n > 1 {
 			ids = append(ids, fmt.Sprintf("latency/%d/status-writes", n), fmt.Sprintf("latency/%d/p50-vs-plain", n),
-				fmt.Sprintf("latency/%d/p99-vs-plain", n))
+				fmt.Sprintf("latency/%d/p99-vs-plain", n), fmt.Sprintf("latency/%d/cpu-per-delivery", n))
 		}
 	}
 	ids = append(ids, "costlyneighbour/p50", "costlyneighbour/p99", "costlyneighbour/over-budget",
