@@ -615,7 +615,7 @@ func (p *Pipeline) work(l *lane) {
 		if len(l.queue) == 0 || p.halted() {
 			// Woken with nothing queued: the idle clock ran out, or the pipeline stopped.
 			l.running = false
-			l.endLinger()
+			l.retire()
 			l.mu.Unlock()
 			return
 		}
@@ -628,7 +628,7 @@ func (p *Pipeline) work(l *lane) {
 		l.mu.Unlock()
 		if !p.deliver(l, evs) {
 			l.mu.Lock()
-			l.endLinger()
+			l.retire()
 			l.mu.Unlock()
 			return // stopped: the events not settled stay current
 		}
@@ -648,8 +648,8 @@ func (l *lane) wakeUp() {
 	}
 }
 
-// endLinger stops the clocks of a worker that ends. Called with l.mu held.
-func (l *lane) endLinger() {
+// retire stops the clocks of a worker that ends. Called with l.mu held.
+func (l *lane) retire() {
 	l.linger.Stop()
 	l.linger = nil
 	l.clock.stop()
