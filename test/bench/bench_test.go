@@ -107,7 +107,7 @@ func wantRows(opts options) []string {
 	ids = append(ids, "costlyneighbour/p50", "costlyneighbour/p99", "costlyneighbour/over-budget",
 		"costlyneighbour/under-budget/p50", "costlyneighbour/under-budget/p99")
 	ids = append(ids, "throughput/rate", "throughput/fanout/rate", "throughput/fanout/time",
-		"throughput/fanout/time-vs-plain",
+		"throughput/fanout/time-vs-plain", "throughput/fanout/cpu-per-delivery",
 		"throughput/fanout-batched/rate", "throughput/fanout-batched/time", "drain/binary", "drain/batched",
 		"flapping/plain/out", "flapping/plain/final", "flapping/coalesce/out", "flapping/coalesce/final",
 		"flapping/ratelimit/out", "flapping/ratelimit/final",

@@ -116,7 +116,7 @@ var scenarios = []scenario{
 	{"sharing", runSharing, false},
 	{"latency", runLatency, true},
 	{"costlyneighbour", runCostlyNeighbour, false},
-	{"throughput", runThroughput, false},
+	{"throughput", runThroughput, true},
 	{"drain", runDrain, false},
 	{"flapping", runFlapping, false},
 	{"convergence", runConvergence, false},

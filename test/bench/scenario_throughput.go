@@ -43,6 +43,9 @@ type throughputPhase struct {
 	// SinkRequests how many requests it served.
 	SinkConnections int64 `json:"sinkConnections"`
 	SinkRequests    int64 `json:"sinkRequests"`
+	// Process is this whole process's CPU and garbage collection (operator or plain
+	// fan-out, raw watch, sink, writers) from the first write to the last arrival.
+	Process processUsage `json:"process"`
 	// Lag is each delivery's arrival at the sink minus the raw watch's arrival of the same
 	// create. LagFirstTenth and LagLastTenth are its medians over the first and the last
 	// tenth of the writes: a pipeline that keeps up has the same lag at the end as at the start.
@@ -99,6 +102,14 @@ func runThroughput(ctx context.Context, h *harness) ([]Row, any, error) {
 		goal("≤ 1.1× plain", fanOut.complete() && fanOut.OursSeconds <= 1.1*plain).
 		note("plain before and after ours: %.2f s and %.2f s, raw saw the last create after %.2f s and %.2f s",
 			plainBefore.OursSeconds, plainAfter.OursSeconds, plainBefore.RawSeconds, plainAfter.RawSeconds))
+	// The CPU this process spent per delivery, from the first write to the last arrival:
+	// the sink, the writers and the raw watch cost every run the same.
+	perDelivery := func(p throughputPhase) float64 { return p.Process.CPUSeconds * 1e6 / float64(p.Expected) }
+	rows = append(rows, newRow("throughput/fanout/cpu-per-delivery", fmt.Sprintf("Fan-out, %s × %d creates",
+		subs(fanOut.Subscriptions), fanOut.Writes), "process CPU per delivery", "µs", perDelivery(fanOut),
+		bracketed([]float64{perDelivery(plainBefore), perDelivery(plainAfter)}), plainBaseline).
+		note("sink, writers and raw watch included in both; plain runs %s and %s µs", trim(perDelivery(plainBefore)),
+			trim(perDelivery(plainAfter))))
 	return append(rows, fanOutRows("throughput/fanout-batched", ", batched", fanOutBatched)...), phases, nil
 }
 
@@ -179,12 +190,15 @@ func (h *harness) timeFanOut(ctx context.Context, ns string, p *throughputPhase)
 	defer rw.stop()
 
 	connsBefore, requestsBefore := h.sink.conns.Load(), h.sink.requests.Load()
+	defer h.windowProfile(fmt.Sprintf("throughput-%d-%s-%s", p.Subscriptions, p.ContentMode, ns))()
+	usage := readUsage()
 	w, err := h.create(ctx, writes{ns: ns, prefix: "t", count: p.Writes, workers: h.opts.Writers,
 		bytes: h.opts.ObjectBytes})
 	if err != nil {
 		return err
 	}
 	waitCount(ctx, p.Expected+p.Writes, 10*time.Second, func() int { o, r := log.counts(); return o + r })
+	p.Process = usageSince(usage)
 	h.sink.handle(nil)
 	p.SinkConnections = h.sink.conns.Load() - connsBefore
 	p.SinkRequests = h.sink.requests.Load() - requestsBefore
