@@ -83,6 +83,9 @@ type processUsage struct {
 	GCCPUSeconds float64 `json:"gcCPUSeconds"`
 }
 
+// microsPer is the CPU in microseconds per one of n things done (deliveries).
+func (u processUsage) microsPer(n int) float64 { return u.CPUSeconds * 1e6 / float64(max(n, 1)) }
+
 type usageReading struct {
 	at    time.Time
 	cpu   float64

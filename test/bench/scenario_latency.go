@@ -118,15 +118,14 @@ func runLatency(ctx context.Context, h *harness) ([]Row, any, error) {
 					note("plain before and after ours: %s ms", joinTrimmed(p99s)))
 			// The CPU this process spent per delivery while the writes were timed: the sink
 			// and the raw watch cost every run the same, so the difference is the operator's.
-			perDelivery := func(u processUsage, n int) float64 { return u.CPUSeconds * 1e6 / float64(n) }
 			plainCPU := make([]float64, len(p.Plain))
 			plainGC := make([]string, len(p.Plain))
 			for i, r := range p.Plain {
-				plainCPU[i] = perDelivery(r.Process, p.Expected)
+				plainCPU[i] = r.Process.microsPer(p.Expected)
 				plainGC[i] = strconv.FormatUint(r.Process.GCCycles, 10)
 			}
 			rows = append(rows, newRow(id+"cpu-per-delivery", label, "process CPU per delivery", "µs",
-				perDelivery(p.Process, p.Expected), bracketed(plainCPU), plainBaseline).
+				p.Process.microsPer(p.Expected), bracketed(plainCPU), plainBaseline).
 				note("sink, writers and raw watch included in both; plain runs %s µs; garbage collections: ours %d, plain %s",
 					joinTrimmed(plainCPU), p.Process.GCCycles, strings.Join(plainGC, ", ")))
 		}
@@ -203,7 +202,8 @@ func (h *harness) apiWrites(ctx context.Context) (apiWriteCounts, error) {
 
 // timedWrites makes the latency writes in ns, paced by interval, with a raw watch on them,
 // and records every arrival at the sink until expected have come (or they stop coming),
-// and the process's garbage collections meanwhile. name names the window's CPU profile.
+// and the process's CPU and garbage collections meanwhile. name names the window's CPU
+// profile.
 func (h *harness) timedWrites(ctx context.Context, ns, name string, interval time.Duration,
 	expected int) (*latencyRecorder, error) {
 	rec := newLatencyRecorder(h.opts.LatencyWrites)

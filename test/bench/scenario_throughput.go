@@ -104,7 +104,7 @@ func runThroughput(ctx context.Context, h *harness) ([]Row, any, error) {
 			plainBefore.OursSeconds, plainAfter.OursSeconds, plainBefore.RawSeconds, plainAfter.RawSeconds))
 	// The CPU this process spent per delivery, from the first write to the last arrival:
 	// the sink, the writers and the raw watch cost every run the same.
-	perDelivery := func(p throughputPhase) float64 { return p.Process.CPUSeconds * 1e6 / float64(p.Expected) }
+	perDelivery := func(p throughputPhase) float64 { return p.Process.microsPer(p.Expected) }
 	rows = append(rows, newRow("throughput/fanout/cpu-per-delivery", fmt.Sprintf("Fan-out, %s × %d creates",
 		subs(fanOut.Subscriptions), fanOut.Writes), "process CPU per delivery", "µs", perDelivery(fanOut),
 		bracketed([]float64{perDelivery(plainBefore), perDelivery(plainAfter)}), plainBaseline).
