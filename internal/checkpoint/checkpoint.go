@@ -13,7 +13,6 @@ import (
 	"hash/fnv"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -153,7 +152,9 @@ func (c *ConfigMaps) Load(ctx context.Context) (map[watch.PointKey]watch.Point, 
 		}
 		for _, p := range doc.Points {
 			point := watch.Point{Stream: p.Stream, ResourceVersion: p.ResourceVersion, Time: p.Time.UTC()}
-			if prev, twice := out[p.PointKey]; !twice || older(point, prev) {
+			// A point found in two shards (a save cut short while it moved): resume from
+			// the earlier, which sends some changes again; the later could skip some.
+			if prev, twice := out[p.PointKey]; !twice || point.Before(prev) {
 				out[p.PointKey] = point
 			}
 		}
@@ -164,17 +165,6 @@ func (c *ConfigMaps) Load(ctx context.Context) (map[watch.PointKey]watch.Point, 
 	}
 	c.mu.Unlock()
 	return out, nil
-}
-
-// older tells which of a point found in two shards (a save cut short while it moved) to
-// resume from: the earlier one sends some changes again, the later one could skip some.
-func older(a, b watch.Point) bool {
-	x, errX := strconv.ParseUint(a.ResourceVersion, 10, 64)
-	y, errY := strconv.ParseUint(b.ResourceVersion, 10, 64)
-	if errX == nil && errY == nil {
-		return x < y
-	}
-	return a.Time.Before(b.Time)
 }
 
 func readLegacy(data string, out map[watch.PointKey]watch.Point) {
@@ -220,10 +210,15 @@ func (c *ConfigMaps) Save(ctx context.Context, points map[watch.PointKey]watch.P
 	if count != c.layout {
 		givers = c.movedOut(points, count)
 	}
-	order := slices.SortedFunc(maps.Keys(shards), func(a, b string) int {
-		return cmp.Or(cmp.Compare(b2i(givers[a]), b2i(givers[b])), strings.Compare(a, b))
-	})
-	for _, name := range order {
+	var takers, giving []string
+	for _, name := range slices.Sorted(maps.Keys(shards)) {
+		if givers[name] {
+			giving = append(giving, name)
+		} else {
+			takers = append(takers, name)
+		}
+	}
+	for _, name := range append(takers, giving...) {
 		if givers[name] && len(errs) > 0 {
 			break // a point's new shard may not have it: keep the old one as it is
 		}
@@ -274,13 +269,6 @@ func (c *ConfigMaps) movedOut(points map[watch.PointKey]watch.Point, count int) 
 		}
 	}
 	return out
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 func (c *ConfigMaps) byShard(points map[watch.PointKey]watch.Point, count int) map[string][]stored {

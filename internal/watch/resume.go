@@ -22,6 +22,17 @@ type Point struct {
 	Time time.Time `json:"time"`
 }
 
+// Before tells whether p is the earlier of two points of one stream: by resourceVersion
+// when both are numbers, else by time.
+func (p Point) Before(q Point) bool {
+	x, okX := parseRV(p.ResourceVersion)
+	y, okY := parseRV(q.ResourceVersion)
+	if okX && okY {
+		return x < y
+	}
+	return p.Time.Before(q.Time)
+}
+
 // ResumeWindow is how long a restarted informer keeps the changes it replayed for
 // subscribers that have a checkpoint but have not joined yet (their subscription is still
 // being reconciled); later joiners get a Resync event instead.

@@ -371,3 +371,23 @@ func TestCheckpointOutsideTheWatchWindowResyncs(t *testing.T) {
 	g.Eventually(d.ids).Should(ContainElement(id(n, event.Added)))
 	g.Expect(slices.Index(d.ids(), id(n, event.Added))).To(BeNumerically(">", slices.Index(d.ids(), "resync:sub:"+key.String()+":2")))
 }
+
+func TestPointBefore(t *testing.T) {
+	early, late := time.Unix(1000, 0), time.Unix(2000, 0)
+	for _, tc := range []struct {
+		name string
+		p, q watch.Point
+		want bool
+	}{
+		{"by resourceVersion, as numbers", watch.Point{ResourceVersion: "9", Time: late},
+			watch.Point{ResourceVersion: "10", Time: early}, true},
+		{"a later resourceVersion", watch.Point{ResourceVersion: "10"}, watch.Point{ResourceVersion: "9"}, false},
+		{"by time when one is not a number", watch.Point{ResourceVersion: "x", Time: early},
+			watch.Point{ResourceVersion: "10", Time: late}, true},
+		{"the same point", watch.Point{ResourceVersion: "10"}, watch.Point{ResourceVersion: "10"}, false},
+	} {
+		if got := tc.p.Before(tc.q); got != tc.want {
+			t.Errorf("%s: Before = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
