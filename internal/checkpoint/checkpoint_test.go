@@ -81,8 +81,7 @@ func TestTenThousandSubscriptionsSaveAndOnlyChangesAreWritten(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
-	counting := &countingWriter{Client: k8s}
-	store := &checkpoint.ConfigMaps{Client: counting, Namespace: ns}
+	counting, store := countingStore(ns)
 	at := time.Now().UTC().Truncate(time.Second)
 	points := map[watch.PointKey]watch.Point{}
 	for i := range 10000 {
@@ -123,8 +122,7 @@ func TestSaveAsksOnceForEachShard(t *testing.T) {
 		return map[watch.PointKey]watch.Point{key("ns/a/uid-a", "s@ns"): {Stream: "s@ns", ResourceVersion: rv, Time: at}}
 	}
 
-	counting := &countingWriter{Client: k8s}
-	store := &checkpoint.ConfigMaps{Client: counting, Namespace: ns}
+	counting, store := countingStore(ns)
 	_, err := store.Load(ctx)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(store.Save(ctx, points("1"))).To(Succeed())
@@ -132,16 +130,14 @@ func TestSaveAsksOnceForEachShard(t *testing.T) {
 	g.Expect(store.Save(ctx, points("2"))).To(Succeed())
 	g.Expect(counting.writes()).To(Equal(2), "a shard written before: one update")
 
-	restarted := &countingWriter{Client: k8s}
-	again := &checkpoint.ConfigMaps{Client: restarted, Namespace: ns}
+	restarted, again := countingStore(ns)
 	loaded, err := again.Load(ctx)
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(loaded).To(Equal(points("2")))
 	g.Expect(again.Save(ctx, points("3"))).To(Succeed())
 	g.Expect(restarted.writes()).To(Equal(1), "a shard Load saw: one update")
 
-	stale := &countingWriter{Client: k8s}
-	unloaded := &checkpoint.ConfigMaps{Client: stale, Namespace: ns}
+	stale, unloaded := countingStore(ns)
 	g.Expect(unloaded.Save(ctx, points("4"))).To(Succeed(), "a shard that exists after all is updated")
 	g.Expect(stale.writes()).To(Equal(2), "the create that found it, then the update")
 	got, err := (&checkpoint.ConfigMaps{Client: k8s, Namespace: ns}).Load(ctx)
@@ -181,8 +177,7 @@ func TestASmallInstallationSavesOneConfigMap(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
 	ns := newNamespace(t)
-	counting := &countingWriter{Client: k8s}
-	store := &checkpoint.ConfigMaps{Client: counting, Namespace: ns}
+	counting, store := countingStore(ns)
 	g.Expect(store.Save(ctx, points(100, "10"))).To(Succeed())
 	g.Expect(counting.writes()).To(Equal(1), "100 points: one ConfigMap")
 	g.Expect(checkpointConfigMaps(t, ns)).To(Equal(map[string]int{checkpoint.DefaultName + "-00": 100}))
@@ -313,6 +308,12 @@ func TestUnreadableCheckpointsMeanStartingFresh(t *testing.T) {
 		g.Expect(err).NotTo(HaveOccurred(), data)
 		g.Expect(points).To(BeEmpty(), data)
 	}
+}
+
+// countingStore is a store in ns whose writes are counted.
+func countingStore(ns string) (*countingWriter, *checkpoint.ConfigMaps) {
+	counting := &countingWriter{Client: k8s}
+	return counting, &checkpoint.ConfigMaps{Client: counting, Namespace: ns}
 }
 
 // countingWriter counts the ConfigMap writes that reach the API server.
