@@ -96,18 +96,17 @@ func runThroughput(ctx context.Context, h *harness) ([]Row, any, error) {
 	rows := append([]Row{rate}, fanOutRows("throughput/fanout", "", fanOut)...)
 	// What the operator adds to the requests themselves: the same requests sent straight
 	// from a raw watch, on the same sink and CPU.
-	rows = append(rows, newRow("throughput/fanout/time-vs-plain", fmt.Sprintf("Fan-out, %s × %d creates",
-		subs(fanOut.Subscriptions), fanOut.Writes), "first write → last delivery", "s", fanOut.OursSeconds,
-		plain, plainBaseline).
+	label := fmt.Sprintf("Fan-out, %s × %d creates", subs(fanOut.Subscriptions), fanOut.Writes)
+	rows = append(rows, newRow("throughput/fanout/time-vs-plain", label, "first write → last delivery", "s",
+		fanOut.OursSeconds, plain, plainBaseline).
 		goal("≤ 1.1× plain", fanOut.complete() && fanOut.OursSeconds <= 1.1*plain).
 		note("plain before and after ours: %.2f s and %.2f s, raw saw the last create after %.2f s and %.2f s",
 			plainBefore.OursSeconds, plainAfter.OursSeconds, plainBefore.RawSeconds, plainAfter.RawSeconds))
 	// The CPU this process spent per delivery, from the first write to the last arrival:
 	// the sink, the writers and the raw watch cost every run the same.
 	perDelivery := func(p throughputPhase) float64 { return p.Process.microsPer(p.Expected) }
-	rows = append(rows, newRow("throughput/fanout/cpu-per-delivery", fmt.Sprintf("Fan-out, %s × %d creates",
-		subs(fanOut.Subscriptions), fanOut.Writes), "process CPU per delivery", "µs", perDelivery(fanOut),
-		bracketed([]float64{perDelivery(plainBefore), perDelivery(plainAfter)}), plainBaseline).
+	rows = append(rows, newRow("throughput/fanout/cpu-per-delivery", label, "process CPU per delivery", "µs",
+		perDelivery(fanOut), bracketed([]float64{perDelivery(plainBefore), perDelivery(plainAfter)}), plainBaseline).
 		note("sink, writers and raw watch included in both; plain runs %s and %s µs", trim(perDelivery(plainBefore)),
 			trim(perDelivery(plainAfter))))
 	return append(rows, fanOutRows("throughput/fanout-batched", ", batched", fanOutBatched)...), phases, nil
