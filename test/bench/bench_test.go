@@ -111,8 +111,8 @@ func wantRows(opts options) []string {
 		"throughput/fanout-batched/rate", "throughput/fanout-batched/time", "drain/binary", "drain/batched",
 		"flapping/plain/out", "flapping/plain/final", "flapping/coalesce/out", "flapping/coalesce/final",
 		"flapping/ratelimit/out", "flapping/ratelimit/final",
-		"convergence/ready", "convergence/ready-vs-least", "convergence/watches", "convergence/idle-status-writes",
-		"convergence/teardown", "convergence/teardown-after-api",
+		"convergence/ready", "convergence/ready-vs-least", "convergence/requests", "convergence/watches",
+		"convergence/idle-status-writes", "convergence/teardown", "convergence/teardown-after-api",
 		"crd/ready",
 		"budgetflood/healthy", "budgetflood/dropped", "budgetflood/accounted", "budgetflood/rss-peak",
 		"budgetflood/rss-settled")

@@ -306,10 +306,6 @@ const (
 // apiMetric sums the API server's own metric name over the series whose labels include
 // every pair of one of matches.
 func (h *harness) apiMetric(ctx context.Context, name string, matches ...map[string]string) (float64, error) {
-	raw, err := h.admin.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("reading the API server's metrics: %w", err)
-	}
 	has := func(line string, match map[string]string) bool {
 		for k, v := range match {
 			label := k + `="` + v + `"`
@@ -320,22 +316,64 @@ func (h *harness) apiMetric(ctx context.Context, name string, matches ...map[str
 		return true
 	}
 	total := 0.0
+	err := h.scanAPIMetric(ctx, name, func(series string, value float64) {
+		if slices.ContainsFunc(matches, func(m map[string]string) bool { return has(series, m) }) {
+			total += value
+		}
+	})
+	return total, err
+}
+
+// scanAPIMetric calls each with every series of the API server's metric name: its name and
+// labels as exposed, and its value.
+func (h *harness) scanAPIMetric(ctx context.Context, name string, each func(series string, value float64)) error {
+	raw, err := h.admin.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the API server's metrics: %w", err)
+	}
 	sc := bufio.NewScanner(bytes.NewReader(raw))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") || !slices.ContainsFunc(matches, func(m map[string]string) bool {
-			return has(line, m)
-		}) {
+		if !strings.HasPrefix(line, name+"{") {
 			continue
 		}
-		n, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64)
+		space := strings.LastIndex(line, " ")
+		n, err := strconv.ParseFloat(line[space+1:], 64)
 		if err != nil {
-			return 0, err
+			return err
 		}
-		total += n
+		each(line[:space], n)
 	}
-	return total, sc.Err()
+	return sc.Err()
+}
+
+// apiRequests counts the requests on resources the API server has answered, watches
+// aside, by verb and resource ("PATCH watchsubscriptions/status").
+func (h *harness) apiRequests(ctx context.Context) (map[string]float64, error) {
+	counts := map[string]float64{}
+	err := h.scanAPIMetric(ctx, "apiserver_request_total", func(series string, value float64) {
+		verb, resource := labelValue(series, labelVerb), labelValue(series, labelResource)
+		if resource == "" || verb == "WATCH" {
+			return
+		}
+		if sub := labelValue(series, labelSubresource); sub != "" {
+			resource += "/" + sub
+		}
+		counts[verb+" "+resource] += value
+	})
+	return counts, err
+}
+
+// labelValue is the value of label in a series as the API server exposes it, "" without it.
+func labelValue(series, label string) string {
+	for _, sep := range []string{"{", ","} {
+		if i := strings.Index(series, sep+label+`="`); i >= 0 {
+			value := series[i+len(sep)+len(label)+2:]
+			return value[:strings.IndexByte(value, '"')]
+		}
+	}
+	return ""
 }
 
 // waitWatches waits until the API server holds want watches on the resources, and returns
