@@ -20,6 +20,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"os"
 	"time"
@@ -70,6 +71,7 @@ func main() {
 	var checkpointNamespace string
 	var authzInterval, checkpointInterval, shutdownGrace time.Duration
 	var statusCounterRate float64
+	var concurrentReconciles int
 	var leaseDuration, renewDeadline, retryPeriod time.Duration
 	var sharding, replicaName string
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "The address the metrics endpoint binds to. "+
@@ -116,6 +118,8 @@ func main() {
 		"Status writes per second, over all subscriptions, that only update counters (eventsDelivered and the "+
 			"like; each subscription at most every 2s). Many busy subscriptions then refresh their counters less "+
 			"often; condition changes are never held back. 0: no bound.")
+	flag.IntVar(&concurrentReconciles, "concurrent-reconciles", operator.DefaultConcurrentReconciles,
+		"How many subscriptions are reconciled at once. Each reconcile mostly waits on its status write.")
 	flag.DurationVar(&shutdownGrace, "shutdown-grace", operator.DefaultShutdownGrace,
 		"On SIGTERM, how long stopping the watches and finishing queued and in-flight deliveries may take "+
 			"before the last checkpoint is saved. The process exits at most "+operator.ShutdownSlack.String()+
@@ -211,11 +215,15 @@ func main() {
 		setupLog.Error(err, "Invalid --sink-deny-cidrs")
 		os.Exit(1)
 	}
+	if concurrentReconciles < 1 {
+		setupLog.Error(errors.New("must be at least 1"), "Invalid --concurrent-reconciles", "value", concurrentReconciles)
+		os.Exit(1)
+	}
 	if _, err := operator.Setup(mgr, operator.Options{SinkDeny: deny, SinkUseProxy: sinkUseProxy,
 		SinkFollowRedirects: sinkFollowRedirects, Authorization: operator.Authorization(subscriptionAuthz),
 		DeliveryMemoryBudget:  budget,
 		AuthorizationInterval: authzInterval, CheckpointNamespace: checkpointNamespace,
-		CheckpointInterval: checkpointInterval, ShutdownGrace: shutdownGrace,
+		CheckpointInterval: checkpointInterval, ShutdownGrace: shutdownGrace, ConcurrentReconciles: concurrentReconciles,
 		StatusCounterRate: counterRate(statusCounterRate), Sharding: operator.Sharding(sharding),
 		ReplicaName: replicaName, MemberLeaseDuration: leaseDuration,
 		MemberRenewDeadline: renewDeadline, MemberRetryPeriod: retryPeriod}); err != nil {

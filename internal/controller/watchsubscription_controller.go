@@ -64,6 +64,8 @@ type WatchSubscriptionReconciler struct {
 	StatusCounterRate float64
 	// DeliveryTimeout bounds one delivery attempt.
 	DeliveryTimeout time.Duration
+	// Workers is how many subscriptions are reconciled at once; 0 means one.
+	Workers int
 	// Shards, when set, limits this replica to the subscriptions it serves (scale-out).
 	Shards *Shards
 	Log    logr.Logger
@@ -131,9 +133,6 @@ func (r *WatchSubscriptionReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 	return result, err
 }
-
-// reconcileWorkers is how many subscriptions are reconciled at once.
-const reconcileWorkers = 8
 
 // unavailableRetry is how soon a status write that found no API server is tried again.
 const unavailableRetry = 2 * time.Second

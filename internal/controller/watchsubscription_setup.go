@@ -75,7 +75,7 @@ func (r *WatchSubscriptionReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("watchsubscription").
 		// Subscriptions are independent; several workers let a burst of them (and one
 		// tenant's flood) converge without queueing behind each other's API writes.
-		WithOptions(controller.Options{MaxConcurrentReconciles: reconcileWorkers}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Workers}).
 		Complete(r)
 }
 
