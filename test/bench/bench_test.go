@@ -101,13 +101,14 @@ func wantRows(opts options) []string {
 		}
 		if n > 1 {
 			ids = append(ids, fmt.Sprintf("latency/%d/status-writes", n), fmt.Sprintf("latency/%d/p50-vs-plain", n),
-				fmt.Sprintf("latency/%d/p99-vs-plain", n), fmt.Sprintf("latency/%d/cpu-per-delivery", n))
+				fmt.Sprintf("latency/%d/p99-vs-plain", n), fmt.Sprintf("latency/%d/plain-p50-vs-raw", n),
+				fmt.Sprintf("latency/%d/cpu-per-delivery", n))
 		}
 	}
 	ids = append(ids, "costlyneighbour/p50", "costlyneighbour/p99", "costlyneighbour/over-budget",
 		"costlyneighbour/under-budget/p50", "costlyneighbour/under-budget/p99")
 	ids = append(ids, "throughput/rate", "throughput/fanout/rate", "throughput/fanout/time",
-		"throughput/fanout/time-vs-plain", "throughput/fanout/cpu-per-delivery",
+		"throughput/fanout/time-vs-plain", "throughput/fanout/plain-vs-raw", "throughput/fanout/cpu-per-delivery",
 		"throughput/fanout-batched/rate", "throughput/fanout-batched/time", "drain/binary", "drain/batched",
 		"flapping/plain/out", "flapping/plain/final", "flapping/coalesce/out", "flapping/coalesce/final",
 		"flapping/ratelimit/out", "flapping/ratelimit/final",

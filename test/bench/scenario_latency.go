@@ -116,6 +116,15 @@ func runLatency(ctx context.Context, h *harness) ([]Row, any, error) {
 					plainBaseline).
 					goal("≤ 1.1× plain", p.Ours.P99 <= 1.1*bracketed(p99s) && complete).
 					note("plain before and after ours: %s ms", joinTrimmed(p99s)))
+			// The floor against raw in its own runs: whether anything that sends one request
+			// per delivery can meet the 1.3×-raw target on this machine.
+			rawP50s := make([]float64, len(p.Plain))
+			for i, r := range p.Plain {
+				rawP50s[i] = r.Raw.P50
+			}
+			rows = append(rows, newRow(id+"plain-p50-vs-raw", label, "p50 write → sink, plain fan-out (no operator)",
+				"ms", bracketed(p50s), bracketed(rawP50s), "raw in the same runs").
+				note("the floor of the ≤ 1.3× raw target; raw in the plain runs %s ms", joinTrimmed(rawP50s)))
 			// The CPU this process spent per delivery while the writes were timed: the sink
 			// and the raw watch cost every run the same, so the difference is the operator's.
 			plainCPU := make([]float64, len(p.Plain))
