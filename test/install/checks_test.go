@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
 )
 
 // expectations are the settings an installation was rendered with.
@@ -89,6 +91,19 @@ func checkDeployment(t *testing.T, dep *appsv1.Deployment, want expectations) {
 	if i < 0 || c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.FieldRef == nil ||
 		c.Env[i].ValueFrom.FieldRef.FieldPath != "metadata.namespace" {
 		t.Errorf("the manager has no POD_NAMESPACE from the downward API (fieldRef metadata.namespace): %+v", c.Env)
+	}
+
+	// The manager sets GOMEMLIMIT to 90% of its container's limit. GOMEMLIMIT at the whole
+	// limit let RSS past it under a flood (BENCHMARKS.md, budgetflood).
+	if slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "GOMEMLIMIT" }) {
+		t.Errorf("the manager's GOMEMLIMIT is set by the Deployment; it should be left to the manager: %+v", c.Env)
+	}
+	i = slices.IndexFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == operator.ContainerMemoryLimitEnv })
+	if i < 0 || c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.ResourceFieldRef == nil ||
+		c.Env[i].ValueFrom.ResourceFieldRef.Resource != "limits.memory" ||
+		c.Env[i].ValueFrom.ResourceFieldRef.ContainerName != c.Name {
+		t.Errorf("the manager has no %s from the downward API (resourceFieldRef limits.memory): %+v",
+			operator.ContainerMemoryLimitEnv, c.Env)
 	}
 
 	for _, res := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
