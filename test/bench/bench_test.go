@@ -116,7 +116,7 @@ func wantRows(opts options) []string {
 		"convergence/idle-status-writes", "convergence/teardown", "convergence/teardown-after-api",
 		"crd/ready",
 		"budgetflood/healthy", "budgetflood/dropped", "budgetflood/accounted", "budgetflood/rss-peak",
-		"budgetflood/rss-settled")
+		"budgetflood/rss-peak-vs-limit", "budgetflood/rss-settled")
 	for _, n := range opts.ReplicaCounts {
 		for _, fig := range []string{"streams", "spread", "rss-mean", "rss-max", "rate", "backlog"} {
 			ids = append(ids, fmt.Sprintf("replicas/%d/%s", n, fig))

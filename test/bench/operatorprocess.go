@@ -89,6 +89,8 @@ func operatorProcessMain(specJSON string) int {
 	}
 	cfg := &rest.Config{Host: spec.Host, TLSClientConfig: spec.TLS, BearerToken: spec.BearerToken,
 		QPS: spec.QPS, Burst: spec.Burst}
+	// As cmd/main.go does, for the naive baseline too: the same runtime limit.
+	operator.UseContainerMemoryLimit()
 	if spec.NaiveNamespace != "" {
 		return naiveProcessMain(cfg, spec.NaiveNamespace)
 	}
@@ -213,16 +215,18 @@ type operatorProcess struct {
 }
 
 // startOperatorProcess runs the operator in a process of its own, with a delivery memory
-// budget and GOMEMLIMIT set to memLimit, on the harness's control plane; checkpoints go to
-// checkpointNS.
+// budget, as in a container limited to containerLimit bytes, on the harness's control
+// plane; checkpoints go to checkpointNS.
 func (h *harness) startOperatorProcess(ctx context.Context, checkpointNS string,
-	budget, memLimit int64) (*operatorProcess, error) {
-	return h.startProcess(ctx, processSpec{CheckpointNamespace: checkpointNS, DeliveryMemoryBudget: budget}, memLimit)
+	budget, containerLimit int64) (*operatorProcess, error) {
+	return h.startProcess(ctx, processSpec{CheckpointNamespace: checkpointNS, DeliveryMemoryBudget: budget},
+		containerLimit)
 }
 
 // startProcess runs this program as the process spec describes (its connection to the
-// harness's control plane filled in), with GOMEMLIMIT set to memLimit.
-func (h *harness) startProcess(ctx context.Context, s processSpec, memLimit int64) (*operatorProcess, error) {
+// harness's control plane filled in), told its container's memory limit as the shipped
+// Deployment tells the manager: the process sets GOMEMLIMIT from it, as the binary does.
+func (h *harness) startProcess(ctx context.Context, s processSpec, containerLimit int64) (*operatorProcess, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -233,9 +237,12 @@ func (h *harness) startProcess(ctx context.Context, s processSpec, memLimit int6
 	if err != nil {
 		return nil, err
 	}
-	env := []string{operatorProcessEnv + "=" + string(spec), "GOMEMLIMIT=" + strconv.FormatInt(memLimit, 10)}
+	env := []string{operatorProcessEnv + "=" + string(spec),
+		operator.ContainerMemoryLimitEnv + "=" + strconv.FormatInt(containerLimit, 10)}
 	for _, kv := range os.Environ() {
-		if k, _, _ := strings.Cut(kv, "="); k != "GOMEMLIMIT" && k != "GOGC" && k != operatorProcessEnv {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "GOMEMLIMIT", "GOGC", operator.ContainerMemoryLimitEnv, operatorProcessEnv:
+		default:
 			env = append(env, kv)
 		}
 	}
@@ -355,12 +362,19 @@ func (p *operatorProcess) resetPeaks(ctx context.Context) (hwmReset bool, err er
 
 // rss is the process's resident set now and at most (VmRSS, VmHWM), in bytes.
 func (p *operatorProcess) rss() (now, peak uint64) {
+	return p.statusBytes("VmRSS"), p.statusBytes("VmHWM")
+}
+
+// anonRSS is the process's resident anonymous memory (RssAnon), in bytes: what a container
+// cannot give back under its memory limit, where the pages of the binary (RssFile) can be
+// dropped and read again.
+func (p *operatorProcess) anonRSS() uint64 { return p.statusBytes("RssAnon") }
+
+// statusBytes is a field of the process's /proc status counted in kB, in bytes.
+func (p *operatorProcess) statusBytes(field string) uint64 {
 	status := fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid)
-	read := func(field string) uint64 {
-		kb, _ := strconv.ParseUint(strings.TrimSuffix(procField(status, field), " kB"), 10, 64)
-		return kb << 10
-	}
-	return read("VmRSS"), read("VmHWM")
+	kb, _ := strconv.ParseUint(strings.TrimSuffix(procField(status, field), " kB"), 10, 64)
+	return kb << 10
 }
 
 // stop ends the process: stdin closed, then killed if it has not exited within 5 s.

@@ -16,9 +16,9 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// shippedMemoryLimit is GOMEMLIMIT as the shipped Deployment gets it: 90% of its 256Mi
-// container limit (operator.UseContainerMemoryLimit).
-const shippedMemoryLimit = 256 << 20 / 10 * 9
+// shippedContainerLimit is the shipped Deployment's memory limit, 256Mi; the process sets
+// GOMEMLIMIT to 90% of it (operator.UseContainerMemoryLimit).
+const shippedContainerLimit = 256 << 20
 
 // naiveProcessMain is main of the naive baseline's process: POST /start starts one dynamic
 // informer factory on the ConfigMaps of ns (managedFields kept, a counting handler), GET
@@ -101,7 +101,7 @@ type rssReading struct {
 func (h *harness) rssThroughSync(ctx context.Context, spec processSpec, objects int,
 	load func(ctx context.Context, p *operatorProcess) error) (rssReading, error) {
 	var r rssReading
-	p, err := h.startProcess(ctx, spec, shippedMemoryLimit)
+	p, err := h.startProcess(ctx, spec, shippedContainerLimit)
 	if err != nil {
 		return r, err
 	}

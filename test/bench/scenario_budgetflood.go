@@ -10,17 +10,20 @@ import (
 	"time"
 
 	notifyv1 "github.com/dynamic-notifier/dynamic-notifier/api/v1alpha1"
+	"github.com/dynamic-notifier/dynamic-notifier/internal/operator"
 )
 
 // floodDetails are the raw figures of the budget-flood scenario. Memory figures are the
 // operator process's alone.
 type floodDetails struct {
 	Budget int64 `json:"budget"`
-	// MemoryLimit is the operator process's GOMEMLIMIT.
-	MemoryLimit int64 `json:"memoryLimit"`
-	Objects     int   `json:"objects"`
-	ObjectBytes int   `json:"objectBytes"`
-	Changes     int   `json:"changes"`
+	// ContainerLimit is the memory limit of the container the operator process runs as in;
+	// MemoryLimit its GOMEMLIMIT, 90% of it.
+	ContainerLimit int64 `json:"containerLimit"`
+	MemoryLimit    int64 `json:"memoryLimit"`
+	Objects        int   `json:"objects"`
+	ObjectBytes    int   `json:"objectBytes"`
+	Changes        int   `json:"changes"`
 	// WriteSeconds is how long the changes took to write; WriteRate the changes per second.
 	WriteSeconds float64 `json:"writeSeconds"`
 	WriteRate    float64 `json:"writeRate"`
@@ -36,8 +39,10 @@ type floodDetails struct {
 	// could not be reset.
 	PeakRSS  uint64 `json:"peakRSS"`
 	HWMReset bool   `json:"hwmReset"`
-	// PeakRSSSampled is the largest resident set of readings every 100 ms.
-	PeakRSSSampled uint64 `json:"peakRSSSampled"`
+	// PeakRSSSampled is the largest resident set of readings every 100 ms, PeakAnonSampled
+	// the largest anonymous part of it (RssAnon).
+	PeakRSSSampled  uint64 `json:"peakRSSSampled"`
+	PeakAnonSampled uint64 `json:"peakAnonSampled"`
 	// PeakAccounted is the most the delivery memory budget counted as used, sampled every
 	// millisecond; PeakHeapObjects the most heap in objects, sampled every 10 ms (garbage
 	// not yet swept included).
@@ -68,9 +73,9 @@ type floodSample struct {
 	Delivered int64   `json:"delivered"`
 }
 
-// minMemoryLimit keeps the quick run's tiny budget from setting a GOMEMLIMIT below what the
-// idle operator needs, where the collector would run without pause.
-const minMemoryLimit = 64 << 20
+// minContainerLimit keeps the quick run's tiny budget from setting a GOMEMLIMIT below what
+// the idle operator needs, where the collector would run without pause.
+const minContainerLimit = 64 << 20
 
 // floodWriters write the changes: enough that the API server, not the writers' round trips,
 // sets the pace.
@@ -85,9 +90,10 @@ const eventsPerBudget = 3
 // changes. The flooding subscription must give up its oldest events to keep the process
 // within its budget, and the healthy one must lose none.
 func runBudgetFlood(ctx context.Context, h *harness) ([]Row, any, error) {
-	d := floodDetails{Budget: h.opts.FloodBudget, MemoryLimit: max(4*h.opts.FloodBudget, minMemoryLimit),
-		Objects:     h.opts.FloodObjects,
-		ObjectBytes: h.opts.ObjectBytes, Changes: h.opts.FloodChanges}
+	// The container limit a budget is the default of: a quarter of it.
+	limit := max(4*h.opts.FloodBudget, minContainerLimit)
+	d := floodDetails{Budget: h.opts.FloodBudget, ContainerLimit: limit, MemoryLimit: operator.RuntimeMemoryLimit(limit),
+		Objects: h.opts.FloodObjects, ObjectBytes: h.opts.ObjectBytes, Changes: h.opts.FloodChanges}
 	err := h.budgetFlood(ctx, &d)
 	if err != nil {
 		return nil, d, err
@@ -99,11 +105,19 @@ func runBudgetFlood(ctx context.Context, h *harness) ([]Row, any, error) {
 	peak := newRow("budgetflood/rss-peak", label, "RSS growth over idle, at peak", "bytes", growth(d.PeakRSS), budget,
 		"budget")
 	peak = peak.goal(rssGoal, peak.Ours <= eventsPerBudget*budget).
-		note("peak RSS %s (VmHWM), idle %s; GOMEMLIMIT %s", format(float64(d.PeakRSS), "bytes"),
-			format(float64(d.Idle.RSS), "bytes"), format(float64(d.MemoryLimit), "bytes"))
+		note("peak RSS %s (VmHWM), idle %s; container limit %s, GOMEMLIMIT %s", format(float64(d.PeakRSS), "bytes"),
+			format(float64(d.Idle.RSS), "bytes"), format(float64(d.ContainerLimit), "bytes"),
+			format(float64(d.MemoryLimit), "bytes"))
 	if !d.HWMReset {
 		peak = peak.note("VmHWM could not be reset: the largest of readings every 100 ms")
 	}
+	// Whether the pod survives the flood: past its limit the kernel first drops the pages it
+	// can read again (the binary's), then kills the process for its anonymous memory.
+	inLimit := newRow("budgetflood/rss-peak-vs-limit", label, "anonymous RSS at peak", "bytes",
+		float64(d.PeakAnonSampled), float64(d.ContainerLimit), "container limit (a quarter of it the budget)").
+		goal("≤ container limit", d.PeakAnonSampled <= uint64(d.ContainerLimit)).
+		note("RssAnon sampled every 100 ms; all RSS at peak %s; GOMEMLIMIT %s", format(float64(d.PeakRSS), "bytes"),
+			format(float64(d.MemoryLimit), "bytes"))
 	settled := newRow("budgetflood/rss-settled", label, "RSS growth over idle, settled (after GC)", "bytes",
 		growth(d.Settled.RSS), budget, "budget")
 	settled = settled.goal(rssGoal, settled.Ours <= eventsPerBudget*budget).
@@ -124,6 +138,7 @@ func runBudgetFlood(ctx context.Context, h *harness) ([]Row, any, error) {
 			goal("≤ budget", d.PeakAccounted <= d.Budget).
 			note("sampled every ms; heap in objects at most %s", format(float64(d.PeakHeapObjects), "bytes")),
 		peak,
+		inLimit,
 		settled,
 	}, d, nil
 }
@@ -150,7 +165,7 @@ func (h *harness) budgetFlood(ctx context.Context, d *floodDetails) (err error) 
 		return err
 	}
 	release := dead.hold()
-	p, err := h.startOperatorProcess(ctx, checkpointNS, d.Budget, d.MemoryLimit)
+	p, err := h.startOperatorProcess(ctx, checkpointNS, d.Budget, d.ContainerLimit)
 	if err != nil {
 		release()
 		dead.close()
@@ -197,9 +212,9 @@ func (h *harness) budgetFlood(ctx context.Context, d *floodDetails) (err error) 
 	})
 	defer h.sink.handle(nil)
 
-	h.logf("budgetflood: idle RSS %s; %d changes over %d ConfigMaps, budget %s, GOMEMLIMIT %s",
+	h.logf("budgetflood: idle RSS %s; %d changes over %d ConfigMaps, budget %s, container limit %s",
 		format(float64(d.Idle.RSS), "bytes"), d.Changes, d.Objects, format(float64(d.Budget), "bytes"),
-		format(float64(d.MemoryLimit), "bytes"))
+		format(float64(d.ContainerLimit), "bytes"))
 	stopSampling := h.sampleFlood(ctx, p, &delivered, d)
 	w, err := h.update(ctx, ns, "f", d.Objects, d.Changes, floodWriters)
 	if err != nil {
@@ -283,6 +298,7 @@ func (h *harness) sampleFlood(ctx context.Context, p *operatorProcess, delivered
 			}
 			rss, _ := p.rss()
 			d.PeakRSSSampled = max(d.PeakRSSSampled, rss)
+			d.PeakAnonSampled = max(d.PeakAnonSampled, p.anonRSS())
 			if i%10 != 0 {
 				continue
 			}

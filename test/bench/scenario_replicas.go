@@ -287,7 +287,7 @@ func (s *replicaSet) start(ctx context.Context, n int) error {
 		name := "replica-" + strconv.Itoa(i)
 		proc, err := s.h.startProcess(ctx, processSpec{CheckpointNamespace: s.cpNS, Sharding: operator.ShardingLeases,
 			ReplicaName: name, MemberLeaseDuration: replicaLeaseDuration, MemberRenewDeadline: replicaRenewDeadline,
-			MemberRetryPeriod: replicaRetryPeriod}, shippedMemoryLimit)
+			MemberRetryPeriod: replicaRetryPeriod}, shippedContainerLimit)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
