@@ -100,8 +100,7 @@ func main() {
 		"Bytes of events all subscriptions together may hold for delivery (a quantity: 512Mi). Over it, the "+
 			"subscriptions holding more than their fair share drop their oldest events. Empty: a quarter of the "+
 			"memory limit (GOMEMLIMIT, or 90% of the container's limit, $CONTAINER_MEMORY_LIMIT or its cgroup's, "+
-			"which then becomes GOMEMLIMIT), 256Mi "+
-			"without one; 0: no budget.")
+			"which then becomes GOMEMLIMIT), 256Mi without one; 0: no budget.")
 	flag.StringVar(&subscriptionAuthz, "subscription-authorization", string(operator.DefaultAuthorization),
 		"How a subscription's right to watch is checked: SubjectAccessReview (its spec.serviceAccountName must "+
 			"be allowed to list and watch what it subscribes to) or None (single-tenant clusters).")
