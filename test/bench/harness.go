@@ -306,10 +306,9 @@ const (
 // apiMetric sums the API server's own metric name over the series whose labels include
 // every pair of one of matches.
 func (h *harness) apiMetric(ctx context.Context, name string, matches ...map[string]string) (float64, error) {
-	has := func(line string, match map[string]string) bool {
+	has := func(series string, match map[string]string) bool {
 		for k, v := range match {
-			label := k + `="` + v + `"`
-			if !strings.Contains(line, "{"+label) && !strings.Contains(line, ","+label) {
+			if labelValue(series, k) != v {
 				return false
 			}
 		}

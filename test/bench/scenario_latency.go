@@ -105,8 +105,8 @@ func runLatency(ctx context.Context, h *harness) ([]Row, any, error) {
 		if len(p.Plain) > 0 {
 			// What the operator adds to the requests themselves: the same n requests per
 			// write sent straight from a raw watch cost the same sink and CPU.
-			p50s, p99s := plainFigures(p.Plain, func(q percentiles) float64 { return q.P50 }),
-				plainFigures(p.Plain, func(q percentiles) float64 { return q.P99 })
+			p50s, p99s := figures(p.Plain, func(r plainPhase) float64 { return r.Plain.P50 }),
+				figures(p.Plain, func(r plainPhase) float64 { return r.Plain.P99 })
 			rows = append(rows,
 				newRow(id+"p50-vs-plain", label, "p50 write → sink", "ms", p.Ours.P50, bracketed(p50s),
 					plainBaseline).
@@ -118,19 +118,15 @@ func runLatency(ctx context.Context, h *harness) ([]Row, any, error) {
 					note("plain before and after ours: %s ms", joinTrimmed(p99s)))
 			// The floor against raw in its own runs: whether anything that sends one request
 			// per delivery can meet the 1.3×-raw target on this machine.
-			rawP50s := make([]float64, len(p.Plain))
-			for i, r := range p.Plain {
-				rawP50s[i] = r.Raw.P50
-			}
+			rawP50s := figures(p.Plain, func(r plainPhase) float64 { return r.Raw.P50 })
 			rows = append(rows, newRow(id+"plain-p50-vs-raw", label, "p50 write → sink, plain fan-out (no operator)",
 				"ms", bracketed(p50s), bracketed(rawP50s), "raw in the same runs").
 				note("the floor of the ≤ 1.3× raw target; raw in the plain runs %s ms", joinTrimmed(rawP50s)))
 			// The CPU this process spent per delivery while the writes were timed: the sink
 			// and the raw watch cost every run the same, so the difference is the operator's.
-			plainCPU := make([]float64, len(p.Plain))
+			plainCPU := figures(p.Plain, func(r plainPhase) float64 { return r.Process.microsPer(p.Expected) })
 			plainGC := make([]string, len(p.Plain))
 			for i, r := range p.Plain {
-				plainCPU[i] = r.Process.microsPer(p.Expected)
 				plainGC[i] = strconv.FormatUint(r.Process.GCCycles, 10)
 			}
 			rows = append(rows, newRow(id+"cpu-per-delivery", label, "process CPU per delivery", "µs",
@@ -247,11 +243,11 @@ type plainPhase struct {
 	Process processUsage `json:"process"`
 }
 
-// plainFigures picks one figure of each plain run.
-func plainFigures(runs []plainPhase, figure func(percentiles) float64) []float64 {
+// figures picks one figure of each run.
+func figures[R any](runs []R, figure func(R) float64) []float64 {
 	out := make([]float64, len(runs))
 	for i, r := range runs {
-		out[i] = figure(r.Plain)
+		out[i] = figure(r)
 	}
 	return out
 }

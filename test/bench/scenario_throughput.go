@@ -81,7 +81,8 @@ func runThroughput(ctx context.Context, h *harness) ([]Row, any, error) {
 	if err != nil {
 		return nil, phases, fmt.Errorf("%d subscriptions, plain: %w", h.opts.FanOutSubs, err)
 	}
-	plain := bracketed([]float64{plainBefore.OursSeconds, plainAfter.OursSeconds})
+	plainRuns := []throughputPhase{plainBefore, plainAfter}
+	plain := bracketed(figures(plainRuns, func(p throughputPhase) float64 { return p.OursSeconds }))
 	fanOutBatched, err := h.throughput(ctx, h.opts.FanOutSubs, h.opts.FanOutWrites, notifyv1.ContentModeBatched)
 	phases = append(phases, fanOutBatched)
 	if err != nil {
@@ -106,14 +107,14 @@ func runThroughput(ctx context.Context, h *harness) ([]Row, any, error) {
 	// delivery can meet the 1.1×-raw target on this machine.
 	rows = append(rows, newRow("throughput/fanout/plain-vs-raw", label,
 		"first write → last delivery, plain fan-out (no operator)", "s",
-		bracketed([]float64{plainBefore.OursSeconds, plainAfter.OursSeconds}),
-		bracketed([]float64{plainBefore.RawSeconds, plainAfter.RawSeconds}), "raw (last create seen) in the same runs").
+		plain, bracketed(figures(plainRuns, func(p throughputPhase) float64 { return p.RawSeconds })),
+		"raw (last create seen) in the same runs").
 		note("the floor of the ≤ 1.1× raw target"))
 	// The CPU this process spent per delivery, from the first write to the last arrival:
 	// the sink, the writers and the raw watch cost every run the same.
 	perDelivery := func(p throughputPhase) float64 { return p.Process.microsPer(p.Expected) }
 	rows = append(rows, newRow("throughput/fanout/cpu-per-delivery", label, "process CPU per delivery", "µs",
-		perDelivery(fanOut), bracketed([]float64{perDelivery(plainBefore), perDelivery(plainAfter)}), plainBaseline).
+		perDelivery(fanOut), bracketed(figures(plainRuns, perDelivery)), plainBaseline).
 		note("sink, writers and raw watch included in both; plain runs %s and %s µs", trim(perDelivery(plainBefore)),
 			trim(perDelivery(plainAfter))))
 	return append(rows, fanOutRows("throughput/fanout-batched", ", batched", fanOutBatched)...), phases, nil
