@@ -174,13 +174,7 @@ func readHeap() heap {
 }
 
 // readRSS is VmRSS of /proc/self/status in bytes; 0 where there is none.
-func readRSS() uint64 {
-	kb, err := strconv.ParseUint(strings.TrimSuffix(procField("/proc/self/status", "VmRSS"), " kB"), 10, 64)
-	if err != nil {
-		return 0
-	}
-	return kb << 10
-}
+func readRSS() uint64 { return procBytes("/proc/self/status", "VmRSS") }
 
 // settledHeap lets in-flight work (status writes, closing connections) finish and returns
 // the smallest of a few readings: garbage can only inflate a reading. With -profile, a heap

@@ -362,19 +362,16 @@ func (p *operatorProcess) resetPeaks(ctx context.Context) (hwmReset bool, err er
 
 // rss is the process's resident set now and at most (VmRSS, VmHWM), in bytes.
 func (p *operatorProcess) rss() (now, peak uint64) {
-	return p.statusBytes("VmRSS"), p.statusBytes("VmHWM")
+	return procBytes(p.statusPath(), "VmRSS"), procBytes(p.statusPath(), "VmHWM")
 }
 
 // anonRSS is the process's resident anonymous memory (RssAnon), in bytes: what a container
 // cannot give back under its memory limit, where the pages of the binary (RssFile) can be
 // dropped and read again.
-func (p *operatorProcess) anonRSS() uint64 { return p.statusBytes("RssAnon") }
+func (p *operatorProcess) anonRSS() uint64 { return procBytes(p.statusPath(), "RssAnon") }
 
-// statusBytes is a field of the process's /proc status counted in kB, in bytes.
-func (p *operatorProcess) statusBytes(field string) uint64 {
-	status := fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid)
-	kb, _ := strconv.ParseUint(strings.TrimSuffix(procField(status, field), " kB"), 10, 64)
-	return kb << 10
+func (p *operatorProcess) statusPath() string {
+	return fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid)
 }
 
 // stop ends the process: stdin closed, then killed if it has not exited within 5 s.

@@ -205,6 +205,13 @@ func loadAverage() string {
 	return strings.Join(f[:min(3, len(f))], " ")
 }
 
+// procBytes reads a field of a /proc file counted in kB ("VmRSS: 1024 kB"), in bytes; 0
+// where there is none.
+func procBytes(path, name string) uint64 {
+	kb, _ := strconv.ParseUint(strings.TrimSuffix(procField(path, name), " kB"), 10, 64)
+	return kb << 10
+}
+
 // procField reads "name : value" from a /proc file; empty where there is none.
 func procField(path, name string) string {
 	f, err := os.Open(path)

@@ -114,7 +114,7 @@ func runBudgetFlood(ctx context.Context, h *harness) ([]Row, any, error) {
 	// Whether the pod survives the flood: past its limit the kernel first drops the pages it
 	// can read again (the binary's), then kills the process for its anonymous memory.
 	inLimit := newRow("budgetflood/rss-peak-vs-limit", label, "anonymous RSS at peak", "bytes",
-		float64(d.PeakAnonSampled), float64(d.ContainerLimit), "container limit (a quarter of it the budget)").
+		float64(d.PeakAnonSampled), float64(d.ContainerLimit), "container limit").
 		goal("≤ container limit", d.PeakAnonSampled <= uint64(d.ContainerLimit)).
 		note("RssAnon sampled every 100 ms; all RSS at peak %s; GOMEMLIMIT %s", format(float64(d.PeakRSS), "bytes"),
 			format(float64(d.MemoryLimit), "bytes"))
