@@ -147,6 +147,10 @@ func main() {
 	flag.Parse()
 
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	if concurrentReconciles < 1 {
+		setupLog.Error(errors.New("must be at least 1"), "Invalid --concurrent-reconciles", "value", concurrentReconciles)
+		os.Exit(1)
+	}
 	memoryLimit := operator.UseContainerMemoryLimit()
 	budget := operator.DefaultDeliveryMemoryBudget(memoryLimit)
 	if memoryBudget != "" {
@@ -213,10 +217,6 @@ func main() {
 	deny, err := sink.ParseCIDRs(sinkDenyCIDRs)
 	if err != nil {
 		setupLog.Error(err, "Invalid --sink-deny-cidrs")
-		os.Exit(1)
-	}
-	if concurrentReconciles < 1 {
-		setupLog.Error(errors.New("must be at least 1"), "Invalid --concurrent-reconciles", "value", concurrentReconciles)
 		os.Exit(1)
 	}
 	if _, err := operator.Setup(mgr, operator.Options{SinkDeny: deny, SinkUseProxy: sinkUseProxy,

@@ -11,10 +11,7 @@ import (
 // TestLogsAreJSONByDefault: the binary as shipped logs JSON at info level, as production log
 // pipelines expect; --zap-devel and the other --zap-* flags change it.
 func TestLogsAreJSONByDefault(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "manager")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildManager(t)
 	// No kubeconfig to be found: the manager logs why and exits.
 	cmd := exec.Command(bin, "--kubeconfig="+filepath.Join(t.TempDir(), "missing"))
 	cmd.Env = []string{"HOME=" + t.TempDir()}
@@ -40,4 +37,31 @@ func TestLogsAreJSONByDefault(t *testing.T) {
 	if lines == 0 {
 		t.Fatalf("the manager logged nothing before exiting: %v", err)
 	}
+}
+
+// A bad --concurrent-reconciles stops the manager before it looks for a cluster, with the
+// flag named.
+func TestNoReconcileWorkersIsRefused(t *testing.T) {
+	bin := buildManager(t)
+	for _, value := range []string{"0", "-1"} {
+		cmd := exec.Command(bin, "--concurrent-reconciles="+value, "--kubeconfig="+filepath.Join(t.TempDir(), "missing"))
+		cmd.Env = []string{"HOME=" + t.TempDir()}
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			t.Fatalf("--concurrent-reconciles=%s: the manager ran:\n%s", value, out)
+		}
+		if !strings.Contains(string(out), "Invalid --concurrent-reconciles") {
+			t.Errorf("--concurrent-reconciles=%s: the manager exited without naming the flag:\n%s", value, out)
+		}
+	}
+}
+
+// buildManager builds the manager binary into a temporary directory.
+func buildManager(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "manager")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }
