@@ -220,7 +220,7 @@ func TestSendInitialEvents(t *testing.T) {
 func TestSuspendAndResume(t *testing.T) {
 	g := NewWithT(t)
 	ctx := context.Background()
-	startOperator(t)
+	op := startOperator(t)
 	ns := newNamespace(t)
 	sk := newSink(t)
 	ws := subscription(ns, "pausable", sk.URL)
@@ -243,6 +243,9 @@ func TestSuspendAndResume(t *testing.T) {
 	g.Eventually(func() error {
 		return k8s.Get(ctx, client.ObjectKeyFromObject(ws), &notifyv1.WatchSubscription{})
 	}).Should(MatchError(ContainSubstring("not found")))
+	// The deletion reaches the operator on its own watch, not in order with later writes
+	// to the watched resource: wait until it stopped the subscription's watch.
+	g.Eventually(op.op.Registry.Keys).WithTimeout(5*time.Second).Should(BeEmpty(), "the deleted subscription's watch stops")
 	create(t, configMap(ns, "after-delete", nil))
 	g.Consistently(sk.summary).WithTimeout(500 * time.Millisecond).Should(HaveLen(1))
 }
